@@ -1,0 +1,210 @@
+//! Settings: parsed once at start from flags and environment (`PWA_*`), validated
+//! into typed values. Every error names the setting it is about, so an operator
+//! can fix a typo from one line of output.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The default database, as in the original service (relative to the working directory).
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/clinical.db";
+/// The default listen address: loopback, port 8000 like the original (uvicorn's default).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// The default log filter (`tracing_subscriber::EnvFilter` syntax).
+pub const DEFAULT_LOG: &str = "info";
+
+/// A setting that could not be parsed. Displayed as one line naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting} {value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable (and flag) the value came from, e.g. `PWA_BIND`.
+    pub setting: &'static str,
+    /// The rejected value.
+    pub value: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            value: value.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where the data lives. Only SQLite for now; the scheme picks the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite database file.
+    Sqlite {
+        /// Path of the database file (relative paths are relative to the working directory).
+        path: PathBuf,
+    },
+}
+
+impl DatabaseUrl {
+    /// Parses `PWA_DATABASE_URL`.
+    ///
+    /// Accepted forms:
+    /// - `sqlite://./data/clinical.db`, `sqlite://data/clinical.db` (relative), `sqlite:///abs/clinical.db` (absolute)
+    /// - `sqlite:./data/clinical.db`
+    /// - the original's SQLAlchemy form `sqlite+aiosqlite:///./data/clinical.db` (also `sqlite:///…` is
+    ///   read the sqlx way; SQLAlchemy's four-slash `sqlite+aiosqlite:////abs/path.db` is absolute).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let err = |reason: &str| ConfigError::new("PWA_DATABASE_URL", value, reason);
+        let (scheme, rest) = value
+            .split_once(':')
+            .ok_or_else(|| err("expected a URL such as sqlite://./data/clinical.db"))?;
+        let path = match scheme {
+            // SQLAlchemy: `sqlite+aiosqlite:///relative` and `sqlite+aiosqlite:////absolute`.
+            "sqlite+aiosqlite" | "sqlite+pysqlite" => rest
+                .strip_prefix("///")
+                .ok_or_else(|| err("expected sqlite+aiosqlite:///path/to/file.db"))?,
+            // sqlx: `sqlite://relative`, `sqlite:///absolute`, `sqlite:relative`.
+            "sqlite" => rest.strip_prefix("//").unwrap_or(rest),
+            _ => {
+                return Err(err(
+                    "unsupported scheme: expected sqlite:// (or the original's sqlite+aiosqlite:///)",
+                ));
+            }
+        };
+        if path.contains('?') {
+            return Err(err("query parameters are not supported; use the PWA_SQLITE_* settings"));
+        }
+        if path.is_empty() || path == ":memory:" || path.ends_with('/') {
+            return Err(err("expected the path of a database file"));
+        }
+        Ok(Self::Sqlite {
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+        }
+    }
+}
+
+/// `PWA_SQLITE_SYNCHRONOUS`: how hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSynchronous {
+    /// WAL + NORMAL: a commit survives a crash of the process; the last commits
+    /// before a power loss or OS crash may be rolled back (never corrupted).
+    #[default]
+    Normal,
+    /// WAL + FULL: the WAL is fsynced at every commit; survives power loss.
+    Full,
+}
+
+impl FromStr for SqliteSynchronous {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            _ => Err(ConfigError::new(
+                "PWA_SQLITE_SYNCHRONOUS",
+                value,
+                "expected normal or full",
+            )),
+        }
+    }
+}
+
+/// Database settings shared by every subcommand.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `PWA_DATABASE_URL`.
+    pub url: DatabaseUrl,
+    /// `PWA_SQLITE_SYNCHRONOUS`.
+    pub synchronous: SqliteSynchronous,
+}
+
+impl DatabaseSettings {
+    /// Validates raw setting values.
+    pub fn parse(url: &str, synchronous: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: DatabaseUrl::parse(url)?,
+            synchronous: synchronous.parse()?,
+        })
+    }
+
+    /// An SQLite file at `path` with default settings (handy for tests and tools).
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        Self {
+            url: DatabaseUrl::Sqlite { path: path.into() },
+            synchronous: SqliteSynchronous::default(),
+        }
+    }
+}
+
+/// Parses `PWA_BIND`.
+pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            "PWA_BIND",
+            value,
+            "expected IP:PORT, e.g. 127.0.0.1:8000 or 0.0.0.0:8000",
+        )
+    })
+}
+
+/// Parses `PWA_LOG` into a tracing filter.
+pub fn parse_log_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(value).map_err(|e| {
+        ConfigError::new(
+            "PWA_LOG",
+            value,
+            format!("{e} (expected e.g. info, or clinscribe=debug,tower_http=info)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_of(url: &str) -> PathBuf {
+        match DatabaseUrl::parse(url).unwrap() {
+            DatabaseUrl::Sqlite { path } => path,
+        }
+    }
+
+    #[test]
+    fn database_url_accepts_sqlx_and_sqlalchemy_forms() {
+        assert_eq!(path_of("sqlite://./data/clinical.db"), PathBuf::from("./data/clinical.db"));
+        assert_eq!(path_of("sqlite:///var/lib/c.db"), PathBuf::from("/var/lib/c.db"));
+        assert_eq!(path_of("sqlite:data/c.db"), PathBuf::from("data/c.db"));
+        assert_eq!(
+            path_of("sqlite+aiosqlite:///./data/clinical.db"),
+            PathBuf::from("./data/clinical.db")
+        );
+        assert_eq!(path_of("sqlite+aiosqlite:////srv/c.db"), PathBuf::from("/srv/c.db"));
+    }
+
+    #[test]
+    fn database_url_errors_name_the_setting() {
+        for bad in ["", "mysql://x", "sqlite://", "sqlite::memory:", "sqlite://a.db?mode=ro", "nonsense"] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert_eq!(err.setting, "PWA_DATABASE_URL", "{bad}");
+            assert!(err.to_string().starts_with("invalid PWA_DATABASE_URL"));
+        }
+    }
+
+    #[test]
+    fn synchronous_and_bind_are_validated() {
+        assert_eq!("FULL".parse::<SqliteSynchronous>().unwrap(), SqliteSynchronous::Full);
+        assert_eq!("normal".parse::<SqliteSynchronous>().unwrap(), SqliteSynchronous::Normal);
+        assert_eq!("off".parse::<SqliteSynchronous>().unwrap_err().setting, "PWA_SQLITE_SYNCHRONOUS");
+        assert_eq!(parse_bind("127.0.0.1:0").unwrap().ip().to_string(), "127.0.0.1");
+        assert_eq!(parse_bind("localhost").unwrap_err().setting, "PWA_BIND");
+        assert_eq!(parse_log_filter("info,[").unwrap_err().setting, "PWA_LOG");
+    }
+}

@@ -1,0 +1,176 @@
+//! The database: connection setup, migrations and (later) backups.
+//!
+//! SQLite allows one writer at a time. Rather than let many pooled connections
+//! race for the write lock (and fail with "database is locked" once
+//! `busy_timeout` runs out), every write goes through a pool of exactly one
+//! connection, so writers queue in-process; reads use their own pool of
+//! read-only connections, which WAL lets run alongside the writer.
+
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::config::{self, DatabaseSettings, DatabaseUrl};
+
+/// How long SQLite waits for a lock held by another process before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors opening or preparing the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Connecting failed (unreadable file, not a database, ...).
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The driver error.
+        source: sqlx::Error,
+    },
+    /// A migration failed or the database is newer than this binary.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+/// An open SQLite database: one writer connection, a pool of readers.
+#[derive(Debug, Clone)]
+pub struct Database {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    path: PathBuf,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database, and applies pending migrations.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let db = Self::open_without_migrating(settings).await?;
+        migrations::run(&db).await?;
+        Ok(db)
+    }
+
+    /// Opens (creating if needed) the database without touching its schema.
+    pub async fn open_without_migrating(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let DatabaseUrl::Sqlite { path } = &settings.url;
+        create_parent_dir(path)?;
+        let options = connect_options(path, settings.synchronous);
+        let open_err = |source| DbError::Open {
+            path: path.clone(),
+            source,
+        };
+        // The writer is opened eagerly: it creates the file and switches it to WAL
+        // before any reader connects.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(reader_pool_size())
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        Ok(Self {
+            writer,
+            readers,
+            path: path.clone(),
+        })
+    }
+
+    /// The pool of read-only connections.
+    pub fn readers(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// The single writer connection (as a pool of one, so writers queue for it).
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// Starts a write transaction with `BEGIN IMMEDIATE`: it takes SQLite's write
+    /// lock up front, so a read-then-write transaction can never fail half-way
+    /// with "database is locked" because another process wrote in between.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection; the last one to close checkpoints the WAL.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    /// Whether [`Database::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.writer.is_closed() || self.readers.is_closed()
+    }
+}
+
+/// The PRAGMAs every connection gets (the original's settings, `synchronous` configurable).
+fn connect_options(path: &Path, synchronous: config::SqliteSynchronous) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match synchronous {
+            config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+            config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+        })
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+}
+
+/// Readers beyond a few per core only add memory: SQLite reads are CPU-bound here.
+fn reader_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores * 2).unwrap_or(8).clamp(2, 16)
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), DbError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Database {
+    /// Checks that the database answers a query that touches the file.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.readers)
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,141 @@
+//! The HTTP error boundary: every error a handler returns is an [`ApiError`],
+//! turned into a response in one place, in FastAPI's shape:
+//!
+//! - `{"detail": "<message>"}` for everything but validation;
+//! - `{"detail": [{"type", "loc", "msg", "input", ...}, ...]}` with status 422
+//!   for validation, one entry per problem (see [`ValidationIssue`]).
+//!
+//! Use the variant that says what went wrong for the *client*; storage errors
+//! convert with `?` (a missing row becomes 404, a busy database 503, anything
+//! else a logged 500 that never leaks internals).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::recordings::store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: the request did not validate.
+    #[error("validation failed")]
+    Validation(Vec<ValidationIssue>),
+    /// 400 with a message.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404 with a message, e.g. "Recording not found".
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405.
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    /// 413: the body is larger than the limit (bytes).
+    #[error("Request body too large: the limit is {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 503: a dependency (the database) cannot serve requests now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ValidationBody<'a> {
+    detail: &'a [ValidationIssue],
+}
+
+/// One validation problem, as pydantic reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationIssue {
+    /// Machine-readable kind: `missing`, `int_parsing`, `string_type`, `enum`, ...
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Where: `["body", "patient_id"]`, `["query", "status"]`, `["path", "recording_id"]`.
+    pub loc: Vec<Value>,
+    /// Human-readable message.
+    pub msg: String,
+    /// The offending input (`null` when absent).
+    pub input: Value,
+    /// Extra facts about the constraint, e.g. `{"ge": 0}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+impl ValidationIssue {
+    /// An issue at `loc` without context.
+    pub fn new(kind: &'static str, loc: Vec<Value>, msg: impl Into<String>, input: Value) -> Self {
+        Self {
+            kind,
+            loc,
+            msg: msg.into(),
+            input,
+            ctx: None,
+        }
+    }
+
+    /// Adds pydantic's `ctx` object.
+    pub fn with_ctx(mut self, ctx: Value) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+}
+
+impl ApiError {
+    /// A 422 with a single issue.
+    pub fn invalid(issue: ValidationIssue) -> Self {
+        Self::Validation(vec![issue])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            // Through a struct, not `json!`, to keep pydantic's key order.
+            Self::Validation(issues) => {
+                return (status, axum::Json(ValidationBody { detail: issues })).into_response();
+            }
+            Self::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                json!({ "detail": "Internal Server Error" })
+            }
+            other => json!({ "detail": other.to_string() }),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::NotFound("Recording not found"),
+            StoreError::Busy(e) => {
+                tracing::warn!(error = %e, "database busy");
+                Self::Unavailable("The database is busy; retry shortly".into())
+            }
+            StoreError::Closed => Self::Unavailable("The database is not available".into()),
+            other => Self::Internal(other.into()),
+        }
+    }
+}

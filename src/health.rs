@@ -1,0 +1,87 @@
+//! `GET /api/v1/health`: is the service, and its database, usable?
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::AppState;
+
+/// How long the database may take to answer before the service counts as unhealthy.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The health report. `status` is `healthy` or `unhealthy`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `healthy` or `unhealthy`.
+    #[schema(example = "healthy")]
+    pub status: &'static str,
+    /// Each component: `ok`, or what is wrong with it.
+    pub components: Components,
+    /// Which database backend serves the data.
+    #[schema(example = "sqlite")]
+    pub backend: &'static str,
+    /// How long the database took to answer, in milliseconds.
+    pub database_latency_ms: f64,
+    /// Why the service is unhealthy (absent when healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Component states.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Components {
+    /// The web service itself: always `ok` when it answers.
+    pub pwa: &'static str,
+    /// `ok`, or the reason the database is unusable.
+    pub database: String,
+}
+
+/// The health route.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/health", get(health))
+}
+
+/// Report whether the service and its database are usable (200) or not (503).
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The database is unusable", body = Health),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.db.ping()).await;
+    let latency = started.elapsed().as_secs_f64() * 1000.0;
+    let problem = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("database error: {e}")),
+        Err(_) => Some(format!(
+            "database did not answer within {} s",
+            DATABASE_CHECK_TIMEOUT.as_secs()
+        )),
+    };
+    let status = if problem.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let health = Health {
+        status: if problem.is_some() { "unhealthy" } else { "healthy" },
+        components: Components {
+            pwa: "ok",
+            database: problem.clone().unwrap_or_else(|| "ok".into()),
+        },
+        backend: "sqlite",
+        database_latency_ms: (latency * 1000.0).round() / 1000.0,
+        detail: problem,
+    };
+    (status, Json(health))
+}

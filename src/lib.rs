@@ -1,0 +1,18 @@
+//! clinscribe: a clinical dictation server and offline-first web app.
+//!
+//! - [`recordings`]: the domain (model, store, HTTP handlers);
+//! - [`db`]: connection setup and migrations;
+//! - [`http`]: the router, shared state and the server's life cycle;
+//! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod recordings;
+pub mod timestamp;
+
+pub use http::{AppState, router, serve};

@@ -1,0 +1,5 @@
+//! The `clinscribe` binary: see `clinscribe --help`.
+
+fn main() -> std::process::ExitCode {
+    clinscribe::cli::main()
+}

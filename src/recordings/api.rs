@@ -1,0 +1,185 @@
+//! HTTP handlers for `/api/v1/recordings`: parse, call the store, answer.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::model::{NewRecording, Recording, RecordingStatus};
+use super::store::{Cursor, ListQuery};
+use crate::error::{ApiError, ValidationIssue};
+use crate::http::AppState;
+use crate::http::extract::{JsonBody, RecordingId};
+use crate::identity::CurrentClinician;
+
+/// Items per page when the client does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The most items a page may hold.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The recordings routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/recordings", get(list_recordings).post(create_recording))
+        .route("/api/v1/recordings/{recording_id}", get(get_recording))
+}
+
+/// Create a recording (status `pending`) for the current clinician.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recordings",
+    tag = "recordings",
+    request_body = NewRecording,
+    responses(
+        (status = 201, description = "Created", body = Recording),
+        (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
+        (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Validation error", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn create_recording(
+    State(state): State<AppState>,
+    clinician: CurrentClinician,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Recording>), ApiError> {
+    let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
+    let recording = state.recordings.create(clinician.id(), new).await?;
+    Ok((StatusCode::CREATED, Json(recording)))
+}
+
+/// Get one recording by id (hyphens optional, any case).
+#[utoipa::path(
+    get,
+    path = "/api/v1/recordings/{recording_id}",
+    tag = "recordings",
+    params(("recording_id" = String, Path, description = "Recording UUID")),
+    responses(
+        (status = 200, description = "The recording", body = Recording),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn get_recording(
+    State(state): State<AppState>,
+    _clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+) -> Result<Json<Recording>, ApiError> {
+    Ok(Json(state.recordings.get(id).await?))
+}
+
+/// List the current clinician's recordings, newest first, one page at a time.
+///
+/// The body is a plain JSON array; when more items exist, the `Link` header
+/// carries the URL of the next page (`rel="next"`, RFC 8288).
+#[utoipa::path(
+    get,
+    path = "/api/v1/recordings",
+    tag = "recordings",
+    params(
+        ("status" = Option<RecordingStatus>, Query, description = "Only recordings in this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("cursor" = Option<String>, Query, description = "Opaque cursor from a previous page's Link header"),
+    ),
+    responses(
+        (status = 200, description = "A page of recordings, newest first", body = Vec<Recording>,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"))),
+        (status = 422, description = "Bad query parameter", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn list_recordings(
+    State(state): State<AppState>,
+    clinician: CurrentClinician,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = parse_list_query(raw.as_deref().unwrap_or(""))?;
+    let page = state.recordings.list_for_clinician(clinician.id(), query).await?;
+    let mut response = Json(page.items).into_response();
+    if let Some(next) = page.next {
+        let mut url = format!("/api/v1/recordings?limit={}", query.limit);
+        if let Some(status) = query.status {
+            url.push_str("&status=");
+            url.push_str(status.as_str());
+        }
+        url.push_str("&cursor=");
+        url.push_str(&next.encode());
+        // Only ASCII goes in: the cursor is base64url and statuses are fixed words.
+        if let Ok(link) = HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, link);
+        }
+    }
+    Ok(response)
+}
+
+/// Reads `status`, `limit` and `cursor`; other parameters are ignored, as in FastAPI.
+fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
+    // FastAPI takes the last value of a repeated scalar parameter.
+    let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let loc = |name: &str| vec![json!("query"), json!(name)];
+    let mut issues = Vec::new();
+
+    let status = last("status").and_then(|s| match s.parse::<RecordingStatus>() {
+        Ok(status) => Some(status),
+        Err(_) => {
+            issues.push(
+                ValidationIssue::new(
+                    "enum",
+                    loc("status"),
+                    "Input should be 'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'",
+                    Value::String(s.to_owned()),
+                )
+                .with_ctx(json!({
+                    "expected": "'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'"
+                })),
+            );
+            None
+        }
+    });
+
+    let limit = match last("limit") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(n) if (1..=i64::from(MAX_PAGE_SIZE)).contains(&n) => n as u32,
+            Ok(n) => {
+                let (kind, msg, ctx) = if n < 1 {
+                    ("greater_than_equal", "Input should be greater than or equal to 1", json!({"ge": 1}))
+                } else {
+                    ("less_than_equal", "Input should be less than or equal to 1000", json!({"le": MAX_PAGE_SIZE}))
+                };
+                issues.push(ValidationIssue::new(kind, loc("limit"), msg, json!(s)).with_ctx(ctx));
+                DEFAULT_PAGE_SIZE
+            }
+            Err(_) => {
+                issues.push(ValidationIssue::new(
+                    "int_parsing",
+                    loc("limit"),
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    json!(s),
+                ));
+                DEFAULT_PAGE_SIZE
+            }
+        },
+    };
+
+    let after = last("cursor").and_then(|s| match Cursor::decode(s) {
+        Ok(cursor) => Some(cursor),
+        Err(_) => {
+            issues.push(ValidationIssue::new(
+                "value_error",
+                loc("cursor"),
+                "Value error, invalid cursor: use the URL from the Link header of the previous page",
+                json!(s),
+            ));
+            None
+        }
+    });
+
+    if issues.is_empty() {
+        Ok(ListQuery { status, limit, after })
+    } else {
+        Err(ApiError::Validation(issues))
+    }
+}

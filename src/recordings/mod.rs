@@ -1,0 +1,8 @@
+//! Recordings: the model, its store (all SQL for the table) and its HTTP handlers.
+
+pub mod api;
+pub mod model;
+pub mod store;
+
+pub use model::{NewRecording, Recording, RecordingStatus};
+pub use store::{ListQuery, Page, RecordingStore, StoreError};

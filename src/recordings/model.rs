@@ -1,0 +1,398 @@
+//! The recording: what a dictation becomes on the server.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ValidationIssue;
+use crate::timestamp::Timestamp;
+
+/// Where a recording is in its life: created, uploaded, transcribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStatus {
+    /// Created, audio not yet received.
+    Pending,
+    /// Audio upload in progress.
+    Uploading,
+    /// Audio stored, waiting for transcription.
+    Queued,
+    /// Being transcribed.
+    Processing,
+    /// Transcribed and verified.
+    Completed,
+    /// Processing failed; see `error_message`.
+    Error,
+}
+
+impl RecordingStatus {
+    /// Every status, in life-cycle order.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Uploading,
+        Self::Queued,
+        Self::Processing,
+        Self::Completed,
+        Self::Error,
+    ];
+
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Uploading => "uploading",
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Error => "error",
+        }
+    }
+
+    /// Whether processing has ended (successfully or not).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Error)
+    }
+}
+
+impl fmt::Display for RecordingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not one of the six statuses (exact, lower case).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown recording status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for RecordingStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// A clinical recording, as stored and as answered by the API (all 15 fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Recording {
+    /// Server-generated id.
+    pub id: Uuid,
+    /// The patient the dictation is about.
+    pub patient_id: String,
+    /// The clinician who made it.
+    pub clinician_id: String,
+    /// Where the client kept the audio (metadata only: never opened by the server).
+    pub audio_file_path: Option<String>,
+    /// Audio size in bytes.
+    pub audio_file_size: Option<i64>,
+    /// Length of the dictation in seconds.
+    pub duration_seconds: Option<i64>,
+    /// Life-cycle state.
+    pub status: RecordingStatus,
+    /// Why processing failed, when `status` is `error`.
+    pub error_message: Option<String>,
+    /// How many times processing was retried.
+    pub retry_count: i64,
+    /// When the recording was created (RFC 3339, UTC).
+    #[schema(value_type = String, format = DateTime, example = "2026-11-27T23:53:30.306917Z")]
+    pub created_at: Timestamp,
+    /// When it last changed.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// When its audio arrived.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub uploaded_at: Option<Timestamp>,
+    /// When processing ended.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub processed_at: Option<Timestamp>,
+    /// The transcript, once processed.
+    pub transcript: Option<String>,
+    /// Verification results (a JSON object), once processed.
+    #[schema(value_type = Option<Object>)]
+    pub verification_results: Option<Value>,
+}
+
+/// What a client sends to create a recording (`POST /api/v1/recordings`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
+pub struct NewRecording {
+    /// The patient, 1–128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128, example = "patient-001")]
+    pub patient_id: String,
+    /// Length in seconds (≥ 0). A numeric string such as `"120"` is accepted.
+    #[schema(minimum = 0, example = 120)]
+    pub duration_seconds: i64,
+    /// Client-side location of the audio (metadata).
+    #[schema(max_length = 1024)]
+    #[serde(default)]
+    pub audio_file_path: Option<String>,
+}
+
+/// The longest accepted `patient_id`.
+pub const PATIENT_ID_MAX_CHARS: usize = 128;
+/// The longest accepted `audio_file_path`.
+pub const AUDIO_PATH_MAX_CHARS: usize = 1024;
+
+impl NewRecording {
+    /// Validates a JSON request body the way the original's pydantic model did,
+    /// minus its bugs (see CONTRACT.md): one issue per bad field, all reported.
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let Some(object) = body.as_object() else {
+            return Err(vec![ValidationIssue::new(
+                "model_attributes_type",
+                vec![json!("body")],
+                "Input should be a valid dictionary or object to extract fields from",
+                body.clone(),
+            )]);
+        };
+        let mut issues = Vec::new();
+        let patient_id = required(object, body, "patient_id", &mut issues)
+            .and_then(|v| text_field("patient_id", v, 1, PATIENT_ID_MAX_CHARS, &mut issues));
+        let duration_seconds = required(object, body, "duration_seconds", &mut issues)
+            .and_then(|v| non_negative_int("duration_seconds", v, &mut issues));
+        let audio_file_path = match object.get("audio_file_path") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => text_field("audio_file_path", v, 0, AUDIO_PATH_MAX_CHARS, &mut issues).map(Some),
+        };
+        match (patient_id, duration_seconds, audio_file_path) {
+            (Some(patient_id), Some(duration_seconds), Some(audio_file_path)) if issues.is_empty() => {
+                Ok(Self {
+                    patient_id,
+                    duration_seconds,
+                    audio_file_path,
+                })
+            }
+            _ => Err(issues),
+        }
+    }
+}
+
+fn body_loc(field: &str) -> Vec<Value> {
+    vec![json!("body"), json!(field)]
+}
+
+fn required<'a>(
+    object: &'a Map<String, Value>,
+    body: &Value,
+    field: &str,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<&'a Value> {
+    let value = object.get(field);
+    if value.is_none() {
+        issues.push(ValidationIssue::new("missing", body_loc(field), "Field required", body.clone()));
+    }
+    value
+}
+
+/// A string of `min..=max` characters with no control characters; whitespace-only
+/// counts as empty when `min > 0`.
+fn text_field(
+    field: &str,
+    value: &Value,
+    min: usize,
+    max: usize,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<String> {
+    let mut fail = |kind, msg: String, ctx: Option<Value>| {
+        let mut issue = ValidationIssue::new(kind, body_loc(field), msg, value.clone());
+        issue.ctx = ctx;
+        issues.push(issue);
+        None
+    };
+    let Some(s) = value.as_str() else {
+        return fail("string_type", "Input should be a valid string".into(), None);
+    };
+    if min > 0 && s.trim().chars().count() < min {
+        return fail(
+            "string_too_short",
+            format!("String should have at least {min} character (and not only whitespace)"),
+            Some(json!({ "min_length": min })),
+        );
+    }
+    if s.chars().count() > max {
+        return fail(
+            "string_too_long",
+            format!("String should have at most {max} characters"),
+            Some(json!({ "max_length": max })),
+        );
+    }
+    if s.chars().any(char::is_control) {
+        return fail(
+            "string_pattern_mismatch",
+            "String should not contain control characters".into(),
+            None,
+        );
+    }
+    Some(s.to_owned())
+}
+
+/// An integer ≥ 0 with pydantic's lax coercions: `"120"` and `12.0` are 120 and 12;
+/// booleans, fractions, and values beyond 64 bits are rejected.
+fn non_negative_int(field: &str, value: &Value, issues: &mut Vec<ValidationIssue>) -> Option<i64> {
+    let mut fail = |kind, msg: &str| {
+        issues.push(ValidationIssue::new(kind, body_loc(field), msg, value.clone()));
+        None
+    };
+    const TOO_BIG: &str = "Input should be a valid integer, the number is too large";
+    let n = match value {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i
+            } else if n.is_u64() {
+                return fail("int_parsing_size", TOO_BIG);
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 || !f.is_finite() {
+                    return fail(
+                        "int_from_float",
+                        "Input should be a valid integer, got a number with a fractional part",
+                    );
+                }
+                // Exactly representable range of i64 in f64; beyond it we cannot be exact.
+                if f.abs() >= 9.223_372_036_854_775_807e18 {
+                    return fail("int_parsing_size", TOO_BIG);
+                }
+                f as i64
+            }
+        }
+        Value::String(s) => {
+            let t = s.trim();
+            match t.parse::<i64>() {
+                Ok(i) => i,
+                Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) => {
+                    return fail("int_parsing_size", TOO_BIG);
+                }
+                Err(_) => {
+                    return fail(
+                        "int_parsing",
+                        "Input should be a valid integer, unable to parse string as an integer",
+                    );
+                }
+            }
+        }
+        _ => return fail("int_type", "Input should be a valid integer"),
+    };
+    if n < 0 {
+        issues.push(
+            ValidationIssue::new(
+                "greater_than_equal",
+                body_loc(field),
+                "Input should be greater than or equal to 0",
+                value.clone(),
+            )
+            .with_ctx(json!({ "ge": 0 })),
+        );
+        return None;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(body: Value) -> Vec<(&'static str, Vec<Value>)> {
+        NewRecording::from_json(&body)
+            .unwrap_err()
+            .into_iter()
+            .map(|i| (i.kind, i.loc))
+            .collect()
+    }
+
+    #[test]
+    fn status_parses_exactly_and_serialises_lowercase() {
+        for status in RecordingStatus::ALL {
+            assert_eq!(status.as_str().parse::<RecordingStatus>().unwrap(), status);
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(status.as_str()));
+        }
+        assert!("Pending".parse::<RecordingStatus>().is_err());
+        assert!("".parse::<RecordingStatus>().is_err());
+        assert!("done".parse::<RecordingStatus>().is_err());
+        assert!(RecordingStatus::Error.is_final() && !RecordingStatus::Processing.is_final());
+    }
+
+    #[test]
+    fn recording_round_trips_through_json_with_all_fields() {
+        let rec = Recording {
+            id: Uuid::parse_str("6f1c1f0e-7b2a-4c39-9d0e-0a1b2c3d4e5f").unwrap(),
+            patient_id: "patient-001".into(),
+            clinician_id: "clinician-001".into(),
+            audio_file_path: Some("/uploads/audio_001.webm".into()),
+            audio_file_size: Some(1024),
+            duration_seconds: Some(120),
+            status: RecordingStatus::Completed,
+            error_message: None,
+            retry_count: 2,
+            created_at: Timestamp::parse("2026-11-27T23:53:30.306917Z").unwrap(),
+            updated_at: Timestamp::parse("2026-11-27T23:54:00Z").unwrap(),
+            uploaded_at: None,
+            processed_at: Some(Timestamp::parse("2026-11-27T23:55:00.5Z").unwrap()),
+            transcript: Some("Patient reports mild headache.".into()),
+            verification_results: Some(json!({"confidence": 0.93, "flags": []})),
+        };
+        let value = serde_json::to_value(&rec).unwrap();
+        let object = value.as_object().unwrap();
+        assert_eq!(object.len(), 15);
+        assert_eq!(value["id"], "6f1c1f0e-7b2a-4c39-9d0e-0a1b2c3d4e5f");
+        assert_eq!(value["status"], "completed");
+        assert_eq!(value["created_at"], "2026-11-27T23:53:30.306917Z");
+        assert_eq!(value["processed_at"], "2026-11-27T23:55:00.500000Z");
+        assert_eq!(value["uploaded_at"], Value::Null);
+        assert_eq!(value["verification_results"]["confidence"], 0.93);
+        let back: Recording = serde_json::from_value(value).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn new_recording_accepts_the_originals_lax_coercions() {
+        for (duration, expected) in [(json!(120), 120), (json!("120"), 120), (json!(12.0), 12), (json!(0), 0)] {
+            let body = json!({"patient_id": "p-1", "duration_seconds": duration, "ignored": true});
+            let new = NewRecording::from_json(&body).unwrap();
+            assert_eq!(new.duration_seconds, expected);
+            assert_eq!(new.patient_id, "p-1");
+            assert_eq!(new.audio_file_path, None);
+        }
+        let with_path = json!({"patient_id": "p", "duration_seconds": 1, "audio_file_path": "/a.webm"});
+        assert_eq!(NewRecording::from_json(&with_path).unwrap().audio_file_path.as_deref(), Some("/a.webm"));
+    }
+
+    #[test]
+    fn new_recording_reports_each_problem_like_pydantic() {
+        let body = |p: Value, d: Value| json!({"patient_id": p, "duration_seconds": d});
+        let p_loc = vec![json!("body"), json!("patient_id")];
+        let d_loc = vec![json!("body"), json!("duration_seconds")];
+        assert_eq!(kinds(json!({})), vec![("missing", p_loc.clone()), ("missing", d_loc.clone())]);
+        assert_eq!(kinds(json!([1])), vec![("model_attributes_type", vec![json!("body")])]);
+        assert_eq!(kinds(body(json!("p"), json!("abc"))), vec![("int_parsing", d_loc.clone())]);
+        assert_eq!(kinds(body(json!("p"), json!(12.5))), vec![("int_from_float", d_loc.clone())]);
+        assert_eq!(kinds(body(json!("p"), Value::Null)), vec![("int_type", d_loc.clone())]);
+        assert_eq!(kinds(body(json!("p"), json!(true))), vec![("int_type", d_loc.clone())]);
+        assert_eq!(kinds(body(json!("p"), json!(-1))), vec![("greater_than_equal", d_loc.clone())]);
+        assert_eq!(kinds(body(json!("p"), json!(1e30))), vec![("int_parsing_size", d_loc.clone())]);
+        assert_eq!(
+            kinds(body(json!("p"), json!(18446744073709551615u64))),
+            vec![("int_parsing_size", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!("99999999999999999999999"))),
+            vec![("int_parsing_size", d_loc.clone())]
+        );
+        assert_eq!(kinds(body(json!(123), json!(1))), vec![("string_type", p_loc.clone())]);
+        assert_eq!(kinds(body(Value::Null, json!(1))), vec![("string_type", p_loc.clone())]);
+        assert_eq!(kinds(body(json!("   "), json!(1))), vec![("string_too_short", p_loc.clone())]);
+        assert_eq!(kinds(body(json!(""), json!(1))), vec![("string_too_short", p_loc.clone())]);
+        assert_eq!(kinds(body(json!("a\u{0}b"), json!(1))), vec![("string_pattern_mismatch", p_loc.clone())]);
+        assert_eq!(kinds(body(json!("x".repeat(129)), json!(1))), vec![("string_too_long", p_loc.clone())]);
+        assert_eq!(
+            kinds(body(json!(""), json!("x"))),
+            vec![("string_too_short", p_loc), ("int_parsing", d_loc)]
+        );
+    }
+}

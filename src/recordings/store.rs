@@ -1,0 +1,378 @@
+//! All SQL about the `recordings` table lives here.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::model::{NewRecording, Recording, RecordingStatus};
+use crate::db::Database;
+use crate::timestamp::Timestamp;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such recording.
+    #[error("recording not found")]
+    NotFound,
+    /// The database is locked by someone else for longer than the busy timeout,
+    /// or no connection became free in time.
+    #[error("database busy: {0}")]
+    Busy(sqlx::Error),
+    /// The database has been closed (shutting down).
+    #[error("database closed")]
+    Closed,
+    /// A stored row does not decode (hand-edited or corrupt data).
+    #[error("corrupt row in recordings: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::PoolClosed => Self::Closed,
+            sqlx::Error::PoolTimedOut => Self::Busy(err),
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")) =>
+            {
+                // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+                Self::Busy(err)
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// A position in a clinician's list, newest first: the last item of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` of the last item returned.
+    pub created_at: Timestamp,
+    /// `id` of the last item returned (breaks ties between equal timestamps).
+    pub id: Uuid,
+}
+
+/// A cursor string that was not produced by [`Cursor::encode`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+impl Cursor {
+    /// The cursor pointing just past `recording`.
+    pub fn after(recording: &Recording) -> Self {
+        Self {
+            created_at: recording.created_at,
+            id: recording.id,
+        }
+    }
+
+    /// An opaque URL-safe token.
+    pub fn encode(&self) -> String {
+        let mut raw = Vec::with_capacity(24);
+        raw.extend_from_slice(&self.created_at.unix_micros().to_be_bytes());
+        raw.extend_from_slice(self.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Reads a token made by [`Cursor::encode`].
+    pub fn decode(token: &str) -> Result<Self, InvalidCursor> {
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidCursor)?;
+        let (micros, id) = raw.split_at_checked(8).ok_or(InvalidCursor)?;
+        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| InvalidCursor)?);
+        Ok(Self {
+            created_at: Timestamp::from_unix_micros(micros).ok_or(InvalidCursor)?,
+            id: Uuid::from_slice(id).map_err(|_| InvalidCursor)?,
+        })
+    }
+}
+
+/// Which page of a clinician's recordings to list.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery {
+    /// Only recordings in this status.
+    pub status: Option<RecordingStatus>,
+    /// At most this many items.
+    pub limit: u32,
+    /// Start after this position (None: the newest).
+    pub after: Option<Cursor>,
+}
+
+/// One page of a list, and where the next one starts (None: this was the last).
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The recordings, newest first.
+    pub items: Vec<Recording>,
+    /// Cursor for the next page.
+    pub next: Option<Cursor>,
+}
+
+/// The 15 columns, in [`RecordingRow`] order, prepended to a static SQL tail
+/// (static strings only: sqlx refuses SQL built at run time, and rightly so).
+macro_rules! recording_sql {
+    ($head:literal, $tail:literal) => {
+        concat!(
+            $head,
+            " id, patient_id, clinician_id, audio_file_path, audio_file_size, \
+             duration_seconds, status, error_message, retry_count, created_at, updated_at, \
+             uploaded_at, processed_at, transcript, verification_results ",
+            $tail
+        )
+    };
+}
+
+/// Reads and writes recordings.
+#[derive(Debug, Clone)]
+pub struct RecordingStore {
+    db: Database,
+}
+
+impl RecordingStore {
+    /// A store over `db`.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Creates a `pending` recording for `clinician_id`.
+    #[tracing::instrument(skip_all)]
+    pub async fn create(
+        &self,
+        clinician_id: &str,
+        new: NewRecording,
+    ) -> Result<Recording, StoreError> {
+        let now = Timestamp::now();
+        let recording = Recording {
+            // Time-ordered ids keep inserts at the right edge of the primary-key index.
+            id: Uuid::now_v7(),
+            patient_id: new.patient_id,
+            clinician_id: clinician_id.to_owned(),
+            audio_file_path: new.audio_file_path,
+            audio_file_size: None,
+            duration_seconds: Some(new.duration_seconds),
+            status: RecordingStatus::Pending,
+            error_message: None,
+            retry_count: 0,
+            created_at: now,
+            updated_at: now,
+            uploaded_at: None,
+            processed_at: None,
+            transcript: None,
+            verification_results: None,
+        };
+        self.insert(&recording).await?;
+        Ok(recording)
+    }
+
+    /// Inserts a complete recording as given (used by `create`, seeding and imports).
+    #[tracing::instrument(skip_all)]
+    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
+        let mut conn = self.db.writer().acquire().await?;
+        insert_query(r).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// The recording with this id.
+    #[tracing::instrument(skip_all)]
+    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
+        let sql = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
+        let row: RecordingRow = sqlx::query_as(sql)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.readers())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row.try_into()
+    }
+
+    /// One page of a clinician's recordings, newest first, optionally of one status.
+    #[tracing::instrument(skip_all, fields(limit = query.limit))]
+    pub async fn list_for_clinician(
+        &self,
+        clinician_id: &str,
+        query: ListQuery,
+    ) -> Result<Page, StoreError> {
+        // Four static shapes rather than `(?2 IS NULL OR status = ?2)`, which would
+        // stop SQLite from using the (clinician_id, status, created_at, id) index.
+        let sql = match (query.status.is_some(), query.after.is_some()) {
+            (false, false) => recording_sql!(
+                "SELECT",
+                "FROM recordings WHERE clinician_id = ? \
+                 ORDER BY created_at DESC, id DESC LIMIT ?"
+            ),
+            (true, false) => recording_sql!(
+                "SELECT",
+                "FROM recordings WHERE clinician_id = ? AND status = ? \
+                 ORDER BY created_at DESC, id DESC LIMIT ?"
+            ),
+            (false, true) => recording_sql!(
+                "SELECT",
+                "FROM recordings WHERE clinician_id = ? AND (created_at, id) < (?, ?) \
+                 ORDER BY created_at DESC, id DESC LIMIT ?"
+            ),
+            (true, true) => recording_sql!(
+                "SELECT",
+                "FROM recordings WHERE clinician_id = ? AND status = ? AND (created_at, id) < (?, ?) \
+                 ORDER BY created_at DESC, id DESC LIMIT ?"
+            ),
+        };
+        let mut q = sqlx::query_as::<_, RecordingRow>(sql).bind(clinician_id);
+        if let Some(status) = query.status {
+            q = q.bind(status.as_str());
+        }
+        if let Some(after) = query.after {
+            q = q
+                .bind(after.created_at.to_string())
+                .bind(after.id.hyphenated().to_string());
+        }
+        // One extra row tells whether there is a next page without a second query.
+        let rows = q
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self.db.readers())
+            .await?;
+        let more = rows.len() > query.limit as usize;
+        let items = rows
+            .into_iter()
+            .take(query.limit as usize)
+            .map(Recording::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if more { items.last().map(Cursor::after) } else { None };
+        Ok(Page { items, next })
+    }
+
+    /// Sets a recording's status (and error message), maintaining `updated_at`,
+    /// and `processed_at` when processing ends (`completed` or `error`).
+    #[tracing::instrument(skip_all, fields(status = %status))]
+    pub async fn update_status(
+        &self,
+        id: Uuid,
+        status: RecordingStatus,
+        error_message: Option<&str>,
+    ) -> Result<Recording, StoreError> {
+        let now = Timestamp::now().to_string();
+        let sql = recording_sql!(
+            "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
+             processed_at = CASE WHEN ?4 THEN ?3 ELSE processed_at END \
+             WHERE id = ?5 RETURNING",
+            ""
+        );
+        let mut tx = self.db.begin_write().await?;
+        let row: Option<RecordingRow> = sqlx::query_as(sql)
+            .bind(status.as_str())
+            .bind(error_message)
+            .bind(&now)
+            .bind(status.is_final())
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    /// Number of recordings (all clinicians).
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM recordings")
+            .fetch_one(self.db.readers())
+            .await?)
+    }
+}
+
+/// The INSERT for one complete recording.
+fn insert_query(
+    r: &Recording,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "INSERT INTO recordings (id, patient_id, clinician_id, audio_file_path, audio_file_size, \
+         duration_seconds, status, error_message, retry_count, created_at, updated_at, \
+         uploaded_at, processed_at, transcript, verification_results) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .bind(r.id.hyphenated().to_string())
+    .bind(r.patient_id.clone())
+    .bind(r.clinician_id.clone())
+    .bind(r.audio_file_path.clone())
+    .bind(r.audio_file_size)
+    .bind(r.duration_seconds)
+    .bind(r.status.as_str())
+    .bind(r.error_message.clone())
+    .bind(r.retry_count)
+    .bind(r.created_at.to_string())
+    .bind(r.updated_at.to_string())
+    .bind(r.uploaded_at.map(|t| t.to_string()))
+    .bind(r.processed_at.map(|t| t.to_string()))
+    .bind(r.transcript.clone())
+    .bind(r.verification_results.as_ref().map(|v| v.to_string()))
+}
+
+/// A row as SQLite stores it, before parsing ids, statuses and timestamps.
+#[derive(FromRow)]
+struct RecordingRow {
+    id: String,
+    patient_id: String,
+    clinician_id: String,
+    audio_file_path: Option<String>,
+    audio_file_size: Option<i64>,
+    duration_seconds: Option<i64>,
+    status: String,
+    error_message: Option<String>,
+    retry_count: i64,
+    created_at: String,
+    updated_at: String,
+    uploaded_at: Option<String>,
+    processed_at: Option<String>,
+    transcript: Option<String>,
+    verification_results: Option<String>,
+}
+
+impl TryFrom<RecordingRow> for Recording {
+    type Error = StoreError;
+
+    fn try_from(row: RecordingRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("recording {}: {what}: {e}", row.id))
+        };
+        let ts = |s: &str| Timestamp::parse(s).map_err(|e| corrupt("timestamp", &e));
+        let opt_ts = |s: &Option<String>| s.as_deref().map(ts).transpose();
+        Ok(Recording {
+            id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
+            status: row.status.parse().map_err(|e| corrupt("status", &e))?,
+            created_at: ts(&row.created_at)?,
+            updated_at: ts(&row.updated_at)?,
+            uploaded_at: opt_ts(&row.uploaded_at)?,
+            processed_at: opt_ts(&row.processed_at)?,
+            verification_results: row
+                .verification_results
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("verification_results", &e))?,
+            patient_id: row.patient_id,
+            clinician_id: row.clinician_id,
+            audio_file_path: row.audio_file_path,
+            audio_file_size: row.audio_file_size,
+            duration_seconds: row.duration_seconds,
+            error_message: row.error_message,
+            retry_count: row.retry_count,
+            transcript: row.transcript,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor {
+            created_at: Timestamp::parse("2026-11-27T23:53:30.306917Z").unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "abc", "!!!!", &URL_SAFE_NO_PAD.encode([0u8; 10])] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+}
