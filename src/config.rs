@@ -72,7 +72,9 @@ impl DatabaseUrl {
             }
         };
         if path.contains('?') {
-            return Err(err("query parameters are not supported; use the PWA_SQLITE_* settings"));
+            return Err(err(
+                "query parameters are not supported; use the PWA_SQLITE_* settings",
+            ));
         }
         if path.is_empty() || path == ":memory:" || path.ends_with('/') {
             return Err(err("expected the path of a database file"));
@@ -179,19 +181,35 @@ mod tests {
 
     #[test]
     fn database_url_accepts_sqlx_and_sqlalchemy_forms() {
-        assert_eq!(path_of("sqlite://./data/clinical.db"), PathBuf::from("./data/clinical.db"));
-        assert_eq!(path_of("sqlite:///var/lib/c.db"), PathBuf::from("/var/lib/c.db"));
+        assert_eq!(
+            path_of("sqlite://./data/clinical.db"),
+            PathBuf::from("./data/clinical.db")
+        );
+        assert_eq!(
+            path_of("sqlite:///var/lib/c.db"),
+            PathBuf::from("/var/lib/c.db")
+        );
         assert_eq!(path_of("sqlite:data/c.db"), PathBuf::from("data/c.db"));
         assert_eq!(
             path_of("sqlite+aiosqlite:///./data/clinical.db"),
             PathBuf::from("./data/clinical.db")
         );
-        assert_eq!(path_of("sqlite+aiosqlite:////srv/c.db"), PathBuf::from("/srv/c.db"));
+        assert_eq!(
+            path_of("sqlite+aiosqlite:////srv/c.db"),
+            PathBuf::from("/srv/c.db")
+        );
     }
 
     #[test]
     fn database_url_errors_name_the_setting() {
-        for bad in ["", "mysql://x", "sqlite://", "sqlite::memory:", "sqlite://a.db?mode=ro", "nonsense"] {
+        for bad in [
+            "",
+            "mysql://x",
+            "sqlite://",
+            "sqlite::memory:",
+            "sqlite://a.db?mode=ro",
+            "nonsense",
+        ] {
             let err = DatabaseUrl::parse(bad).unwrap_err();
             assert_eq!(err.setting, "PWA_DATABASE_URL", "{bad}");
             assert!(err.to_string().starts_with("invalid PWA_DATABASE_URL"));
@@ -200,10 +218,22 @@ mod tests {
 
     #[test]
     fn synchronous_and_bind_are_validated() {
-        assert_eq!("FULL".parse::<SqliteSynchronous>().unwrap(), SqliteSynchronous::Full);
-        assert_eq!("normal".parse::<SqliteSynchronous>().unwrap(), SqliteSynchronous::Normal);
-        assert_eq!("off".parse::<SqliteSynchronous>().unwrap_err().setting, "PWA_SQLITE_SYNCHRONOUS");
-        assert_eq!(parse_bind("127.0.0.1:0").unwrap().ip().to_string(), "127.0.0.1");
+        assert_eq!(
+            "FULL".parse::<SqliteSynchronous>().unwrap(),
+            SqliteSynchronous::Full
+        );
+        assert_eq!(
+            "normal".parse::<SqliteSynchronous>().unwrap(),
+            SqliteSynchronous::Normal
+        );
+        assert_eq!(
+            "off".parse::<SqliteSynchronous>().unwrap_err().setting,
+            "PWA_SQLITE_SYNCHRONOUS"
+        );
+        assert_eq!(
+            parse_bind("127.0.0.1:0").unwrap().ip().to_string(),
+            "127.0.0.1"
+        );
         assert_eq!(parse_bind("localhost").unwrap_err().setting, "PWA_BIND");
         assert_eq!(parse_log_filter("info,[").unwrap_err().setting, "PWA_LOG");
     }

@@ -74,7 +74,11 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         StatusCode::OK
     };
     let health = Health {
-        status: if problem.is_some() { "unhealthy" } else { "healthy" },
+        status: if problem.is_some() {
+            "unhealthy"
+        } else {
+            "healthy"
+        },
         components: Components {
             pwa: "ok",
             database: problem.clone().unwrap_or_else(|| "ok".into()),

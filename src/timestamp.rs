@@ -115,9 +115,16 @@ mod tests {
             ("2026-11-27T23:53:30.306917", "2026-11-27T23:53:30.306917Z"),
             ("2026-11-27T23:53:30", "2026-11-27T23:53:30.000000Z"),
             ("2026-11-27 23:53:30.306917", "2026-11-27T23:53:30.306917Z"),
-            ("2026-11-28T00:53:30.306917+01:00", "2026-11-27T23:53:30.306917Z"),
+            (
+                "2026-11-28T00:53:30.306917+01:00",
+                "2026-11-27T23:53:30.306917Z",
+            ),
         ] {
-            assert_eq!(Timestamp::parse(input).unwrap().to_string(), expected, "{input}");
+            assert_eq!(
+                Timestamp::parse(input).unwrap().to_string(),
+                expected,
+                "{input}"
+            );
         }
         assert!(Timestamp::parse("yesterday").is_err());
         assert!(Timestamp::parse("2026-13-01T00:00:00Z").is_err());
@@ -125,7 +132,8 @@ mod tests {
 
     #[test]
     fn truncates_to_microseconds_and_round_trips_micros() {
-        let t = Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC));
+        let t =
+            Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC));
         assert_eq!(t.to_string(), "2026-01-02T03:04:05.123456Z");
         assert_eq!(Timestamp::from_unix_micros(t.unix_micros()), Some(t));
     }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::DatabaseSettings;
-use crate::db::migrations::{self, MigrationState};
 use crate::db::Database;
+use crate::db::migrations::{self, MigrationState};
 
 pub(super) async fn run(settings: DatabaseSettings, status_only: bool) -> anyhow::Result<ExitCode> {
     let db = Database::open_without_migrating(&settings)
@@ -20,7 +20,10 @@ pub(super) async fn run(settings: DatabaseSettings, status_only: bool) -> anyhow
     db.close().await;
 
     println!("database: {}", settings.url);
-    println!("{:<16} {:<9} {:<34} checksum (sha384)", "version", "state", "description");
+    println!(
+        "{:<16} {:<9} {:<34} checksum (sha384)",
+        "version", "state", "description"
+    );
     let mut problems = 0;
     for m in &after {
         let state = match m.state {
@@ -35,13 +38,20 @@ pub(super) async fn run(settings: DatabaseSettings, status_only: bool) -> anyhow
                 "UNKNOWN"
             }
         };
-        println!("{:<16} {:<9} {:<34} {}", m.version, state, m.description, m.checksum);
+        println!(
+            "{:<16} {:<9} {:<34} {}",
+            m.version, state, m.description, m.checksum
+        );
     }
     if !status_only {
         let newly = after
             .iter()
             .filter(|m| m.state == MigrationState::Applied)
-            .filter(|m| before.iter().any(|b| b.version == m.version && b.state == MigrationState::Pending))
+            .filter(|m| {
+                before
+                    .iter()
+                    .any(|b| b.version == m.version && b.state == MigrationState::Pending)
+            })
             .count();
         println!("applied {newly} migration(s)");
     }

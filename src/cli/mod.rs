@@ -27,7 +27,12 @@ pub struct Cli {
 
     /// SQLite durability: `normal` survives a crash of the server process;
     /// `full` also survives power loss, at a cost per commit.
-    #[arg(long, env = "PWA_SQLITE_SYNCHRONOUS", default_value = "normal", global = true)]
+    #[arg(
+        long,
+        env = "PWA_SQLITE_SYNCHRONOUS",
+        default_value = "normal",
+        global = true
+    )]
     sqlite_synchronous: String,
 
     /// Log filter, e.g. `info`, `warn`, `clinscribe=debug` (tracing EnvFilter syntax).
@@ -98,7 +103,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let filter = config::parse_log_filter(&cli.log)?;
     let command = match cli.command {
         Command::Serve(args) => Validated::Serve(config::parse_bind(&args.bind)?),
-        Command::Migrate(args) => Validated::Migrate { status: args.status },
+        Command::Migrate(args) => Validated::Migrate {
+            status: args.status,
+        },
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

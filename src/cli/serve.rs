@@ -11,7 +11,9 @@ use crate::db::Database;
 use crate::http::{self, AppState};
 
 pub(super) async fn run(settings: DatabaseSettings, bind: SocketAddr) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&settings).await.context("opening the database")?;
+    let db = Database::open(&settings)
+        .await
+        .context("opening the database")?;
     tracing::info!(database = %settings.url, synchronous = ?settings.synchronous, "database ready");
     let listener = TcpListener::bind(bind)
         .await

@@ -37,13 +37,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             )));
         }
         let missing = || {
-            ApiError::invalid(ValidationIssue::new("missing", body_loc(), "Field required", Value::Null))
+            ApiError::invalid(ValidationIssue::new(
+                "missing",
+                body_loc(),
+                "Field required",
+                Value::Null,
+            ))
         };
         if bytes.is_empty() {
             return Err(missing());
         }
         if std::str::from_utf8(&bytes).is_err() {
-            return Err(ApiError::BadRequest("There was an error parsing the body".into()));
+            return Err(ApiError::BadRequest(
+                "There was an error parsing the body".into(),
+            ));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Null) => Err(missing()),
@@ -72,8 +79,14 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Reads a whole body, failing with 413 as soon as it exceeds `limit`.
@@ -81,7 +94,9 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes,
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
-        Err(e) => Err(ApiError::BadRequest(format!("Could not read the request body: {e}"))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "Could not read the request body: {e}"
+        ))),
     }
 }
 

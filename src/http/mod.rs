@@ -7,12 +7,12 @@ pub mod openapi;
 use std::future::Future;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
-use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
@@ -88,7 +88,11 @@ async fn not_found_or_redirect(uri: Uri) -> Response {
             location.push('?');
             location.push_str(query);
         }
-        return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response();
     }
     ApiError::NotFound("Not Found").into_response()
 }

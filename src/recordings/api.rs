@@ -22,7 +22,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// The recordings routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/recordings", get(list_recordings).post(create_recording))
+        .route(
+            "/api/v1/recordings",
+            get(list_recordings).post(create_recording),
+        )
         .route("/api/v1/recordings/{recording_id}", get(get_recording))
 }
 
@@ -94,7 +97,10 @@ pub async fn list_recordings(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = parse_list_query(raw.as_deref().unwrap_or(""))?;
-    let page = state.recordings.list_for_clinician(clinician.id(), query).await?;
+    let page = state
+        .recordings
+        .list_for_clinician(clinician.id(), query)
+        .await?;
     let mut response = Json(page.items).into_response();
     if let Some(next) = page.next {
         let mut url = format!("/api/v1/recordings?limit={}", query.limit);
@@ -117,7 +123,13 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
         .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
     // FastAPI takes the last value of a repeated scalar parameter.
-    let last = |name: &str| pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let last = |name: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let loc = |name: &str| vec![json!("query"), json!(name)];
     let mut issues = Vec::new();
 
@@ -145,9 +157,17 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
             Ok(n) if (1..=i64::from(MAX_PAGE_SIZE)).contains(&n) => n as u32,
             Ok(n) => {
                 let (kind, msg, ctx) = if n < 1 {
-                    ("greater_than_equal", "Input should be greater than or equal to 1", json!({"ge": 1}))
+                    (
+                        "greater_than_equal",
+                        "Input should be greater than or equal to 1",
+                        json!({"ge": 1}),
+                    )
                 } else {
-                    ("less_than_equal", "Input should be less than or equal to 1000", json!({"le": MAX_PAGE_SIZE}))
+                    (
+                        "less_than_equal",
+                        "Input should be less than or equal to 1000",
+                        json!({"le": MAX_PAGE_SIZE}),
+                    )
                 };
                 issues.push(ValidationIssue::new(kind, loc("limit"), msg, json!(s)).with_ctx(ctx));
                 DEFAULT_PAGE_SIZE
@@ -178,7 +198,11 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
     });
 
     if issues.is_empty() {
-        Ok(ListQuery { status, limit, after })
+        Ok(ListQuery {
+            status,
+            limit,
+            after,
+        })
     } else {
         Err(ApiError::Validation(issues))
     }

@@ -159,10 +159,14 @@ impl NewRecording {
             .and_then(|v| non_negative_int("duration_seconds", v, &mut issues));
         let audio_file_path = match object.get("audio_file_path") {
             None | Some(Value::Null) => Some(None),
-            Some(v) => text_field("audio_file_path", v, 0, AUDIO_PATH_MAX_CHARS, &mut issues).map(Some),
+            Some(v) => {
+                text_field("audio_file_path", v, 0, AUDIO_PATH_MAX_CHARS, &mut issues).map(Some)
+            }
         };
         match (patient_id, duration_seconds, audio_file_path) {
-            (Some(patient_id), Some(duration_seconds), Some(audio_file_path)) if issues.is_empty() => {
+            (Some(patient_id), Some(duration_seconds), Some(audio_file_path))
+                if issues.is_empty() =>
+            {
                 Ok(Self {
                     patient_id,
                     duration_seconds,
@@ -186,7 +190,12 @@ fn required<'a>(
 ) -> Option<&'a Value> {
     let value = object.get(field);
     if value.is_none() {
-        issues.push(ValidationIssue::new("missing", body_loc(field), "Field required", body.clone()));
+        issues.push(ValidationIssue::new(
+            "missing",
+            body_loc(field),
+            "Field required",
+            body.clone(),
+        ));
     }
     value
 }
@@ -237,7 +246,12 @@ fn text_field(
 /// booleans, fractions, and values beyond 64 bits are rejected.
 fn non_negative_int(field: &str, value: &Value, issues: &mut Vec<ValidationIssue>) -> Option<i64> {
     let mut fail = |kind, msg: &str| {
-        issues.push(ValidationIssue::new(kind, body_loc(field), msg, value.clone()));
+        issues.push(ValidationIssue::new(
+            kind,
+            body_loc(field),
+            msg,
+            value.clone(),
+        ));
         None
     };
     const TOO_BIG: &str = "Input should be a valid integer, the number is too large";
@@ -255,8 +269,8 @@ fn non_negative_int(field: &str, value: &Value, issues: &mut Vec<ValidationIssue
                         "Input should be a valid integer, got a number with a fractional part",
                     );
                 }
-                // Exactly representable range of i64 in f64; beyond it we cannot be exact.
-                if f.abs() >= 9.223_372_036_854_775_807e18 {
+                // 2^63: the first magnitude beyond i64.
+                if f.abs() >= 9_223_372_036_854_775_808.0 {
                     return fail("int_parsing_size", TOO_BIG);
                 }
                 f as i64
@@ -266,7 +280,12 @@ fn non_negative_int(field: &str, value: &Value, issues: &mut Vec<ValidationIssue
             let t = s.trim();
             match t.parse::<i64>() {
                 Ok(i) => i,
-                Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
+                {
                     return fail("int_parsing_size", TOO_BIG);
                 }
                 Err(_) => {
@@ -310,7 +329,10 @@ mod tests {
     fn status_parses_exactly_and_serialises_lowercase() {
         for status in RecordingStatus::ALL {
             assert_eq!(status.as_str().parse::<RecordingStatus>().unwrap(), status);
-            assert_eq!(serde_json::to_value(status).unwrap(), json!(status.as_str()));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                json!(status.as_str())
+            );
         }
         assert!("Pending".parse::<RecordingStatus>().is_err());
         assert!("".parse::<RecordingStatus>().is_err());
@@ -352,15 +374,27 @@ mod tests {
 
     #[test]
     fn new_recording_accepts_the_originals_lax_coercions() {
-        for (duration, expected) in [(json!(120), 120), (json!("120"), 120), (json!(12.0), 12), (json!(0), 0)] {
+        for (duration, expected) in [
+            (json!(120), 120),
+            (json!("120"), 120),
+            (json!(12.0), 12),
+            (json!(0), 0),
+        ] {
             let body = json!({"patient_id": "p-1", "duration_seconds": duration, "ignored": true});
             let new = NewRecording::from_json(&body).unwrap();
             assert_eq!(new.duration_seconds, expected);
             assert_eq!(new.patient_id, "p-1");
             assert_eq!(new.audio_file_path, None);
         }
-        let with_path = json!({"patient_id": "p", "duration_seconds": 1, "audio_file_path": "/a.webm"});
-        assert_eq!(NewRecording::from_json(&with_path).unwrap().audio_file_path.as_deref(), Some("/a.webm"));
+        let with_path =
+            json!({"patient_id": "p", "duration_seconds": 1, "audio_file_path": "/a.webm"});
+        assert_eq!(
+            NewRecording::from_json(&with_path)
+                .unwrap()
+                .audio_file_path
+                .as_deref(),
+            Some("/a.webm")
+        );
     }
 
     #[test]
@@ -368,14 +402,38 @@ mod tests {
         let body = |p: Value, d: Value| json!({"patient_id": p, "duration_seconds": d});
         let p_loc = vec![json!("body"), json!("patient_id")];
         let d_loc = vec![json!("body"), json!("duration_seconds")];
-        assert_eq!(kinds(json!({})), vec![("missing", p_loc.clone()), ("missing", d_loc.clone())]);
-        assert_eq!(kinds(json!([1])), vec![("model_attributes_type", vec![json!("body")])]);
-        assert_eq!(kinds(body(json!("p"), json!("abc"))), vec![("int_parsing", d_loc.clone())]);
-        assert_eq!(kinds(body(json!("p"), json!(12.5))), vec![("int_from_float", d_loc.clone())]);
-        assert_eq!(kinds(body(json!("p"), Value::Null)), vec![("int_type", d_loc.clone())]);
-        assert_eq!(kinds(body(json!("p"), json!(true))), vec![("int_type", d_loc.clone())]);
-        assert_eq!(kinds(body(json!("p"), json!(-1))), vec![("greater_than_equal", d_loc.clone())]);
-        assert_eq!(kinds(body(json!("p"), json!(1e30))), vec![("int_parsing_size", d_loc.clone())]);
+        assert_eq!(
+            kinds(json!({})),
+            vec![("missing", p_loc.clone()), ("missing", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(json!([1])),
+            vec![("model_attributes_type", vec![json!("body")])]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!("abc"))),
+            vec![("int_parsing", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!(12.5))),
+            vec![("int_from_float", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), Value::Null)),
+            vec![("int_type", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!(true))),
+            vec![("int_type", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!(-1))),
+            vec![("greater_than_equal", d_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("p"), json!(1e30))),
+            vec![("int_parsing_size", d_loc.clone())]
+        );
         assert_eq!(
             kinds(body(json!("p"), json!(18446744073709551615u64))),
             vec![("int_parsing_size", d_loc.clone())]
@@ -384,12 +442,30 @@ mod tests {
             kinds(body(json!("p"), json!("99999999999999999999999"))),
             vec![("int_parsing_size", d_loc.clone())]
         );
-        assert_eq!(kinds(body(json!(123), json!(1))), vec![("string_type", p_loc.clone())]);
-        assert_eq!(kinds(body(Value::Null, json!(1))), vec![("string_type", p_loc.clone())]);
-        assert_eq!(kinds(body(json!("   "), json!(1))), vec![("string_too_short", p_loc.clone())]);
-        assert_eq!(kinds(body(json!(""), json!(1))), vec![("string_too_short", p_loc.clone())]);
-        assert_eq!(kinds(body(json!("a\u{0}b"), json!(1))), vec![("string_pattern_mismatch", p_loc.clone())]);
-        assert_eq!(kinds(body(json!("x".repeat(129)), json!(1))), vec![("string_too_long", p_loc.clone())]);
+        assert_eq!(
+            kinds(body(json!(123), json!(1))),
+            vec![("string_type", p_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(Value::Null, json!(1))),
+            vec![("string_type", p_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("   "), json!(1))),
+            vec![("string_too_short", p_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!(""), json!(1))),
+            vec![("string_too_short", p_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("a\u{0}b"), json!(1))),
+            vec![("string_pattern_mismatch", p_loc.clone())]
+        );
+        assert_eq!(
+            kinds(body(json!("x".repeat(129)), json!(1))),
+            vec![("string_too_long", p_loc.clone())]
+        );
         assert_eq!(
             kinds(body(json!(""), json!("x"))),
             vec![("string_too_short", p_loc), ("int_parsing", d_loc)]

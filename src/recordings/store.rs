@@ -124,6 +124,44 @@ macro_rules! recording_sql {
     };
 }
 
+/// The store's SQL, public so that tests can check each statement's query plan.
+pub mod sql {
+    /// One recording by id.
+    pub const GET: &str = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
+    // Four static list shapes rather than `(?2 IS NULL OR status = ?2)`, which
+    // would stop SQLite from using the (clinician_id, status, created_at, id) index.
+    /// A clinician's first page.
+    pub const LIST: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE clinician_id = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+    );
+    /// A clinician's first page of one status.
+    pub const LIST_BY_STATUS: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE clinician_id = ? AND status = ? \
+         ORDER BY created_at DESC, id DESC LIMIT ?"
+    );
+    /// A clinician's page after a cursor.
+    pub const LIST_AFTER: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE clinician_id = ? AND (created_at, id) < (?, ?) \
+         ORDER BY created_at DESC, id DESC LIMIT ?"
+    );
+    /// A clinician's page of one status after a cursor.
+    pub const LIST_BY_STATUS_AFTER: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE clinician_id = ? AND status = ? AND (created_at, id) < (?, ?) \
+         ORDER BY created_at DESC, id DESC LIMIT ?"
+    );
+    /// Status change, returning the updated row.
+    pub const UPDATE_STATUS: &str = recording_sql!(
+        "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
+         processed_at = CASE WHEN ?4 THEN ?3 ELSE processed_at END \
+         WHERE id = ?5 RETURNING",
+        ""
+    );
+}
+
 /// Reads and writes recordings.
 #[derive(Debug, Clone)]
 pub struct RecordingStore {
@@ -177,8 +215,7 @@ impl RecordingStore {
     /// The recording with this id.
     #[tracing::instrument(skip_all)]
     pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
-        let sql = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
-        let row: RecordingRow = sqlx::query_as(sql)
+        let row: RecordingRow = sqlx::query_as(sql::GET)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
@@ -196,26 +233,10 @@ impl RecordingStore {
         // Four static shapes rather than `(?2 IS NULL OR status = ?2)`, which would
         // stop SQLite from using the (clinician_id, status, created_at, id) index.
         let sql = match (query.status.is_some(), query.after.is_some()) {
-            (false, false) => recording_sql!(
-                "SELECT",
-                "FROM recordings WHERE clinician_id = ? \
-                 ORDER BY created_at DESC, id DESC LIMIT ?"
-            ),
-            (true, false) => recording_sql!(
-                "SELECT",
-                "FROM recordings WHERE clinician_id = ? AND status = ? \
-                 ORDER BY created_at DESC, id DESC LIMIT ?"
-            ),
-            (false, true) => recording_sql!(
-                "SELECT",
-                "FROM recordings WHERE clinician_id = ? AND (created_at, id) < (?, ?) \
-                 ORDER BY created_at DESC, id DESC LIMIT ?"
-            ),
-            (true, true) => recording_sql!(
-                "SELECT",
-                "FROM recordings WHERE clinician_id = ? AND status = ? AND (created_at, id) < (?, ?) \
-                 ORDER BY created_at DESC, id DESC LIMIT ?"
-            ),
+            (false, false) => sql::LIST,
+            (true, false) => sql::LIST_BY_STATUS,
+            (false, true) => sql::LIST_AFTER,
+            (true, true) => sql::LIST_BY_STATUS_AFTER,
         };
         let mut q = sqlx::query_as::<_, RecordingRow>(sql).bind(clinician_id);
         if let Some(status) = query.status {
@@ -237,7 +258,11 @@ impl RecordingStore {
             .take(query.limit as usize)
             .map(Recording::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next = if more { items.last().map(Cursor::after) } else { None };
+        let next = if more {
+            items.last().map(Cursor::after)
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 
@@ -251,14 +276,8 @@ impl RecordingStore {
         error_message: Option<&str>,
     ) -> Result<Recording, StoreError> {
         let now = Timestamp::now().to_string();
-        let sql = recording_sql!(
-            "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
-             processed_at = CASE WHEN ?4 THEN ?3 ELSE processed_at END \
-             WHERE id = ?5 RETURNING",
-            ""
-        );
         let mut tx = self.db.begin_write().await?;
-        let row: Option<RecordingRow> = sqlx::query_as(sql)
+        let row: Option<RecordingRow> = sqlx::query_as(sql::UPDATE_STATUS)
             .bind(status.as_str())
             .bind(error_message)
             .bind(&now)

@@ -1,0 +1,450 @@
+//! The HTTP API, driven through the router, against CONTRACT.md.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use serde_json::{Value, json};
+
+const RECORDINGS: &str = "/api/v1/recordings";
+
+fn detail_types(body: &Value) -> Vec<(String, Value)> {
+    body["detail"]
+        .as_array()
+        .expect("validation detail array")
+        .iter()
+        .map(|i| (i["type"].as_str().unwrap().to_owned(), i["loc"].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn health_reports_the_database() {
+    let app = TestApp::new().await;
+    let r = app.get("/api/v1/health").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "healthy");
+    assert_eq!(r.body["components"]["pwa"], "ok");
+    assert_eq!(r.body["components"]["database"], "ok");
+    assert_eq!(r.body["backend"], "sqlite");
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_unusable() {
+    let app = TestApp::new().await;
+    app.state.db.close().await;
+    let r = app.get("/api/v1/health").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["status"], "unhealthy");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("database"),
+        "{}",
+        r.text
+    );
+    // Data routes say so too, instead of a 500.
+    let create = app
+        .post_json(RECORDINGS, r#"{"patient_id":"p","duration_seconds":1}"#)
+        .await;
+    assert_eq!(create.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(create.body["detail"], "The database is not available");
+    assert!(create.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones() {
+    let app = TestApp::new().await;
+    let r = app
+        .post_json(
+            RECORDINGS,
+            r#"{"patient_id":"patient-001","duration_seconds":"120","audio_file_path":"/uploads/a.webm",
+               "id":"00000000-0000-0000-0000-000000000000","status":"completed",
+               "clinician_id":"mallory","created_at":"2000-01-01T00:00:00","unknown":1}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let body = r.body.as_object().unwrap();
+    assert_eq!(body.len(), 15);
+    assert_eq!(r.body["patient_id"], "patient-001");
+    assert_eq!(r.body["duration_seconds"], 120);
+    assert_eq!(r.body["audio_file_path"], "/uploads/a.webm");
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["clinician_id"], "current-clinician");
+    assert_ne!(r.body["id"], "00000000-0000-0000-0000-000000000000");
+    assert_eq!(r.body["retry_count"], 0);
+    let created_at = r.body["created_at"].as_str().unwrap();
+    assert!(
+        created_at.starts_with("20") && created_at.ends_with('Z') && created_at.len() == 27,
+        "{created_at}"
+    );
+    assert_eq!(r.body["error_message"], Value::Null);
+    assert_eq!(r.body["verification_results"], Value::Null);
+
+    let id = r.body["id"].as_str().unwrap();
+    let fetched = app.get(&format!("{RECORDINGS}/{id}")).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body, r.body);
+}
+
+#[tokio::test]
+async fn get_accepts_unhyphenated_and_upper_case_ids() {
+    let app = TestApp::new().await;
+    let created = app.create("p", 5).await;
+    let id = created["id"].as_str().unwrap();
+    for form in [
+        id.replace('-', ""),
+        id.to_uppercase(),
+        id.replace('-', "").to_uppercase(),
+    ] {
+        let r = app.get(&format!("{RECORDINGS}/{form}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{form}");
+        assert_eq!(r.body["id"], id, "answered with the canonical form");
+    }
+}
+
+#[tokio::test]
+async fn get_unknown_is_404_and_malformed_is_422() {
+    let app = TestApp::new().await;
+    let r = app
+        .get(&format!(
+            "{RECORDINGS}/6f1c1f0e-7b2a-4c39-9d0e-0a1b2c3d4e5f"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body, json!({"detail": "Recording not found"}));
+
+    for bad in [
+        "not-a-uuid",
+        "6f1c1f0e-7b2a-4c39-9d0e",
+        "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        "%00",
+    ] {
+        let r = app.get(&format!("{RECORDINGS}/{bad}")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(r.body["detail"][0]["type"], "uuid_parsing");
+        assert_eq!(r.body["detail"][0]["loc"], json!(["path", "recording_id"]));
+    }
+}
+
+#[tokio::test]
+async fn bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing() {
+    let app = TestApp::new().await;
+    let body = |p: &str| json!(["body", p]);
+    // (name, content type, body, expected issues); every case is a 422.
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, Vec<(&'a str, Value)>);
+    let cases: Vec<Case> = vec![
+        (
+            "empty object",
+            Some("application/json"),
+            "{}",
+            vec![
+                ("missing", body("patient_id")),
+                ("missing", body("duration_seconds")),
+            ],
+        ),
+        (
+            "empty body",
+            Some("application/json"),
+            "",
+            vec![("missing", json!(["body"]))],
+        ),
+        (
+            "null",
+            Some("application/json"),
+            "null",
+            vec![("missing", json!(["body"]))],
+        ),
+        (
+            "not json",
+            Some("application/json"),
+            "{nope",
+            vec![("json_invalid", json!(["body", 1]))],
+        ),
+        (
+            "array",
+            Some("application/json"),
+            "[1,2]",
+            vec![("model_attributes_type", json!(["body"]))],
+        ),
+        (
+            "form",
+            Some("application/x-www-form-urlencoded"),
+            "patient_id=p&duration_seconds=1",
+            vec![("model_attributes_type", json!(["body"]))],
+        ),
+        (
+            "text",
+            Some("text/plain"),
+            r#"{"patient_id":"p","duration_seconds":1}"#,
+            vec![("model_attributes_type", json!(["body"]))],
+        ),
+        (
+            "abc duration",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":"abc"}"#,
+            vec![("int_parsing", body("duration_seconds"))],
+        ),
+        (
+            "fractional",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":12.5}"#,
+            vec![("int_from_float", body("duration_seconds"))],
+        ),
+        (
+            "null duration",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":null}"#,
+            vec![("int_type", body("duration_seconds"))],
+        ),
+        (
+            "bool duration",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":true}"#,
+            vec![("int_type", body("duration_seconds"))],
+        ),
+        (
+            "negative",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":-5}"#,
+            vec![("greater_than_equal", body("duration_seconds"))],
+        ),
+        (
+            "beyond 64 bits",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":123456789012345678901234567890}"#,
+            vec![("int_parsing_size", body("duration_seconds"))],
+        ),
+        (
+            "numeric patient",
+            Some("application/json"),
+            r#"{"patient_id":123,"duration_seconds":1}"#,
+            vec![("string_type", body("patient_id"))],
+        ),
+        (
+            "null patient",
+            Some("application/json"),
+            r#"{"patient_id":null,"duration_seconds":1}"#,
+            vec![("string_type", body("patient_id"))],
+        ),
+        (
+            "blank patient",
+            Some("application/json"),
+            r#"{"patient_id":"  ","duration_seconds":1}"#,
+            vec![("string_too_short", body("patient_id"))],
+        ),
+        (
+            "NUL in patient",
+            Some("application/json"),
+            r#"{"patient_id":"a\u0000b","duration_seconds":1}"#,
+            vec![("string_pattern_mismatch", body("patient_id"))],
+        ),
+        (
+            "lone surrogate",
+            Some("application/json"),
+            r#"{"patient_id":"\ud800","duration_seconds":1}"#,
+            vec![("json_invalid", json!(["body", 21]))],
+        ),
+        (
+            "numeric path",
+            Some("application/json"),
+            r#"{"patient_id":"p","duration_seconds":1,"audio_file_path":7}"#,
+            vec![("string_type", body("audio_file_path"))],
+        ),
+    ];
+    for (name, ct, payload, expected) in cases {
+        let r = app
+            .send(Method::POST, RECORDINGS, ct, payload.to_owned())
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name}: {}",
+            r.text
+        );
+        let got = detail_types(&r.body);
+        let expected: Vec<(String, Value)> = expected
+            .into_iter()
+            .map(|(t, l)| (t.to_owned(), l))
+            .collect();
+        assert_eq!(got, expected, "{name}: {}", r.text);
+        for issue in r.body["detail"].as_array().unwrap() {
+            assert!(
+                issue["msg"].as_str().is_some_and(|m| !m.is_empty()),
+                "{name}: msg"
+            );
+            assert!(issue.get("input").is_some(), "{name}: input");
+        }
+    }
+
+    // Invalid UTF-8: 400, as the original.
+    let r = app
+        .send(
+            Method::POST,
+            RECORDINGS,
+            Some("application/json"),
+            vec![b'{', 0xff, 0xfe, b'}'],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body,
+        json!({"detail": "There was an error parsing the body"})
+    );
+
+    // Over the body limit: 413.
+    let huge = format!(
+        r#"{{"patient_id":"p","duration_seconds":1,"pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let r = app.post_json(RECORDINGS, &huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.body["detail"].as_str().unwrap().contains("too large"));
+
+    assert_eq!(app.row_count().await, 0, "no bad request wrote anything");
+}
+
+#[tokio::test]
+async fn create_without_content_type_is_read_as_json() {
+    let app = TestApp::new().await;
+    let r = app
+        .send(
+            Method::POST,
+            RECORDINGS,
+            None,
+            r#"{"patient_id":"p","duration_seconds":12.0}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["duration_seconds"], 12);
+}
+
+#[tokio::test]
+async fn list_filters_by_status_and_rejects_unknown_statuses() {
+    let app = TestApp::new().await;
+    let a = app.create("p1", 1).await;
+    let b = app.create("p2", 2).await;
+    let id_b = uuid::Uuid::parse_str(b["id"].as_str().unwrap()).unwrap();
+    app.state
+        .recordings
+        .update_status(
+            id_b,
+            clinscribe::recordings::RecordingStatus::Completed,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let r = app.get(RECORDINGS).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ids: Vec<_> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![b["id"].clone(), a["id"].clone()], "newest first");
+    assert!(r.headers.get("link").is_none());
+
+    let r = app.get(&format!("{RECORDINGS}?status=pending")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ids: Vec<_> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![a["id"].clone()]);
+
+    for bad in ["Pending", "PENDING", "", "done", "pending%00"] {
+        let r = app.get(&format!("{RECORDINGS}?status={bad}")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert_eq!(
+            detail_types(&r.body),
+            vec![("enum".to_owned(), json!(["query", "status"]))]
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_pages_are_bounded_and_linked_with_a_cursor() {
+    let app = TestApp::new().await;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        created.push(app.create(&format!("p{i}"), i).await["id"].clone());
+    }
+    created.reverse();
+    let mut seen = Vec::new();
+    let mut url = format!("{RECORDINGS}?limit=3&status=pending");
+    let mut pages = 0;
+    loop {
+        let r = app.get(&url).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        pages += 1;
+        let items = r.body.as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|x| x["id"].clone()));
+        let Some(link) = r.headers.get("link") else {
+            break;
+        };
+        let link = link.to_str().unwrap();
+        assert!(link.ends_with(r#">; rel="next""#), "{link}");
+        assert!(
+            link.contains("status=pending") && link.contains("limit=3"),
+            "{link}"
+        );
+        url = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned();
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, created);
+
+    let default = app.get(RECORDINGS).await;
+    assert_eq!(default.body.as_array().unwrap().len(), 7);
+
+    for (query, kind) in [
+        ("limit=0", "greater_than_equal"),
+        ("limit=1001", "less_than_equal"),
+        ("limit=ten", "int_parsing"),
+        ("cursor=garbage", "value_error"),
+    ] {
+        let r = app.get(&format!("{RECORDINGS}?{query}")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(r.body["detail"][0]["type"], kind, "{query}");
+        assert_eq!(r.body["detail"][0]["loc"][0], "query");
+    }
+}
+
+#[tokio::test]
+async fn routing_errors_match_fastapi() {
+    let app = TestApp::new().await;
+    let r = app.get("/api/v1/recordings/?status=pending").await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(r.headers["location"], "/api/v1/recordings?status=pending");
+
+    let r = app
+        .send(Method::DELETE, RECORDINGS, None, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body, json!({"detail": "Method Not Allowed"}));
+    let r = app
+        .send(Method::PUT, "/api/v1/health", None, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let r = app.get("/api/v2/nothing").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body, json!({"detail": "Not Found"}));
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = TestApp::new().await;
+    let r = app.get("/api/v1/health").await;
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+}

@@ -1,0 +1,216 @@
+//! Test harness: the app over a real SQLite file in a temp dir, driven through
+//! the router in-process ([`TestApp`]), or the real binary as a child process
+//! ([`ServerProcess`]) where restarts and crashes matter.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use clinscribe::AppState;
+use clinscribe::config::DatabaseSettings;
+use clinscribe::db::Database;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The app on a fresh database file, driven in-process.
+pub struct TestApp {
+    pub state: AppState,
+    pub router: axum::Router,
+    pub dir: tempfile::TempDir,
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::open(&DatabaseSettings::sqlite(dir.path().join("clinical.db")))
+            .await
+            .expect("open database");
+        let state = AppState::new(db);
+        Self {
+            router: clinscribe::router(state.clone()),
+            state,
+            dir,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("clinical.db")
+    }
+
+    /// Sends a request with an optional body and content type.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            builder = builder.header("content-type", ct);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(builder.body(body.into()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.send(Method::GET, uri, None, Body::empty()).await
+    }
+
+    pub async fn post_json(&self, uri: &str, body: &str) -> TestResponse {
+        self.send(Method::POST, uri, Some("application/json"), body.to_owned())
+            .await
+    }
+
+    /// Creates a recording through the API and returns its JSON.
+    pub async fn create(&self, patient_id: &str, duration: i64) -> Value {
+        let body = serde_json::json!({"patient_id": patient_id, "duration_seconds": duration});
+        let response = self
+            .post_json("/api/v1/recordings", &body.to_string())
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.body
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        self.state.recordings.count().await.expect("count")
+    }
+}
+
+/// The path of the `clinscribe` binary built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_clinscribe")
+}
+
+/// The real binary, serving on a random loopback port.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `clinscribe serve` on `db_path` and waits until it listens.
+    pub fn start(db_path: &Path) -> Self {
+        Self::start_with_env(db_path, &[])
+    }
+
+    pub fn start_with_env(db_path: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env(
+                "PWA_DATABASE_URL",
+                format!("sqlite://{}", db_path.display()),
+            )
+            .env("PWA_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn clinscribe");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        let base_url = line
+            .trim()
+            .strip_prefix("clinscribe listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, base_url }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        std::mem::forget(self);
+        code
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An HTTP client for talking to a [`ServerProcess`].
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Opens a database file directly (to check what a server left behind).
+pub async fn open_db(path: &Path) -> Database {
+    Database::open(&DatabaseSettings::sqlite(path))
+        .await
+        .expect("open database")
+}

@@ -1,0 +1,225 @@
+//! Connection settings and migrations on real SQLite files.
+
+mod common;
+
+use clinscribe::config::{DatabaseSettings, SqliteSynchronous};
+use clinscribe::db::Database;
+use clinscribe::db::migrations::{self, MigrationState};
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqlitePool};
+
+async fn pragmas(conn: &mut PoolConnection<Sqlite>) -> (String, i64, i64, i64) {
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap();
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap();
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap();
+    (journal, synchronous, busy, fk)
+}
+
+/// Holds every connection of the pool at once, so each one is checked.
+async fn all_connections(pool: &SqlitePool) -> Vec<PoolConnection<Sqlite>> {
+    let n = pool.options().get_max_connections();
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    conns
+}
+
+#[tokio::test]
+async fn every_pooled_connection_has_the_originals_pragmas() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&DatabaseSettings::sqlite(
+        dir.path().join("data/sub/clinical.db"),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        dir.path().join("data/sub/clinical.db").exists(),
+        "data directory created"
+    );
+    let mut checked = 0;
+    for pool in [db.writer(), db.readers()] {
+        for mut conn in all_connections(pool).await {
+            // synchronous: 1 = NORMAL
+            assert_eq!(pragmas(&mut conn).await, ("wal".to_owned(), 1, 5000, 1));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "writer and at least two readers checked, got {checked}"
+    );
+    db.close().await;
+}
+
+#[tokio::test]
+async fn synchronous_full_is_a_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = DatabaseSettings::sqlite(dir.path().join("c.db"));
+    settings.synchronous = SqliteSynchronous::Full;
+    let db = Database::open(&settings).await.unwrap();
+    for pool in [db.writer(), db.readers()] {
+        for mut conn in all_connections(pool).await {
+            // synchronous: 2 = FULL
+            assert_eq!(pragmas(&mut conn).await.1, 2);
+        }
+    }
+}
+
+#[tokio::test]
+async fn bundled_sqlite_is_recent_enough() {
+    let app = common::TestApp::new().await;
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(app.state.db.readers())
+        .await
+        .unwrap();
+    let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(
+        parts >= vec![3, 51, 3],
+        "SQLite {version} carries the WAL-reset bug"
+    );
+}
+
+#[tokio::test]
+async fn readers_cannot_write() {
+    let app = common::TestApp::new().await;
+    let err = sqlx::query("DELETE FROM recordings")
+        .execute(app.state.db.readers())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("readonly"), "{err}");
+}
+
+#[tokio::test]
+async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DatabaseSettings::sqlite(dir.path().join("clinical.db"));
+
+    let db = Database::open_without_migrating(&settings).await.unwrap();
+    let before = migrations::status(&db).await.unwrap();
+    assert!(!before.is_empty());
+    assert!(before.iter().all(|m| m.state == MigrationState::Pending));
+    assert!(before.iter().all(|m| m.checksum.len() == 96), "sha384 hex");
+    db.close().await;
+
+    let db = Database::open(&settings).await.unwrap();
+    let after = migrations::status(&db).await.unwrap();
+    assert!(after.iter().all(|m| m.state == MigrationState::Applied));
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('recordings') ORDER BY cid")
+            .fetch_all(db.readers())
+            .await
+            .unwrap();
+    assert_eq!(
+        columns,
+        [
+            "id",
+            "patient_id",
+            "clinician_id",
+            "audio_file_path",
+            "audio_file_size",
+            "duration_seconds",
+            "status",
+            "error_message",
+            "retry_count",
+            "created_at",
+            "updated_at",
+            "uploaded_at",
+            "processed_at",
+            "transcript",
+            "verification_results",
+        ]
+    );
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'recordings' AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(db.readers())
+    .await
+    .unwrap();
+    for expected in [
+        "ix_recordings_patient_id",
+        "ix_recordings_clinician_id",
+        "ix_recordings_status",
+        "ix_recordings_created_at",
+        "ix_recordings_clinician_created",
+        "ix_recordings_clinician_status_created",
+    ] {
+        assert!(
+            indexes.iter().any(|i| i == expected),
+            "missing index {expected}: {indexes:?}"
+        );
+    }
+    // The status CHECK holds even for SQL that bypasses the API.
+    let now = "2026-01-01T00:00:00.000000Z";
+    let err = sqlx::query(
+        "INSERT INTO recordings (id, patient_id, clinician_id, status, created_at, updated_at) VALUES ('x', 'p', 'c', 'done', ?1, ?1)",
+    )
+    .bind(now)
+    .execute(db.writer())
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
+    db.close().await;
+
+    // A second start changes nothing.
+    let db = Database::open(&settings).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(db.readers())
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, after.len());
+    assert_eq!(migrations::status(&db).await.unwrap(), after);
+}
+
+/// `EXPLAIN QUERY PLAN` of the hot queries: an index, never a full scan.
+#[tokio::test]
+async fn hot_queries_use_their_indexes() {
+    let app = common::TestApp::new().await;
+    use clinscribe::recordings::store::sql;
+    let cases = [
+        ("get", sql::GET, 1),
+        ("update status", sql::UPDATE_STATUS, 5),
+        ("list", sql::LIST, 2),
+        ("list by status", sql::LIST_BY_STATUS, 3),
+        ("list page n", sql::LIST_AFTER, 4),
+        ("list by status page n", sql::LIST_BY_STATUS_AFTER, 5),
+    ];
+    for (name, sql, params) in cases {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain));
+        for _ in 0..params {
+            q = q.bind("x");
+        }
+        let plan: Vec<String> = q
+            .fetch_all(app.state.db.readers())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.3)
+            .collect();
+        let joined = plan.join(" | ");
+        println!("{name}: {joined}");
+        assert!(
+            plan.iter()
+                .all(|step| step.starts_with("SEARCH recordings USING INDEX")),
+            "{name}: {joined}"
+        );
+        assert!(
+            !joined.contains("TEMP B-TREE"),
+            "{name} sorts in memory: {joined}"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The recordings store against a real SQLite file.
+
+mod common;
+
+use std::collections::HashSet;
+
+use clinscribe::recordings::store::Cursor;
+use clinscribe::recordings::{
+    ListQuery, NewRecording, RecordingStatus, RecordingStore, StoreError,
+};
+use common::TestApp;
+use uuid::Uuid;
+
+fn new(patient: &str, duration: i64) -> NewRecording {
+    NewRecording {
+        patient_id: patient.into(),
+        duration_seconds: duration,
+        audio_file_path: Some(format!("/uploads/{patient}.webm")),
+    }
+}
+
+fn all(status: Option<RecordingStatus>) -> ListQuery {
+    ListQuery {
+        status,
+        limit: 1000,
+        after: None,
+    }
+}
+
+#[tokio::test]
+async fn create_then_get_returns_the_same_recording() {
+    let app = TestApp::new().await;
+    let store = &app.state.recordings;
+    let created = store
+        .create("clinician-1", new("patient-001", 120))
+        .await
+        .unwrap();
+    assert_eq!(created.status, RecordingStatus::Pending);
+    assert_eq!(created.clinician_id, "clinician-1");
+    assert_eq!(created.duration_seconds, Some(120));
+    assert_eq!(created.retry_count, 0);
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(created.processed_at, None);
+    let fetched = store.get(created.id).await.unwrap();
+    assert_eq!(fetched, created);
+}
+
+#[tokio::test]
+async fn get_of_an_unknown_id_is_not_found() {
+    let app = TestApp::new().await;
+    let err = app.state.recordings.get(Uuid::new_v4()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn list_is_per_clinician_newest_first_and_filters_by_status() {
+    let app = TestApp::new().await;
+    let store = &app.state.recordings;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(
+            store
+                .create("alice", new(&format!("p{i}"), i))
+                .await
+                .unwrap(),
+        );
+    }
+    store.create("bob", new("p-bob", 1)).await.unwrap();
+    store
+        .update_status(mine[1].id, RecordingStatus::Completed, None)
+        .await
+        .unwrap();
+    store
+        .update_status(mine[3].id, RecordingStatus::Completed, None)
+        .await
+        .unwrap();
+
+    let page = store.list_for_clinician("alice", all(None)).await.unwrap();
+    let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
+    let expected: Vec<_> = mine.iter().rev().map(|r| r.id).collect();
+    assert_eq!(ids, expected);
+    assert!(page.next.is_none());
+
+    let done = store
+        .list_for_clinician("alice", all(Some(RecordingStatus::Completed)))
+        .await
+        .unwrap();
+    let done_ids: Vec<_> = done.items.iter().map(|r| r.id).collect();
+    assert_eq!(done_ids, vec![mine[3].id, mine[1].id]);
+
+    let none = store
+        .list_for_clinician("alice", all(Some(RecordingStatus::Error)))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    let nobody = store.list_for_clinician("carol", all(None)).await.unwrap();
+    assert!(nobody.items.is_empty());
+}
+
+#[tokio::test]
+async fn keyset_pages_cover_everything_exactly_once() {
+    let app = TestApp::new().await;
+    let store = &app.state.recordings;
+    let mut created = Vec::new();
+    for i in 0..23 {
+        created.push(
+            store
+                .create("alice", new(&format!("p{i}"), i))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<Cursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_for_clinician(
+                "alice",
+                ListQuery {
+                    status: None,
+                    limit: 5,
+                    after,
+                },
+            )
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 5);
+        seen.extend(page.items.iter().map(|r| r.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    created.reverse();
+    assert_eq!(seen, created);
+}
+
+#[tokio::test]
+async fn update_status_maintains_timestamps_and_error_message() {
+    let app = TestApp::new().await;
+    let store = &app.state.recordings;
+    let r = store.create("alice", new("p", 10)).await.unwrap();
+
+    let processing = store
+        .update_status(r.id, RecordingStatus::Processing, None)
+        .await
+        .unwrap();
+    assert_eq!(processing.status, RecordingStatus::Processing);
+    assert!(processing.updated_at > r.updated_at);
+    assert_eq!(processing.processed_at, None, "processing has not ended");
+
+    let failed = store
+        .update_status(
+            r.id,
+            RecordingStatus::Error,
+            Some("Transcription service timeout"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("Transcription service timeout")
+    );
+    assert_eq!(failed.processed_at, Some(failed.updated_at));
+    assert_eq!(failed.created_at, r.created_at);
+    assert_eq!(store.get(r.id).await.unwrap(), failed);
+
+    let err = store
+        .update_status(Uuid::new_v4(), RecordingStatus::Completed, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed() {
+    let app = TestApp::new().await;
+    let store: RecordingStore = app.state.recordings.clone();
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..63 {
+                    // 16 × 63 = 1008 ≥ 1000
+                    let r = store
+                        .create(
+                            &format!("clinician-{}", t % 4),
+                            new(&format!("p-{t}-{i}"), i),
+                        )
+                        .await
+                        .expect("create under contention");
+                    ids.push(r.id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.extend(task.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1008);
+    assert_eq!(store.count().await.unwrap(), 1008);
+}
