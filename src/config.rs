@@ -158,6 +158,23 @@ pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Parses a duration such as `6h`, `30m` or `1d 12h` (at least one second).
+pub fn parse_interval(setting: &'static str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err(ConfigError::new(setting, value, "must be at least 1s")),
+        Err(e) => Err(ConfigError::new(setting, value, format!("{e} (expected e.g. 6h, 30m, 1d)"))),
+    }
+}
+
+/// Parses a count of backups to keep (at least 1).
+pub fn parse_keep(setting: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ConfigError::new(setting, value, "expected a whole number of at least 1")),
+    }
+}
+
 /// Parses `PWA_LOG` into a tracing filter.
 pub fn parse_log_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, ConfigError> {
     tracing_subscriber::EnvFilter::try_new(value).map_err(|e| {
@@ -236,5 +253,10 @@ mod tests {
         );
         assert_eq!(parse_bind("localhost").unwrap_err().setting, "PWA_BIND");
         assert_eq!(parse_log_filter("info,[").unwrap_err().setting, "PWA_LOG");
+        assert_eq!(parse_interval("X", "6h").unwrap().as_secs(), 6 * 3600);
+        assert_eq!(parse_interval("X", "1d 12h").unwrap().as_secs(), 36 * 3600);
+        assert!(parse_interval("X", "0s").is_err() && parse_interval("X", "often").is_err());
+        assert_eq!(parse_keep("X", "3").unwrap(), 3);
+        assert!(parse_keep("X", "0").is_err() && parse_keep("X", "-1").is_err());
     }
 }

@@ -3,27 +3,49 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Args;
 
+use super::sqlite_path;
 use crate::config::DatabaseSettings;
 use crate::db::Database;
+use crate::db::adopt::{self, DatabaseKind};
 use crate::db::migrations::{self, MigrationState};
 
-pub(super) async fn run(settings: DatabaseSettings, status_only: bool) -> anyhow::Result<ExitCode> {
+#[derive(Debug, Args)]
+pub(super) struct MigrateArgs {
+    /// List applied and pending migrations with their checksums; change nothing.
+    #[arg(long)]
+    status: bool,
+}
+
+pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let path = sqlite_path(&settings);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    println!("database: {}", settings.url);
+    if args.status {
+        if adopt::identify(&path).await? == DatabaseKind::Original {
+            println!("written by the original Python service: `migrate` or `serve` will adopt it (keeping a copy)");
+        }
+    } else if let Some(report) = adopt::adopt_if_original(&path).await? {
+        println!(
+            "adopted the original service's database: {} recording(s); the original is kept as {}",
+            report.recordings,
+            report.original_copy.display()
+        );
+    }
     let db = Database::open_without_migrating(&settings)
         .await
         .context("opening the database")?;
     let before = migrations::status(&db).await?;
-    if !status_only {
+    if !args.status {
         migrations::run(&db).await?;
     }
     let after = migrations::status(&db).await?;
     db.close().await;
 
-    println!("database: {}", settings.url);
-    println!(
-        "{:<16} {:<9} {:<34} checksum (sha384)",
-        "version", "state", "description"
-    );
+    println!("{:<16} {:<9} {:<34} checksum (sha384)", "version", "state", "description");
     let mut problems = 0;
     for m in &after {
         let state = match m.state {
@@ -38,20 +60,13 @@ pub(super) async fn run(settings: DatabaseSettings, status_only: bool) -> anyhow
                 "UNKNOWN"
             }
         };
-        println!(
-            "{:<16} {:<9} {:<34} {}",
-            m.version, state, m.description, m.checksum
-        );
+        println!("{:<16} {:<9} {:<34} {}", m.version, state, m.description, m.checksum);
     }
-    if !status_only {
+    if !args.status {
         let newly = after
             .iter()
             .filter(|m| m.state == MigrationState::Applied)
-            .filter(|m| {
-                before
-                    .iter()
-                    .any(|b| b.version == m.version && b.state == MigrationState::Pending)
-            })
+            .filter(|m| before.iter().any(|b| b.version == m.version && b.state == MigrationState::Pending))
             .count();
         println!("applied {newly} migration(s)");
     }

@@ -1,14 +1,20 @@
 //! The command line: one binary to serve and to operate.
 //!
 //! Settings come from flags, then `PWA_*` environment variables, then defaults.
-//! A bad setting is reported in one line naming it, with exit code 2.
+//! A bad setting is reported in one line naming it, with exit code 2; any other
+//! failure in one line with exit code 1.
 
+mod backup;
+mod maintenance;
 mod migrate;
+mod seed;
 mod serve;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{self, ConfigError, DatabaseSettings};
 
@@ -27,12 +33,7 @@ pub struct Cli {
 
     /// SQLite durability: `normal` survives a crash of the server process;
     /// `full` also survives power loss, at a cost per commit.
-    #[arg(
-        long,
-        env = "PWA_SQLITE_SYNCHRONOUS",
-        default_value = "normal",
-        global = true
-    )]
+    #[arg(long, env = "PWA_SQLITE_SYNCHRONOUS", default_value = "normal", global = true)]
     sqlite_synchronous: String,
 
     /// Log filter, e.g. `info`, `warn`, `clinscribe=debug` (tracing EnvFilter syntax).
@@ -45,24 +46,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP server (applies pending migrations first).
-    Serve(ServeArgs),
+    /// Run the HTTP server (adopts an original-service database and applies
+    /// pending migrations first; optionally takes scheduled backups).
+    Serve(serve::ServeArgs),
     /// Apply pending migrations, or list them with --status.
-    Migrate(MigrateArgs),
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on (IP:PORT).
-    #[arg(long, env = "PWA_BIND", default_value = config::DEFAULT_BIND)]
-    bind: String,
-}
-
-#[derive(Debug, Args)]
-struct MigrateArgs {
-    /// List applied and pending migrations with their checksums; change nothing.
-    #[arg(long)]
-    status: bool,
+    Migrate(migrate::MigrateArgs),
+    /// Hot backup through SQLite's Online Backup API, verified; safe while serving.
+    Backup(backup::BackupArgs),
+    /// Replace the database with a verified backup (refused while a server runs).
+    Restore(backup::RestoreArgs),
+    /// Insert the original's five development recordings, or --count N generated ones.
+    Seed(seed::SeedArgs),
+    /// Check integrity, foreign keys, migrations and row counts (exit 1 if anything is wrong).
+    Check,
+    /// Update statistics, checkpoint the WAL and compact the database.
+    Vacuum(maintenance::VacuumArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -75,12 +73,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("clinscribe: {e:#}");
+            eprintln!("clinscribe: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, skipping causes that repeat what an
+/// outer message already says (many library errors include their source).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// How a command failed: a bad setting (exit 2) or at run time (exit 1).
 enum Failure {
     Config(ConfigError),
     Runtime(anyhow::Error),
@@ -101,11 +114,10 @@ impl From<anyhow::Error> for Failure {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let database = DatabaseSettings::parse(&cli.database_url, &cli.sqlite_synchronous)?;
     let filter = config::parse_log_filter(&cli.log)?;
-    let command = match cli.command {
-        Command::Serve(args) => Validated::Serve(config::parse_bind(&args.bind)?),
-        Command::Migrate(args) => Validated::Migrate {
-            status: args.status,
-        },
+    // Validate the subcommand's own settings before anything touches the disk.
+    let serve_settings = match &cli.command {
+        Command::Serve(args) => Some(args.settings()?),
+        _ => None,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -114,16 +126,54 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         .init();
     let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
     let code = runtime.block_on(async move {
-        match command {
-            Validated::Serve(bind) => serve::run(database, bind).await,
-            Validated::Migrate { status } => migrate::run(database, status).await,
+        match cli.command {
+            Command::Serve(_) => match serve_settings {
+                Some(settings) => serve::run(database, settings).await,
+                None => unreachable!("validated above"),
+            },
+            Command::Migrate(args) => migrate::run(database, args).await,
+            Command::Backup(args) => backup::backup(database, args).await,
+            Command::Restore(args) => backup::restore(database, args).await,
+            Command::Seed(args) => seed::run(database, args).await,
+            Command::Check => maintenance::check(database).await,
+            Command::Vacuum(args) => maintenance::vacuum(database, args).await,
         }
     })?;
     Ok(code)
 }
 
-/// A subcommand whose settings have all been validated.
-enum Validated {
-    Serve(std::net::SocketAddr),
-    Migrate { status: bool },
+/// The SQLite file behind the settings.
+fn sqlite_path(settings: &DatabaseSettings) -> PathBuf {
+    let config::DatabaseUrl::Sqlite { path } = &settings.url;
+    path.clone()
+}
+
+/// A progress bar on stderr, shown only on a terminal and for work of at least `min` units.
+fn progress_bar(total: u64, min: u64, unit: &str) -> ProgressBar {
+    let visible = std::io::IsTerminal::is_terminal(&std::io::stderr()) && total >= min;
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// `1536` → `1.5 KiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

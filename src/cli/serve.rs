@@ -1,29 +1,108 @@
 //! `clinscribe serve`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::config::DatabaseSettings;
+use super::sqlite_path;
+use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::Database;
+use crate::db::backup::{self, BackupOptions};
+use crate::db::lock::ServerLock;
 use crate::http::{self, AppState};
 
-pub(super) async fn run(settings: DatabaseSettings, bind: SocketAddr) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&settings)
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Address to listen on (IP:PORT).
+    #[arg(long, env = "PWA_BIND", default_value = config::DEFAULT_BIND)]
+    bind: String,
+
+    /// Take a hot backup every so often, e.g. `6h` or `30m` (off when unset).
+    #[arg(long, env = "PWA_BACKUP_INTERVAL")]
+    backup_interval: Option<String>,
+
+    /// Where scheduled backups go.
+    #[arg(long, env = "PWA_BACKUP_DIR", default_value = "./backups")]
+    backup_dir: PathBuf,
+
+    /// Keep only the newest N scheduled backups (all when unset).
+    #[arg(long, env = "PWA_BACKUP_KEEP")]
+    backup_keep: Option<String>,
+}
+
+/// Validated `serve` settings.
+#[derive(Debug)]
+pub(super) struct ServeSettings {
+    bind: SocketAddr,
+    backups: Option<(Duration, BackupOptions)>,
+}
+
+impl ServeArgs {
+    pub(super) fn settings(&self) -> Result<ServeSettings, ConfigError> {
+        let bind = config::parse_bind(&self.bind)?;
+        let backups = match &self.backup_interval {
+            None => None,
+            Some(interval) => {
+                let interval = config::parse_interval("PWA_BACKUP_INTERVAL", interval)?;
+                let mut options = BackupOptions::new(&self.backup_dir);
+                options.keep = self
+                    .backup_keep
+                    .as_deref()
+                    .map(|k| config::parse_keep("PWA_BACKUP_KEEP", k))
+                    .transpose()?;
+                Some((interval, options))
+            }
+        };
+        Ok(ServeSettings { bind, backups })
+    }
+}
+
+pub(super) async fn run(database: DatabaseSettings, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+    let db_path = sqlite_path(&database);
+    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    // Held for the server's lifetime: `restore` and a second server see it.
+    let _lock = ServerLock::acquire(&db_path)?;
+    let db = Database::open(&database).await.context("opening the database")?;
+    tracing::info!(database = %database.url, synchronous = ?database.synchronous, "database ready");
+    let listener = TcpListener::bind(settings.bind)
         .await
-        .context("opening the database")?;
-    tracing::info!(database = %settings.url, synchronous = ?settings.synchronous, "database ready");
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind} (PWA_BIND)"))?;
+        .with_context(|| format!("cannot listen on {} (PWA_BIND)", settings.bind))?;
     let local = listener.local_addr()?;
+    if let Some((interval, options)) = settings.backups {
+        tokio::spawn(scheduled_backups(db_path, interval, options));
+    }
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     println!("clinscribe listening on http://{local}");
     http::serve(listener, AppState::new(db), shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Backs up every `interval`; a failure is logged and retried at the next one.
+async fn scheduled_backups(db_path: PathBuf, interval: Duration, options: BackupOptions) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match backup::backup(&db_path, &options, |_| {}).await {
+            Ok(report) => tracing::info!(
+                path = %report.path.display(),
+                bytes = report.size_bytes,
+                recordings = report.recordings,
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                deleted = report.deleted.len(),
+                "scheduled backup done"
+            ),
+            Err(e) => tracing::error!(error = %e, "scheduled backup failed; retrying at the next interval"),
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -6,13 +6,21 @@
 //! connection, so writers queue in-process; reads use their own pool of
 //! read-only connections, which WAL lets run alongside the writer.
 
+pub mod adopt;
+pub mod backup;
+pub mod lock;
+pub mod maintenance;
+pub mod restore;
 pub mod migrations;
+mod sqlite_ffi;
+
+pub use sqlite_ffi::BackupProgress;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
@@ -43,6 +51,9 @@ pub enum DbError {
     /// A migration failed or the database is newer than this binary.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Converting the original service's database failed.
+    #[error(transparent)]
+    Adopt(#[from] Box<adopt::AdoptError>),
     /// Any other database error.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
@@ -57,8 +68,12 @@ pub struct Database {
 }
 
 impl Database {
-    /// Opens (creating if needed) the database, and applies pending migrations.
+    /// Opens (creating if needed) the database, adopts it if the original service
+    /// wrote it (see [`adopt`]), and applies pending migrations.
     pub async fn open(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let DatabaseUrl::Sqlite { path } = &settings.url;
+        create_parent_dir(path)?;
+        adopt::adopt_if_original(path).await.map_err(Box::new)?;
         let db = Self::open_without_migrating(settings).await?;
         migrations::run(&db).await?;
         Ok(db)
@@ -81,7 +96,13 @@ impl Database {
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    // Takes effect when the file is created: lets `vacuum` free pages
+                    // in short steps while the server runs, instead of a full VACUUM.
+                    .auto_vacuum(SqliteAutoVacuum::Incremental),
+            )
             .await
             .map_err(open_err)?;
         let readers = SqlitePoolOptions::new()
@@ -151,6 +172,18 @@ fn connect_options(path: &Path, synchronous: config::SqliteSynchronous) -> Sqlit
 fn reader_pool_size() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     u32::try_from(cores * 2).unwrap_or(8).clamp(2, 16)
+}
+
+/// `path` with `suffix` appended to its file name (`clinical.db` → `clinical.db-wal`).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// fsyncs a directory, making a rename or a new file in it durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn create_parent_dir(path: &Path) -> Result<(), DbError> {

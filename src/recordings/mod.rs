@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod model;
+pub mod seed;
 pub mod store;
 
 pub use model::{NewRecording, Recording, RecordingStatus};

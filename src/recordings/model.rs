@@ -60,7 +60,7 @@ impl RecordingStatus {
 
 impl fmt::Display for RecordingStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

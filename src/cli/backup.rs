@@ -1,0 +1,77 @@
+//! `clinscribe backup` and `clinscribe restore`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{human_bytes, progress_bar, sqlite_path};
+use crate::config::{self, DatabaseSettings};
+use crate::db::backup::{self, BackupOptions};
+use crate::db::restore;
+
+#[derive(Debug, Args)]
+pub(super) struct BackupArgs {
+    /// Directory for the backup (created if missing); files are named
+    /// clinical_YYYYMMDD_HHMMSS.db (UTC).
+    #[arg(long, env = "PWA_BACKUP_DIR", default_value = "./backups")]
+    dest: PathBuf,
+
+    /// Afterwards, delete the oldest backups in DIR beyond the newest N.
+    #[arg(long, env = "PWA_BACKUP_KEEP")]
+    keep: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RestoreArgs {
+    /// The backup file to restore.
+    file: PathBuf,
+}
+
+pub(super) async fn backup(database: DatabaseSettings, args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let mut options = BackupOptions::new(&args.dest);
+    options.keep = args
+        .keep
+        .as_deref()
+        .map(|k| config::parse_keep("PWA_BACKUP_KEEP", k))
+        .transpose()?;
+    let db_path = sqlite_path(&database);
+    // A bar only for large databases (≥ 100k pages ≈ 400 MiB): small ones take milliseconds.
+    let bar = progress_bar(0, 0, "pages");
+    let progress = {
+        let bar = bar.clone();
+        move |p: crate::db::BackupProgress| {
+            if p.total >= 100_000 && bar.length() != Some(p.total) {
+                bar.set_length(p.total);
+            }
+            bar.set_position(p.total - p.remaining);
+        }
+    };
+    let report = backup::backup(&db_path, &options, progress)
+        .await
+        .with_context(|| format!("backup of {} failed", db_path.display()))?;
+    bar.finish_and_clear();
+    println!("backup:     {}", report.path.display());
+    println!("size:       {} ({} bytes)", human_bytes(report.size_bytes), report.size_bytes);
+    println!("recordings: {}", report.recordings);
+    println!("integrity:  ok");
+    println!("elapsed:    {:.3} s", report.elapsed.as_secs_f64());
+    for old in &report.deleted {
+        println!("deleted:    {}", old.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn restore(database: DatabaseSettings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let report = restore::restore(&database, &args.file)
+        .await
+        .with_context(|| format!("restore of {} refused", args.file.display()))?;
+    println!("restored:   {} -> {}", args.file.display(), sqlite_path(&database).display());
+    match &report.previous {
+        Some(kept) => println!("previous:   kept as {}", kept.display()),
+        None => println!("previous:   none (there was no database)"),
+    }
+    println!("recordings: {}", report.recordings);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,110 @@
+//! `clinscribe check` and `clinscribe vacuum`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::{human_bytes, sqlite_path};
+use crate::config::DatabaseSettings;
+use crate::db::Database;
+use crate::db::lock::{LockError, ServerLock};
+use crate::db::maintenance::{self, VacuumMode};
+use crate::db::migrations::MigrationState;
+
+#[derive(Debug, Args)]
+pub(super) struct VacuumArgs {
+    /// Rebuild the whole file with VACUUM (only when no server is running:
+    /// it holds the write lock throughout).
+    #[arg(long, conflicts_with = "into")]
+    full: bool,
+
+    /// Write a compacted copy to PATH (VACUUM INTO) instead; safe while serving.
+    #[arg(long, value_name = "PATH")]
+    into: Option<PathBuf>,
+}
+
+/// Opens an existing database (never creates one) without migrating it.
+async fn open_existing(database: &DatabaseSettings) -> anyhow::Result<Database> {
+    let path = sqlite_path(database);
+    if !path.is_file() {
+        bail!("database {} does not exist", path.display());
+    }
+    Database::open_without_migrating(database)
+        .await
+        .context("opening the database")
+}
+
+pub(super) async fn check(database: DatabaseSettings) -> anyhow::Result<ExitCode> {
+    let db = open_existing(&database).await?;
+    let report = maintenance::check(&db).await?;
+    db.close().await;
+    println!("database:      {}", database.url);
+    println!("integrity:     {}", report.integrity.join("; "));
+    println!("foreign keys:  {} violation(s)", report.foreign_key_violations.len());
+    for v in &report.foreign_key_violations {
+        println!("  {v}");
+    }
+    for m in &report.migrations {
+        let state = match m.state {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending (applied by the next serve or migrate)",
+            MigrationState::ChecksumMismatch => "CHANGED after being applied",
+            MigrationState::Unknown => "UNKNOWN to this binary",
+        };
+        println!("migration:     {} {} — {state}", m.version, m.description);
+    }
+    for (table, rows) in &report.tables {
+        println!("table:         {table}: {rows} row(s)");
+    }
+    let problems = report.problems();
+    if problems.is_empty() {
+        println!("result:        ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            eprintln!("clinscribe: check: {p}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub(super) async fn vacuum(database: DatabaseSettings, args: VacuumArgs) -> anyhow::Result<ExitCode> {
+    let mode = match (args.full, args.into) {
+        (_, Some(path)) => {
+            if path.exists() {
+                bail!("{} already exists; VACUUM INTO needs a new file", path.display());
+            }
+            VacuumMode::Into(path)
+        }
+        (true, None) => VacuumMode::Full,
+        (false, None) => VacuumMode::Incremental,
+    };
+    // A full VACUUM would stall a running server's writers for its whole duration.
+    let _lock = match mode {
+        VacuumMode::Full => Some(ServerLock::acquire(&sqlite_path(&database)).map_err(|e| match e {
+            LockError::InUse(_) => anyhow::anyhow!(
+                "{e}; or run `clinscribe vacuum` (incremental) or `vacuum --into PATH`, which are safe while serving"
+            ),
+            other => other.into(),
+        })?),
+        _ => None,
+    };
+    let db = open_existing(&database).await?;
+    let report = maintenance::vacuum(&db, &mode).await;
+    db.close().await;
+    let report = report?;
+    match &mode {
+        VacuumMode::Into(path) => {
+            println!("compacted copy: {} ({})", path.display(), human_bytes(report.after_bytes));
+            println!("saved:          {} versus the live database", human_bytes(report.reclaimed()));
+        }
+        _ => {
+            println!("before:    {}", human_bytes(report.before_bytes));
+            println!("after:     {}", human_bytes(report.after_bytes));
+            println!("reclaimed: {} ({} bytes)", human_bytes(report.reclaimed()), report.reclaimed());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

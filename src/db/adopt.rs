@@ -1,0 +1,298 @@
+//! Adopting a database written by the original Python service.
+//!
+//! The original's SQLAlchemy `create_all` made a `recordings` table with ids as
+//! 32 hex digits, naive UTC timestamps (`2026-11-28 00:09:08.725903`) and JSON
+//! as text, and no migration table of ours. A clinic upgrading points
+//! `PWA_DATABASE_URL` at that file; on `serve` or `migrate` it is converted:
+//!
+//! 1. an exact copy is kept next to it: `clinical.db.before-clinscribe-<UTC time>`
+//!    (with its `-wal`, if any);
+//! 2. the original is checkpointed in place (logically unchanged);
+//! 3. a new database is built beside it (`clinical.db.adopting`) by our
+//!    migrations, every row converted into it, and the counts compared;
+//! 4. only then does the new file replace the original, by an atomic rename.
+//!
+//! A failure at any step leaves the original in place. A second start finds our
+//! migration table and does nothing.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use uuid::Uuid;
+
+use super::{Database, DbError, fsync_dir, migrations, sibling};
+use crate::config::DatabaseSettings;
+use crate::recordings::{Recording, RecordingStore};
+use crate::timestamp::Timestamp;
+
+/// What a database file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// No file, or a file with no tables.
+    Empty,
+    /// Managed by clinscribe (has `_sqlx_migrations`).
+    Clinscribe,
+    /// Written by the original service (`recordings`, maybe `alembic_version`).
+    Original,
+    /// Something else: these are its tables.
+    Foreign(Vec<String>),
+}
+
+/// Why adoption failed (the original database is left as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// A file operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A row of the original could not be converted.
+    #[error("cannot adopt recording {id}: {reason}")]
+    BadRow {
+        /// The original's id of the row.
+        id: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The new database does not hold as many rows as the original.
+    #[error("adoption copied {copied} of {original} recordings; the original is unchanged")]
+    CountMismatch {
+        /// Rows in the original.
+        original: i64,
+        /// Rows copied.
+        copied: i64,
+    },
+    /// A database error.
+    #[error("adoption failed: {0}")]
+    Database(#[from] DbError),
+}
+
+impl From<sqlx::Error> for AdoptError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(DbError::Sqlx(e))
+    }
+}
+
+/// What an adoption did.
+#[derive(Debug, Clone)]
+pub struct AdoptionReport {
+    /// The exact copy of the original file.
+    pub original_copy: PathBuf,
+    /// Recordings converted.
+    pub recordings: i64,
+}
+
+/// Tables the original service created.
+const ORIGINAL_TABLES: [&str; 2] = ["recordings", "alembic_version"];
+
+/// Opens a database file for inspection without changing it (no journal-mode switch).
+async fn open_plain(path: &Path, read_only: bool) -> Result<SqliteConnection, sqlx::Error> {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(read_only)
+        .connect()
+        .await
+}
+
+/// Tells what kind of database `path` holds, without changing it.
+pub async fn identify(path: &Path) -> Result<DatabaseKind, sqlx::Error> {
+    if !path.exists() {
+        return Ok(DatabaseKind::Empty);
+    }
+    let mut conn = open_plain(path, true).await?;
+    let tables: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    let tables = tables?;
+    Ok(if tables.is_empty() {
+        DatabaseKind::Empty
+    } else if tables.iter().any(|t| t == "_sqlx_migrations") {
+        DatabaseKind::Clinscribe
+    } else if tables.iter().any(|t| t == "recordings")
+        && tables.iter().all(|t| ORIGINAL_TABLES.contains(&t.as_str()))
+    {
+        DatabaseKind::Original
+    } else {
+        DatabaseKind::Foreign(tables)
+    })
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AdoptError + use<> {
+    let path = path.to_path_buf();
+    move |source| AdoptError::Io { action, path, source }
+}
+
+/// Removes a database file and its `-wal`/`-shm` companions, if present.
+fn remove_database_files(path: &Path) -> Result<(), AdoptError> {
+    for p in [path.to_path_buf(), sibling(path, "-wal"), sibling(path, "-shm")] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &p)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` and fsyncs the copy.
+fn copy_synced(from: &Path, to: &Path) -> Result<(), AdoptError> {
+    std::fs::copy(from, to).map_err(io("cannot copy to", to))?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io("cannot fsync", to))
+}
+
+/// Converts the database at `path` if the original service wrote it; otherwise does nothing.
+pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, AdoptError> {
+    if identify(path).await? != DatabaseKind::Original {
+        return Ok(None);
+    }
+    let now = Timestamp::now().as_datetime();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+
+    // 1. The exact copy, WAL included, before anything touches the file.
+    let original_copy = sibling(path, &format!(".before-clinscribe-{stamp}"));
+    copy_synced(path, &original_copy)?;
+    let wal = sibling(path, "-wal");
+    if wal.exists() {
+        copy_synced(&wal, &sibling(&original_copy, "-wal"))?;
+    }
+
+    // 2. Fold the original's WAL into its main file, so replacing the main file
+    //    later cannot leave committed data behind in a WAL.
+    let mut conn = open_plain(path, false).await?;
+    let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await;
+    conn.close().await?;
+    checkpoint?;
+
+    // 3. Build the converted database beside it.
+    let staging = sibling(path, ".adopting");
+    remove_database_files(&staging)?;
+    let outcome = convert_into(path, &staging).await;
+    let copied = match outcome {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = remove_database_files(&staging);
+            return Err(e);
+        }
+    };
+
+    // 4. Swap: the staging file (checkpointed, self-contained) replaces the original.
+    for companion in ["-wal", "-shm"] {
+        let p = sibling(path, companion);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(io("cannot remove", &p))?;
+        }
+    }
+    std::fs::rename(&staging, path).map_err(io("cannot replace", path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsync_dir(dir).map_err(io("cannot fsync", dir))?;
+    }
+    tracing::warn!(
+        original_copy = %original_copy.display(),
+        recordings = copied,
+        "adopted a database written by the original service"
+    );
+    Ok(Some(AdoptionReport {
+        original_copy,
+        recordings: copied,
+    }))
+}
+
+/// Creates our schema at `staging` and copies every recording of `original` into it.
+async fn convert_into(original: &Path, staging: &Path) -> Result<i64, AdoptError> {
+    let target = Database::open_without_migrating(&DatabaseSettings::sqlite(staging)).await?;
+    migrations::run(&target).await?;
+    let store = RecordingStore::new(target.clone());
+
+    let mut source = open_plain(original, true).await?;
+    let original_count: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
+        .fetch_one(&mut source)
+        .await?;
+    let rows: Vec<SqliteRow> = sqlx::query(
+        "SELECT id, patient_id, clinician_id, audio_file_path, audio_file_size, duration_seconds, \
+         status, error_message, retry_count, created_at, updated_at, uploaded_at, processed_at, \
+         transcript, verification_results FROM recordings ORDER BY created_at",
+    )
+    .fetch_all(&mut source)
+    .await?;
+    source.close().await?;
+
+    let mut batch = Vec::with_capacity(1000);
+    for row in &rows {
+        batch.push(recording_from_original(row)?);
+        if batch.len() == 1000 {
+            store.insert_batch(&batch).await.map_err(store_err)?;
+            batch.clear();
+        }
+    }
+    store.insert_batch(&batch).await.map_err(store_err)?;
+    let copied = store.count().await.map_err(store_err)?;
+    target.close().await;
+    if copied != original_count {
+        return Err(AdoptError::CountMismatch {
+            original: original_count,
+            copied,
+        });
+    }
+    Ok(copied)
+}
+
+fn store_err(e: crate::recordings::StoreError) -> AdoptError {
+    AdoptError::Database(DbError::Sqlx(sqlx::Error::Protocol(e.to_string())))
+}
+
+/// One row of the original's table as a [`Recording`]; every field kept.
+fn recording_from_original(row: &SqliteRow) -> Result<Recording, AdoptError> {
+    let raw_id: String = row.try_get("id").unwrap_or_default();
+    let bad = |reason: String| AdoptError::BadRow {
+        id: raw_id.clone(),
+        reason,
+    };
+    let text = |col: &str| row.try_get::<Option<String>, _>(col).map_err(|e| bad(format!("{col}: {e}")));
+    let int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| bad(format!("{col}: {e}")));
+    let required = |col: &str| text(col)?.ok_or_else(|| bad(format!("{col} is NULL")));
+    let timestamp = |col: &str| -> Result<Option<Timestamp>, AdoptError> {
+        text(col)?
+            .map(|s| Timestamp::parse(&s).map_err(|e| bad(format!("{col}: {e}"))))
+            .transpose()
+    };
+    Ok(Recording {
+        id: Uuid::parse_str(&raw_id).map_err(|e| bad(format!("id: {e}")))?,
+        patient_id: required("patient_id")?,
+        clinician_id: required("clinician_id")?,
+        audio_file_path: text("audio_file_path")?,
+        audio_file_size: int("audio_file_size")?,
+        duration_seconds: int("duration_seconds")?,
+        status: required("status")?
+            .parse()
+            .map_err(|e| bad(format!("status: {e}")))?,
+        error_message: text("error_message")?,
+        retry_count: int("retry_count")?.unwrap_or(0),
+        created_at: timestamp("created_at")?.ok_or_else(|| bad("created_at is NULL".into()))?,
+        updated_at: timestamp("updated_at")?.ok_or_else(|| bad("updated_at is NULL".into()))?,
+        uploaded_at: timestamp("uploaded_at")?,
+        processed_at: timestamp("processed_at")?,
+        transcript: text("transcript")?,
+        verification_results: text("verification_results")?
+            .map(|s| serde_json::from_str(&s).map_err(|e| bad(format!("verification_results: {e}"))))
+            .transpose()?,
+    })
+}
