@@ -69,7 +69,10 @@ async fn point_reads(store: &RecordingStore, ids: &[Uuid], seconds: f64) -> f64 
     let started = Instant::now();
     let mut n = 0usize;
     while Instant::now() < deadline {
-        store.get(ids[n.wrapping_mul(7919) % ids.len()]).await.expect("get");
+        store
+            .get(ids[n.wrapping_mul(7919) % ids.len()])
+            .await
+            .expect("get");
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
@@ -93,7 +96,10 @@ async fn main() {
             read_rates.push(point_reads(&store, &all_ids, opts.seconds).await);
         }
         let name = format!("{synchronous:?}").to_lowercase();
-        for (what, rates) in [("insert (1 per transaction)", insert_rates), ("point read", read_rates)] {
+        for (what, rates) in [
+            ("insert (1 per transaction)", insert_rates),
+            ("point read", read_rates),
+        ] {
             let m = median(rates.clone());
             println!("| {what}, synchronous={name} | {m:.0} | {} |", rates.len());
             eprintln!(

@@ -159,11 +159,18 @@ pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 /// Parses a duration such as `6h`, `30m` or `1d 12h` (at least one second).
-pub fn parse_interval(setting: &'static str, value: &str) -> Result<std::time::Duration, ConfigError> {
+pub fn parse_interval(
+    setting: &'static str,
+    value: &str,
+) -> Result<std::time::Duration, ConfigError> {
     match humantime::parse_duration(value) {
         Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
         Ok(_) => Err(ConfigError::new(setting, value, "must be at least 1s")),
-        Err(e) => Err(ConfigError::new(setting, value, format!("{e} (expected e.g. 6h, 30m, 1d)"))),
+        Err(e) => Err(ConfigError::new(
+            setting,
+            value,
+            format!("{e} (expected e.g. 6h, 30m, 1d)"),
+        )),
     }
 }
 
@@ -171,7 +178,11 @@ pub fn parse_interval(setting: &'static str, value: &str) -> Result<std::time::D
 pub fn parse_keep(setting: &'static str, value: &str) -> Result<usize, ConfigError> {
     match value.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
-        _ => Err(ConfigError::new(setting, value, "expected a whole number of at least 1")),
+        _ => Err(ConfigError::new(
+            setting,
+            value,
+            "expected a whole number of at least 1",
+        )),
     }
 }
 

@@ -29,7 +29,10 @@ pub(super) struct RestoreArgs {
     file: PathBuf,
 }
 
-pub(super) async fn backup(database: DatabaseSettings, args: BackupArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn backup(
+    database: DatabaseSettings,
+    args: BackupArgs,
+) -> anyhow::Result<ExitCode> {
     let mut options = BackupOptions::new(&args.dest);
     options.keep = args
         .keep
@@ -52,26 +55,37 @@ pub(super) async fn backup(database: DatabaseSettings, args: BackupArgs) -> anyh
         .await
         .with_context(|| format!("backup of {} failed", db_path.display()))?;
     bar.finish_and_clear();
-    println!("backup:     {}", report.path.display());
-    println!("size:       {} ({} bytes)", human_bytes(report.size_bytes), report.size_bytes);
-    println!("recordings: {}", report.recordings);
-    println!("integrity:  ok");
-    println!("elapsed:    {:.3} s", report.elapsed.as_secs_f64());
+    out!("backup:     {}", report.path.display());
+    out!(
+        "size:       {} ({} bytes)",
+        human_bytes(report.size_bytes),
+        report.size_bytes
+    );
+    out!("recordings: {}", report.recordings);
+    out!("integrity:  ok");
+    out!("elapsed:    {:.3} s", report.elapsed.as_secs_f64());
     for old in &report.deleted {
-        println!("deleted:    {}", old.display());
+        out!("deleted:    {}", old.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn restore(database: DatabaseSettings, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn restore(
+    database: DatabaseSettings,
+    args: RestoreArgs,
+) -> anyhow::Result<ExitCode> {
     let report = restore::restore(&database, &args.file)
         .await
         .with_context(|| format!("restore of {} refused", args.file.display()))?;
-    println!("restored:   {} -> {}", args.file.display(), sqlite_path(&database).display());
+    out!(
+        "restored:   {} -> {}",
+        args.file.display(),
+        sqlite_path(&database).display()
+    );
     match &report.previous {
-        Some(kept) => println!("previous:   kept as {}", kept.display()),
-        None => println!("previous:   none (there was no database)"),
+        Some(kept) => out!("previous:   kept as {}", kept.display()),
+        None => out!("previous:   none (there was no database)"),
     }
-    println!("recordings: {}", report.recordings);
+    out!("recordings: {}", report.recordings);
     Ok(ExitCode::SUCCESS)
 }

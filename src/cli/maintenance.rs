@@ -40,11 +40,14 @@ pub(super) async fn check(database: DatabaseSettings) -> anyhow::Result<ExitCode
     let db = open_existing(&database).await?;
     let report = maintenance::check(&db).await?;
     db.close().await;
-    println!("database:      {}", database.url);
-    println!("integrity:     {}", report.integrity.join("; "));
-    println!("foreign keys:  {} violation(s)", report.foreign_key_violations.len());
+    out!("database:      {}", database.url);
+    out!("integrity:     {}", report.integrity.join("; "));
+    out!(
+        "foreign keys:  {} violation(s)",
+        report.foreign_key_violations.len()
+    );
     for v in &report.foreign_key_violations {
-        println!("  {v}");
+        out!("  {v}");
     }
     for m in &report.migrations {
         let state = match m.state {
@@ -53,14 +56,14 @@ pub(super) async fn check(database: DatabaseSettings) -> anyhow::Result<ExitCode
             MigrationState::ChecksumMismatch => "CHANGED after being applied",
             MigrationState::Unknown => "UNKNOWN to this binary",
         };
-        println!("migration:     {} {} — {state}", m.version, m.description);
+        out!("migration:     {} {} — {state}", m.version, m.description);
     }
     for (table, rows) in &report.tables {
-        println!("table:         {table}: {rows} row(s)");
+        out!("table:         {table}: {rows} row(s)");
     }
     let problems = report.problems();
     if problems.is_empty() {
-        println!("result:        ok");
+        out!("result:        ok");
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &problems {
@@ -70,11 +73,17 @@ pub(super) async fn check(database: DatabaseSettings) -> anyhow::Result<ExitCode
     }
 }
 
-pub(super) async fn vacuum(database: DatabaseSettings, args: VacuumArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn vacuum(
+    database: DatabaseSettings,
+    args: VacuumArgs,
+) -> anyhow::Result<ExitCode> {
     let mode = match (args.full, args.into) {
         (_, Some(path)) => {
             if path.exists() {
-                bail!("{} already exists; VACUUM INTO needs a new file", path.display());
+                bail!(
+                    "{} already exists; VACUUM INTO needs a new file",
+                    path.display()
+                );
             }
             VacuumMode::Into(path)
         }
@@ -97,13 +106,24 @@ pub(super) async fn vacuum(database: DatabaseSettings, args: VacuumArgs) -> anyh
     let report = report?;
     match &mode {
         VacuumMode::Into(path) => {
-            println!("compacted copy: {} ({})", path.display(), human_bytes(report.after_bytes));
-            println!("saved:          {} versus the live database", human_bytes(report.reclaimed()));
+            out!(
+                "compacted copy: {} ({})",
+                path.display(),
+                human_bytes(report.after_bytes)
+            );
+            out!(
+                "saved:          {} versus the live database",
+                human_bytes(report.reclaimed())
+            );
         }
         _ => {
-            println!("before:    {}", human_bytes(report.before_bytes));
-            println!("after:     {}", human_bytes(report.after_bytes));
-            println!("reclaimed: {} ({} bytes)", human_bytes(report.reclaimed()), report.reclaimed());
+            out!("before:    {}", human_bytes(report.before_bytes));
+            out!("after:     {}", human_bytes(report.after_bytes));
+            out!(
+                "reclaimed: {} ({} bytes)",
+                human_bytes(report.reclaimed()),
+                report.reclaimed()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -23,13 +23,15 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    println!("database: {}", settings.url);
+    out!("database: {}", settings.url);
     if args.status {
         if adopt::identify(&path).await? == DatabaseKind::Original {
-            println!("written by the original Python service: `migrate` or `serve` will adopt it (keeping a copy)");
+            out!(
+                "written by the original Python service: `migrate` or `serve` will adopt it (keeping a copy)"
+            );
         }
     } else if let Some(report) = adopt::adopt_if_original(&path).await? {
-        println!(
+        out!(
             "adopted the original service's database: {} recording(s); the original is kept as {}",
             report.recordings,
             report.original_copy.display()
@@ -45,7 +47,12 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
     let after = migrations::status(&db).await?;
     db.close().await;
 
-    println!("{:<16} {:<9} {:<34} checksum (sha384)", "version", "state", "description");
+    out!(
+        "{:<16} {:<9} {:<34} checksum (sha384)",
+        "version",
+        "state",
+        "description"
+    );
     let mut problems = 0;
     for m in &after {
         let state = match m.state {
@@ -60,15 +67,25 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
                 "UNKNOWN"
             }
         };
-        println!("{:<16} {:<9} {:<34} {}", m.version, state, m.description, m.checksum);
+        out!(
+            "{:<16} {:<9} {:<34} {}",
+            m.version,
+            state,
+            m.description,
+            m.checksum
+        );
     }
     if !args.status {
         let newly = after
             .iter()
             .filter(|m| m.state == MigrationState::Applied)
-            .filter(|m| before.iter().any(|b| b.version == m.version && b.state == MigrationState::Pending))
+            .filter(|m| {
+                before
+                    .iter()
+                    .any(|b| b.version == m.version && b.state == MigrationState::Pending)
+            })
             .count();
-        println!("applied {newly} migration(s)");
+        out!("applied {newly} migration(s)");
     }
     if problems > 0 {
         eprintln!(

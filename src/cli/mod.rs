@@ -4,6 +4,14 @@
 //! A bad setting is reported in one line naming it, with exit code 2; any other
 //! failure in one line with exit code 1.
 
+/// `println!` that ignores a closed stdout (`clinscribe seed | head` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod backup;
 mod maintenance;
 mod migrate;
@@ -33,7 +41,12 @@ pub struct Cli {
 
     /// SQLite durability: `normal` survives a crash of the server process;
     /// `full` also survives power loss, at a cost per commit.
-    #[arg(long, env = "PWA_SQLITE_SYNCHRONOUS", default_value = "normal", global = true)]
+    #[arg(
+        long,
+        env = "PWA_SQLITE_SYNCHRONOUS",
+        default_value = "normal",
+        global = true
+    )]
     sqlite_synchronous: String,
 
     /// Log filter, e.g. `info`, `warn`, `clinscribe=debug` (tracing EnvFilter syntax).
@@ -155,7 +168,8 @@ fn progress_bar(total: u64, min: u64, unit: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)");
+    let template =
+        format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)");
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }

@@ -6,9 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::progress_bar;
+use super::{progress_bar, sqlite_path};
 use crate::config::DatabaseSettings;
 use crate::db::Database;
+use crate::db::lock::ServerLock;
 use crate::recordings::RecordingStore;
 use crate::recordings::seed::{Generator, development_recordings};
 use crate::timestamp::Timestamp;
@@ -29,17 +30,21 @@ pub(super) struct SeedArgs {
     random_seed: u64,
 }
 
-/// Rows per transaction when generating: large enough to amortise the commit,
-/// small enough to keep a running server's writers waiting only briefly.
+/// Rows generated at a time (and per transaction while a server runs: short
+/// enough that its writers wait only briefly).
 const BATCH: usize = 5_000;
 
 pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&database).await.context("opening the database")?;
+    let db = Database::open(&database)
+        .await
+        .context("opening the database")?;
     let store = RecordingStore::new(db.clone());
     let existing = store.count().await?;
     if existing > 0 && !args.force {
         db.close().await;
-        bail!("the database already holds {existing} recording(s); seeding adds development data, use --force to add it anyway");
+        bail!(
+            "the database already holds {existing} recording(s); seeding adds development data, use --force to add it anyway"
+        );
     }
     let started = Instant::now();
     let inserted = match args.count {
@@ -49,39 +54,55 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
             rows.len() as u64
         }
         Some(total) => {
+            db.set_writer_cache_mib(256).await?;
             let bar = progress_bar(total, 50_000, "recordings");
             let mut generator = Generator::new(total, Timestamp::now(), args.random_seed);
             let mut done = 0;
+            // With no server running, one bulk transaction (indexes rebuilt once at
+            // the end); otherwise short batches, so the server's writers keep going.
+            let server_running = ServerLock::acquire(&sqlite_path(&database)).is_err();
+            let mut loader = if server_running {
+                None
+            } else {
+                Some(store.bulk_loader().await?)
+            };
             loop {
                 let batch = generator.next_batch(BATCH);
                 if batch.is_empty() {
                     break;
                 }
-                store.insert_batch(&batch).await?;
+                match loader.as_mut() {
+                    Some(loader) => loader.push(&batch).await?,
+                    None => store.insert_batch(&batch).await?,
+                }
                 done += batch.len() as u64;
                 bar.set_position(done);
+            }
+            if let Some(loader) = loader {
+                bar.set_message("building indexes");
+                loader.finish().await?;
             }
             bar.finish_and_clear();
             done
         }
     };
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
+    out!(
         "Seeded {inserted} recording(s) in {elapsed:.2} s ({:.0} rows/s).",
         inserted as f64 / elapsed.max(1e-9)
     );
-    println!();
-    println!("Recordings by status:");
+    out!("");
+    out!("Recordings by status:");
     for (status, n) in store.count_by_status().await? {
-        println!("  {status:<11} {n}");
+        out!("  {status:<11} {n}");
     }
     let by_clinician = store.count_by_clinician().await?;
-    println!("Recordings by clinician ({}):", by_clinician.len());
+    out!("Recordings by clinician ({}):", by_clinician.len());
     for (clinician, n) in by_clinician.iter().take(20) {
-        println!("  {clinician:<18} {n}");
+        out!("  {clinician:<18} {n}");
     }
     if by_clinician.len() > 20 {
-        println!("  … and {} more", by_clinician.len() - 20);
+        out!("  … and {} more", by_clinician.len() - 20);
     }
     db.close().await;
     Ok(ExitCode::SUCCESS)

@@ -62,14 +62,20 @@ impl ServeArgs {
     }
 }
 
-pub(super) async fn run(database: DatabaseSettings, settings: ServeSettings) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(
+    database: DatabaseSettings,
+    settings: ServeSettings,
+) -> anyhow::Result<ExitCode> {
     let db_path = sqlite_path(&database);
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     }
     // Held for the server's lifetime: `restore` and a second server see it.
     let _lock = ServerLock::acquire(&db_path)?;
-    let db = Database::open(&database).await.context("opening the database")?;
+    let db = Database::open(&database)
+        .await
+        .context("opening the database")?;
     tracing::info!(database = %database.url, synchronous = ?database.synchronous, "database ready");
     let listener = TcpListener::bind(settings.bind)
         .await
@@ -79,7 +85,7 @@ pub(super) async fn run(database: DatabaseSettings, settings: ServeSettings) -> 
         tokio::spawn(scheduled_backups(db_path, interval, options));
     }
     // On stdout, so scripts (and tests) can find the port when binding to :0.
-    println!("clinscribe listening on http://{local}");
+    out!("clinscribe listening on http://{local}");
     http::serve(listener, AppState::new(db), shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
@@ -100,7 +106,9 @@ async fn scheduled_backups(db_path: PathBuf, interval: Duration, options: Backup
                 deleted = report.deleted.len(),
                 "scheduled backup done"
             ),
-            Err(e) => tracing::error!(error = %e, "scheduled backup failed; retrying at the next interval"),
+            Err(e) => {
+                tracing::error!(error = %e, "scheduled backup failed; retrying at the next interval")
+            }
         }
     }
 }

@@ -128,12 +128,20 @@ pub async fn identify(path: &Path) -> Result<DatabaseKind, sqlx::Error> {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AdoptError + use<> {
     let path = path.to_path_buf();
-    move |source| AdoptError::Io { action, path, source }
+    move |source| AdoptError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Removes a database file and its `-wal`/`-shm` companions, if present.
 fn remove_database_files(path: &Path) -> Result<(), AdoptError> {
-    for p in [path.to_path_buf(), sibling(path, "-wal"), sibling(path, "-shm")] {
+    for p in [
+        path.to_path_buf(),
+        sibling(path, "-wal"),
+        sibling(path, "-shm"),
+    ] {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -178,7 +186,9 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     // 2. Fold the original's WAL into its main file, so replacing the main file
     //    later cannot leave committed data behind in a WAL.
     let mut conn = open_plain(path, false).await?;
-    let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await;
+    let checkpoint = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await;
     conn.close().await?;
     checkpoint?;
 
@@ -266,8 +276,14 @@ fn recording_from_original(row: &SqliteRow) -> Result<Recording, AdoptError> {
         id: raw_id.clone(),
         reason,
     };
-    let text = |col: &str| row.try_get::<Option<String>, _>(col).map_err(|e| bad(format!("{col}: {e}")));
-    let int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| bad(format!("{col}: {e}")));
+    let text = |col: &str| {
+        row.try_get::<Option<String>, _>(col)
+            .map_err(|e| bad(format!("{col}: {e}")))
+    };
+    let int = |col: &str| {
+        row.try_get::<Option<i64>, _>(col)
+            .map_err(|e| bad(format!("{col}: {e}")))
+    };
     let required = |col: &str| text(col)?.ok_or_else(|| bad(format!("{col} is NULL")));
     let timestamp = |col: &str| -> Result<Option<Timestamp>, AdoptError> {
         text(col)?
@@ -292,7 +308,9 @@ fn recording_from_original(row: &SqliteRow) -> Result<Recording, AdoptError> {
         processed_at: timestamp("processed_at")?,
         transcript: text("transcript")?,
         verification_results: text("verification_results")?
-            .map(|s| serde_json::from_str(&s).map_err(|e| bad(format!("verification_results: {e}"))))
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| bad(format!("verification_results: {e}")))
+            })
             .transpose()?,
     })
 }

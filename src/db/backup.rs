@@ -106,7 +106,15 @@ pub async fn backup(
     if !db_path.is_file() {
         return Err(BackupError::NoDatabase(db_path.to_path_buf()));
     }
-    std::fs::create_dir_all(&options.dest_dir).map_err(io_err("cannot create", &options.dest_dir))?;
+    std::fs::create_dir_all(&options.dest_dir)
+        .map_err(io_err("cannot create", &options.dest_dir))?;
+    // Report absolute paths: an operator (or a script) should not have to guess the cwd.
+    let dest_dir = std::fs::canonicalize(&options.dest_dir)
+        .map_err(io_err("cannot resolve", &options.dest_dir))?;
+    let options = &BackupOptions {
+        dest_dir,
+        ..options.clone()
+    };
     let stamp = time::OffsetDateTime::now_utc();
     let base = format!(
         "clinical_{:04}{:02}{:02}_{:02}{:02}{:02}",
@@ -210,10 +218,10 @@ fn link_without_overwriting(temp: &Path, dir: &Path, base: &str) -> Result<PathB
             Err(e) => return Err(io_err("cannot create", &candidate)(e)),
         }
     }
-    Err(io_err("cannot name backup in", dir)(std::io::Error::other("too many backups in one second")))
+    Err(io_err("cannot name backup in", dir)(std::io::Error::other(
+        "too many backups in one second",
+    )))
 }
-
-
 
 /// Opens the copy read-only: `integrity_check` must be `ok`; returns its recording count.
 async fn verify(path: &Path) -> Result<i64, String> {
@@ -253,7 +261,10 @@ fn backup_sort_key(name: &str) -> Option<(String, u32)> {
     };
     let ok = stamp.len() == 15
         && stamp.as_bytes()[8] == b'_'
-        && stamp.bytes().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit());
+        && stamp
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 8 || b.is_ascii_digit());
     ok.then(|| (stamp.to_owned(), n))
 }
 
@@ -283,9 +294,21 @@ mod tests {
 
     #[test]
     fn backup_names_sort_by_time_then_suffix() {
-        assert_eq!(backup_sort_key("clinical_20261128_101010.db"), Some(("20261128_101010".into(), 1)));
-        assert_eq!(backup_sort_key("clinical_20261128_101010_12.db"), Some(("20261128_101010".into(), 12)));
-        for other in ["clinical.db", "clinical_2026.db", "clinical_20261128-101010.db", "x_20261128_101010.db", ".clinical_20261128_101010.db.1.partial"] {
+        assert_eq!(
+            backup_sort_key("clinical_20261128_101010.db"),
+            Some(("20261128_101010".into(), 1))
+        );
+        assert_eq!(
+            backup_sort_key("clinical_20261128_101010_12.db"),
+            Some(("20261128_101010".into(), 12))
+        );
+        for other in [
+            "clinical.db",
+            "clinical_2026.db",
+            "clinical_20261128-101010.db",
+            "x_20261128_101010.db",
+            ".clinical_20261128_101010.db.1.partial",
+        ] {
             assert_eq!(backup_sort_key(other), None, "{other}");
         }
     }

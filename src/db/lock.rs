@@ -6,7 +6,6 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-
 /// Holds the lock until dropped.
 #[derive(Debug)]
 pub struct ServerLock {
@@ -18,7 +17,9 @@ pub struct ServerLock {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process (a running server) holds it.
-    #[error("the database is in use by a running clinscribe server (lock {0} is held); stop it first")]
+    #[error(
+        "the database is in use by a running clinscribe server (lock {0} is held); stop it first"
+    )]
     InUse(PathBuf),
     /// The lock file could not be opened.
     #[error("cannot open lock file {path}: {source}")]

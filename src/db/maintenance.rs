@@ -30,15 +30,24 @@ impl CheckReport {
             problems.push(format!("integrity_check: {}", self.integrity.join("; ")));
         }
         if !self.foreign_key_violations.is_empty() {
-            problems.push(format!("{} foreign key violation(s)", self.foreign_key_violations.len()));
+            problems.push(format!(
+                "{} foreign key violation(s)",
+                self.foreign_key_violations.len()
+            ));
         }
         for m in &self.migrations {
             match m.state {
                 MigrationState::ChecksumMismatch => {
-                    problems.push(format!("migration {} was edited after it was applied", m.version));
+                    problems.push(format!(
+                        "migration {} was edited after it was applied",
+                        m.version
+                    ));
                 }
                 MigrationState::Unknown => {
-                    problems.push(format!("migration {} is unknown to this binary (newer database?)", m.version));
+                    problems.push(format!(
+                        "migration {} is unknown to this binary (newer database?)",
+                        m.version
+                    ));
                 }
                 MigrationState::Applied | MigrationState::Pending => {}
             }
@@ -50,7 +59,9 @@ impl CheckReport {
 /// Checks the database without changing it.
 pub async fn check(db: &Database) -> Result<CheckReport, DbError> {
     let readers = db.readers();
-    let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check").fetch_all(readers).await?;
+    let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(readers)
+        .await?;
     let foreign_key_violations = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(readers)
         .await?
@@ -72,7 +83,9 @@ pub async fn check(db: &Database) -> Result<CheckReport, DbError> {
     for name in names {
         // Table names come from sqlite_master; quoted as identifiers.
         let sql = format!("SELECT count(*) FROM \"{}\"", name.replace('"', "\"\""));
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(readers).await?;
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(readers)
+            .await?;
         tables.push((name, count));
     }
     Ok(CheckReport {
@@ -125,27 +138,39 @@ pub async fn vacuum(db: &Database, mode: &VacuumMode) -> Result<VacuumReport, Db
     let before_bytes = database_bytes(db.path());
     let writer = db.writer();
     sqlx::query("PRAGMA optimize").execute(writer).await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(writer).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(writer)
+        .await?;
     let after_bytes = match mode {
         VacuumMode::Incremental => {
             // Free pages a few MiB at a time, each in its own short transaction.
             loop {
-                let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(writer).await?;
+                let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                    .fetch_one(writer)
+                    .await?;
                 if free == 0 {
                     break;
                 }
-                sqlx::query("PRAGMA incremental_vacuum(1024)").execute(writer).await?;
-                let left: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(writer).await?;
+                sqlx::query("PRAGMA incremental_vacuum(1024)")
+                    .execute(writer)
+                    .await?;
+                let left: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                    .fetch_one(writer)
+                    .await?;
                 if left >= free {
                     break; // auto_vacuum is off for this file: only a full VACUUM helps
                 }
             }
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(writer).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(writer)
+                .await?;
             database_bytes(db.path())
         }
         VacuumMode::Full => {
             sqlx::query("VACUUM").execute(writer).await?;
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(writer).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(writer)
+                .await?;
             database_bytes(db.path())
         }
         VacuumMode::Into(path) => {

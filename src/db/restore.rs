@@ -33,7 +33,9 @@ pub enum RestoreError {
         reason: String,
     },
     /// The database was migrated by a newer clinscribe.
-    #[error("{path} was written by a newer clinscribe (migration {found} > {known}); use that version")]
+    #[error(
+        "{path} was written by a newer clinscribe (migration {found} > {known}); use that version"
+    )]
     TooNew {
         /// The file.
         path: PathBuf,
@@ -71,7 +73,11 @@ pub struct RestoreReport {
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + use<> {
     let path = path.to_path_buf();
-    move |source| RestoreError::Io { action, path, source }
+    move |source| RestoreError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Checks that `file` is a sound clinscribe (or original service) database this
@@ -90,20 +96,31 @@ pub async fn verify(file: &Path) -> Result<DatabaseKind, RestoreError> {
         .connect()
         .await
         .map_err(|e| invalid(e.to_string()))?;
-    let integrity: Result<Vec<String>, _> =
-        sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&mut conn).await;
-    let newest: Result<Option<i64>, _> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
-        .fetch_one(&mut conn)
+    let integrity: Result<Vec<String>, _> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut conn)
         .await;
+    let newest: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+            .fetch_one(&mut conn)
+            .await;
     let _ = conn.close().await;
     let integrity = integrity.map_err(|e| invalid(e.to_string()))?;
     if integrity != ["ok"] {
-        return Err(invalid(format!("integrity_check: {}", integrity.join("; "))));
+        return Err(invalid(format!(
+            "integrity_check: {}",
+            integrity.join("; ")
+        )));
     }
-    let kind = adopt::identify(file).await.map_err(|e| invalid(e.to_string()))?;
+    let kind = adopt::identify(file)
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
     match &kind {
         DatabaseKind::Clinscribe => {
-            let known = migrations::SQLITE.iter().map(|m| m.version).max().unwrap_or(0);
+            let known = migrations::SQLITE
+                .iter()
+                .map(|m| m.version)
+                .max()
+                .unwrap_or(0);
             let found = newest.ok().flatten().unwrap_or(0);
             if found > known {
                 return Err(RestoreError::TooNew {
@@ -116,7 +133,10 @@ pub async fn verify(file: &Path) -> Result<DatabaseKind, RestoreError> {
         DatabaseKind::Original => {}
         DatabaseKind::Empty => return Err(invalid("it holds no tables".into())),
         DatabaseKind::Foreign(tables) => {
-            return Err(invalid(format!("not a clinscribe database (tables: {})", tables.join(", "))));
+            return Err(invalid(format!(
+                "not a clinscribe database (tables: {})",
+                tables.join(", ")
+            )));
         }
     }
     Ok(kind)
@@ -124,7 +144,10 @@ pub async fn verify(file: &Path) -> Result<DatabaseKind, RestoreError> {
 
 /// Replaces the database of `settings` with `file`; the old one is kept as
 /// `<db>.before-restore-<UTC time>`; pending migrations are applied.
-pub async fn restore(settings: &DatabaseSettings, file: &Path) -> Result<RestoreReport, RestoreError> {
+pub async fn restore(
+    settings: &DatabaseSettings,
+    file: &Path,
+) -> Result<RestoreReport, RestoreError> {
     let DatabaseUrl::Sqlite { path: db_path } = &settings.url;
     verify(file).await?;
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -177,7 +200,8 @@ pub async fn restore(settings: &DatabaseSettings, file: &Path) -> Result<Restore
                 now.second()
             ),
         );
-        std::fs::hard_link(db_path, &kept).map_err(io("cannot keep the current database as", &kept))?;
+        std::fs::hard_link(db_path, &kept)
+            .map_err(io("cannot keep the current database as", &kept))?;
         for companion in ["-wal", "-shm"] {
             let p = sibling(db_path, companion);
             if p.exists() {
@@ -188,7 +212,8 @@ pub async fn restore(settings: &DatabaseSettings, file: &Path) -> Result<Restore
     } else {
         None
     };
-    std::fs::rename(&staging, db_path).map_err(io("cannot install the restored database at", db_path))?;
+    std::fs::rename(&staging, db_path)
+        .map_err(io("cannot install the restored database at", db_path))?;
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsync_dir(dir).map_err(io("cannot fsync", dir))?;
     }
@@ -201,5 +226,8 @@ pub async fn restore(settings: &DatabaseSettings, file: &Path) -> Result<Restore
         .map_err(DbError::Sqlx)?;
     db.close().await;
     drop(lock);
-    Ok(RestoreReport { previous, recordings })
+    Ok(RestoreReport {
+        previous,
+        recordings,
+    })
 }

@@ -69,9 +69,19 @@ impl RawConnection {
         // SAFETY: the handle is open; c_sql is NUL-terminated; no callback, and no
         // error-message out-pointer (we read sqlite3_errmsg instead).
         let rc = unsafe {
-            ffi::sqlite3_exec(self.handle.as_ptr(), c_sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut())
+            ffi::sqlite3_exec(
+                self.handle.as_ptr(),
+                c_sql.as_ptr(),
+                None,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
         };
-        if rc == ffi::SQLITE_OK { Ok(()) } else { Err(self.error(rc)) }
+        if rc == ffi::SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.error(rc))
+        }
     }
 
     fn error(&self, code: c_int) -> SqliteError {
@@ -114,7 +124,12 @@ pub fn backup(
     let main = c"main";
     // SAFETY: both handles are open and distinct; the names are NUL-terminated statics.
     let raw = unsafe {
-        ffi::sqlite3_backup_init(dest.handle.as_ptr(), main.as_ptr(), source.handle.as_ptr(), main.as_ptr())
+        ffi::sqlite3_backup_init(
+            dest.handle.as_ptr(),
+            main.as_ptr(),
+            source.handle.as_ptr(),
+            main.as_ptr(),
+        )
     };
     let Some(backup) = NonNull::new(raw) else {
         return Err(dest.error(ffi::SQLITE_ERROR));

@@ -131,7 +131,10 @@ impl Generator {
             _ => RecordingStatus::Error,
         };
         let duration = rng.i64(10..900);
-        let uploaded = !matches!(status, RecordingStatus::Pending | RecordingStatus::Uploading);
+        let uploaded = !matches!(
+            status,
+            RecordingStatus::Pending | RecordingStatus::Uploading
+        );
         let uploaded_at = uploaded.then(|| at(created_micros + rng.i64(1_000_000..600_000_000)));
         let processed_at = status
             .is_final()
@@ -149,12 +152,21 @@ impl Generator {
             duration_seconds: Some(duration),
             error_message: (status == RecordingStatus::Error)
                 .then(|| ERRORS[rng.usize(0..ERRORS.len())].to_owned()),
-            retry_count: if status == RecordingStatus::Error { rng.i64(1..4) } else { 0 },
+            retry_count: if status == RecordingStatus::Error {
+                rng.i64(1..4)
+            } else {
+                0
+            },
             created_at,
             updated_at: processed_at.or(uploaded_at).unwrap_or(created_at),
             uploaded_at,
             processed_at,
-            transcript: done.then(|| format!("Patient {patient_id} {}", PHRASES[rng.usize(0..PHRASES.len())])),
+            transcript: done.then(|| {
+                format!(
+                    "Patient {patient_id} {}",
+                    PHRASES[rng.usize(0..PHRASES.len())]
+                )
+            }),
             verification_results: done.then(|| {
                 json!({
                     "score": f64::from(rng.u8(70..100)) / 100.0,
@@ -192,14 +204,47 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("patient-001", "clinician-001", 120, Pending, "/uploads/audio_001.webm"),
-                ("patient-002", "clinician-001", 180, Completed, "/uploads/audio_002.webm"),
-                ("patient-003", "clinician-002", 90, Error, "/uploads/audio_003.webm"),
-                ("patient-004", "clinician-002", 240, Processing, "/uploads/audio_004.webm"),
-                ("patient-005", "clinician-003", 300, Completed, "/uploads/audio_005.webm"),
+                (
+                    "patient-001",
+                    "clinician-001",
+                    120,
+                    Pending,
+                    "/uploads/audio_001.webm"
+                ),
+                (
+                    "patient-002",
+                    "clinician-001",
+                    180,
+                    Completed,
+                    "/uploads/audio_002.webm"
+                ),
+                (
+                    "patient-003",
+                    "clinician-002",
+                    90,
+                    Error,
+                    "/uploads/audio_003.webm"
+                ),
+                (
+                    "patient-004",
+                    "clinician-002",
+                    240,
+                    Processing,
+                    "/uploads/audio_004.webm"
+                ),
+                (
+                    "patient-005",
+                    "clinician-003",
+                    300,
+                    Completed,
+                    "/uploads/audio_005.webm"
+                ),
             ]
         );
-        assert_eq!(rows[2].error_message.as_deref(), Some("Transcription service timeout"));
+        assert_eq!(
+            rows[2].error_message.as_deref(),
+            Some("Transcription service timeout")
+        );
     }
 
     #[test]

@@ -142,10 +142,11 @@ impl ServerProcess {
             .spawn()
             .expect("spawn clinscribe");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        reader.read_line(&mut line).expect("read listening line");
+        // Keep draining stdout so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let base_url = line
             .trim()
             .strip_prefix("clinscribe listening on ")
@@ -208,9 +209,57 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// Opens a database file directly (to check what a server left behind).
+/// Opens a database file directly, as it is (no adoption, no migrations), to
+/// check what a server or a command left behind.
 pub async fn open_db(path: &Path) -> Database {
-    Database::open(&DatabaseSettings::sqlite(path))
+    Database::open_without_migrating(&DatabaseSettings::sqlite(path))
         .await
         .expect("open database")
+}
+
+/// Output of one `clinscribe` command.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `clinscribe ARGS` against the database at `db_path`, in `db_path`'s directory.
+pub fn run_cli(db_path: &Path, args: &[&str]) -> CliOutput {
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(db_path.parent().expect("db dir"))
+        .env(
+            "PWA_DATABASE_URL",
+            format!("sqlite://{}", db_path.display()),
+        )
+        .env("PWA_LOG", "warn")
+        .output()
+        .expect("run clinscribe");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Every recording in a database file, as JSON, ordered by id.
+pub async fn all_recordings(path: &Path) -> Vec<Value> {
+    let db = open_db(path).await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM recordings ORDER BY id")
+        .fetch_all(db.readers())
+        .await
+        .expect("ids");
+    let store = clinscribe::recordings::RecordingStore::new(db.clone());
+    let mut out = Vec::new();
+    for id in ids {
+        let r = store
+            .get(uuid::Uuid::parse_str(&id).unwrap())
+            .await
+            .expect("get");
+        out.push(serde_json::to_value(r).unwrap());
+    }
+    db.close().await;
+    out
 }
