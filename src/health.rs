@@ -1,5 +1,6 @@
 //! `GET /api/v1/health`: is the service, and its database, usable?
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -13,6 +14,45 @@ use crate::http::AppState;
 
 /// How long the database may take to answer before the service counts as unhealthy.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a database check stays valid: load balancers and monitors may poll
+/// health many times a second, which should not turn into as many queries.
+const DATABASE_CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// The last database check, shared by all requests.
+#[derive(Debug, Default)]
+pub struct HealthProbe {
+    last: Mutex<Option<(Instant, Option<String>, f64)>>,
+}
+
+impl HealthProbe {
+    /// `(problem, latency_ms)`: a fresh check at most once per [`DATABASE_CHECK_TTL`].
+    async fn database(&self, db: &crate::db::Database) -> (Option<String>, f64) {
+        if db.is_closed() {
+            return (Some("database error: the database is closed".into()), 0.0);
+        }
+        if let Ok(last) = self.last.lock()
+            && let Some((at, problem, latency)) = last.as_ref()
+            && at.elapsed() < DATABASE_CHECK_TTL
+        {
+            return (problem.clone(), *latency);
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, db.ping()).await;
+        let latency = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let problem = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("database error: {e}")),
+            Err(_) => Some(format!(
+                "database did not answer within {} s",
+                DATABASE_CHECK_TIMEOUT.as_secs()
+            )),
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((Instant::now(), problem.clone(), latency));
+        }
+        (problem, latency)
+    }
+}
 
 /// The health report. `status` is `healthy` or `unhealthy`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -25,7 +65,7 @@ pub struct Health {
     /// Which database backend serves the data.
     #[schema(example = "sqlite")]
     pub backend: &'static str,
-    /// How long the database took to answer, in milliseconds.
+    /// How long the database took to answer the latest check (at most 1 s old), in milliseconds.
     pub database_latency_ms: f64,
     /// Why the service is unhealthy (absent when healthy).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,17 +97,7 @@ pub fn routes() -> Router<AppState> {
     )
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let started = Instant::now();
-    let outcome = tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.db.ping()).await;
-    let latency = started.elapsed().as_secs_f64() * 1000.0;
-    let problem = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("database error: {e}")),
-        Err(_) => Some(format!(
-            "database did not answer within {} s",
-            DATABASE_CHECK_TIMEOUT.as_secs()
-        )),
-    };
+    let (problem, latency) = state.health.database(&state.db).await;
     let status = if problem.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -84,7 +114,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             database: problem.clone().unwrap_or_else(|| "ok".into()),
         },
         backend: "sqlite",
-        database_latency_ms: (latency * 1000.0).round() / 1000.0,
+        database_latency_ms: latency,
         detail: problem,
     };
     (status, Json(health))

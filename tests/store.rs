@@ -76,7 +76,7 @@ async fn list_is_per_clinician_newest_first_and_filters_by_status() {
         .unwrap();
 
     let page = store.list_for_clinician("alice", all(None)).await.unwrap();
-    let ids: Vec<_> = page.items.iter().map(|r| r.id).collect();
+    let ids: Vec<_> = page.recordings().unwrap().iter().map(|r| r.id).collect();
     let expected: Vec<_> = mine.iter().rev().map(|r| r.id).collect();
     assert_eq!(ids, expected);
     assert!(page.next.is_none());
@@ -85,16 +85,16 @@ async fn list_is_per_clinician_newest_first_and_filters_by_status() {
         .list_for_clinician("alice", all(Some(RecordingStatus::Completed)))
         .await
         .unwrap();
-    let done_ids: Vec<_> = done.items.iter().map(|r| r.id).collect();
+    let done_ids: Vec<_> = done.recordings().unwrap().iter().map(|r| r.id).collect();
     assert_eq!(done_ids, vec![mine[3].id, mine[1].id]);
 
     let none = store
         .list_for_clinician("alice", all(Some(RecordingStatus::Error)))
         .await
         .unwrap();
-    assert!(none.items.is_empty());
+    assert_eq!(none.json, "[]");
     let nobody = store.list_for_clinician("carol", all(None)).await.unwrap();
-    assert!(nobody.items.is_empty());
+    assert_eq!(nobody.json, "[]");
 }
 
 #[tokio::test]
@@ -127,8 +127,9 @@ async fn keyset_pages_cover_everything_exactly_once() {
             .await
             .unwrap();
         pages += 1;
-        assert!(page.items.len() <= 5);
-        seen.extend(page.items.iter().map(|r| r.id));
+        let items = page.recordings().unwrap();
+        assert!(items.len() <= 5);
+        seen.extend(items.iter().map(|r| r.id));
         match page.next {
             Some(next) => after = Some(next),
             None => break,
@@ -206,4 +207,63 @@ async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed() {
     }
     assert_eq!(ids.len(), 1008);
     assert_eq!(store.count().await.unwrap(), 1008);
+}
+
+/// The API's JSON is built by SQLite (`json_object`); it must be exactly what
+/// serde makes of the same recording, for every kind of content.
+#[tokio::test]
+async fn json_built_by_sqlite_equals_the_serde_representation() {
+    use clinscribe::recordings::Recording;
+    use clinscribe::timestamp::Timestamp;
+    use serde_json::json;
+
+    let app = TestApp::new().await;
+    let store = &app.state.recordings;
+    let t = |s: &str| Timestamp::parse(s).unwrap();
+    let odd = Recording {
+        id: Uuid::now_v7(),
+        patient_id: "pätient-ü-中文-😀 \"quoted\" back\\slash".into(),
+        clinician_id: "alice".into(),
+        audio_file_path: Some("/uploads/a b/ç.webm".into()),
+        audio_file_size: Some(9_007_199_254_740_993),
+        duration_seconds: Some(0),
+        status: RecordingStatus::Completed,
+        error_message: Some("line 1\nline 2\ttab \u{1} ctrl".into()),
+        retry_count: 3,
+        created_at: t("2026-01-02T03:04:05Z"),
+        updated_at: t("2026-01-02T03:04:05.000001Z"),
+        uploaded_at: Some(t("2025-12-31T23:59:59.999999Z")),
+        processed_at: Some(t("2026-01-02T03:04:06.5Z")),
+        transcript: Some("Patient reports ✓ \u{2028} end".into()),
+        verification_results: Some(json!({
+            "score": 0.93, "tiny": 1e-7, "big": 12345678901234567u64, "neg": -0.5,
+            "issues": [], "nested": {"a": [1, 2.5, null, true, "x\u{2713}"]}, "note": "ok ✓"
+        })),
+    };
+    let plain = Recording {
+        id: Uuid::now_v7(),
+        patient_id: "p".into(),
+        clinician_id: "alice".into(),
+        audio_file_path: None,
+        audio_file_size: None,
+        duration_seconds: None,
+        status: RecordingStatus::Pending,
+        error_message: None,
+        retry_count: 0,
+        created_at: t("2026-01-03T00:00:00Z"),
+        updated_at: t("2026-01-03T00:00:00Z"),
+        uploaded_at: None,
+        processed_at: None,
+        transcript: None,
+        verification_results: None,
+    };
+    store.insert_batch(&[odd.clone(), plain.clone()]).await.unwrap();
+    for r in [&odd, &plain] {
+        let from_sql: serde_json::Value = serde_json::from_str(&store.get_json(r.id).await.unwrap()).unwrap();
+        assert_eq!(from_sql, serde_json::to_value(r).unwrap());
+        assert_eq!(&store.get(r.id).await.unwrap(), r);
+    }
+    let page = store.list_for_clinician("alice", all(None)).await.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&page.json).unwrap();
+    assert_eq!(listed, serde_json::to_value([&plain, &odd]).unwrap());
 }

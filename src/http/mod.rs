@@ -31,6 +31,8 @@ pub struct AppState {
     pub db: Database,
     /// Recordings.
     pub recordings: RecordingStore,
+    /// The cached database check behind `/api/v1/health`.
+    pub health: std::sync::Arc<crate::health::HealthProbe>,
 }
 
 impl AppState {
@@ -38,6 +40,7 @@ impl AppState {
     pub fn new(db: Database) -> Self {
         Self {
             recordings: RecordingStore::new(db.clone()),
+            health: Default::default(),
             db,
         }
     }

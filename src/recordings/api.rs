@@ -68,8 +68,20 @@ pub async fn get_recording(
     State(state): State<AppState>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
-) -> Result<Json<Recording>, ApiError> {
-    Ok(Json(state.recordings.get(id).await?))
+) -> Result<Response, ApiError> {
+    Ok(json_response(state.recordings.get_json(id).await?))
+}
+
+/// A JSON body the store has already rendered.
+fn json_response(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// List the current clinician's recordings, newest first, one page at a time.
@@ -101,7 +113,7 @@ pub async fn list_recordings(
         .recordings
         .list_for_clinician(clinician.id(), query)
         .await?;
-    let mut response = Json(page.items).into_response();
+    let mut response = json_response(page.json);
     if let Some(next) = page.next {
         let mut url = format!("/api/v1/recordings?limit={}", query.limit);
         if let Some(status) = query.status {

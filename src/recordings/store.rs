@@ -5,6 +5,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use super::insert_queue::InsertQueue;
 use super::model::{NewRecording, Recording, RecordingStatus};
 use crate::db::Database;
 use crate::timestamp::Timestamp;
@@ -28,6 +31,29 @@ pub enum StoreError {
     /// Any other database error.
     #[error(transparent)]
     Database(sqlx::Error),
+    /// The shared transaction of a group commit failed (see `insert_queue`).
+    #[error("group commit failed: {0}")]
+    Batch(Arc<sqlx::Error>),
+}
+
+/// SQLITE_BUSY, SQLITE_LOCKED and their extended codes, or no free connection.
+fn is_busy(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// The error each caller of a failed group commit receives.
+    pub(crate) fn batch(err: &Arc<sqlx::Error>) -> Self {
+        match err.as_ref() {
+            sqlx::Error::PoolClosed => Self::Closed,
+            e if is_busy(e) => Self::Busy(sqlx::Error::PoolTimedOut),
+            _ => Self::Batch(err.clone()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -35,13 +61,7 @@ impl From<sqlx::Error> for StoreError {
         match &err {
             sqlx::Error::RowNotFound => Self::NotFound,
             sqlx::Error::PoolClosed => Self::Closed,
-            sqlx::Error::PoolTimedOut => Self::Busy(err),
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")) =>
-            {
-                // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
-                Self::Busy(err)
-            }
+            e if is_busy(e) => Self::Busy(err),
             _ => Self::Database(err),
         }
     }
@@ -104,10 +124,17 @@ pub struct ListQuery {
 /// One page of a list, and where the next one starts (None: this was the last).
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// The recordings, newest first.
-    pub items: Vec<Recording>,
+    /// The recordings, newest first, as a JSON array (the API's representation).
+    pub json: String,
     /// Cursor for the next page.
     pub next: Option<Cursor>,
+}
+
+impl Page {
+    /// The items as typed recordings.
+    pub fn recordings(&self) -> Result<Vec<Recording>, StoreError> {
+        serde_json::from_str(&self.json).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 /// The 15 columns, in [`RecordingRow`] order, prepended to a static SQL tail
@@ -124,35 +151,65 @@ macro_rules! recording_sql {
     };
 }
 
+/// A recording as the API's JSON object, built by SQLite from the columns of
+/// `recordings` (or of a CTE with the same columns). Keys in the order of the
+/// serde model; `tests/store.rs` checks that both give the same JSON.
+macro_rules! recording_json {
+    () => {
+        "json_object('id', id, 'patient_id', patient_id, 'clinician_id', clinician_id, \
+         'audio_file_path', audio_file_path, 'audio_file_size', audio_file_size, \
+         'duration_seconds', duration_seconds, 'status', status, 'error_message', error_message, \
+         'retry_count', retry_count, 'created_at', created_at, 'updated_at', updated_at, \
+         'uploaded_at', uploaded_at, 'processed_at', processed_at, 'transcript', transcript, \
+         'verification_results', json(verification_results))"
+    };
+}
+
+/// A page of a clinician's list as one JSON array, plus whether more rows exist
+/// and the position of the page's last row. Parameters, in order: clinician,
+/// the filter's own, `limit + 1`, `limit - 1`, `limit`.
+///
+/// `page` holds up to limit + 1 rows read through the list index; `cut` is the
+/// last row to return (the limit-th); the extra row, when present, only tells
+/// that a next page exists.
+macro_rules! list_json_sql {
+    ($filter:literal) => {
+        concat!(
+            "WITH page AS MATERIALIZED (SELECT * FROM recordings WHERE clinician_id = ?",
+            $filter,
+            " ORDER BY created_at DESC, id DESC LIMIT ?), ",
+            "cut AS MATERIALIZED (SELECT created_at AS c, id AS i FROM page \
+             ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?) ",
+            "SELECT coalesce(json_group_array(",
+            recording_json!(),
+            " ORDER BY created_at DESC, id DESC) FILTER (WHERE NOT EXISTS (SELECT 1 FROM cut) \
+             OR (created_at, id) >= (SELECT c, i FROM cut)), '[]'), \
+             (SELECT count(*) FROM page) > ?, (SELECT c FROM cut), (SELECT i FROM cut) FROM page"
+        )
+    };
+}
+
 /// The store's SQL, public so that tests can check each statement's query plan.
 pub mod sql {
     /// One recording by id.
     pub const GET: &str = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
-    // Four static list shapes rather than `(?2 IS NULL OR status = ?2)`, which
+    /// One recording as the API's JSON object.
+    pub const GET_JSON: &str = concat!(
+        "SELECT ",
+        recording_json!(),
+        " FROM recordings WHERE id = ?1"
+    );
+    // Four static list shapes rather than `(? IS NULL OR status = ?)`, which
     // would stop SQLite from using the (clinician_id, status, created_at, id) index.
     /// A clinician's first page.
-    pub const LIST: &str = recording_sql!(
-        "SELECT",
-        "FROM recordings WHERE clinician_id = ? ORDER BY created_at DESC, id DESC LIMIT ?"
-    );
+    pub const LIST: &str = list_json_sql!("");
     /// A clinician's first page of one status.
-    pub const LIST_BY_STATUS: &str = recording_sql!(
-        "SELECT",
-        "FROM recordings WHERE clinician_id = ? AND status = ? \
-         ORDER BY created_at DESC, id DESC LIMIT ?"
-    );
+    pub const LIST_BY_STATUS: &str = list_json_sql!(" AND status = ?");
     /// A clinician's page after a cursor.
-    pub const LIST_AFTER: &str = recording_sql!(
-        "SELECT",
-        "FROM recordings WHERE clinician_id = ? AND (created_at, id) < (?, ?) \
-         ORDER BY created_at DESC, id DESC LIMIT ?"
-    );
+    pub const LIST_AFTER: &str = list_json_sql!(" AND (created_at, id) < (?, ?)");
     /// A clinician's page of one status after a cursor.
-    pub const LIST_BY_STATUS_AFTER: &str = recording_sql!(
-        "SELECT",
-        "FROM recordings WHERE clinician_id = ? AND status = ? AND (created_at, id) < (?, ?) \
-         ORDER BY created_at DESC, id DESC LIMIT ?"
-    );
+    pub const LIST_BY_STATUS_AFTER: &str =
+        list_json_sql!(" AND status = ? AND (created_at, id) < (?, ?)");
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
@@ -166,12 +223,16 @@ pub mod sql {
 #[derive(Debug, Clone)]
 pub struct RecordingStore {
     db: Database,
+    inserts: InsertQueue,
 }
 
 impl RecordingStore {
-    /// A store over `db`.
+    /// A store over `db`; starts its group-commit task on the current runtime.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            inserts: InsertQueue::start(db.clone()),
+            db,
+        }
     }
 
     /// Creates a `pending` recording for `clinician_id`.
@@ -200,19 +261,14 @@ impl RecordingStore {
             transcript: None,
             verification_results: None,
         };
-        self.insert(&recording).await?;
+        self.inserts.insert(recording.clone()).await?;
         Ok(recording)
     }
 
-    /// Inserts a complete recording as given (used by `create`).
+    /// Inserts a complete recording as given, through the group-commit queue.
     #[tracing::instrument(skip_all)]
     pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
-        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let sql = SQL.get_or_init(|| insert_sql(1));
-        bind_recording(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), r)
-            .execute(self.db.writer())
-            .await?;
-        Ok(())
+        self.inserts.insert(r.clone()).await
     }
 
     /// Inserts many complete recordings in one transaction (seeding, imports):
@@ -261,22 +317,33 @@ impl RecordingStore {
         row.try_into()
     }
 
-    /// One page of a clinician's recordings, newest first, optionally of one status.
+    /// The recording with this id as the API's JSON object (built by SQLite).
+    #[tracing::instrument(skip_all)]
+    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
+        sqlx::query_scalar(sql::GET_JSON)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.readers())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// One page of a clinician's recordings, newest first, optionally of one
+    /// status, as the JSON array the API answers (built by SQLite: no row is
+    /// decoded into Rust and encoded again).
     #[tracing::instrument(skip_all, fields(limit = query.limit))]
     pub async fn list_for_clinician(
         &self,
         clinician_id: &str,
         query: ListQuery,
     ) -> Result<Page, StoreError> {
-        // Four static shapes rather than `(?2 IS NULL OR status = ?2)`, which would
-        // stop SQLite from using the (clinician_id, status, created_at, id) index.
         let sql = match (query.status.is_some(), query.after.is_some()) {
             (false, false) => sql::LIST,
             (true, false) => sql::LIST_BY_STATUS,
             (false, true) => sql::LIST_AFTER,
             (true, true) => sql::LIST_BY_STATUS_AFTER,
         };
-        let mut q = sqlx::query_as::<_, RecordingRow>(sql).bind(clinician_id);
+        let mut q = sqlx::query_as::<_, (String, bool, Option<String>, Option<String>)>(sql)
+            .bind(clinician_id);
         if let Some(status) = query.status {
             q = q.bind(status.as_str());
         }
@@ -285,23 +352,24 @@ impl RecordingStore {
                 .bind(after.created_at.to_string())
                 .bind(after.id.hyphenated().to_string());
         }
-        // One extra row tells whether there is a next page without a second query.
-        let rows = q
-            .bind(i64::from(query.limit) + 1)
-            .fetch_all(self.db.readers())
+        let limit = i64::from(query.limit);
+        // Page of limit + 1 rows (the extra one only tells that more exist), the
+        // offset of the last row returned, and the limit for the "more" test.
+        let (json, more, last_created, last_id) = q
+            .bind(limit + 1)
+            .bind(limit - 1)
+            .bind(limit)
+            .fetch_one(self.db.readers())
             .await?;
-        let more = rows.len() > query.limit as usize;
-        let items = rows
-            .into_iter()
-            .take(query.limit as usize)
-            .map(Recording::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = if more {
-            items.last().map(Cursor::after)
-        } else {
-            None
+        let next = match (more, last_created, last_id) {
+            (true, Some(created_at), Some(id)) => Some(Cursor {
+                created_at: Timestamp::parse(&created_at)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            }),
+            _ => None,
         };
-        Ok(Page { items, next })
+        Ok(Page { json, next })
     }
 
     /// Sets a recording's status (and error message), maintaining `updated_at`,
@@ -386,6 +454,19 @@ impl BulkLoader {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// One INSERT on a transaction (the group-commit queue's unit of work).
+pub(crate) async fn insert_one(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    r: &Recording,
+) -> Result<(), StoreError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| insert_sql(1));
+    bind_recording(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), r)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Multi-row INSERTs of `recordings` on a transaction.

@@ -1,0 +1,882 @@
+//! The load benchmark: one command that measures clinscribe end to end.
+//!
+//! `cargo bench --bench loadgen` (see `--help`). For each database size it:
+//! 1. seeds a fresh temp database with `clinscribe seed --count N` (rows/s);
+//! 2. measures the storage limit through the same library without HTTP: raw
+//!    one-insert-per-transaction and point-read rates;
+//! 3. times backups (and, on the largest size, the worst stall a concurrent
+//!    writer sees during one);
+//! 4. starts the release server (startup time), and drives each workload over
+//!    HTTP/1.1 keep-alive at each concurrency, fixed warm-up and duration, N runs:
+//!    throughput, p50/p99/p99.9, errors, server CPU and peak RSS, and this
+//!    process's own CPU (client and server share the machine);
+//! 5. repeats `create` with `synchronous=full`.
+//!
+//! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
+//! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clinscribe::config::DatabaseSettings;
+use clinscribe::db::Database;
+use clinscribe::recordings::{NewRecording, RecordingStore};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- options
+
+#[derive(Debug, Clone)]
+struct Options {
+    sizes: Vec<u64>,
+    concurrency: Vec<usize>,
+    workloads: Vec<Workload>,
+    duration: Duration,
+    warmup: Duration,
+    runs: usize,
+    report: bool,
+    phases: Vec<String>,
+}
+
+fn parse_options() -> Options {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        eprintln!(
+            "cargo bench --bench loadgen -- [--sizes 100000,1000000] [--concurrency 1,16,64,256]\n\
+             \t[--workloads health,get,create,list,list-status,list-1000,list-deep,mixed]\n\
+             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full] [--no-report]"
+        );
+        std::process::exit(0);
+    }
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let list = |name: &str, default: &str| -> Vec<String> {
+        value(name)
+            .unwrap_or_else(|| default.to_owned())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect()
+    };
+    let secs = |name: &str, default: f64| {
+        Duration::from_secs_f64(value(name).and_then(|v| v.parse().ok()).unwrap_or(default))
+    };
+    Options {
+        sizes: list("--sizes", "100000,1000000")
+            .iter()
+            .map(|s| s.parse().expect("--sizes"))
+            .collect(),
+        concurrency: list("--concurrency", "1,16,64,256")
+            .iter()
+            .map(|s| s.parse().expect("--concurrency"))
+            .collect(),
+        workloads: list(
+            "--workloads",
+            "health,get,create,list,list-status,list-1000,list-deep,mixed",
+        )
+        .iter()
+        .map(|s| Workload::parse(s))
+        .collect(),
+        duration: secs("--duration", 10.0),
+        warmup: secs("--warmup", 2.0),
+        runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+        report: !args.iter().any(|a| a == "--no-report"),
+        phases: list("--phases", "seed,storage,backup,http,full"),
+    }
+}
+
+// ---------------------------------------------------------------- workloads
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Health,
+    Get,
+    Create,
+    List,
+    ListStatus,
+    List1000,
+    ListDeep,
+    Mixed,
+}
+
+impl Workload {
+    fn parse(s: &str) -> Self {
+        match s {
+            "health" => Self::Health,
+            "get" => Self::Get,
+            "create" => Self::Create,
+            "list" => Self::List,
+            "list-status" => Self::ListStatus,
+            "list-1000" => Self::List1000,
+            "list-deep" => Self::ListDeep,
+            "mixed" => Self::Mixed,
+            other => panic!("unknown workload {other}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Get => "get",
+            Self::Create => "create",
+            Self::List => "list",
+            Self::ListStatus => "list-status",
+            Self::List1000 => "list-1000",
+            Self::ListDeep => "list-deep",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the server process
+
+struct Server {
+    child: Child,
+    addr: String,
+    startup: Duration,
+}
+
+impl Server {
+    fn start(db: &Path, synchronous: &str) -> Self {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clinscribe"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("PWA_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("PWA_SQLITE_SYNCHRONOUS", synchronous)
+            // Request logging stays on (it is part of the product); to a pipe we drain.
+            .env("PWA_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("listening line");
+        let startup = started.elapsed();
+        let addr = line
+            .trim()
+            .trim_start_matches("clinscribe listening on http://")
+            .to_owned();
+        let mut stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Self {
+            child,
+            addr,
+            startup,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) used so far by a process, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the file: 11 and 12 after ')'. USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+// ---------------------------------------------------------------- the HTTP driver
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: &str) -> Sender {
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            let _ = stream.set_nodelay(true);
+            if let Ok((sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            {
+                tokio::spawn(conn);
+                return sender;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Shared {
+    addr: String,
+    ids: Vec<String>,
+    stop: AtomicBool,
+    measuring: AtomicBool,
+    errors: AtomicU64,
+}
+
+/// One response: status, `Link` header, body length.
+async fn send(
+    sender: &mut Sender,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, Option<String>), ()> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(drop)?;
+    let response = sender.send_request(req).await.map_err(drop)?;
+    let status = response.status().as_u16();
+    let link = response
+        .headers()
+        .get("link")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.strip_prefix('<'))
+        .and_then(|l| l.split('>').next())
+        .map(str::to_owned);
+    response.into_body().collect().await.map_err(drop)?;
+    Ok((status, link))
+}
+
+/// Per-worker results: latency histograms (µs) by label.
+type Histos = BTreeMap<&'static str, Histogram<u64>>;
+
+fn record(histos: &mut Histos, label: &'static str, started: Instant) {
+    let micros = started.elapsed().as_micros() as u64;
+    histos
+        .entry(label)
+        .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"))
+        .saturating_record(micros.max(1));
+}
+
+async fn worker(shared: Arc<Shared>, workload: Workload, id: usize) -> Histos {
+    let mut sender = connect(&shared.addr).await;
+    let mut histos = Histos::new();
+    let mut rng = fastrand::Rng::with_seed(id as u64 * 7919 + 1);
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        n += 1;
+        let kind = match workload {
+            Workload::Mixed => match rng.u8(0..10) {
+                0..7 => Workload::Get,
+                7..9 => Workload::List,
+                _ => Workload::Create,
+            },
+            other => other,
+        };
+        let outcome: Result<(), ()> = async {
+            match kind {
+                Workload::ListDeep => {
+                    // Follow the cursor 20 pages deep; pages 1 and 20 timed separately.
+                    let mut path = "/api/v1/recordings?limit=100".to_owned();
+                    for page in 1..=20 {
+                        let started = Instant::now();
+                        let (status, link) = send(&mut sender, Method::GET, &path, None).await?;
+                        if status != 200 {
+                            return Err(());
+                        }
+                        if shared.measuring.load(Ordering::Relaxed) {
+                            record(&mut histos, "all", started);
+                            match page {
+                                1 => record(&mut histos, "page1", started),
+                                20 => record(&mut histos, "page20", started),
+                                _ => {}
+                            }
+                        }
+                        match link {
+                            Some(next) => path = next,
+                            None => break,
+                        }
+                    }
+                    Ok(())
+                }
+                _ => {
+                    let (method, path, body, expect) = match kind {
+                        Workload::Health => (Method::GET, "/api/v1/health".to_owned(), None, 200),
+                        Workload::Get => {
+                            let id = &shared.ids[rng.usize(0..shared.ids.len())];
+                            (Method::GET, format!("/api/v1/recordings/{id}"), None, 200)
+                        }
+                        Workload::Create => (
+                            Method::POST,
+                            "/api/v1/recordings".to_owned(),
+                            Some(format!(
+                                r#"{{"patient_id":"bench-{id}-{}","duration_seconds":{}}}"#,
+                                n % 5000,
+                                30 + n % 600
+                            )),
+                            201,
+                        ),
+                        Workload::List => (Method::GET, "/api/v1/recordings".to_owned(), None, 200),
+                        Workload::ListStatus => (
+                            Method::GET,
+                            "/api/v1/recordings?status=completed".to_owned(),
+                            None,
+                            200,
+                        ),
+                        Workload::List1000 => (
+                            Method::GET,
+                            "/api/v1/recordings?limit=1000".to_owned(),
+                            None,
+                            200,
+                        ),
+                        Workload::ListDeep | Workload::Mixed => unreachable!(),
+                    };
+                    let started = Instant::now();
+                    let (status, _) = send(&mut sender, method, &path, body).await?;
+                    if shared.measuring.load(Ordering::Relaxed) {
+                        record(&mut histos, "all", started);
+                    }
+                    if status == expect { Ok(()) } else { Err(()) }
+                }
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            if shared.measuring.load(Ordering::Relaxed) {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            // The connection may be unusable: start a fresh one.
+            sender = connect(&shared.addr).await;
+        }
+    }
+    histos
+}
+
+#[derive(Debug, Clone)]
+struct RunResult {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    errors: u64,
+    server_cpu_pct: f64,
+    server_peak_rss_mib: f64,
+    loadgen_cpu_pct: f64,
+    extra: BTreeMap<String, f64>,
+}
+
+async fn run_workload(
+    server: &Server,
+    ids: &[String],
+    workload: Workload,
+    conns: usize,
+    opts: &Options,
+) -> RunResult {
+    let shared = Arc::new(Shared {
+        addr: server.addr.clone(),
+        ids: ids.to_vec(),
+        stop: AtomicBool::new(false),
+        measuring: AtomicBool::new(false),
+        errors: AtomicU64::new(0),
+    });
+    let tasks: Vec<_> = (0..conns)
+        .map(|i| tokio::spawn(worker(shared.clone(), workload, i)))
+        .collect();
+    tokio::time::sleep(opts.warmup).await;
+    let pid = server.pid();
+    let (server_cpu0, self_cpu0) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    let started = Instant::now();
+    shared.measuring.store(true, Ordering::Relaxed);
+    let mut peak_rss: f64 = rss_mib(pid);
+    while started.elapsed() < opts.duration {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak_rss = peak_rss.max(rss_mib(pid));
+    }
+    shared.measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (server_cpu1, self_cpu1) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut merged = Histos::new();
+    for t in tasks {
+        for (label, h) in t.await.expect("worker") {
+            merged
+                .entry(label)
+                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"))
+                .add(h)
+                .expect("merge");
+        }
+    }
+    let empty = Histogram::<u64>::new(3).expect("histogram");
+    let all = merged.get("all").unwrap_or(&empty);
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut extra = BTreeMap::new();
+    for page in ["page1", "page20"] {
+        if let Some(h) = merged.get(page) {
+            extra.insert(format!("{page}_p50_ms"), ms(h, 0.5));
+            extra.insert(format!("{page}_p99_ms"), ms(h, 0.99));
+        }
+    }
+    RunResult {
+        throughput: all.len() as f64 / elapsed,
+        p50_ms: ms(all, 0.5),
+        p99_ms: ms(all, 0.99),
+        p999_ms: ms(all, 0.999),
+        errors: shared.errors.load(Ordering::Relaxed),
+        server_cpu_pct: (server_cpu1 - server_cpu0) / elapsed * 100.0,
+        server_peak_rss_mib: peak_rss,
+        loadgen_cpu_pct: (self_cpu1 - self_cpu0) / elapsed * 100.0,
+        extra,
+    }
+}
+
+/// The median run by throughput, with each latency figure the median across runs.
+fn median_of(runs: &[RunResult]) -> RunResult {
+    let med = |f: &dyn Fn(&RunResult) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut extra = BTreeMap::new();
+    for key in runs[0].extra.keys() {
+        extra.insert(
+            key.clone(),
+            med(&|r: &RunResult| r.extra.get(key).copied().unwrap_or(0.0)),
+        );
+    }
+    RunResult {
+        throughput: med(&|r| r.throughput),
+        p50_ms: med(&|r| r.p50_ms),
+        p99_ms: med(&|r| r.p99_ms),
+        p999_ms: med(&|r| r.p999_ms),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        server_cpu_pct: med(&|r| r.server_cpu_pct),
+        server_peak_rss_mib: runs
+            .iter()
+            .map(|r| r.server_peak_rss_mib)
+            .fold(0.0, f64::max),
+        loadgen_cpu_pct: med(&|r| r.loadgen_cpu_pct),
+        extra,
+    }
+}
+
+// ---------------------------------------------------------------- storage limit, seed, backup
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn open_store(db: &Path) -> (Database, RecordingStore) {
+    let database = Database::open(&DatabaseSettings::sqlite(db))
+        .await
+        .expect("open");
+    (database.clone(), RecordingStore::new(database))
+}
+
+/// Sequential one-insert-per-transaction creates, ops/s.
+async fn raw_inserts(store: &RecordingStore, d: Duration) -> f64 {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < d {
+        store
+            .create(
+                "storage-bench",
+                NewRecording {
+                    patient_id: format!("p-{n}"),
+                    duration_seconds: 60,
+                    audio_file_path: None,
+                },
+            )
+            .await
+            .expect("insert");
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Point reads by random id from `tasks` concurrent tasks, ops/s.
+async fn point_reads(store: &RecordingStore, ids: &[String], tasks: usize, d: Duration) -> f64 {
+    let ids: Arc<Vec<Uuid>> = Arc::new(
+        ids.iter()
+            .map(|s| Uuid::parse_str(s).expect("uuid"))
+            .collect(),
+    );
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, ids, count) = (store.clone(), ids.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(t as u64);
+                while started.elapsed() < d {
+                    store.get(ids[rng.usize(0..ids.len())]).await.expect("get");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("reader");
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn sample_ids(db: &Path, n: usize) -> Vec<String> {
+    let (database, _) = open_store(db).await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM recordings ORDER BY random() LIMIT ?")
+            .bind(n as i64)
+            .fetch_all(database.readers())
+            .await
+            .expect("ids");
+    database.close().await;
+    ids
+}
+
+fn cli(db: &Path, args: &[&str]) -> (String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_clinscribe"))
+        .args(args)
+        .current_dir(db.parent().expect("dir"))
+        .env("PWA_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("PWA_LOG", "error")
+        .output()
+        .expect("clinscribe");
+    assert!(
+        out.status.success(),
+        "clinscribe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The worst create latency seen by `writers` concurrent writers while a backup
+/// runs, next to the worst in an equal window without one.
+async fn backup_stall(server: &Server, db: &Path, writers: usize) -> (f64, f64, f64) {
+    async fn worst_during(
+        addr: &str,
+        writers: usize,
+        during: impl std::future::Future<Output = ()>,
+    ) -> f64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (addr, stop) = (addr.to_owned(), stop.clone());
+                tokio::spawn(async move {
+                    let mut sender = connect(&addr).await;
+                    let mut worst = 0.0f64;
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let body =
+                            format!(r#"{{"patient_id":"stall-{w}-{n}","duration_seconds":1}}"#);
+                        let started = Instant::now();
+                        let ok = matches!(
+                            send(&mut sender, Method::POST, "/api/v1/recordings", Some(body)).await,
+                            Ok((201, _))
+                        );
+                        assert!(ok, "a writer failed during the backup");
+                        worst = worst.max(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    worst
+                })
+            })
+            .collect();
+        during.await;
+        stop.store(true, Ordering::Relaxed);
+        let mut worst = 0.0f64;
+        for h in handles {
+            worst = worst.max(h.await.expect("writer"));
+        }
+        worst
+    }
+    let mut backup_secs = 0.0;
+    let with_backup = worst_during(&server.addr, writers, async {
+        let db = db.to_path_buf();
+        let (_, took) =
+            tokio::task::spawn_blocking(move || cli(&db, &["backup", "--dest", "stall-backups"]))
+                .await
+                .expect("backup");
+        backup_secs = took.as_secs_f64();
+    })
+    .await;
+    let baseline = worst_during(
+        &server.addr,
+        writers,
+        tokio::time::sleep(Duration::from_secs_f64(backup_secs)),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(db.parent().expect("dir").join("stall-backups"));
+    (with_backup, baseline, backup_secs)
+}
+
+// ---------------------------------------------------------------- report
+
+struct Report {
+    json: std::fs::File,
+    markdown: String,
+}
+
+impl Report {
+    fn emit(&mut self, value: Value) {
+        writeln!(self.json, "{value}").expect("write json");
+        eprintln!("{value}");
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_owned(), |s| s.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem:.0} GiB RAM")
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------- main
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let opts = parse_options();
+    let stamp = time::OffsetDateTime::now_utc();
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir).expect("target/bench");
+    let json_path = out_dir.join(format!("loadgen-{}.jsonl", stamp.unix_timestamp()));
+    let mut report = Report {
+        json: std::fs::File::create(&json_path).expect("json"),
+        markdown: String::new(),
+    };
+    let md = &mut String::new();
+    md.push_str(&format!(
+        "\n## Load benchmark, {} UTC, commit {}\n\n{}; client and server on the same machine. \
+         Release build; `PWA_LOG=info` (one log line per request). Each figure: median of {} runs of {:.0} s \
+         after a {:.0} s warm-up; peak RSS is the maximum over the runs.\n",
+        stamp.date(),
+        commit(),
+        machine(),
+        opts.runs,
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64()
+    ));
+    let has = |p: &str| opts.phases.iter().any(|x| x == p);
+
+    for &size in &opts.sizes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("clinical.db");
+        md.push_str(&format!("\n### {size} recordings\n\n"));
+
+        // Seed (always: every other phase needs the rows).
+        let (out, took) = cli(&db, &["seed", "--count", &size.to_string()]);
+        let seed_rate = size as f64 / took.as_secs_f64();
+        report.emit(json!({"size": size, "phase": "seed", "rows_per_s": seed_rate, "seconds": took.as_secs_f64(), "output": out.lines().next()}));
+        if has("seed") {
+            md.push_str(&format!("- `seed --count {size}`: {:.1} s, **{seed_rate:.0} rows/s** (whole command, bulk mode)\n", took.as_secs_f64()));
+        }
+        let ids = sample_ids(&db, 50_000).await;
+
+        let (mut insert_limit, mut read_limit) = (f64::NAN, f64::NAN);
+        if has("storage") {
+            let (database, store) = open_store(&db).await;
+            let mut inserts = Vec::new();
+            let mut reads = Vec::new();
+            for _ in 0..opts.runs {
+                inserts.push(raw_inserts(&store, opts.duration.min(Duration::from_secs(5))).await);
+                reads.push(
+                    point_reads(&store, &ids, 4, opts.duration.min(Duration::from_secs(5))).await,
+                );
+            }
+            database.close().await;
+            insert_limit = median(inserts.clone());
+            read_limit = median(reads.clone());
+            report.emit(json!({"size": size, "phase": "storage", "insert_per_s": inserts, "read_per_s": reads}));
+            md.push_str(&format!(
+                "- storage limit (same library, schema and settings, no HTTP): **{insert_limit:.0} inserts/s** \
+                 (one per transaction, sequential), **{read_limit:.0} point reads/s** (4 tasks)\n"
+            ));
+        }
+
+        if has("backup") {
+            let mut times = Vec::new();
+            for _ in 0..opts.runs {
+                let (out, took) = cli(&db, &["backup", "--dest", "b"]);
+                assert!(out.contains("integrity:  ok"));
+                times.push(took.as_secs_f64() * 1000.0);
+                let _ = std::fs::remove_dir_all(dir.path().join("b"));
+            }
+            let t = median(times.clone());
+            report.emit(json!({"size": size, "phase": "backup", "ms": times}));
+            let bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
+            md.push_str(&format!(
+                "- `clinscribe backup` of {:.0} MiB: **{t:.0} ms** (whole command: copy, fsync, integrity check)\n",
+                bytes as f64 / 1048576.0
+            ));
+        }
+
+        let server = Server::start(&db, "normal");
+        report.emit(
+            json!({"size": size, "phase": "startup", "ms": server.startup.as_secs_f64() * 1000.0}),
+        );
+        md.push_str(&format!(
+            "- server start-up to listening: **{:.0} ms**\n",
+            server.startup.as_secs_f64() * 1000.0
+        ));
+
+        if has("backup") && size == *opts.sizes.iter().max().unwrap_or(&0) {
+            let (worst, baseline, secs) = backup_stall(&server, &db, 4).await;
+            report.emit(json!({"size": size, "phase": "backup-stall", "worst_ms": worst, "baseline_worst_ms": baseline, "backup_s": secs}));
+            md.push_str(&format!(
+                "- longest create seen by 4 concurrent writers during a {secs:.1} s backup: **{worst:.1} ms** \
+                 (same writers without a backup, same duration: {baseline:.1} ms)\n"
+            ));
+        }
+
+        if has("http") {
+            md.push_str(
+                "\n| workload | conns | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU | server peak RSS | loadgen CPU | vs limit |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            let mut health_at: BTreeMap<usize, f64> = BTreeMap::new();
+            for &workload in &opts.workloads {
+                for &conns in &opts.concurrency {
+                    let mut runs = Vec::new();
+                    for _ in 0..opts.runs {
+                        runs.push(run_workload(&server, &ids, workload, conns, &opts).await);
+                    }
+                    let m = median_of(&runs);
+                    if workload == Workload::Health {
+                        health_at.insert(conns, m.throughput);
+                    }
+                    let mut limits = Vec::new();
+                    if workload != Workload::Health {
+                        limits.push(("health", health_at.get(&conns).copied().unwrap_or(f64::NAN)));
+                    }
+                    match workload {
+                        Workload::Create => limits.push(("raw inserts", insert_limit)),
+                        Workload::Get => limits.push(("raw reads", read_limit)),
+                        _ => {}
+                    }
+                    let vs = limits
+                        .iter()
+                        .filter(|(_, l)| l.is_finite() && *l > 0.0)
+                        .map(|(what, l)| format!("{:.0} % of {what}", m.throughput / l * 100.0))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let mut name = workload.name().to_owned();
+                    if let (Some(p1), Some(p20)) =
+                        (m.extra.get("page1_p99_ms"), m.extra.get("page20_p99_ms"))
+                    {
+                        name.push_str(&format!(" (p99 page 1: {p1:.2}, page 20: {p20:.2})"));
+                    }
+                    md.push_str(&format!(
+                        "| {name} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.0} % | {:.1} MiB | {:.0} % | {vs} |\n",
+                        m.throughput, m.p50_ms, m.p99_ms, m.p999_ms, m.errors, m.server_cpu_pct, m.server_peak_rss_mib, m.loadgen_cpu_pct
+                    ));
+                    report.emit(json!({
+                        "size": size, "phase": "http", "workload": workload.name(), "connections": conns,
+                        "median": {"req_per_s": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms, "p999_ms": m.p999_ms,
+                                   "errors": m.errors, "server_cpu_pct": m.server_cpu_pct, "server_peak_rss_mib": m.server_peak_rss_mib,
+                                   "loadgen_cpu_pct": m.loadgen_cpu_pct, "extra": m.extra},
+                        "runs": runs.iter().map(|r| json!({"req_per_s": r.throughput, "p99_ms": r.p99_ms, "errors": r.errors})).collect::<Vec<_>>(),
+                    }));
+                }
+            }
+        }
+        server.stop();
+
+        if has("full") && size == *opts.sizes.iter().max().unwrap_or(&0) {
+            let server = Server::start(&db, "full");
+            md.push_str("\n`create` with `PWA_SQLITE_SYNCHRONOUS=full` (same database, same run):\n\n| conns | req/s | p50 ms | p99 ms | errors |\n|---:|---:|---:|---:|---:|\n");
+            for &conns in opts.concurrency.iter().filter(|c| **c >= 16) {
+                let runs: Vec<RunResult> = {
+                    let mut v = Vec::new();
+                    for _ in 0..opts.runs {
+                        v.push(run_workload(&server, &ids, Workload::Create, conns, &opts).await);
+                    }
+                    v
+                };
+                let m = median_of(&runs);
+                md.push_str(&format!(
+                    "| {conns} | {:.0} | {:.2} | {:.2} | {} |\n",
+                    m.throughput, m.p50_ms, m.p99_ms, m.errors
+                ));
+                report.emit(json!({"size": size, "phase": "http-full", "workload": "create", "connections": conns, "req_per_s": m.throughput, "p99_ms": m.p99_ms, "errors": m.errors}));
+            }
+            server.stop();
+        }
+    }
+
+    md.push_str(&format!(
+        "\nRaw results: `{}` (JSON lines).\n",
+        json_path
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(&json_path)
+            .display()
+    ));
+    report.markdown = md.clone();
+    print!("{}", report.markdown);
+    if opts.report {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/BENCHMARKS.md");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .expect("BENCHMARKS.md");
+        f.write_all(report.markdown.as_bytes())
+            .expect("append report");
+        eprintln!("appended to {}", path.display());
+    }
+}

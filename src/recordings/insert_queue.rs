@@ -1,0 +1,95 @@
+//! Group commit for new recordings.
+//!
+//! Every commit costs SQLite a WAL write (and, with `synchronous=full`, an
+//! fsync), whatever it holds. Concurrent creates therefore queue here, and one
+//! task writes whatever has gathered — up to [`MAX_BATCH`] — in a single
+//! transaction on the single writer connection, then answers each caller. A
+//! caller is answered only after the commit that holds its row, so an
+//! acknowledged recording is exactly as durable as before; under load, many
+//! rows share one commit. Alone, a create is a batch of one.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::Recording;
+use super::store::{StoreError, insert_one};
+use crate::db::Database;
+
+/// The most rows one commit takes (bounds the time a batch holds the write lock).
+pub const MAX_BATCH: usize = 256;
+
+struct Job {
+    recording: Recording,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A handle to the insert task; cloning shares the task.
+#[derive(Debug, Clone)]
+pub struct InsertQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.recording.id).finish()
+    }
+}
+
+impl InsertQueue {
+    /// Starts the insert task for `db` (on the current tokio runtime).
+    pub fn start(db: Database) -> Self {
+        let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(db, receiver));
+        Self { jobs }
+    }
+
+    /// Inserts `recording`; returns once the row is committed.
+    pub async fn insert(&self, recording: Recording) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { recording, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_batch(&db, &mut batch).await;
+    }
+}
+
+/// One transaction for the whole batch. A row that violates a constraint fails
+/// alone (SQLite undoes just that statement); a failed commit fails them all.
+async fn write_batch(db: &Database, batch: &mut Vec<Job>) {
+    let mut tx = match db.begin_write().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = Arc::new(e);
+            for job in batch.drain(..) {
+                let _ = job.done.send(Err(StoreError::batch(&e)));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter() {
+        results.push(insert_one(&mut tx, &job.recording).await);
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (job, result) in batch.drain(..).zip(results) {
+                let _ = job.done.send(result);
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for job in batch.drain(..) {
+                let _ = job.done.send(Err(StoreError::batch(&e)));
+            }
+        }
+    }
+}
