@@ -257,9 +257,13 @@ async fn json_built_by_sqlite_equals_the_serde_representation() {
         transcript: None,
         verification_results: None,
     };
-    store.insert_batch(&[odd.clone(), plain.clone()]).await.unwrap();
+    store
+        .insert_batch(&[odd.clone(), plain.clone()])
+        .await
+        .unwrap();
     for r in [&odd, &plain] {
-        let from_sql: serde_json::Value = serde_json::from_str(&store.get_json(r.id).await.unwrap()).unwrap();
+        let from_sql: serde_json::Value =
+            serde_json::from_str(&store.get_json(r.id).await.unwrap()).unwrap();
         assert_eq!(from_sql, serde_json::to_value(r).unwrap());
         assert_eq!(&store.get(r.id).await.unwrap(), r);
     }

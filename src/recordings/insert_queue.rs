@@ -32,7 +32,9 @@ pub struct InsertQueue {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &self.recording.id).finish()
+        f.debug_struct("Job")
+            .field("id", &self.recording.id)
+            .finish()
     }
 }
 

@@ -40,7 +40,9 @@ pub enum StoreError {
 fn is_busy(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517")),
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
+        }
         _ => false,
     }
 }
@@ -165,26 +167,37 @@ macro_rules! recording_json {
     };
 }
 
-/// A page of a clinician's list as one JSON array, plus whether more rows exist
-/// and the position of the page's last row. Parameters, in order: clinician,
-/// the filter's own, `limit + 1`, `limit - 1`, `limit`.
+/// A page of a clinician's list as one JSON array (`[` `]` added by the caller),
+/// its row count, and the position of its last row (`created_at id`, which
+/// sorts as the pair does: both parts are fixed-width). Parameters, in order:
+/// clinician, the filter's own, `limit`.
 ///
-/// `page` holds up to limit + 1 rows read through the list index; `cut` is the
-/// last row to return (the limit-th); the extra row, when present, only tells
-/// that a next page exists.
+/// The subquery reads the page through the list index, in order; the aggregate
+/// keeps that order explicitly (its sort is over the page's rows only).
+///
+/// `LIMIT ? + 0`, not `LIMIT ?`: SQLite plans around the value of a bare LIMIT
+/// parameter and so re-prepares the statement every time it is re-bound (a
+/// third of the query's cost); an expression keeps one plan for all values.
 macro_rules! list_json_sql {
     ($filter:literal) => {
         concat!(
-            "WITH page AS MATERIALIZED (SELECT * FROM recordings WHERE clinician_id = ?",
-            $filter,
-            " ORDER BY created_at DESC, id DESC LIMIT ?), ",
-            "cut AS MATERIALIZED (SELECT created_at AS c, id AS i FROM page \
-             ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?) ",
-            "SELECT coalesce(json_group_array(",
+            "SELECT coalesce(group_concat(doc, ',' ORDER BY created_at DESC, id DESC), ''), count(*), \
+             min(created_at || ' ' || id) FROM (SELECT created_at, id, ",
             recording_json!(),
-            " ORDER BY created_at DESC, id DESC) FILTER (WHERE NOT EXISTS (SELECT 1 FROM cut) \
-             OR (created_at, id) >= (SELECT c, i FROM cut)), '[]'), \
-             (SELECT count(*) FROM page) > ?, (SELECT c FROM cut), (SELECT i FROM cut) FROM page"
+            " AS doc FROM recordings WHERE clinician_id = ?",
+            $filter,
+            " ORDER BY created_at DESC, id DESC LIMIT ? + 0)"
+        )
+    };
+}
+
+/// Whether a clinician's list goes on after a position (same filters as the page).
+macro_rules! list_more_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT EXISTS (SELECT 1 FROM recordings WHERE clinician_id = ?",
+            $filter,
+            " AND (created_at, id) < (?, ?))"
         )
     };
 }
@@ -210,6 +223,10 @@ pub mod sql {
     /// A clinician's page of one status after a cursor.
     pub const LIST_BY_STATUS_AFTER: &str =
         list_json_sql!(" AND status = ? AND (created_at, id) < (?, ?)");
+    /// Whether a clinician's list goes on after a position.
+    pub const LIST_MORE: &str = list_more_sql!("");
+    /// Whether a clinician's list of one status goes on after a position.
+    pub const LIST_BY_STATUS_MORE: &str = list_more_sql!(" AND status = ?");
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
@@ -342,8 +359,7 @@ impl RecordingStore {
             (false, true) => sql::LIST_AFTER,
             (true, true) => sql::LIST_BY_STATUS_AFTER,
         };
-        let mut q = sqlx::query_as::<_, (String, bool, Option<String>, Option<String>)>(sql)
-            .bind(clinician_id);
+        let mut q = sqlx::query_as::<_, (String, i64, Option<String>)>(sql).bind(clinician_id);
         if let Some(status) = query.status {
             q = q.bind(status.as_str());
         }
@@ -352,21 +368,40 @@ impl RecordingStore {
                 .bind(after.created_at.to_string())
                 .bind(after.id.hyphenated().to_string());
         }
-        let limit = i64::from(query.limit);
-        // Page of limit + 1 rows (the extra one only tells that more exist), the
-        // offset of the last row returned, and the limit for the "more" test.
-        let (json, more, last_created, last_id) = q
-            .bind(limit + 1)
-            .bind(limit - 1)
-            .bind(limit)
+        let (items, count, last) = q
+            .bind(i64::from(query.limit))
             .fetch_one(self.db.readers())
             .await?;
-        let next = match (more, last_created, last_id) {
-            (true, Some(created_at), Some(id)) => Some(Cursor {
-                created_at: Timestamp::parse(&created_at)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            }),
+        let json = format!("[{items}]");
+        // A full page may be the last one: one index probe tells.
+        let next = match last {
+            Some(last) if count == i64::from(query.limit) => {
+                let corrupt = |e: &dyn std::fmt::Display| {
+                    StoreError::Corrupt(format!("list position {last:?}: {e}"))
+                };
+                let (created_at, id) = last
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt(&"no separator"))?;
+                let cursor = Cursor {
+                    created_at: Timestamp::parse(created_at).map_err(|e| corrupt(&e))?,
+                    id: Uuid::parse_str(id).map_err(|e| corrupt(&e))?,
+                };
+                let more_sql = if query.status.is_some() {
+                    sql::LIST_BY_STATUS_MORE
+                } else {
+                    sql::LIST_MORE
+                };
+                let mut more = sqlx::query_scalar::<_, bool>(more_sql).bind(clinician_id);
+                if let Some(status) = query.status {
+                    more = more.bind(status.as_str());
+                }
+                let more = more
+                    .bind(created_at)
+                    .bind(id)
+                    .fetch_one(self.db.readers())
+                    .await?;
+                more.then_some(cursor)
+            }
             _ => None,
         };
         Ok(Page { json, next })
