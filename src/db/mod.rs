@@ -94,6 +94,7 @@ impl Database {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
@@ -108,6 +109,9 @@ impl Database {
             .map_err(open_err)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(reader_pool_size())
+            // A local file does not go stale like a network connection: skip the
+            // round trip to the connection's thread that a ping would cost.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .idle_timeout(None)
             .max_lifetime(None)

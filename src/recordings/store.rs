@@ -172,8 +172,11 @@ macro_rules! recording_json {
 /// sorts as the pair does: both parts are fixed-width). Parameters, in order:
 /// clinician, the filter's own, `limit`.
 ///
-/// The subquery reads the page through the list index, in order; the aggregate
-/// keeps that order explicitly (its sort is over the page's rows only).
+/// The subquery reads the page through the list index, in order, and the
+/// aggregate concatenates in the order it receives rows: SQLite never flattens a
+/// subquery with a LIMIT into an aggregate. (`group_concat(... ORDER BY ...)`
+/// would say so explicitly, at the cost of re-sorting the page: a third slower.)
+/// The ordering tests in tests/store.rs and tests/api.rs guard this.
 ///
 /// `LIMIT ? + 0`, not `LIMIT ?`: SQLite plans around the value of a bare LIMIT
 /// parameter and so re-prepares the statement every time it is re-bound (a
@@ -181,7 +184,7 @@ macro_rules! recording_json {
 macro_rules! list_json_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT coalesce(group_concat(doc, ',' ORDER BY created_at DESC, id DESC), ''), count(*), \
+            "SELECT coalesce(group_concat(doc, ','), ''), count(*), \
              min(created_at || ' ' || id) FROM (SELECT created_at, id, ",
             recording_json!(),
             " AS doc FROM recordings WHERE clinician_id = ?",
