@@ -232,3 +232,33 @@ async fn hot_queries_use_their_indexes() {
         );
     }
 }
+
+/// Commits never checkpoint (`wal_autocheckpoint=0`); the background task
+/// copies committed pages into the database file within moments.
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let app = common::TestApp::new().await;
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(app.state.db.writer())
+        .await
+        .unwrap();
+    assert_eq!(autocheckpoint, 0);
+    let main_file = || std::fs::metadata(app.db_path()).unwrap().len();
+    let before = main_file();
+    let rows = clinscribe::recordings::seed::Generator::new(
+        3000,
+        clinscribe::timestamp::Timestamp::now(),
+        3,
+    )
+    .next_batch(3000);
+    app.state.recordings.insert_batch(&rows).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while main_file() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: main file still {} bytes",
+            main_file()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

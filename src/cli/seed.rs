@@ -58,13 +58,13 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
             let bar = progress_bar(total, 50_000, "recordings");
             let mut generator = Generator::new(total, Timestamp::now(), args.random_seed);
             let mut done = 0;
-            // With no server running, one bulk transaction (indexes rebuilt once at
-            // the end); otherwise short batches, so the server's writers keep going.
-            let server_running = ServerLock::acquire(&sqlite_path(&database)).is_err();
-            let mut loader = if server_running {
-                None
-            } else {
-                Some(store.bulk_loader().await?)
+            // With no server running (its lock is free, and held until the end),
+            // one bulk transaction with the indexes rebuilt once at the end;
+            // otherwise short batches, so the server's writers keep going.
+            let lock = ServerLock::acquire(&sqlite_path(&database)).ok();
+            let mut loader = match lock {
+                Some(_) => Some(store.bulk_loader().await?),
+                None => None,
             };
             loop {
                 let batch = generator.next_batch(BATCH);
@@ -82,6 +82,7 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
                 bar.set_message("building indexes");
                 loader.finish().await?;
             }
+            drop(lock);
             bar.finish_and_clear();
             done
         }
