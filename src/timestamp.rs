@@ -52,6 +52,20 @@ impl Timestamp {
         self.0
     }
 
+    /// A compact form for file names: `20261128T023740Z` (to the second).
+    pub fn file_stamp(self) -> String {
+        let d = self.0;
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        )
+    }
+
     /// Parses RFC 3339 (any offset) or the original's naive UTC forms
     /// (`2026-11-27T23:53:30.306917`, `2026-11-27 23:53:30`).
     pub fn parse(s: &str) -> Result<Self, InvalidTimestamp> {

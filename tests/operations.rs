@@ -259,16 +259,8 @@ async fn restore_round_trip_brings_back_exactly_the_backed_up_rows() {
 
     // The server starts on the restored database.
     let server = ServerProcess::start(&db_path);
-    let listed: Vec<Value> = http
-        .get(server.url("/api/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .map(|v: Value| vec![v])
-        .unwrap();
-    assert_eq!(listed[0]["status"], "healthy");
+    let health: Value = server.get_json("/api/v1/health").await;
+    assert_eq!(health["status"], "healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,28 +654,15 @@ async fn serve_adopts_the_original_and_answers_with_its_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = fixture(dir.path());
     let server = ServerProcess::start(&db_path);
-    let http = client();
     for row in expected_rows() {
         // The original's hyphen-less id form works too.
         let simple = row["id"].as_str().unwrap().replace('-', "");
-        let got: Value = http
-            .get(server.url(&format!("/api/v1/recordings/{simple}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got: Value = server
+            .get_json(&format!("/api/v1/recordings/{simple}"))
+            .await;
         assert_eq!(got, row);
     }
-    let listed: Vec<Value> = http
-        .get(server.url("/api/v1/recordings"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = server.get_json("/api/v1/recordings").await;
     assert_eq!(listed.len(), 2, "current-clinician's two recordings");
     assert_eq!(server.terminate(), Some(0));
 

@@ -51,24 +51,10 @@ async fn recordings_survive_a_restart_of_the_real_binary() {
     let server = ServerProcess::start(&db_path);
     for before in &created {
         let id = before["id"].as_str().unwrap();
-        let after: Value = http
-            .get(server.url(&format!("/api/v1/recordings/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let after: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
         assert_eq!(&after, before, "identical after restart");
     }
-    let listed: Vec<Value> = http
-        .get(server.url("/api/v1/recordings"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = server.get_json("/api/v1/recordings").await;
     assert_eq!(listed.len(), 20);
     assert_eq!(server.terminate(), Some(0));
 }
@@ -182,14 +168,7 @@ async fn sixty_four_concurrent_writers_never_see_database_is_locked() {
         failures.len(),
         failures.first()
     );
-    let listed: Vec<Value> = http
-        .get(server.url("/api/v1/recordings?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = server.get_json("/api/v1/recordings?limit=1000").await;
     assert_eq!(listed.len(), 1000);
     let next = http
         .get(server.url("/api/v1/recordings?limit=1000"))

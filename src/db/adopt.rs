@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Database, DbError, fsync_dir, migrations, sibling};
+use super::{Database, DbError, FsError, fs_error, fsync_dir, migrations, sibling};
 use crate::config::DatabaseSettings;
 use crate::recordings::{Recording, RecordingStore};
 use crate::timestamp::Timestamp;
@@ -42,16 +42,9 @@ pub enum DatabaseKind {
 /// Why adoption failed (the original database is left as it was).
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptError {
-    /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] FsError),
     /// A row of the original could not be converted.
     #[error("cannot adopt recording {id}: {reason}")]
     BadRow {
@@ -126,15 +119,6 @@ pub async fn identify(path: &Path) -> Result<DatabaseKind, sqlx::Error> {
     })
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AdoptError + use<> {
-    let path = path.to_path_buf();
-    move |source| AdoptError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
 /// Removes a database file and its `-wal`/`-shm` companions, if present.
 fn remove_database_files(path: &Path) -> Result<(), AdoptError> {
     for p in [
@@ -145,7 +129,7 @@ fn remove_database_files(path: &Path) -> Result<(), AdoptError> {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("cannot remove", &p)(e)),
+            Err(e) => return Err(fs_error("cannot remove", &p)(e).into()),
         }
     }
     Ok(())
@@ -153,10 +137,11 @@ fn remove_database_files(path: &Path) -> Result<(), AdoptError> {
 
 /// Copies `from` to `to` and fsyncs the copy.
 fn copy_synced(from: &Path, to: &Path) -> Result<(), AdoptError> {
-    std::fs::copy(from, to).map_err(io("cannot copy to", to))?;
+    std::fs::copy(from, to).map_err(fs_error("cannot copy to", to))?;
     std::fs::File::open(to)
         .and_then(|f| f.sync_all())
-        .map_err(io("cannot fsync", to))
+        .map_err(fs_error("cannot fsync", to))?;
+    Ok(())
 }
 
 /// Converts the database at `path` if the original service wrote it; otherwise does nothing.
@@ -164,16 +149,7 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     if identify(path).await? != DatabaseKind::Original {
         return Ok(None);
     }
-    let now = Timestamp::now().as_datetime();
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let stamp = Timestamp::now().file_stamp();
 
     // 1. The exact copy, WAL included, before anything touches the file.
     let original_copy = sibling(path, &format!(".before-clinscribe-{stamp}"));
@@ -208,12 +184,12 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     for companion in ["-wal", "-shm"] {
         let p = sibling(path, companion);
         if p.exists() {
-            std::fs::remove_file(&p).map_err(io("cannot remove", &p))?;
+            std::fs::remove_file(&p).map_err(fs_error("cannot remove", &p))?;
         }
     }
-    std::fs::rename(&staging, path).map_err(io("cannot replace", path))?;
+    std::fs::rename(&staging, path).map_err(fs_error("cannot replace", path))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fsync_dir(dir).map_err(io("cannot fsync", dir))?;
+        fsync_dir(dir).map_err(fs_error("cannot fsync", dir))?;
     }
     tracing::warn!(
         original_copy = %original_copy.display(),

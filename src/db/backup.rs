@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::fsync_dir;
 use super::sqlite_ffi::{self, BackupProgress, RawConnection};
+use super::{FsError, fs_error, fsync_dir};
 
 /// Where and how to back up.
 #[derive(Debug, Clone)]
@@ -62,15 +62,8 @@ pub enum BackupError {
     #[error("database {0} does not exist")]
     NoDatabase(PathBuf),
     /// A file-system operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FsError),
     /// SQLite refused the copy.
     #[error("backup failed: {0}")]
     Sqlite(#[from] sqlite_ffi::SqliteError),
@@ -87,15 +80,6 @@ pub enum BackupError {
     Task(String),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + use<> {
-    let path = path.to_path_buf();
-    move |source| BackupError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
 /// Backs up the SQLite database at `db_path`; `progress` is called after each step.
 pub async fn backup(
     db_path: &Path,
@@ -107,10 +91,10 @@ pub async fn backup(
         return Err(BackupError::NoDatabase(db_path.to_path_buf()));
     }
     std::fs::create_dir_all(&options.dest_dir)
-        .map_err(io_err("cannot create", &options.dest_dir))?;
+        .map_err(fs_error("cannot create", &options.dest_dir))?;
     // Report absolute paths: an operator (or a script) should not have to guess the cwd.
     let dest_dir = std::fs::canonicalize(&options.dest_dir)
-        .map_err(io_err("cannot resolve", &options.dest_dir))?;
+        .map_err(fs_error("cannot resolve", &options.dest_dir))?;
     let options = &BackupOptions {
         dest_dir,
         ..options.clone()
@@ -149,7 +133,7 @@ pub async fn backup(
         }
     };
     let _ = std::fs::remove_file(&temp);
-    fsync_dir(&options.dest_dir).map_err(io_err("cannot fsync", &options.dest_dir))?;
+    fsync_dir(&options.dest_dir).map_err(fs_error("cannot fsync", &options.dest_dir))?;
 
     let recordings = match verify(&final_path).await {
         Ok(n) => n,
@@ -162,7 +146,7 @@ pub async fn backup(
         }
     };
     let size_bytes = std::fs::metadata(&final_path)
-        .map_err(io_err("cannot stat", &final_path))?
+        .map_err(fs_error("cannot stat", &final_path))?
         .len();
     let deleted = match options.keep {
         Some(keep) => prune(&options.dest_dir, keep.max(1))?,
@@ -198,7 +182,8 @@ pub(crate) fn copy_to(
     drop(src);
     std::fs::File::open(temp)
         .and_then(|f| f.sync_all())
-        .map_err(io_err("cannot fsync", temp))
+        .map_err(fs_error("cannot fsync", temp))?;
+    Ok(())
 }
 
 /// Gives `temp` its final name, `base.db` or `base_N.db` if that exists: a hard link
@@ -215,12 +200,15 @@ fn link_without_overwriting(temp: &Path, dir: &Path, base: &str) -> Result<PathB
         match std::fs::hard_link(temp, &candidate) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err("cannot create", &candidate)(e)),
+            Err(e) => return Err(fs_error("cannot create", &candidate)(e).into()),
         }
     }
-    Err(io_err("cannot name backup in", dir)(std::io::Error::other(
-        "too many backups in one second",
-    )))
+    Err(
+        fs_error("cannot name backup in", dir)(std::io::Error::other(
+            "too many backups in one second",
+        ))
+        .into(),
+    )
 }
 
 /// Opens the copy read-only: `integrity_check` must be `ok`; returns its recording count.
@@ -271,7 +259,7 @@ fn backup_sort_key(name: &str) -> Option<(String, u32)> {
 /// Deletes the oldest backups in `dir` beyond the newest `keep`.
 fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
     let mut backups: Vec<((String, u32), PathBuf)> = std::fs::read_dir(dir)
-        .map_err(io_err("cannot list", dir))?
+        .map_err(fs_error("cannot list", dir))?
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
@@ -282,7 +270,7 @@ fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
     let excess = backups.len().saturating_sub(keep);
     let mut deleted = Vec::new();
     for (_, path) in backups.into_iter().take(excess) {
-        std::fs::remove_file(&path).map_err(io_err("cannot delete old backup", &path))?;
+        std::fs::remove_file(&path).map_err(fs_error("cannot delete old backup", &path))?;
         deleted.push(path);
     }
     Ok(deleted)

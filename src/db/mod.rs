@@ -244,6 +244,32 @@ fn reader_pool_size() -> u32 {
     u32::try_from(cores * 3).unwrap_or(8).clamp(2, 16)
 }
 
+/// A failed file-system operation, saying what was being done and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {path}: {source}")]
+pub struct FsError {
+    /// What was being done, e.g. "cannot copy to".
+    pub action: &'static str,
+    /// On which path.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// For `map_err`: turns an I/O error into an [`FsError`] about `action` on `path`.
+pub fn fs_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> FsError + use<> {
+    let path = path.to_path_buf();
+    move |source| FsError {
+        action,
+        path,
+        source,
+    }
+}
+
 /// `path` with `suffix` appended to its file name (`clinical.db` → `clinical.db-wal`).
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::adopt::{self, DatabaseKind};
 use super::backup::{BackupOptions, copy_to};
 use super::lock::{LockError, ServerLock};
-use super::{Database, DbError, fsync_dir, migrations, sibling};
+use super::{Database, DbError, FsError, fs_error, fsync_dir, migrations, sibling};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::timestamp::Timestamp;
 
@@ -47,16 +47,9 @@ pub enum RestoreError {
     /// A server is using the database.
     #[error(transparent)]
     Locked(#[from] LockError),
-    /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] FsError),
     /// Copying or opening failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -69,15 +62,6 @@ pub struct RestoreReport {
     pub previous: Option<PathBuf>,
     /// Recordings in the restored database.
     pub recordings: i64,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + use<> {
-    let path = path.to_path_buf();
-    move |source| RestoreError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Checks that `file` is a sound clinscribe (or original service) database this
@@ -151,7 +135,7 @@ pub async fn restore(
     let DatabaseUrl::Sqlite { path: db_path } = &settings.url;
     verify(file).await?;
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+        std::fs::create_dir_all(dir).map_err(fs_error("cannot create", dir))?;
     }
     let lock = ServerLock::acquire(db_path)?;
 
@@ -165,7 +149,7 @@ pub async fn restore(
     let (from, to) = (file.to_path_buf(), staging.clone());
     tokio::task::spawn_blocking(move || copy_to(&from, &to, &options, |_| {}))
         .await
-        .map_err(|e| io("cannot copy", file)(std::io::Error::other(e.to_string())))?
+        .map_err(|e| fs_error("cannot copy", file)(std::io::Error::other(e.to_string())))?
         .map_err(|e| {
             let _ = std::fs::remove_file(&staging);
             RestoreError::Invalid {
@@ -187,25 +171,16 @@ pub async fn restore(
             .await
             .map_err(DbError::Sqlx)?;
         conn.close().await.map_err(DbError::Sqlx)?;
-        let now = Timestamp::now().as_datetime();
         let kept = sibling(
             db_path,
-            &format!(
-                ".before-restore-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                now.year(),
-                u8::from(now.month()),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second()
-            ),
+            &format!(".before-restore-{}", Timestamp::now().file_stamp()),
         );
         std::fs::hard_link(db_path, &kept)
-            .map_err(io("cannot keep the current database as", &kept))?;
+            .map_err(fs_error("cannot keep the current database as", &kept))?;
         for companion in ["-wal", "-shm"] {
             let p = sibling(db_path, companion);
             if p.exists() {
-                std::fs::remove_file(&p).map_err(io("cannot remove", &p))?;
+                std::fs::remove_file(&p).map_err(fs_error("cannot remove", &p))?;
             }
         }
         Some(kept)
@@ -213,9 +188,9 @@ pub async fn restore(
         None
     };
     std::fs::rename(&staging, db_path)
-        .map_err(io("cannot install the restored database at", db_path))?;
+        .map_err(fs_error("cannot install the restored database at", db_path))?;
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fsync_dir(dir).map_err(io("cannot fsync", dir))?;
+        fsync_dir(dir).map_err(fs_error("cannot fsync", dir))?;
     }
 
     // Adopts an original-service backup and applies pending migrations.

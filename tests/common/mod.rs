@@ -159,6 +159,18 @@ impl ServerProcess {
         format!("{}{}", self.base_url, path)
     }
 
+    /// GET `path` and decode the JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
