@@ -1,11 +1,11 @@
 //! All SQL about the `recordings` table lives here.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
-
-use std::sync::Arc;
 
 use super::insert_queue::InsertQueue;
 use super::model::{NewRecording, Recording, RecordingStatus};
