@@ -695,7 +695,8 @@ async fn main() {
     let stamp = time::OffsetDateTime::now_utc();
     let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out_dir).expect("target/bench");
-    let json_path = out_dir.join(format!("loadgen-{}.jsonl", stamp.unix_timestamp()));
+    // Nanoseconds: two short runs can start within the same second.
+    let json_path = out_dir.join(format!("loadgen-{}.jsonl", stamp.unix_timestamp_nanos()));
     let mut report = Report {
         json: std::fs::File::create(&json_path).expect("json"),
         markdown: String::new(),
