@@ -271,3 +271,29 @@ async fn json_built_by_sqlite_equals_the_serde_representation() {
     let listed: serde_json::Value = serde_json::from_str(&page.json).unwrap();
     assert_eq!(listed, serde_json::to_value([&plain, &odd]).unwrap());
 }
+
+/// Creates that arrive together share one commit; a row that breaks a
+/// constraint fails alone and the others are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_row_in_a_group_commit_fails_alone() {
+    let app = TestApp::new().await;
+    let store = app.state.recordings.clone();
+    let first = store.create("alice", new("p-0", 1)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        let mut r = first.clone();
+        if i != 17 {
+            r.id = Uuid::now_v7(); // every row but one is new; row 17 repeats an id
+        }
+        tasks.push(tokio::spawn(async move { store.insert(&r).await }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        if t.await.unwrap().is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 1);
+    assert_eq!(store.count().await.unwrap(), 40);
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::Recording;
-use super::store::{StoreError, insert_one};
+use super::store::{StoreError, insert_many, insert_one};
 use crate::db::Database;
 
 /// The most rows one commit takes (bounds the time a batch holds the write lock).
@@ -57,6 +57,11 @@ impl InsertQueue {
     }
 }
 
+fn is_constraint(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| !matches!(d.kind(), sqlx::error::ErrorKind::Other))
+}
+
 async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -64,8 +69,9 @@ async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for the whole batch. A row that violates a constraint fails
-/// alone (SQLite undoes just that statement); a failed commit fails them all.
+/// One transaction for the whole batch, written with one multi-row INSERT. If
+/// that statement hits a constraint (SQLite undoes just the statement), the rows
+/// go in one by one, so only the offending row fails; a failed commit fails all.
 async fn write_batch(db: &Database, batch: &mut Vec<Job>) {
     let mut tx = match db.begin_write().await {
         Ok(tx) => tx,
@@ -77,10 +83,31 @@ async fn write_batch(db: &Database, batch: &mut Vec<Job>) {
             return;
         }
     };
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch.iter() {
-        results.push(insert_one(&mut tx, &job.recording).await);
-    }
+    let rows: Vec<&Recording> = batch.iter().map(|job| &job.recording).collect();
+    let all_at_once = insert_many(&mut tx, &rows).await;
+    let results: Vec<Result<(), StoreError>> = match all_at_once {
+        Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+        Err(StoreError::Database(e)) if is_constraint(&e) => {
+            let mut results = Vec::with_capacity(batch.len());
+            for job in batch.iter() {
+                results.push(insert_one(&mut tx, &job.recording).await);
+            }
+            results
+        }
+        Err(e) => {
+            // Not the rows' fault: the transaction is unusable for all of them.
+            drop(tx);
+            let e = Arc::new(match e {
+                StoreError::Database(e) | StoreError::Busy(e) => e,
+                StoreError::Closed => sqlx::Error::PoolClosed,
+                other => sqlx::Error::Protocol(other.to_string()),
+            });
+            for job in batch.drain(..) {
+                let _ = job.done.send(Err(StoreError::batch(&e)));
+            }
+            return;
+        }
+    };
     match tx.commit().await {
         Ok(()) => {
             for (job, result) in batch.drain(..).zip(results) {

@@ -508,9 +508,9 @@ pub(crate) async fn insert_one(
 }
 
 /// Multi-row INSERTs of `recordings` on a transaction.
-async fn insert_many(
+pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    recordings: &[Recording],
+    recordings: &[R],
 ) -> Result<(), StoreError> {
     // 15 × 500 = 7,500 parameters, well under SQLite's limit of 32,766.
     const ROWS_PER_STATEMENT: usize = 500;
@@ -527,7 +527,7 @@ async fn insert_many(
         // The SQL is made only of the static fragments in `insert_sql`.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
-            q = bind_recording(q, r);
+            q = bind_recording(q, r.borrow());
         }
         q.execute(&mut **tx).await?;
     }
