@@ -54,16 +54,10 @@ impl Timestamp {
 
     /// A compact form for file names: `20261128T023740Z` (to the second).
     pub fn file_stamp(self) -> String {
-        let d = self.0;
-        format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            d.year(),
-            u8::from(d.month()),
-            d.day(),
-            d.hour(),
-            d.minute(),
-            d.second()
-        )
+        // From the canonical form: "2026-11-28T02:37:40" + "Z".
+        let mut stamp: String = self.to_string()[..19].replace(['-', ':'], "");
+        stamp.push('Z');
+        stamp
     }
 
     /// Parses RFC 3339 (any offset) or the original's naive UTC forms
@@ -150,6 +144,12 @@ mod tests {
             Timestamp::from_datetime(time::macros::datetime!(2026-01-02 03:04:05.123456789 UTC));
         assert_eq!(t.to_string(), "2026-01-02T03:04:05.123456Z");
         assert_eq!(Timestamp::from_unix_micros(t.unix_micros()), Some(t));
+    }
+
+    #[test]
+    fn file_stamp_is_compact_utc_to_the_second() {
+        let t = Timestamp::parse("2026-11-28T02:37:40.999999Z").unwrap();
+        assert_eq!(t.file_stamp(), "20261128T023740Z");
     }
 
     #[test]

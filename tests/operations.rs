@@ -747,3 +747,71 @@ async fn a_table_rebuild_migration_keeps_every_row() {
     assert_eq!(all_recordings(&db_path).await, before);
     assert_eq!(integrity(&db_path).await, "ok");
 }
+
+#[tokio::test]
+async fn a_failed_adoption_leaves_the_original_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = fixture(dir.path());
+    {
+        // One row the conversion cannot read: an unknown status.
+        let db = open_db(&db_path).await;
+        sqlx::query("UPDATE recordings SET status = 'archived' WHERE patient_id = 'patient-004'")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        db.close().await;
+    }
+    let before = file_bytes(&db_path);
+    let err = Database::open(&DatabaseSettings::sqlite(&db_path))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot adopt recording"), "{err}");
+    assert!(err.to_string().contains("status"), "{err}");
+    assert_eq!(
+        adopt::identify(&db_path).await.unwrap(),
+        DatabaseKind::Original
+    );
+    assert_eq!(file_bytes(&db_path), before, "the original is untouched");
+    assert!(
+        !dir.path().join("clinical.db.adopting").exists(),
+        "no staging file left"
+    );
+    let out = run_cli(&db_path, &["migrate"]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn restore_refuses_a_database_from_a_newer_clinscribe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    assert_eq!(run_cli(&db_path, &["seed"]).code, Some(0));
+    let newer = dir.path().join("newer.db");
+    assert_eq!(run_cli(&newer, &["seed"]).code, Some(0));
+    {
+        let db = open_db(&newer).await;
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (29991231000000, 'from the future', 1, X'00', 0)",
+        )
+        .execute(db.writer())
+        .await
+        .unwrap();
+        db.close().await;
+    }
+    let before = file_bytes(&db_path);
+    let out = run_cli(&db_path, &["restore", newer.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("newer clinscribe"), "{}", out.stderr);
+    assert_eq!(file_bytes(&db_path), before);
+}
+
+#[test]
+fn a_bad_keep_for_backup_is_a_setting_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    let out = run_cli(&db_path, &["backup", "--keep", "0"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("PWA_BACKUP_KEEP"), "{}", out.stderr);
+    assert!(!dir.path().join("backups").exists(), "nothing written");
+}

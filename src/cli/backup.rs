@@ -1,13 +1,13 @@
 //! `clinscribe backup` and `clinscribe restore`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 
 use super::{human_bytes, progress_bar, sqlite_path};
-use crate::config::{self, DatabaseSettings};
+use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::backup::{self, BackupOptions};
 use crate::db::restore;
 
@@ -29,16 +29,26 @@ pub(super) struct RestoreArgs {
     file: PathBuf,
 }
 
-pub(super) async fn backup(
-    database: DatabaseSettings,
-    args: BackupArgs,
-) -> anyhow::Result<ExitCode> {
-    let mut options = BackupOptions::new(&args.dest);
-    options.keep = args
-        .keep
-        .as_deref()
+impl BackupArgs {
+    /// Validated options (a bad `--keep` is a setting error, exit code 2).
+    pub(super) fn options(&self) -> Result<BackupOptions, ConfigError> {
+        backup_options(&self.dest, self.keep.as_deref())
+    }
+}
+
+/// Backup options from a directory and an optional `PWA_BACKUP_KEEP` value.
+pub(super) fn backup_options(dir: &Path, keep: Option<&str>) -> Result<BackupOptions, ConfigError> {
+    let mut options = BackupOptions::new(dir);
+    options.keep = keep
         .map(|k| config::parse_keep("PWA_BACKUP_KEEP", k))
         .transpose()?;
+    Ok(options)
+}
+
+pub(super) async fn backup(
+    database: DatabaseSettings,
+    options: BackupOptions,
+) -> anyhow::Result<ExitCode> {
     let db_path = sqlite_path(&database);
     // A bar only for large databases (≥ 100k pages ≈ 400 MiB): small ones take milliseconds.
     let bar = progress_bar(0, 0, "pages");

@@ -132,6 +132,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve(args) => Some(args.settings()?),
         _ => None,
     };
+    let backup_options = match &cli.command {
+        Command::Backup(args) => Some(args.options()?),
+        _ => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -145,7 +149,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 None => unreachable!("validated above"),
             },
             Command::Migrate(args) => migrate::run(database, args).await,
-            Command::Backup(args) => backup::backup(database, args).await,
+            Command::Backup(_) => match backup_options {
+                Some(options) => backup::backup(database, options).await,
+                None => unreachable!("validated above"),
+            },
             Command::Restore(args) => backup::restore(database, args).await,
             Command::Seed(args) => seed::run(database, args).await,
             Command::Check => maintenance::check(database).await,

@@ -49,12 +49,8 @@ impl ServeArgs {
             None => None,
             Some(interval) => {
                 let interval = config::parse_interval("PWA_BACKUP_INTERVAL", interval)?;
-                let mut options = BackupOptions::new(&self.backup_dir);
-                options.keep = self
-                    .backup_keep
-                    .as_deref()
-                    .map(|k| config::parse_keep("PWA_BACKUP_KEEP", k))
-                    .transpose()?;
+                let options =
+                    super::backup::backup_options(&self.backup_dir, self.backup_keep.as_deref())?;
                 Some((interval, options))
             }
         };

@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::sqlite_ffi::{self, BackupProgress, RawConnection};
 use super::{FsError, fs_error, fsync_dir};
+use crate::timestamp::Timestamp;
 
 /// Where and how to back up.
 #[derive(Debug, Clone)]
@@ -99,15 +100,13 @@ pub async fn backup(
         dest_dir,
         ..options.clone()
     };
-    let stamp = time::OffsetDateTime::now_utc();
+    // The original's naming, clinical_YYYYMMDD_HHMMSS, in UTC.
     let base = format!(
-        "clinical_{:04}{:02}{:02}_{:02}{:02}{:02}",
-        stamp.year(),
-        u8::from(stamp.month()),
-        stamp.day(),
-        stamp.hour(),
-        stamp.minute(),
-        stamp.second()
+        "clinical_{}",
+        Timestamp::now()
+            .file_stamp()
+            .replace('T', "_")
+            .trim_end_matches('Z')
     );
     let temp = options.dest_dir.join(format!(
         ".{base}.{}.{:08x}.partial",

@@ -84,14 +84,6 @@ pub struct Cursor {
 pub struct InvalidCursor;
 
 impl Cursor {
-    /// The cursor pointing just past `recording`.
-    pub fn after(recording: &Recording) -> Self {
-        Self {
-            created_at: recording.created_at,
-            id: recording.id,
-        }
-    }
-
     /// An opaque URL-safe token.
     pub fn encode(&self) -> String {
         let mut raw = Vec::with_capacity(24);
@@ -494,38 +486,39 @@ impl BulkLoader {
     }
 }
 
-/// One INSERT on a transaction (the group-commit queue's unit of work).
+/// One INSERT on a transaction (the group-commit queue's fallback, row by row).
 pub(crate) async fn insert_one(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     r: &Recording,
 ) -> Result<(), StoreError> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| insert_sql(1));
-    bind_recording(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), r)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    insert_many(tx, std::slice::from_ref(r)).await
 }
 
 /// Multi-row INSERTs of `recordings` on a transaction.
+///
+/// Statements come in a few fixed sizes only, so that batches of every length
+/// reuse the same handful of prepared statements instead of preparing (and
+/// evicting from sqlx's statement cache) one per length.
 pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     recordings: &[R],
 ) -> Result<(), StoreError> {
-    // 15 × 500 = 7,500 parameters, well under SQLite's limit of 32,766.
-    const ROWS_PER_STATEMENT: usize = 500;
-    static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let full_sql = FULL.get_or_init(|| insert_sql(ROWS_PER_STATEMENT));
-    for chunk in recordings.chunks(ROWS_PER_STATEMENT) {
-        let partial;
-        let sql = if chunk.len() == ROWS_PER_STATEMENT {
-            full_sql.as_str()
-        } else {
-            partial = insert_sql(chunk.len());
-            partial.as_str()
-        };
+    // The largest: 15 × 500 = 7,500 parameters, well under SQLite's 32,766.
+    const SIZES: [usize; 5] = [500, 64, 16, 4, 1];
+    static SQL: [std::sync::OnceLock<String>; 5] = [const { std::sync::OnceLock::new() }; 5];
+    let mut rest = recordings;
+    while !rest.is_empty() {
+        let (i, size) = SIZES
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, size)| *size <= rest.len())
+            .unwrap_or((SIZES.len() - 1, 1));
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = SQL[i].get_or_init(|| insert_sql(size));
         // The SQL is made only of the static fragments in `insert_sql`.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
         for r in chunk {
             q = bind_recording(q, r.borrow());
         }
