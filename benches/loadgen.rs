@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clinscribe::config::DatabaseSettings;
-use clinscribe::db::Database;
+use clinscribe::db::SqliteDatabase;
 use clinscribe::recordings::{NewRecording, RecordingStore};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -498,8 +498,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn open_store(db: &Path) -> (Database, RecordingStore) {
-    let database = Database::open(&DatabaseSettings::sqlite(db))
+async fn open_store(db: &Path) -> (SqliteDatabase, RecordingStore) {
+    let database = SqliteDatabase::open(&DatabaseSettings::sqlite(db))
         .await
         .expect("open");
     (database.clone(), RecordingStore::new(database))

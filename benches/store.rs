@@ -5,7 +5,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 use clinscribe::config::DatabaseSettings;
-use clinscribe::db::Database;
+use clinscribe::db::SqliteDatabase;
 use clinscribe::recordings::seed::Generator;
 use clinscribe::recordings::{ListQuery, NewRecording, Recording, RecordingStatus, RecordingStore};
 use clinscribe::timestamp::Timestamp;
@@ -18,7 +18,7 @@ fn store_paths(c: &mut Criterion) {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, ids) = runtime.block_on(async {
-        let db = Database::open(&DatabaseSettings::sqlite(dir.path().join("bench.db")))
+        let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("bench.db")))
             .await
             .expect("open");
         let store = RecordingStore::new(db);

@@ -35,14 +35,26 @@ impl ConfigError {
     }
 }
 
-/// Where the data lives. Only SQLite for now; the scheme picks the backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the data lives; the URL's scheme picks the backend.
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// An SQLite database file.
     Sqlite {
         /// Path of the database file (relative paths are relative to the working directory).
         path: PathBuf,
     },
+    /// A PostgreSQL database (`postgres://user:password@host:port/dbname?...`).
+    Postgres {
+        /// The URL as given (it may hold a password: see the `Display` impl).
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Through Display, so that a password never reaches a log.
+        write!(f, "DatabaseUrl({self})")
+    }
 }
 
 impl DatabaseUrl {
@@ -53,11 +65,24 @@ impl DatabaseUrl {
     /// - `sqlite:./data/clinical.db`
     /// - the original's SQLAlchemy form `sqlite+aiosqlite:///./data/clinical.db` (also `sqlite:///…` is
     ///   read the sqlx way; SQLAlchemy's four-slash `sqlite+aiosqlite:////abs/path.db` is absolute).
+    /// - `postgres://user:password@host:5432/dbname` (also `postgresql://`, and libpq's
+    ///   query parameters such as `?sslmode=require`).
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let err = |reason: &str| ConfigError::new("PWA_DATABASE_URL", value, reason);
+        let redacted = redact_password(value);
+        let err = |reason: &str| ConfigError::new("PWA_DATABASE_URL", &redacted, reason);
         let (scheme, rest) = value
             .split_once(':')
             .ok_or_else(|| err("expected a URL such as sqlite://./data/clinical.db"))?;
+        if matches!(scheme, "postgres" | "postgresql") {
+            return match value.parse::<sqlx::postgres::PgConnectOptions>() {
+                Ok(_) => Ok(Self::Postgres {
+                    url: value.to_owned(),
+                }),
+                Err(e) => Err(err(&format!(
+                    "{e} (expected postgres://user:password@host:5432/dbname)"
+                ))),
+            };
+        }
         let path = match scheme {
             // SQLAlchemy: `sqlite+aiosqlite:///relative` and `sqlite+aiosqlite:////absolute`.
             "sqlite+aiosqlite" | "sqlite+pysqlite" => rest
@@ -67,7 +92,7 @@ impl DatabaseUrl {
             "sqlite" => rest.strip_prefix("//").unwrap_or(rest),
             _ => {
                 return Err(err(
-                    "unsupported scheme: expected sqlite:// (or the original's sqlite+aiosqlite:///)",
+                    "unsupported scheme: expected sqlite:// (or the original's sqlite+aiosqlite:///) or postgres://",
                 ));
             }
         };
@@ -89,7 +114,24 @@ impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres { url } => f.write_str(&redact_password(url)),
         }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -127,23 +169,68 @@ pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     /// `PWA_SQLITE_SYNCHRONOUS`.
     pub synchronous: SqliteSynchronous,
+    /// `PWA_DATABASE_POOL_SIZE`: PostgreSQL connections per instance.
+    pub pool_size: u32,
+    /// `PWA_DATABASE_STATEMENT_TIMEOUT`: PostgreSQL cancels a statement running longer.
+    pub statement_timeout: std::time::Duration,
 }
 
+/// Default PostgreSQL connections per instance.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+/// Default PostgreSQL statement timeout.
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "30s";
+
 impl DatabaseSettings {
-    /// Validates raw setting values.
+    /// Validates raw setting values (pool size and statement timeout at their defaults).
     pub fn parse(url: &str, synchronous: &str) -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: DatabaseUrl::parse(url)?,
-            synchronous: synchronous.parse()?,
-        })
+        Ok(Self::with_url(DatabaseUrl::parse(url)?).synchronous(synchronous.parse()?))
+    }
+
+    /// Default settings for `url`.
+    pub fn with_url(url: DatabaseUrl) -> Self {
+        Self {
+            url,
+            synchronous: SqliteSynchronous::default(),
+            pool_size: DEFAULT_POOL_SIZE,
+            statement_timeout: std::time::Duration::from_secs(30),
+        }
     }
 
     /// An SQLite file at `path` with default settings (handy for tests and tools).
     pub fn sqlite(path: impl Into<PathBuf>) -> Self {
-        Self {
-            url: DatabaseUrl::Sqlite { path: path.into() },
-            synchronous: SqliteSynchronous::default(),
-        }
+        Self::with_url(DatabaseUrl::Sqlite { path: path.into() })
+    }
+
+    /// A PostgreSQL database with default settings.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self::with_url(DatabaseUrl::Postgres { url: url.into() })
+    }
+
+    /// The same, with `synchronous`.
+    pub fn synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Sets the PostgreSQL pool size and statement timeout from raw values.
+    pub fn with_postgres_limits(
+        mut self,
+        pool_size: &str,
+        statement_timeout: &str,
+    ) -> Result<Self, ConfigError> {
+        self.pool_size = match pool_size.parse::<u32>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_DATABASE_POOL_SIZE",
+                    pool_size,
+                    "expected a whole number from 1 to 1000",
+                ));
+            }
+        };
+        self.statement_timeout =
+            parse_interval("PWA_DATABASE_STATEMENT_TIMEOUT", statement_timeout)?;
+        Ok(self)
     }
 }
 
@@ -204,7 +291,38 @@ mod tests {
     fn path_of(url: &str) -> PathBuf {
         match DatabaseUrl::parse(url).unwrap() {
             DatabaseUrl::Sqlite { path } => path,
+            DatabaseUrl::Postgres { url } => panic!("{url} is not SQLite"),
         }
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_their_passwords_never_shown() {
+        let url = DatabaseUrl::parse("postgres://app:s3cret@db.internal:5432/clinscribe").unwrap();
+        assert!(matches!(&url, DatabaseUrl::Postgres { url } if url.contains("s3cret")));
+        assert_eq!(
+            url.to_string(),
+            "postgres://app:***@db.internal:5432/clinscribe"
+        );
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(DatabaseUrl::parse("postgresql://localhost/test").is_ok());
+        let err = DatabaseUrl::parse("postgres://app:s3cret@host:notaport/db").unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn postgres_limits_are_validated() {
+        let s = DatabaseSettings::postgres("postgres://localhost/test")
+            .with_postgres_limits("32", "5s")
+            .unwrap();
+        assert_eq!((s.pool_size, s.statement_timeout.as_secs()), (32, 5));
+        let err = DatabaseSettings::postgres("postgres://x/y")
+            .with_postgres_limits("0", "5s")
+            .unwrap_err();
+        assert_eq!(err.setting, "PWA_DATABASE_POOL_SIZE");
+        let err = DatabaseSettings::postgres("postgres://x/y")
+            .with_postgres_limits("8", "soon")
+            .unwrap_err();
+        assert_eq!(err.setting, "PWA_DATABASE_STATEMENT_TIMEOUT");
     }
 
     #[test]

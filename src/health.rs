@@ -113,7 +113,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             pwa: "ok",
             database: problem.clone().unwrap_or_else(|| "ok".into()),
         },
-        backend: "sqlite",
+        backend: state.db.backend(),
         database_latency_ms: latency,
         detail: problem,
     };

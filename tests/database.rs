@@ -3,7 +3,7 @@
 mod common;
 
 use clinscribe::config::{DatabaseSettings, SqliteSynchronous};
-use clinscribe::db::Database;
+use clinscribe::db::SqliteDatabase;
 use clinscribe::db::migrations::{self, MigrationState};
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqlitePool};
@@ -41,7 +41,7 @@ async fn all_connections(pool: &SqlitePool) -> Vec<PoolConnection<Sqlite>> {
 #[tokio::test]
 async fn every_pooled_connection_has_the_originals_pragmas() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(&DatabaseSettings::sqlite(
+    let db = SqliteDatabase::open(&DatabaseSettings::sqlite(
         dir.path().join("data/sub/clinical.db"),
     ))
     .await
@@ -70,7 +70,7 @@ async fn synchronous_full_is_a_setting() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = DatabaseSettings::sqlite(dir.path().join("c.db"));
     settings.synchronous = SqliteSynchronous::Full;
-    let db = Database::open(&settings).await.unwrap();
+    let db = SqliteDatabase::open(&settings).await.unwrap();
     for pool in [db.writer(), db.readers()] {
         for mut conn in all_connections(pool).await {
             // synchronous: 2 = FULL
@@ -108,14 +108,16 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let settings = DatabaseSettings::sqlite(dir.path().join("clinical.db"));
 
-    let db = Database::open_without_migrating(&settings).await.unwrap();
+    let db = SqliteDatabase::open_without_migrating(&settings)
+        .await
+        .unwrap();
     let before = migrations::status(&db).await.unwrap();
     assert!(!before.is_empty());
     assert!(before.iter().all(|m| m.state == MigrationState::Pending));
     assert!(before.iter().all(|m| m.checksum.len() == 96), "sha384 hex");
     db.close().await;
 
-    let db = Database::open(&settings).await.unwrap();
+    let db = SqliteDatabase::open(&settings).await.unwrap();
     let after = migrations::status(&db).await.unwrap();
     assert!(after.iter().all(|m| m.state == MigrationState::Applied));
     let columns: Vec<String> =
@@ -175,7 +177,7 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
     db.close().await;
 
     // A second start changes nothing.
-    let db = Database::open(&settings).await.unwrap();
+    let db = SqliteDatabase::open(&settings).await.unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(db.readers())
         .await

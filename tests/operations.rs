@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clinscribe::config::DatabaseSettings;
-use clinscribe::db::Database;
+use clinscribe::db::SqliteDatabase;
 use clinscribe::db::adopt::{self, DatabaseKind};
 use common::{ServerProcess, all_recordings, client, open_db, run_cli};
 use serde_json::{Value, json};
@@ -286,7 +286,7 @@ async fn restore_refuses_corrupt_and_foreign_files_changing_nothing() {
     std::fs::write(&text, "this is not a database\n".repeat(100)).unwrap();
     let foreign = dir.path().join("foreign.db");
     {
-        let db = Database::open_without_migrating(&DatabaseSettings::sqlite(&foreign))
+        let db = SqliteDatabase::open_without_migrating(&DatabaseSettings::sqlite(&foreign))
             .await
             .unwrap();
         sqlx::query("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
@@ -619,7 +619,7 @@ async fn the_originals_database_is_adopted_with_every_row_and_field() {
         DatabaseKind::Original
     );
 
-    let db = Database::open(&DatabaseSettings::sqlite(&db_path))
+    let db = SqliteDatabase::open(&DatabaseSettings::sqlite(&db_path))
         .await
         .unwrap();
     db.close().await;
@@ -640,7 +640,7 @@ async fn the_originals_database_is_adopted_with_every_row_and_field() {
 
     // A second start does nothing.
     let before = file_bytes(&db_path);
-    let db = Database::open(&DatabaseSettings::sqlite(&db_path))
+    let db = SqliteDatabase::open(&DatabaseSettings::sqlite(&db_path))
         .await
         .unwrap();
     db.close().await;
@@ -762,7 +762,7 @@ async fn a_failed_adoption_leaves_the_original_as_it_was() {
         db.close().await;
     }
     let before = file_bytes(&db_path);
-    let err = Database::open(&DatabaseSettings::sqlite(&db_path))
+    let err = SqliteDatabase::open(&DatabaseSettings::sqlite(&db_path))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot adopt recording"), "{err}");

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 
-use super::{human_bytes, progress_bar, sqlite_path};
+use super::{POSTGRES_BACKUPS, human_bytes, progress_bar, sqlite_path};
 use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::backup::{self, BackupOptions};
 use crate::db::restore;
@@ -49,7 +49,9 @@ pub(super) async fn backup(
     database: DatabaseSettings,
     options: BackupOptions,
 ) -> anyhow::Result<ExitCode> {
-    let db_path = sqlite_path(&database);
+    let Some(db_path) = sqlite_path(&database) else {
+        bail!("backup refused: {POSTGRES_BACKUPS}");
+    };
     // A bar only for large databases (≥ 100k pages ≈ 400 MiB): small ones take milliseconds.
     let bar = progress_bar(0, 0, "pages");
     let progress = {
@@ -84,13 +86,16 @@ pub(super) async fn restore(
     database: DatabaseSettings,
     args: RestoreArgs,
 ) -> anyhow::Result<ExitCode> {
+    let Some(db_path) = sqlite_path(&database) else {
+        bail!("restore refused: {POSTGRES_BACKUPS}");
+    };
     let report = restore::restore(&database, &args.file)
         .await
         .with_context(|| format!("restore of {} refused", args.file.display()))?;
     out!(
         "restored:   {} -> {}",
         args.file.display(),
-        sqlite_path(&database).display()
+        db_path.display()
     );
     match &report.previous {
         Some(kept) => out!("previous:   kept as {}", kept.display()),

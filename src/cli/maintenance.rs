@@ -27,8 +27,9 @@ pub(super) struct VacuumArgs {
 
 /// Opens an existing database (never creates one) without migrating it.
 async fn open_existing(database: &DatabaseSettings) -> anyhow::Result<Database> {
-    let path = sqlite_path(database);
-    if !path.is_file() {
+    if let Some(path) = sqlite_path(database)
+        && !path.is_file()
+    {
         bail!("database {} does not exist", path.display());
     }
     Database::open_without_migrating(database)
@@ -77,6 +78,11 @@ pub(super) async fn vacuum(
     database: DatabaseSettings,
     args: VacuumArgs,
 ) -> anyhow::Result<ExitCode> {
+    let Some(db_path) = sqlite_path(&database) else {
+        bail!(
+            "vacuum works on SQLite files; PostgreSQL's autovacuum reclaims space by itself (run `VACUUM (ANALYZE)` with psql if needed)"
+        );
+    };
     let mode = match (args.full, args.into) {
         (_, Some(path)) => {
             if path.exists() {
@@ -92,7 +98,7 @@ pub(super) async fn vacuum(
     };
     // A full VACUUM would stall a running server's writers for its whole duration.
     let _lock = match mode {
-        VacuumMode::Full => Some(ServerLock::acquire(&sqlite_path(&database)).map_err(|e| match e {
+        VacuumMode::Full => Some(ServerLock::acquire(&db_path).map_err(|e| match e {
             LockError::InUse(_) => anyhow::anyhow!(
                 "{e}; or run `clinscribe vacuum` (incremental) or `vacuum --into PATH`, which are safe while serving"
             ),
@@ -100,7 +106,10 @@ pub(super) async fn vacuum(
         })?),
         _ => None,
     };
-    let db = open_existing(&database).await?;
+    let db = match open_existing(&database).await? {
+        Database::Sqlite(db) => db,
+        Database::Postgres(_) => unreachable!("checked above"),
+    };
     let report = maintenance::vacuum(&db, &mode).await;
     db.close().await;
     let report = report?;

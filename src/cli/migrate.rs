@@ -19,23 +19,26 @@ pub(super) struct MigrateArgs {
 }
 
 pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let path = sqlite_path(&settings);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     out!("database: {}", settings.url);
-    if args.status {
-        if adopt::identify(&path).await? == DatabaseKind::Original {
+    // Only SQLite files can have been written by the original service.
+    if let Some(path) = sqlite_path(&settings) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        if args.status {
+            if adopt::identify(&path).await? == DatabaseKind::Original {
+                out!(
+                    "written by the original Python service: `migrate` or `serve` will adopt it (keeping a copy)"
+                );
+            }
+        } else if let Some(report) = adopt::adopt_if_original(&path).await? {
             out!(
-                "written by the original Python service: `migrate` or `serve` will adopt it (keeping a copy)"
+                "adopted the original service's database: {} recording(s); the original is kept as {}",
+                report.recordings,
+                report.original_copy.display()
             );
         }
-    } else if let Some(report) = adopt::adopt_if_original(&path).await? {
-        out!(
-            "adopted the original service's database: {} recording(s); the original is kept as {}",
-            report.recordings,
-            report.original_copy.display()
-        );
     }
     let db = Database::open_without_migrating(&settings)
         .await

@@ -15,6 +15,7 @@ macro_rules! out {
 mod backup;
 mod maintenance;
 mod migrate;
+mod migrate_data;
 mod seed;
 mod serve;
 
@@ -34,8 +35,8 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(name = "clinscribe", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Database URL: sqlite://./data/clinical.db (the original's
-    /// sqlite+aiosqlite:///./data/clinical.db form is accepted too).
-    /// The directory is created if missing.
+    /// sqlite+aiosqlite:///./data/clinical.db form is accepted too; the
+    /// directory is created if missing) or postgres://user:pass@host/db.
     #[arg(long, env = "PWA_DATABASE_URL", default_value = config::DEFAULT_DATABASE_URL, global = true)]
     database_url: String,
 
@@ -48,6 +49,19 @@ pub struct Cli {
         global = true
     )]
     sqlite_synchronous: String,
+
+    /// PostgreSQL only: connections per instance.
+    #[arg(
+        long,
+        env = "PWA_DATABASE_POOL_SIZE",
+        default_value = "16",
+        global = true
+    )]
+    database_pool_size: String,
+
+    /// PostgreSQL only: cancel a statement running longer than this (e.g. `30s`).
+    #[arg(long, env = "PWA_DATABASE_STATEMENT_TIMEOUT", default_value = config::DEFAULT_STATEMENT_TIMEOUT, global = true)]
+    database_statement_timeout: String,
 
     /// Log filter, e.g. `info`, `warn`, `clinscribe=debug` (tracing EnvFilter syntax).
     #[arg(long, env = "PWA_LOG", default_value = config::DEFAULT_LOG, global = true)]
@@ -70,6 +84,8 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Insert the original's five development recordings, or --count N generated ones.
     Seed(seed::SeedArgs),
+    /// Copy every table between SQLite and PostgreSQL (counts and checksums verified).
+    MigrateData(migrate_data::MigrateDataArgs),
     /// Check integrity, foreign keys, migrations and row counts (exit 1 if anything is wrong).
     Check,
     /// Update statistics, checkpoint the WAL and compact the database.
@@ -125,11 +141,16 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let database = DatabaseSettings::parse(&cli.database_url, &cli.sqlite_synchronous)?;
+    let database = DatabaseSettings::parse(&cli.database_url, &cli.sqlite_synchronous)?
+        .with_postgres_limits(&cli.database_pool_size, &cli.database_statement_timeout)?;
     let filter = config::parse_log_filter(&cli.log)?;
     // Validate the subcommand's own settings before anything touches the disk.
     let serve_settings = match &cli.command {
         Command::Serve(args) => Some(args.settings()?),
+        _ => None,
+    };
+    let transfer = match &cli.command {
+        Command::MigrateData(args) => Some(args.settings(&database)?),
         _ => None,
     };
     let backup_options = match &cli.command {
@@ -155,6 +176,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             },
             Command::Restore(args) => backup::restore(database, args).await,
             Command::Seed(args) => seed::run(database, args).await,
+            Command::MigrateData(args) => match transfer {
+                Some((from, to)) => migrate_data::run(from, to, args).await,
+                None => unreachable!("validated above"),
+            },
             Command::Check => maintenance::check(database).await,
             Command::Vacuum(args) => maintenance::vacuum(database, args).await,
         }
@@ -162,11 +187,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     Ok(code)
 }
 
-/// The SQLite file behind the settings.
-fn sqlite_path(settings: &DatabaseSettings) -> PathBuf {
-    let config::DatabaseUrl::Sqlite { path } = &settings.url;
-    path.clone()
+/// The SQLite file behind the settings (None on PostgreSQL).
+fn sqlite_path(settings: &DatabaseSettings) -> Option<PathBuf> {
+    match &settings.url {
+        config::DatabaseUrl::Sqlite { path } => Some(path.clone()),
+        config::DatabaseUrl::Postgres { .. } => None,
+    }
 }
+
+/// Why `backup` and `restore` do not apply to PostgreSQL.
+const POSTGRES_BACKUPS: &str = "this database is PostgreSQL, which is backed up with its own tools, not by clinscribe: \
+     pg_dump / pg_restore for logical copies, or base backups with WAL archiving for point-in-time recovery \
+     (see docs/OPERATIONS.md, \"PostgreSQL\")";
 
 /// A progress bar on stderr, shown only on a terminal and for work of at least `min` units.
 fn progress_bar(total: u64, min: u64, unit: &str) -> ProgressBar {

@@ -54,16 +54,19 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
             rows.len() as u64
         }
         Some(total) => {
-            db.set_writer_cache_mib(256).await?;
+            if let Database::Sqlite(sqlite) = &db {
+                sqlite.set_writer_cache_mib(256).await?;
+            }
             let bar = progress_bar(total, 50_000, "recordings");
             let mut generator = Generator::new(total, Timestamp::now(), args.random_seed);
             let mut done = 0;
             // With no server running (its lock is free, and held until the end),
             // one bulk transaction with the indexes rebuilt once at the end;
             // otherwise short batches, so the server's writers keep going.
-            let lock = ServerLock::acquire(&sqlite_path(&database)).ok();
+            // (PostgreSQL has no server lock and no bulk loader: batches, always.)
+            let lock = sqlite_path(&database).and_then(|path| ServerLock::acquire(&path).ok());
             let mut loader = match lock {
-                Some(_) => Some(store.bulk_loader().await?),
+                Some(_) => store.bulk_loader().await?,
                 None => None,
             };
             loop {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::sqlite_path;
+use super::{POSTGRES_BACKUPS, sqlite_path};
 use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::Database;
 use crate::db::backup::{self, BackupOptions};
@@ -63,21 +63,26 @@ pub(super) async fn run(
     settings: ServeSettings,
 ) -> anyhow::Result<ExitCode> {
     let db_path = sqlite_path(&database);
-    if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let mut _lock = None;
+    if let Some(db_path) = &db_path {
+        if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        // Held for the server's lifetime: `restore` and a second server see it.
+        _lock = Some(ServerLock::acquire(db_path)?);
+    } else if settings.backups.is_some() {
+        anyhow::bail!("PWA_BACKUP_INTERVAL is set, but {POSTGRES_BACKUPS}");
     }
-    // Held for the server's lifetime: `restore` and a second server see it.
-    let _lock = ServerLock::acquire(&db_path)?;
     let db = Database::open(&database)
         .await
         .context("opening the database")?;
-    tracing::info!(database = %database.url, synchronous = ?database.synchronous, "database ready");
+    tracing::info!(database = %database.url, backend = db.backend(), "database ready");
     let listener = TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("cannot listen on {} (PWA_BIND)", settings.bind))?;
     let local = listener.local_addr()?;
-    if let Some((interval, options)) = settings.backups {
+    if let (Some((interval, options)), Some(db_path)) = (settings.backups, db_path) {
         tokio::spawn(scheduled_backups(db_path, interval, options));
     }
     // On stdout, so scripts (and tests) can find the port when binding to :0.

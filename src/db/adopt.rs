@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Database, DbError, FsError, fs_error, fsync_dir, migrations, sibling};
+use super::{DbError, FsError, SqliteDatabase, fs_error, fsync_dir, migrations, sibling};
 use crate::config::DatabaseSettings;
 use crate::recordings::{Recording, RecordingStore};
 use crate::timestamp::Timestamp;
@@ -204,9 +204,9 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
 
 /// Creates our schema at `staging` and copies every recording of `original` into it.
 async fn convert_into(original: &Path, staging: &Path) -> Result<i64, AdoptError> {
-    let target = Database::open_without_migrating(&DatabaseSettings::sqlite(staging)).await?;
-    migrations::run(&target).await?;
-    let store = RecordingStore::new(target.clone());
+    let target = SqliteDatabase::open_without_migrating(&DatabaseSettings::sqlite(staging)).await?;
+    migrations::run_sqlite(&target).await?;
+    let store = RecordingStore::new(super::Database::Sqlite(target.clone()));
 
     let mut source = open_plain(original, true).await?;
     let original_count: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")

@@ -1,17 +1,28 @@
-//! Versioned schema migrations, embedded in the binary from `migrations/sqlite/`.
+//! Versioned schema migrations, embedded in the binary from `migrations/sqlite/`
+//! and `migrations/postgres/` (one folder per backend, the same versions in each).
 //!
 //! Never edit a migration once it has been applied anywhere: sqlx stores each
 //! one's checksum and refuses to start when an applied file has changed.
 
 use sqlx::migrate::{Migrate, Migrator};
 
-use super::{Database, DbError};
+use super::{Database, DbError, SqliteDatabase};
 
 /// The SQLite migrations.
 pub static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The PostgreSQL migrations.
+pub static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Applies every pending migration (no-op when up to date).
 pub async fn run(db: &Database) -> Result<(), DbError> {
+    match db {
+        Database::Sqlite(db) => run_sqlite(db).await,
+        Database::Postgres(db) => Ok(POSTGRES.run(db.pool()).await?),
+    }
+}
+
+/// Applies every pending SQLite migration.
+pub(crate) async fn run_sqlite(db: &SqliteDatabase) -> Result<(), DbError> {
     SQLITE.run(db.writer()).await?;
     Ok(())
 }
@@ -44,18 +55,36 @@ pub enum MigrationState {
 
 /// Lists every migration, applied and pending, in version order.
 pub async fn status(db: &Database) -> Result<Vec<MigrationStatus>, DbError> {
-    let mut conn = db.readers().acquire().await?;
-    let table_exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let applied = if table_exists {
-        conn.list_applied_migrations("_sqlx_migrations").await?
-    } else {
-        Vec::new()
+    let (migrator, applied) = match db {
+        Database::Sqlite(db) => {
+            let mut conn = db.readers().acquire().await?;
+            let table_exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            let applied = if table_exists {
+                conn.list_applied_migrations("_sqlx_migrations").await?
+            } else {
+                Vec::new()
+            };
+            (&SQLITE, applied)
+        }
+        Database::Postgres(db) => {
+            let mut conn = db.pool().acquire().await?;
+            let table_exists: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let applied = if table_exists {
+                conn.list_applied_migrations("_sqlx_migrations").await?
+            } else {
+                Vec::new()
+            };
+            (&POSTGRES, applied)
+        }
     };
-    let mut out: Vec<MigrationStatus> = SQLITE
+    let mut out: Vec<MigrationStatus> = migrator
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| {
@@ -73,7 +102,7 @@ pub async fn status(db: &Database) -> Result<Vec<MigrationStatus>, DbError> {
         })
         .collect();
     for a in &applied {
-        if !SQLITE.version_exists(a.version) {
+        if !migrator.version_exists(a.version) {
             out.push(MigrationStatus {
                 version: a.version,
                 description: String::new(),

@@ -1,4 +1,8 @@
-//! The database: connection setup, migrations and (later) backups.
+//! The database: connection setup, migrations, backups and maintenance.
+//!
+//! [`Database`] is whichever backend `PWA_DATABASE_URL` names: an embedded
+//! SQLite file ([`SqliteDatabase`], the default, with backups, restore and
+//! maintenance) or PostgreSQL ([`postgres::PgDatabase`], for several instances).
 //!
 //! SQLite allows one writer at a time. Rather than let many pooled connections
 //! race for the write lock (and fail with "database is locked" once
@@ -11,8 +15,10 @@ pub mod backup;
 pub mod lock;
 pub mod maintenance;
 pub mod migrations;
+pub mod postgres;
 pub mod restore;
 mod sqlite_ffi;
+pub mod transfer;
 
 pub use sqlite_ffi::BackupProgress;
 
@@ -49,21 +55,108 @@ pub enum DbError {
         /// The driver error.
         source: sqlx::Error,
     },
+    /// Connecting to PostgreSQL failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver error.
+        source: sqlx::Error,
+    },
     /// A migration failed or the database is newer than this binary.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Converting the original service's database failed.
     #[error(transparent)]
     Adopt(#[from] Box<adopt::AdoptError>),
+    /// An SQLite-only operation on another backend.
+    #[error("{0} works on SQLite only; this database is PostgreSQL")]
+    SqliteOnly(&'static str),
     /// Any other database error.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
 }
 
+/// The SQLite file `settings` names, or an error if it names another backend.
+fn sqlite_path(settings: &DatabaseSettings) -> Result<&PathBuf, DbError> {
+    match &settings.url {
+        DatabaseUrl::Sqlite { path } => Ok(path),
+        DatabaseUrl::Postgres { .. } => Err(DbError::SqliteOnly("opening an SQLite file")),
+    }
+}
+
+/// Which backend serves the data.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// An embedded SQLite file.
+    Sqlite(SqliteDatabase),
+    /// A PostgreSQL server.
+    Postgres(postgres::PgDatabase),
+}
+
+impl Database {
+    /// Opens the database `settings` names and applies pending migrations (on
+    /// SQLite, after adopting a database written by the original service).
+    pub async fn open(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        match &settings.url {
+            DatabaseUrl::Sqlite { .. } => SqliteDatabase::open(settings).await.map(Self::Sqlite),
+            DatabaseUrl::Postgres { url } => {
+                let db = postgres::PgDatabase::connect(settings, url).await?;
+                migrations::POSTGRES.run(db.pool()).await?;
+                Ok(Self::Postgres(db))
+            }
+        }
+    }
+
+    /// Opens the database without touching its schema.
+    pub async fn open_without_migrating(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        match &settings.url {
+            DatabaseUrl::Sqlite { .. } => SqliteDatabase::open_without_migrating(settings)
+                .await
+                .map(Self::Sqlite),
+            DatabaseUrl::Postgres { url } => postgres::PgDatabase::connect(settings, url)
+                .await
+                .map(Self::Postgres),
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that the database answers a query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(db) => db.ping().await,
+            Self::Postgres(db) => db.ping().await,
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(db) => db.close().await,
+            Self::Postgres(db) => db.close().await,
+        }
+    }
+
+    /// Whether [`Database::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Self::Sqlite(db) => db.is_closed(),
+            Self::Postgres(db) => db.is_closed(),
+        }
+    }
+}
+
 /// An open SQLite database: one writer connection, a pool of readers, and a
 /// connection that checkpoints the WAL in the background.
 #[derive(Debug, Clone)]
-pub struct Database {
+pub struct SqliteDatabase {
     writer: SqlitePool,
     readers: SqlitePool,
     checkpointer: SqlitePool,
@@ -73,21 +166,21 @@ pub struct Database {
 /// How often committed pages are copied from the WAL into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
-impl Database {
+impl SqliteDatabase {
     /// Opens (creating if needed) the database, adopts it if the original service
     /// wrote it (see [`adopt`]), and applies pending migrations.
     pub async fn open(settings: &DatabaseSettings) -> Result<Self, DbError> {
-        let DatabaseUrl::Sqlite { path } = &settings.url;
+        let path = sqlite_path(settings)?;
         create_parent_dir(path)?;
         adopt::adopt_if_original(path).await.map_err(Box::new)?;
         let db = Self::open_without_migrating(settings).await?;
-        migrations::run(&db).await?;
+        migrations::run_sqlite(&db).await?;
         Ok(db)
     }
 
     /// Opens (creating if needed) the database without touching its schema.
     pub async fn open_without_migrating(settings: &DatabaseSettings) -> Result<Self, DbError> {
-        let DatabaseUrl::Sqlite { path } = &settings.url;
+        let path = sqlite_path(settings)?;
         create_parent_dir(path)?;
         let options = connect_options(path, settings.synchronous);
         let open_err = |source| DbError::Open {
@@ -181,7 +274,7 @@ impl Database {
         self.writer.close().await;
     }
 
-    /// Whether [`Database::close`] was called.
+    /// Whether [`SqliteDatabase::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.writer.is_closed() || self.readers.is_closed()
     }
@@ -294,7 +387,7 @@ fn create_parent_dir(path: &Path) -> Result<(), DbError> {
     }
 }
 
-impl Database {
+impl SqliteDatabase {
     /// Checks that the database answers a query that touches the file.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")

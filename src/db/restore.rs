@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions, Connection};
 use super::adopt::{self, DatabaseKind};
 use super::backup::{BackupOptions, copy_to};
 use super::lock::{LockError, ServerLock};
-use super::{Database, DbError, FsError, fs_error, fsync_dir, migrations, sibling};
+use super::{DbError, FsError, SqliteDatabase, fs_error, fsync_dir, migrations, sibling};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 use crate::timestamp::Timestamp;
 
@@ -132,7 +132,9 @@ pub async fn restore(
     settings: &DatabaseSettings,
     file: &Path,
 ) -> Result<RestoreReport, RestoreError> {
-    let DatabaseUrl::Sqlite { path: db_path } = &settings.url;
+    let DatabaseUrl::Sqlite { path: db_path } = &settings.url else {
+        return Err(DbError::SqliteOnly("restore").into());
+    };
     verify(file).await?;
     if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(fs_error("cannot create", dir))?;
@@ -194,7 +196,7 @@ pub async fn restore(
     }
 
     // Adopts an original-service backup and applies pending migrations.
-    let db = Database::open(settings).await?;
+    let db = SqliteDatabase::open(settings).await?;
     let recordings: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
         .fetch_one(db.readers())
         .await

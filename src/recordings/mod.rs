@@ -1,7 +1,6 @@
 //! Recordings: the model, its store (all SQL for the table) and its HTTP handlers.
 
 pub mod api;
-mod insert_queue;
 pub mod model;
 pub mod seed;
 pub mod store;

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use clinscribe::AppState;
 use clinscribe::config::DatabaseSettings;
-use clinscribe::db::Database;
+use clinscribe::db::SqliteDatabase;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -36,7 +36,7 @@ pub struct TestResponse {
 impl TestApp {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = Database::open(&DatabaseSettings::sqlite(dir.path().join("clinical.db")))
+        let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("clinical.db")))
             .await
             .expect("open database");
         let state = AppState::new(db);
@@ -223,8 +223,8 @@ pub fn client() -> reqwest::Client {
 
 /// Opens a database file directly, as it is (no adoption, no migrations), to
 /// check what a server or a command left behind.
-pub async fn open_db(path: &Path) -> Database {
-    Database::open_without_migrating(&DatabaseSettings::sqlite(path))
+pub async fn open_db(path: &Path) -> SqliteDatabase {
+    SqliteDatabase::open_without_migrating(&DatabaseSettings::sqlite(path))
         .await
         .expect("open database")
 }

@@ -1,135 +1,12 @@
-//! All SQL about the `recordings` table lives here.
+//! The `recordings` SQL for SQLite.
 
-use std::sync::Arc;
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::insert_queue::InsertQueue;
-use super::model::{NewRecording, Recording, RecordingStatus};
-use crate::db::Database;
+use super::{Cursor, ListQuery, Page, RecordingRow, StoreError};
+use crate::db::SqliteDatabase;
+use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
-
-/// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No such recording.
-    #[error("recording not found")]
-    NotFound,
-    /// The database is locked by someone else for longer than the busy timeout,
-    /// or no connection became free in time.
-    #[error("database busy: {0}")]
-    Busy(sqlx::Error),
-    /// The database has been closed (shutting down).
-    #[error("database closed")]
-    Closed,
-    /// A stored row does not decode (hand-edited or corrupt data).
-    #[error("corrupt row in recordings: {0}")]
-    Corrupt(String),
-    /// Any other database error.
-    #[error(transparent)]
-    Database(sqlx::Error),
-    /// The shared transaction of a group commit failed (see `insert_queue`).
-    #[error("group commit failed: {0}")]
-    Batch(Arc<sqlx::Error>),
-}
-
-/// SQLITE_BUSY, SQLITE_LOCKED and their extended codes, or no free connection.
-fn is_busy(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("5" | "6" | "261" | "517"))
-        }
-        _ => false,
-    }
-}
-
-impl StoreError {
-    /// The error each caller of a failed group commit receives.
-    pub(crate) fn batch(err: &Arc<sqlx::Error>) -> Self {
-        match err.as_ref() {
-            sqlx::Error::PoolClosed => Self::Closed,
-            e if is_busy(e) => Self::Busy(sqlx::Error::PoolTimedOut),
-            _ => Self::Batch(err.clone()),
-        }
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::PoolClosed => Self::Closed,
-            e if is_busy(e) => Self::Busy(err),
-            _ => Self::Database(err),
-        }
-    }
-}
-
-/// A position in a clinician's list, newest first: the last item of a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    /// `created_at` of the last item returned.
-    pub created_at: Timestamp,
-    /// `id` of the last item returned (breaks ties between equal timestamps).
-    pub id: Uuid,
-}
-
-/// A cursor string that was not produced by [`Cursor::encode`].
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cursor")]
-pub struct InvalidCursor;
-
-impl Cursor {
-    /// An opaque URL-safe token.
-    pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(24);
-        raw.extend_from_slice(&self.created_at.unix_micros().to_be_bytes());
-        raw.extend_from_slice(self.id.as_bytes());
-        URL_SAFE_NO_PAD.encode(raw)
-    }
-
-    /// Reads a token made by [`Cursor::encode`].
-    pub fn decode(token: &str) -> Result<Self, InvalidCursor> {
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidCursor)?;
-        let (micros, id) = raw.split_at_checked(8).ok_or(InvalidCursor)?;
-        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| InvalidCursor)?);
-        Ok(Self {
-            created_at: Timestamp::from_unix_micros(micros).ok_or(InvalidCursor)?,
-            id: Uuid::from_slice(id).map_err(|_| InvalidCursor)?,
-        })
-    }
-}
-
-/// Which page of a clinician's recordings to list.
-#[derive(Debug, Clone, Copy)]
-pub struct ListQuery {
-    /// Only recordings in this status.
-    pub status: Option<RecordingStatus>,
-    /// At most this many items.
-    pub limit: u32,
-    /// Start after this position (None: the newest).
-    pub after: Option<Cursor>,
-}
-
-/// One page of a list, and where the next one starts (None: this was the last).
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// The recordings, newest first, as a JSON array (the API's representation).
-    pub json: String,
-    /// Cursor for the next page.
-    pub next: Option<Cursor>,
-}
-
-impl Page {
-    /// The items as typed recordings.
-    pub fn recordings(&self) -> Result<Vec<Recording>, StoreError> {
-        serde_json::from_str(&self.json).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-}
 
 /// The 15 columns, in [`RecordingRow`] order, prepended to a static SQL tail
 /// (static strings only: sqlx refuses SQL built at run time, and rightly so).
@@ -231,61 +108,28 @@ pub mod sql {
     );
 }
 
-/// Reads and writes recordings.
+/// Reads and writes recordings in SQLite.
 #[derive(Debug, Clone)]
-pub struct RecordingStore {
-    db: Database,
+pub struct SqliteRecordings {
+    db: SqliteDatabase,
     inserts: InsertQueue,
 }
 
-impl RecordingStore {
+impl SqliteRecordings {
     /// A store over `db`; starts its group-commit task on the current runtime.
-    pub fn new(db: Database) -> Self {
+    pub fn new(db: SqliteDatabase) -> Self {
         Self {
             inserts: InsertQueue::start(db.clone()),
             db,
         }
     }
 
-    /// Creates a `pending` recording for `clinician_id`.
-    #[tracing::instrument(skip_all)]
-    pub async fn create(
-        &self,
-        clinician_id: &str,
-        new: NewRecording,
-    ) -> Result<Recording, StoreError> {
-        let now = Timestamp::now();
-        let recording = Recording {
-            // Time-ordered ids keep inserts at the right edge of the primary-key index.
-            id: Uuid::now_v7(),
-            patient_id: new.patient_id,
-            clinician_id: clinician_id.to_owned(),
-            audio_file_path: new.audio_file_path,
-            audio_file_size: None,
-            duration_seconds: Some(new.duration_seconds),
-            status: RecordingStatus::Pending,
-            error_message: None,
-            retry_count: 0,
-            created_at: now,
-            updated_at: now,
-            uploaded_at: None,
-            processed_at: None,
-            transcript: None,
-            verification_results: None,
-        };
-        self.inserts.insert(recording.clone()).await?;
-        Ok(recording)
-    }
-
     /// Inserts a complete recording as given, through the group-commit queue.
-    #[tracing::instrument(skip_all)]
     pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.inserts.insert(r.clone()).await
     }
 
-    /// Inserts many complete recordings in one transaction (seeding, imports):
-    /// all or none.
-    #[tracing::instrument(skip_all, fields(rows = recordings.len()))]
+    /// Inserts many complete recordings in one transaction: all or none.
     pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         insert_many(&mut tx, recordings).await?;
@@ -319,7 +163,6 @@ impl RecordingStore {
     }
 
     /// The recording with this id.
-    #[tracing::instrument(skip_all)]
     pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: RecordingRow = sqlx::query_as(sql::GET)
             .bind(id.hyphenated().to_string())
@@ -330,7 +173,6 @@ impl RecordingStore {
     }
 
     /// The recording with this id as the API's JSON object (built by SQLite).
-    #[tracing::instrument(skip_all)]
     pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
         sqlx::query_scalar(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
@@ -342,7 +184,6 @@ impl RecordingStore {
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers (built by SQLite: no row is
     /// decoded into Rust and encoded again).
-    #[tracing::instrument(skip_all, fields(limit = query.limit))]
     pub async fn list_for_clinician(
         &self,
         clinician_id: &str,
@@ -404,7 +245,6 @@ impl RecordingStore {
 
     /// Sets a recording's status (and error message), maintaining `updated_at`,
     /// and `processed_at` when processing ends (`completed` or `error`).
-    #[tracing::instrument(skip_all, fields(status = %status))]
     pub async fn update_status(
         &self,
         id: Uuid,
@@ -426,19 +266,13 @@ impl RecordingStore {
         row.try_into()
     }
 
-    /// Recordings per status, in life-cycle order (statuses with none omitted).
-    pub async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
-        let rows: Vec<(String, i64)> =
+    /// `(status, count)` for every status present.
+    pub async fn count_by_status_raw(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
             sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
                 .fetch_all(self.db.readers())
-                .await?;
-        let mut counts = Vec::new();
-        for status in RecordingStatus::ALL {
-            if let Some((_, n)) = rows.iter().find(|(s, _)| s == status.as_str()) {
-                counts.push((status, *n));
-            }
-        }
-        Ok(counts)
+                .await?,
+        )
     }
 
     /// Recordings per clinician, by clinician id.
@@ -460,7 +294,7 @@ impl RecordingStore {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-/// A bulk load in progress (see [`RecordingStore::bulk_loader`]). Dropping it
+/// A bulk load in progress (see [`SqliteRecordings::bulk_loader`]). Dropping it
 /// without [`BulkLoader::finish`] rolls everything back, indexes included.
 pub struct BulkLoader {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
@@ -561,75 +395,4 @@ fn bind_recording<'q>(q: SqliteQuery<'q>, r: &Recording) -> SqliteQuery<'q> {
         .bind(r.processed_at.map(|t| t.to_string()))
         .bind(r.transcript.clone())
         .bind(r.verification_results.as_ref().map(|v| v.to_string()))
-}
-
-/// A row as SQLite stores it, before parsing ids, statuses and timestamps.
-#[derive(FromRow)]
-struct RecordingRow {
-    id: String,
-    patient_id: String,
-    clinician_id: String,
-    audio_file_path: Option<String>,
-    audio_file_size: Option<i64>,
-    duration_seconds: Option<i64>,
-    status: String,
-    error_message: Option<String>,
-    retry_count: i64,
-    created_at: String,
-    updated_at: String,
-    uploaded_at: Option<String>,
-    processed_at: Option<String>,
-    transcript: Option<String>,
-    verification_results: Option<String>,
-}
-
-impl TryFrom<RecordingRow> for Recording {
-    type Error = StoreError;
-
-    fn try_from(row: RecordingRow) -> Result<Self, Self::Error> {
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Corrupt(format!("recording {}: {what}: {e}", row.id))
-        };
-        let ts = |s: &str| Timestamp::parse(s).map_err(|e| corrupt("timestamp", &e));
-        let opt_ts = |s: &Option<String>| s.as_deref().map(ts).transpose();
-        Ok(Recording {
-            id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
-            status: row.status.parse().map_err(|e| corrupt("status", &e))?,
-            created_at: ts(&row.created_at)?,
-            updated_at: ts(&row.updated_at)?,
-            uploaded_at: opt_ts(&row.uploaded_at)?,
-            processed_at: opt_ts(&row.processed_at)?,
-            verification_results: row
-                .verification_results
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("verification_results", &e))?,
-            patient_id: row.patient_id,
-            clinician_id: row.clinician_id,
-            audio_file_path: row.audio_file_path,
-            audio_file_size: row.audio_file_size,
-            duration_seconds: row.duration_seconds,
-            error_message: row.error_message,
-            retry_count: row.retry_count,
-            transcript: row.transcript,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor {
-            created_at: Timestamp::parse("2026-11-27T23:53:30.306917Z").unwrap(),
-            id: Uuid::now_v7(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "abc", "!!!!", &URL_SAFE_NO_PAD.encode([0u8; 10])] {
-            assert!(Cursor::decode(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::model::Recording;
-use super::store::{StoreError, insert_many, insert_one};
-use crate::db::Database;
+use super::StoreError;
+use super::sqlite::{insert_many, insert_one};
+use crate::db::SqliteDatabase;
+use crate::recordings::model::Recording;
 
 /// The most rows one commit takes (bounds the time a batch holds the write lock).
 pub const MAX_BATCH: usize = 256;
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Job {
 
 impl InsertQueue {
     /// Starts the insert task for `db` (on the current tokio runtime).
-    pub fn start(db: Database) -> Self {
+    pub fn start(db: SqliteDatabase) -> Self {
         let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run(db, receiver));
         Self { jobs }
@@ -62,7 +63,7 @@ fn is_constraint(e: &sqlx::Error) -> bool {
         .is_some_and(|d| !matches!(d.kind(), sqlx::error::ErrorKind::Other))
 }
 
-async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
+async fn run(db: SqliteDatabase, mut receiver: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         write_batch(&db, &mut batch).await;
@@ -72,7 +73,7 @@ async fn run(db: Database, mut receiver: mpsc::Receiver<Job>) {
 /// One transaction for the whole batch, written with one multi-row INSERT. If
 /// that statement hits a constraint (SQLite undoes just the statement), the rows
 /// go in one by one, so only the offending row fails; a failed commit fails all.
-async fn write_batch(db: &Database, batch: &mut Vec<Job>) {
+async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
     let mut tx = match db.begin_write().await {
         Ok(tx) => tx,
         Err(e) => {

@@ -1,0 +1,352 @@
+//! All SQL about the `recordings` table lives in this module: one file per
+//! backend ([`sqlite`], [`postgres`]) behind one [`RecordingStore`], so handlers
+//! and services never know which database serves them.
+
+mod insert_queue;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::model::{NewRecording, Recording, RecordingStatus};
+use crate::db::Database;
+use crate::timestamp::Timestamp;
+
+pub use sqlite::{BulkLoader, sql};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such recording.
+    #[error("recording not found")]
+    NotFound,
+    /// The database is locked by someone else for longer than the busy timeout,
+    /// or no connection became free in time.
+    #[error("database busy: {0}")]
+    Busy(sqlx::Error),
+    /// The database has been closed (shutting down).
+    #[error("database closed")]
+    Closed,
+    /// A stored row does not decode (hand-edited or corrupt data).
+    #[error("corrupt row in recordings: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error(transparent)]
+    Database(sqlx::Error),
+    /// The shared transaction of a group commit failed (see `insert_queue`).
+    #[error("group commit failed: {0}")]
+    Batch(Arc<sqlx::Error>),
+}
+
+/// No free connection; SQLite's SQLITE_BUSY, SQLITE_LOCKED and their extended
+/// codes; PostgreSQL's statement timeout, lock timeout, serialization failure
+/// and deadlock: the request may succeed if retried.
+fn is_busy(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("5" | "6" | "261" | "517" | "57014" | "55P03" | "40001" | "40P01")
+        ),
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// The error each caller of a failed group commit receives.
+    pub(crate) fn batch(err: &Arc<sqlx::Error>) -> Self {
+        match err.as_ref() {
+            sqlx::Error::PoolClosed => Self::Closed,
+            e if is_busy(e) => Self::Busy(sqlx::Error::PoolTimedOut),
+            _ => Self::Batch(err.clone()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::PoolClosed => Self::Closed,
+            e if is_busy(e) => Self::Busy(err),
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// A position in a clinician's list, newest first: the last item of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` of the last item returned.
+    pub created_at: Timestamp,
+    /// `id` of the last item returned (breaks ties between equal timestamps).
+    pub id: Uuid,
+}
+
+/// A cursor string that was not produced by [`Cursor::encode`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+impl Cursor {
+    /// An opaque URL-safe token.
+    pub fn encode(&self) -> String {
+        let mut raw = Vec::with_capacity(24);
+        raw.extend_from_slice(&self.created_at.unix_micros().to_be_bytes());
+        raw.extend_from_slice(self.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Reads a token made by [`Cursor::encode`].
+    pub fn decode(token: &str) -> Result<Self, InvalidCursor> {
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidCursor)?;
+        let (micros, id) = raw.split_at_checked(8).ok_or(InvalidCursor)?;
+        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| InvalidCursor)?);
+        Ok(Self {
+            created_at: Timestamp::from_unix_micros(micros).ok_or(InvalidCursor)?,
+            id: Uuid::from_slice(id).map_err(|_| InvalidCursor)?,
+        })
+    }
+}
+
+/// Which page of a clinician's recordings to list.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery {
+    /// Only recordings in this status.
+    pub status: Option<RecordingStatus>,
+    /// At most this many items.
+    pub limit: u32,
+    /// Start after this position (None: the newest).
+    pub after: Option<Cursor>,
+}
+
+/// One page of a list, and where the next one starts (None: this was the last).
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The recordings, newest first, as a JSON array (the API's representation).
+    pub json: String,
+    /// Cursor for the next page.
+    pub next: Option<Cursor>,
+}
+
+impl Page {
+    /// The items as typed recordings.
+    pub fn recordings(&self) -> Result<Vec<Recording>, StoreError> {
+        serde_json::from_str(&self.json).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// Reads and writes recordings, on whichever backend the database is.
+#[derive(Debug, Clone)]
+pub enum RecordingStore {
+    /// On SQLite (writes through a group-commit queue).
+    Sqlite(sqlite::SqliteRecordings),
+    /// On PostgreSQL.
+    Postgres(postgres::PgRecordings),
+}
+
+/// Calls the same method on whichever backend serves the store.
+macro_rules! dispatch {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            RecordingStore::Sqlite(store) => store.$method($($arg),*).await,
+            RecordingStore::Postgres(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
+impl RecordingStore {
+    /// A store over `db` (on SQLite, starts its group-commit task on the current runtime).
+    pub fn new(db: Database) -> Self {
+        match db {
+            Database::Sqlite(db) => Self::Sqlite(sqlite::SqliteRecordings::new(db)),
+            Database::Postgres(db) => Self::Postgres(postgres::PgRecordings::new(db)),
+        }
+    }
+
+    /// Creates a `pending` recording for `clinician_id`.
+    #[tracing::instrument(skip_all)]
+    pub async fn create(
+        &self,
+        clinician_id: &str,
+        new: NewRecording,
+    ) -> Result<Recording, StoreError> {
+        let now = Timestamp::now();
+        let recording = Recording {
+            // Time-ordered ids keep inserts at the right edge of the primary-key index.
+            id: Uuid::now_v7(),
+            patient_id: new.patient_id,
+            clinician_id: clinician_id.to_owned(),
+            audio_file_path: new.audio_file_path,
+            audio_file_size: None,
+            duration_seconds: Some(new.duration_seconds),
+            status: RecordingStatus::Pending,
+            error_message: None,
+            retry_count: 0,
+            created_at: now,
+            updated_at: now,
+            uploaded_at: None,
+            processed_at: None,
+            transcript: None,
+            verification_results: None,
+        };
+        self.insert(&recording).await?;
+        Ok(recording)
+    }
+
+    /// Inserts a complete recording as given.
+    #[tracing::instrument(skip_all)]
+    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
+        dispatch!(self.insert(r))
+    }
+
+    /// Inserts many complete recordings in one transaction (seeding, imports):
+    /// all or none.
+    #[tracing::instrument(skip_all, fields(rows = recordings.len()))]
+    pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
+        dispatch!(self.insert_batch(recordings))
+    }
+
+    /// On SQLite, starts a bulk load (see [`BulkLoader`]): for loading while no
+    /// server runs. None on PostgreSQL, where batches go through [`Self::insert_batch`].
+    pub async fn bulk_loader(&self) -> Result<Option<BulkLoader>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.bulk_loader().await.map(Some),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
+
+    /// The recording with this id.
+    #[tracing::instrument(skip_all)]
+    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
+        dispatch!(self.get(id))
+    }
+
+    /// The recording with this id as the API's JSON object.
+    #[tracing::instrument(skip_all)]
+    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
+        dispatch!(self.get_json(id))
+    }
+
+    /// One page of a clinician's recordings, newest first, optionally of one
+    /// status, as the JSON array the API answers.
+    #[tracing::instrument(skip_all, fields(limit = query.limit))]
+    pub async fn list_for_clinician(
+        &self,
+        clinician_id: &str,
+        query: ListQuery,
+    ) -> Result<Page, StoreError> {
+        dispatch!(self.list_for_clinician(clinician_id, query))
+    }
+
+    /// Sets a recording's status (and error message), maintaining `updated_at`,
+    /// and `processed_at` when processing ends (`completed` or `error`).
+    #[tracing::instrument(skip_all, fields(status = %status))]
+    pub async fn update_status(
+        &self,
+        id: Uuid,
+        status: RecordingStatus,
+        error_message: Option<&str>,
+    ) -> Result<Recording, StoreError> {
+        dispatch!(self.update_status(id, status, error_message))
+    }
+
+    /// Recordings per status, in life-cycle order (statuses with none omitted).
+    pub async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
+        let rows = dispatch!(self.count_by_status_raw())?;
+        let mut counts = Vec::new();
+        for status in RecordingStatus::ALL {
+            if let Some((_, n)) = rows.iter().find(|(s, _)| s == status.as_str()) {
+                counts.push((status, *n));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Recordings per clinician, by clinician id.
+    pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self.count_by_clinician())
+    }
+
+    /// Number of recordings (all clinicians).
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        dispatch!(self.count())
+    }
+}
+
+/// A row as both backends return it (every value as text), before parsing ids,
+/// statuses and timestamps.
+#[derive(FromRow)]
+struct RecordingRow {
+    id: String,
+    patient_id: String,
+    clinician_id: String,
+    audio_file_path: Option<String>,
+    audio_file_size: Option<i64>,
+    duration_seconds: Option<i64>,
+    status: String,
+    error_message: Option<String>,
+    retry_count: i64,
+    created_at: String,
+    updated_at: String,
+    uploaded_at: Option<String>,
+    processed_at: Option<String>,
+    transcript: Option<String>,
+    verification_results: Option<String>,
+}
+
+impl TryFrom<RecordingRow> for Recording {
+    type Error = StoreError;
+
+    fn try_from(row: RecordingRow) -> Result<Self, Self::Error> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("recording {}: {what}: {e}", row.id))
+        };
+        let ts = |s: &str| Timestamp::parse(s).map_err(|e| corrupt("timestamp", &e));
+        let opt_ts = |s: &Option<String>| s.as_deref().map(ts).transpose();
+        Ok(Recording {
+            id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
+            status: row.status.parse().map_err(|e| corrupt("status", &e))?,
+            created_at: ts(&row.created_at)?,
+            updated_at: ts(&row.updated_at)?,
+            uploaded_at: opt_ts(&row.uploaded_at)?,
+            processed_at: opt_ts(&row.processed_at)?,
+            verification_results: row
+                .verification_results
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("verification_results", &e))?,
+            patient_id: row.patient_id,
+            clinician_id: row.clinician_id,
+            audio_file_path: row.audio_file_path,
+            audio_file_size: row.audio_file_size,
+            duration_seconds: row.duration_seconds,
+            error_message: row.error_message,
+            retry_count: row.retry_count,
+            transcript: row.transcript,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor {
+            created_at: Timestamp::parse("2026-11-27T23:53:30.306917Z").unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "abc", "!!!!", &URL_SAFE_NO_PAD.encode([0u8; 10])] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The `recordings` SQL for PostgreSQL.
+//!
+//! Rows come back in the same text form as from SQLite (ids hyphenated,
+//! timestamps `2026-11-27T23:53:30.306917Z`), so both backends share
+//! [`RecordingRow`] and its checks; values go in as text and are cast to the
+//! native types (`uuid`, `timestamptz`, `jsonb`) by the statements.
+
+use uuid::Uuid;
+
+use super::{Cursor, ListQuery, Page, RecordingRow, StoreError};
+use crate::db::postgres::PgDatabase;
+use crate::recordings::model::{Recording, RecordingStatus};
+use crate::timestamp::Timestamp;
+
+/// A `timestamptz` column as the API's text (UTC, microseconds, `Z`).
+macro_rules! ts {
+    ($col:literal) => {
+        concat!(
+            "to_char(",
+            $col,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+
+/// The 15 columns as text, in [`RecordingRow`] order.
+macro_rules! columns {
+    () => {
+        concat!(
+            "id::text AS id, patient_id, clinician_id, audio_file_path, audio_file_size, \
+             duration_seconds, status, error_message, retry_count, ",
+            ts!("created_at"),
+            " AS created_at, ",
+            ts!("updated_at"),
+            " AS updated_at, ",
+            ts!("uploaded_at"),
+            " AS uploaded_at, ",
+            ts!("processed_at"),
+            " AS processed_at, transcript, verification_results::text AS verification_results"
+        )
+    };
+}
+
+/// A clinician's page: the filter's own parameters come after the clinician,
+/// the limit last.
+macro_rules! list_sql {
+    ($filter:literal, $limit:literal) => {
+        concat!(
+            "SELECT ",
+            columns!(),
+            " FROM recordings WHERE clinician_id = $1",
+            $filter,
+            " ORDER BY created_at DESC, id DESC LIMIT ",
+            $limit
+        )
+    };
+}
+
+const GET: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM recordings WHERE id = $1::uuid"
+);
+const LIST: &str = list_sql!("", "$2");
+const LIST_BY_STATUS: &str = list_sql!(" AND status = $2", "$3");
+const LIST_AFTER: &str = list_sql!(" AND (created_at, id) < ($2::timestamptz, $3::uuid)", "$4");
+const LIST_BY_STATUS_AFTER: &str = list_sql!(
+    " AND status = $2 AND (created_at, id) < ($3::timestamptz, $4::uuid)",
+    "$5"
+);
+const UPDATE_STATUS: &str = concat!(
+    "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, \
+     processed_at = CASE WHEN $4 THEN $3::timestamptz ELSE processed_at END \
+     WHERE id = $5::uuid RETURNING ",
+    columns!()
+);
+/// Many rows in one statement: one array per column, unnested into rows.
+const INSERT_MANY: &str = "INSERT INTO recordings (id, patient_id, clinician_id, audio_file_path, \
+     audio_file_size, duration_seconds, status, error_message, retry_count, created_at, \
+     updated_at, uploaded_at, processed_at, transcript, verification_results) \
+     SELECT id::uuid, patient_id, clinician_id, audio_file_path, audio_file_size, \
+     duration_seconds, status, error_message, retry_count, created_at::timestamptz, \
+     updated_at::timestamptz, uploaded_at::timestamptz, processed_at::timestamptz, transcript, \
+     verification_results::jsonb \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
+     $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], \
+     $14::text[], $15::text[]) AS r(id, patient_id, clinician_id, audio_file_path, \
+     audio_file_size, duration_seconds, status, error_message, retry_count, created_at, \
+     updated_at, uploaded_at, processed_at, transcript, verification_results)";
+
+/// Reads and writes recordings in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgRecordings {
+    db: PgDatabase,
+}
+
+impl PgRecordings {
+    /// A store over `db`.
+    pub fn new(db: PgDatabase) -> Self {
+        Self { db }
+    }
+
+    /// Inserts one complete recording (PostgreSQL batches concurrent commits itself).
+    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
+        self.insert_batch(std::slice::from_ref(r)).await
+    }
+
+    /// Inserts many complete recordings in one statement: all or none.
+    pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
+        if recordings.is_empty() {
+            return Ok(());
+        }
+        let text =
+            |f: fn(&Recording) -> Option<String>| recordings.iter().map(f).collect::<Vec<_>>();
+        let int = |f: fn(&Recording) -> Option<i64>| recordings.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT_MANY)
+            .bind(text(|r| Some(r.id.hyphenated().to_string())))
+            .bind(text(|r| Some(r.patient_id.clone())))
+            .bind(text(|r| Some(r.clinician_id.clone())))
+            .bind(text(|r| r.audio_file_path.clone()))
+            .bind(int(|r| r.audio_file_size))
+            .bind(int(|r| r.duration_seconds))
+            .bind(text(|r| Some(r.status.as_str().to_owned())))
+            .bind(text(|r| r.error_message.clone()))
+            .bind(int(|r| Some(r.retry_count)))
+            .bind(text(|r| Some(r.created_at.to_string())))
+            .bind(text(|r| Some(r.updated_at.to_string())))
+            .bind(text(|r| r.uploaded_at.map(|t| t.to_string())))
+            .bind(text(|r| r.processed_at.map(|t| t.to_string())))
+            .bind(text(|r| r.transcript.clone()))
+            .bind(text(|r| {
+                r.verification_results.as_ref().map(|v| v.to_string())
+            }))
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The recording with this id.
+    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
+        let row: RecordingRow = sqlx::query_as(GET)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row.try_into()
+    }
+
+    /// The recording with this id as the API's JSON object.
+    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
+        let recording = self.get(id).await?;
+        serde_json::to_string(&recording).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// One page of a clinician's recordings, newest first.
+    pub async fn list_for_clinician(
+        &self,
+        clinician_id: &str,
+        query: ListQuery,
+    ) -> Result<Page, StoreError> {
+        let sql = match (query.status.is_some(), query.after.is_some()) {
+            (false, false) => LIST,
+            (true, false) => LIST_BY_STATUS,
+            (false, true) => LIST_AFTER,
+            (true, true) => LIST_BY_STATUS_AFTER,
+        };
+        let mut q = sqlx::query_as::<_, RecordingRow>(sql).bind(clinician_id);
+        if let Some(status) = query.status {
+            q = q.bind(status.as_str());
+        }
+        if let Some(after) = query.after {
+            q = q
+                .bind(after.created_at.to_string())
+                .bind(after.id.hyphenated().to_string());
+        }
+        // One row beyond the page says whether another page follows.
+        let rows = q
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut recordings = rows
+            .into_iter()
+            .map(Recording::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = recordings.len() > query.limit as usize;
+        recordings.truncate(query.limit as usize);
+        let next = match recordings.last() {
+            Some(last) if more => Some(Cursor {
+                created_at: last.created_at,
+                id: last.id,
+            }),
+            _ => None,
+        };
+        let json =
+            serde_json::to_string(&recordings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Page { json, next })
+    }
+
+    /// Sets a recording's status; see [`super::RecordingStore::update_status`].
+    pub async fn update_status(
+        &self,
+        id: Uuid,
+        status: RecordingStatus,
+        error_message: Option<&str>,
+    ) -> Result<Recording, StoreError> {
+        let row: RecordingRow = sqlx::query_as(UPDATE_STATUS)
+            .bind(status.as_str())
+            .bind(error_message)
+            .bind(Timestamp::now().to_string())
+            .bind(status.is_final())
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        row.try_into()
+    }
+
+    /// `(status, count)` for every status present.
+    pub async fn count_by_status_raw(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
+                .fetch_all(self.db.pool())
+                .await?,
+        )
+    }
+
+    /// Recordings per clinician, by clinician id.
+    pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id ORDER BY clinician_id COLLATE \"C\"",
+        )
+        .fetch_all(self.db.pool())
+        .await?)
+    }
+
+    /// Number of recordings (all clinicians).
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM recordings")
+            .fetch_one(self.db.pool())
+            .await?)
+    }
+}
