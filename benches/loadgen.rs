@@ -502,7 +502,10 @@ async fn open_store(db: &Path) -> (SqliteDatabase, RecordingStore) {
     let database = SqliteDatabase::open(&DatabaseSettings::sqlite(db))
         .await
         .expect("open");
-    (database.clone(), RecordingStore::new(database))
+    (
+        database.clone(),
+        RecordingStore::new(clinscribe::db::Database::Sqlite(database)),
+    )
 }
 
 /// Sequential one-insert-per-transaction creates, ops/s.

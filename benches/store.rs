@@ -21,9 +21,13 @@ fn store_paths(c: &mut Criterion) {
         let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("bench.db")))
             .await
             .expect("open");
-        let store = RecordingStore::new(db);
+        let store = RecordingStore::new(clinscribe::db::Database::Sqlite(db));
         let rows = Generator::new(100_000, Timestamp::now(), 1).next_batch(100_000);
-        let mut loader = store.bulk_loader().await.expect("loader");
+        let mut loader = store
+            .bulk_loader()
+            .await
+            .expect("loader")
+            .expect("SQLite has a bulk loader");
         loader.push(&rows).await.expect("load");
         loader.finish().await.expect("indexes");
         (store, rows.iter().map(|r| r.id).collect::<Vec<_>>())

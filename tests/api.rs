@@ -18,20 +18,16 @@ fn detail_types(body: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
-#[tokio::test]
-async fn health_reports_the_database() {
-    let app = TestApp::new().await;
+async fn health_reports_the_database(app: TestApp) {
     let r = app.get("/api/v1/health").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "healthy");
     assert_eq!(r.body["components"]["pwa"], "ok");
     assert_eq!(r.body["components"]["database"], "ok");
-    assert_eq!(r.body["backend"], "sqlite");
+    assert_eq!(r.body["backend"], app.backend.name());
 }
 
-#[tokio::test]
-async fn health_is_503_when_the_database_is_unusable() {
-    let app = TestApp::new().await;
+async fn health_is_503_when_the_database_is_unusable(app: TestApp) {
     app.state.db.close().await;
     let r = app.get("/api/v1/health").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -50,9 +46,7 @@ async fn health_is_503_when_the_database_is_unusable() {
     assert!(create.headers.contains_key("retry-after"));
 }
 
-#[tokio::test]
-async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones() {
-    let app = TestApp::new().await;
+async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones(app: TestApp) {
     let r = app
         .post_json(
             RECORDINGS,
@@ -85,9 +79,7 @@ async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones()
     assert_eq!(fetched.body, r.body);
 }
 
-#[tokio::test]
-async fn get_accepts_unhyphenated_and_upper_case_ids() {
-    let app = TestApp::new().await;
+async fn get_accepts_unhyphenated_and_upper_case_ids(app: TestApp) {
     let created = app.create("p", 5).await;
     let id = created["id"].as_str().unwrap();
     for form in [
@@ -101,9 +93,7 @@ async fn get_accepts_unhyphenated_and_upper_case_ids() {
     }
 }
 
-#[tokio::test]
-async fn get_unknown_is_404_and_malformed_is_422() {
-    let app = TestApp::new().await;
+async fn get_unknown_is_404_and_malformed_is_422(app: TestApp) {
     let r = app
         .get(&format!(
             "{RECORDINGS}/6f1c1f0e-7b2a-4c39-9d0e-0a1b2c3d4e5f"
@@ -125,9 +115,7 @@ async fn get_unknown_is_404_and_malformed_is_422() {
     }
 }
 
-#[tokio::test]
-async fn bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing() {
-    let app = TestApp::new().await;
+async fn bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing(app: TestApp) {
     let body = |p: &str| json!(["body", p]);
     // (name, content type, body, expected issues); every case is a 422.
     type Case<'a> = (&'a str, Option<&'a str>, &'a str, Vec<(&'a str, Value)>);
@@ -302,9 +290,7 @@ async fn bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing() {
     assert_eq!(app.row_count().await, 0, "no bad request wrote anything");
 }
 
-#[tokio::test]
-async fn create_without_content_type_is_read_as_json() {
-    let app = TestApp::new().await;
+async fn create_without_content_type_is_read_as_json(app: TestApp) {
     let r = app
         .send(
             Method::POST,
@@ -317,9 +303,7 @@ async fn create_without_content_type_is_read_as_json() {
     assert_eq!(r.body["duration_seconds"], 12);
 }
 
-#[tokio::test]
-async fn list_filters_by_status_and_rejects_unknown_statuses() {
-    let app = TestApp::new().await;
+async fn list_filters_by_status_and_rejects_unknown_statuses(app: TestApp) {
     let a = app.create("p1", 1).await;
     let b = app.create("p2", 2).await;
     let id_b = uuid::Uuid::parse_str(b["id"].as_str().unwrap()).unwrap();
@@ -366,9 +350,7 @@ async fn list_filters_by_status_and_rejects_unknown_statuses() {
     }
 }
 
-#[tokio::test]
-async fn list_pages_are_bounded_and_linked_with_a_cursor() {
-    let app = TestApp::new().await;
+async fn list_pages_are_bounded_and_linked_with_a_cursor(app: TestApp) {
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(app.create(&format!("p{i}"), i).await["id"].clone());
@@ -419,9 +401,7 @@ async fn list_pages_are_bounded_and_linked_with_a_cursor() {
     }
 }
 
-#[tokio::test]
-async fn routing_errors_match_fastapi() {
-    let app = TestApp::new().await;
+async fn routing_errors_match_fastapi(app: TestApp) {
     let r = app.get("/api/v1/recordings/?status=pending").await;
     assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(r.headers["location"], "/api/v1/recordings?status=pending");
@@ -441,10 +421,22 @@ async fn routing_errors_match_fastapi() {
     assert_eq!(r.body, json!({"detail": "Not Found"}));
 }
 
-#[tokio::test]
-async fn every_response_carries_a_request_id() {
-    let app = TestApp::new().await;
+async fn every_response_carries_a_request_id(app: TestApp) {
     let r = app.get("/api/v1/health").await;
     let id = r.headers["x-request-id"].to_str().unwrap();
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
 }
+
+crate::on_both_backends!(
+    health_reports_the_database,
+    health_is_503_when_the_database_is_unusable,
+    create_returns_201_with_all_fields_and_ignores_client_controlled_ones,
+    get_accepts_unhyphenated_and_upper_case_ids,
+    get_unknown_is_404_and_malformed_is_422,
+    bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing,
+    create_without_content_type_is_read_as_json,
+    list_filters_by_status_and_rejects_unknown_statuses,
+    list_pages_are_bounded_and_linked_with_a_cursor,
+    routing_errors_match_fastapi,
+    every_response_carries_a_request_id,
+);

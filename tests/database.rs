@@ -3,8 +3,8 @@
 mod common;
 
 use clinscribe::config::{DatabaseSettings, SqliteSynchronous};
-use clinscribe::db::SqliteDatabase;
 use clinscribe::db::migrations::{self, MigrationState};
+use clinscribe::db::{Database, SqliteDatabase};
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqlitePool};
 
@@ -83,7 +83,7 @@ async fn synchronous_full_is_a_setting() {
 async fn bundled_sqlite_is_recent_enough() {
     let app = common::TestApp::new().await;
     let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-        .fetch_one(app.state.db.readers())
+        .fetch_one(app.sqlite().readers())
         .await
         .unwrap();
     let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
@@ -97,7 +97,7 @@ async fn bundled_sqlite_is_recent_enough() {
 async fn readers_cannot_write() {
     let app = common::TestApp::new().await;
     let err = sqlx::query("DELETE FROM recordings")
-        .execute(app.state.db.readers())
+        .execute(app.sqlite().readers())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("readonly"), "{err}");
@@ -111,14 +111,18 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
     let db = SqliteDatabase::open_without_migrating(&settings)
         .await
         .unwrap();
-    let before = migrations::status(&db).await.unwrap();
+    let before = migrations::status(&Database::Sqlite(db.clone()))
+        .await
+        .unwrap();
     assert!(!before.is_empty());
     assert!(before.iter().all(|m| m.state == MigrationState::Pending));
     assert!(before.iter().all(|m| m.checksum.len() == 96), "sha384 hex");
     db.close().await;
 
     let db = SqliteDatabase::open(&settings).await.unwrap();
-    let after = migrations::status(&db).await.unwrap();
+    let after = migrations::status(&Database::Sqlite(db.clone()))
+        .await
+        .unwrap();
     assert!(after.iter().all(|m| m.state == MigrationState::Applied));
     let columns: Vec<String> =
         sqlx::query_scalar("SELECT name FROM pragma_table_info('recordings') ORDER BY cid")
@@ -183,7 +187,12 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(applied as usize, after.len());
-    assert_eq!(migrations::status(&db).await.unwrap(), after);
+    assert_eq!(
+        migrations::status(&Database::Sqlite(db.clone()))
+            .await
+            .unwrap(),
+        after
+    );
 }
 
 /// `EXPLAIN QUERY PLAN` of the hot queries: an index, never a full scan.
@@ -209,7 +218,7 @@ async fn hot_queries_use_their_indexes() {
             q = q.bind("x");
         }
         let plan: Vec<String> = q
-            .fetch_all(app.state.db.readers())
+            .fetch_all(app.sqlite().readers())
             .await
             .unwrap()
             .into_iter()
@@ -241,7 +250,7 @@ async fn hot_queries_use_their_indexes() {
 async fn the_wal_is_checkpointed_in_the_background() {
     let app = common::TestApp::new().await;
     let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-        .fetch_one(app.state.db.writer())
+        .fetch_one(app.sqlite().writer())
         .await
         .unwrap();
     assert_eq!(autocheckpoint, 0);

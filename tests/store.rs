@@ -1,4 +1,5 @@
-//! The recordings store against a real SQLite file.
+//! The recordings store against a real SQLite file, and a fresh PostgreSQL
+//! database when `PWA_TEST_POSTGRES_URL` is set.
 
 mod common;
 
@@ -27,9 +28,7 @@ fn all(status: Option<RecordingStatus>) -> ListQuery {
     }
 }
 
-#[tokio::test]
-async fn create_then_get_returns_the_same_recording() {
-    let app = TestApp::new().await;
+async fn create_then_get_returns_the_same_recording(app: TestApp) {
     let store = &app.state.recordings;
     let created = store
         .create("clinician-1", new("patient-001", 120))
@@ -45,16 +44,12 @@ async fn create_then_get_returns_the_same_recording() {
     assert_eq!(fetched, created);
 }
 
-#[tokio::test]
-async fn get_of_an_unknown_id_is_not_found() {
-    let app = TestApp::new().await;
+async fn get_of_an_unknown_id_is_not_found(app: TestApp) {
     let err = app.state.recordings.get(Uuid::new_v4()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
 
-#[tokio::test]
-async fn list_is_per_clinician_newest_first_and_filters_by_status() {
-    let app = TestApp::new().await;
+async fn list_is_per_clinician_newest_first_and_filters_by_status(app: TestApp) {
     let store = &app.state.recordings;
     let mut mine = Vec::new();
     for i in 0..5 {
@@ -97,9 +92,7 @@ async fn list_is_per_clinician_newest_first_and_filters_by_status() {
     assert_eq!(nobody.json, "[]");
 }
 
-#[tokio::test]
-async fn keyset_pages_cover_everything_exactly_once() {
-    let app = TestApp::new().await;
+async fn keyset_pages_cover_everything_exactly_once(app: TestApp) {
     let store = &app.state.recordings;
     let mut created = Vec::new();
     for i in 0..23 {
@@ -140,9 +133,7 @@ async fn keyset_pages_cover_everything_exactly_once() {
     assert_eq!(seen, created);
 }
 
-#[tokio::test]
-async fn update_status_maintains_timestamps_and_error_message() {
-    let app = TestApp::new().await;
+async fn update_status_maintains_timestamps_and_error_message(app: TestApp) {
     let store = &app.state.recordings;
     let r = store.create("alice", new("p", 10)).await.unwrap();
 
@@ -177,9 +168,7 @@ async fn update_status_maintains_timestamps_and_error_message() {
     assert!(matches!(err, StoreError::NotFound));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed() {
-    let app = TestApp::new().await;
+async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed(app: TestApp) {
     let store: RecordingStore = app.state.recordings.clone();
     let tasks: Vec<_> = (0..16)
         .map(|t| {
@@ -209,15 +198,14 @@ async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed() {
     assert_eq!(store.count().await.unwrap(), 1008);
 }
 
-/// The API's JSON is built by SQLite (`json_object`); it must be exactly what
-/// serde makes of the same recording, for every kind of content.
-#[tokio::test]
-async fn json_built_by_sqlite_equals_the_serde_representation() {
+/// The API's JSON is built by the database (SQLite's `json_object`) or from
+/// its text columns (PostgreSQL); it must be exactly what serde makes of the
+/// same recording, for every kind of content.
+async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
     use clinscribe::recordings::Recording;
     use clinscribe::timestamp::Timestamp;
     use serde_json::json;
 
-    let app = TestApp::new().await;
     let store = &app.state.recordings;
     let t = |s: &str| Timestamp::parse(s).unwrap();
     let odd = Recording {
@@ -274,9 +262,7 @@ async fn json_built_by_sqlite_equals_the_serde_representation() {
 
 /// Creates that arrive together share one commit; a row that breaks a
 /// constraint fails alone and the others are stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_row_in_a_group_commit_fails_alone() {
-    let app = TestApp::new().await;
+async fn a_bad_row_in_a_group_commit_fails_alone(app: TestApp) {
     let store = app.state.recordings.clone();
     let first = store.create("alice", new("p-0", 1)).await.unwrap();
     let mut tasks = Vec::new();
@@ -297,3 +283,14 @@ async fn a_bad_row_in_a_group_commit_fails_alone() {
     assert_eq!(failures, 1);
     assert_eq!(store.count().await.unwrap(), 40);
 }
+
+crate::on_both_backends!(
+    json_from_the_store_equals_the_serde_representation,
+    create_then_get_returns_the_same_recording,
+    get_of_an_unknown_id_is_not_found,
+    list_is_per_clinician_newest_first_and_filters_by_status,
+    keyset_pages_cover_everything_exactly_once,
+    update_status_maintains_timestamps_and_error_message,
+    a_thousand_concurrent_creates_from_16_tasks_all_succeed,
+    a_bad_row_in_a_group_commit_fails_alone,
+);

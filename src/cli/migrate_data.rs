@@ -53,6 +53,9 @@ pub(super) async fn run(
     to: DatabaseSettings,
     args: MigrateDataArgs,
 ) -> anyhow::Result<ExitCode> {
+    if std::mem::discriminant(&from.url) == std::mem::discriminant(&to.url) {
+        return Err(transfer::TransferError::SameBackend.into());
+    }
     // No server may write to an SQLite side while it is copied (or replaced).
     let mut _locks = Vec::new();
     for settings in [&from, &to] {

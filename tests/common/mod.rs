@@ -1,6 +1,9 @@
-//! Test harness: the app over a real SQLite file in a temp dir, driven through
-//! the router in-process ([`TestApp`]), or the real binary as a child process
-//! ([`ServerProcess`]) where restarts and crashes matter.
+//! Test harness: the app over a real SQLite file in a temp dir, or over a fresh
+//! PostgreSQL database ([`PgTestDb`], when `PWA_TEST_POSTGRES_URL` is set),
+//! driven through the router in-process ([`TestApp`]), or the real binary as a
+//! child process ([`ServerProcess`]) where restarts and crashes matter.
+//!
+//! [`on_both_backends!`] runs a test on each backend.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
@@ -12,16 +15,154 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use clinscribe::AppState;
 use clinscribe::config::DatabaseSettings;
-use clinscribe::db::SqliteDatabase;
+use clinscribe::db::{Database, SqliteDatabase};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// The app on a fresh database file, driven in-process.
+/// Where PostgreSQL tests connect to create their databases.
+pub const POSTGRES_URL_VAR: &str = "PWA_TEST_POSTGRES_URL";
+
+/// Runs each listed `async fn name(app: TestApp)` as two tests, `sqlite::name`
+/// and `postgres::name`; the PostgreSQL one is skipped, saying so, when
+/// `PWA_TEST_POSTGRES_URL` is not set.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::common::TestApp::on(super::common::Backend::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if super::common::postgres_or_skip(stringify!($name)).is_some() {
+                        super::$name(super::common::TestApp::on(super::common::Backend::Postgres).await).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A database backend under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// As `/api/v1/health` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// `PWA_TEST_POSTGRES_URL`, or None after telling the test output that `test` is skipped.
+pub fn postgres_or_skip(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            use std::io::Write as _;
+            // Straight to stderr: libtest captures only print!/eprint!, and a
+            // skip must be visible in the output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test} on PostgreSQL: {POSTGRES_URL_VAR} is not set"
+            );
+            None
+        }
+    }
+}
+
+/// A PostgreSQL database created for one test and dropped when this is dropped.
+pub struct PgTestDb {
+    /// URL of the new database.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgTestDb {
+    /// Creates `clinscribe_test_<random>` on the server of `admin_url`.
+    pub async fn create(admin_url: &str) -> Self {
+        use sqlx::Connection as _;
+        let name = format!("clinscribe_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to PWA_TEST_POSTGRES_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        Self {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on: a
+        // thread of its own with a small runtime does the DROP.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection as _;
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// `postgres://u@h:5432/db?x` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{root}/{name}{query}")
+}
+
+/// The app on a fresh database, driven in-process.
 pub struct TestApp {
     pub state: AppState,
     pub router: axum::Router,
     pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    /// The PostgreSQL database, dropped after the app (fields drop in order).
+    pub pg: Option<PgTestDb>,
 }
 
 /// A response, decoded.
@@ -34,16 +175,42 @@ pub struct TestResponse {
 }
 
 impl TestApp {
+    /// On SQLite.
     pub async fn new() -> Self {
+        Self::on(Backend::Sqlite).await
+    }
+
+    /// On `backend` (PostgreSQL: panics unless `PWA_TEST_POSTGRES_URL` is set;
+    /// see [`postgres_or_skip`]).
+    pub async fn on(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("clinical.db")))
-            .await
-            .expect("open database");
+        let (settings, pg) = match backend {
+            Backend::Sqlite => (
+                DatabaseSettings::sqlite(dir.path().join("clinical.db")),
+                None,
+            ),
+            Backend::Postgres => {
+                let admin = std::env::var(POSTGRES_URL_VAR).expect(POSTGRES_URL_VAR);
+                let pg = PgTestDb::create(&admin).await;
+                (DatabaseSettings::postgres(pg.url.clone()), Some(pg))
+            }
+        };
+        let db = Database::open(&settings).await.expect("open database");
         let state = AppState::new(db);
         Self {
             router: clinscribe::router(state.clone()),
             state,
             dir,
+            backend,
+            pg,
+        }
+    }
+
+    /// The SQLite database (panics on PostgreSQL).
+    pub fn sqlite(&self) -> &SqliteDatabase {
+        match &self.state.db {
+            Database::Sqlite(db) => db,
+            Database::Postgres(_) => panic!("this test needs SQLite"),
         }
     }
 
@@ -129,12 +296,14 @@ impl ServerProcess {
     }
 
     pub fn start_with_env(db_path: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_url(&format!("sqlite://{}", db_path.display()), env)
+    }
+
+    /// Starts `clinscribe serve` on the database at `database_url`.
+    pub fn start_url(database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary())
             .args(["serve", "--bind", "127.0.0.1:0"])
-            .env(
-                "PWA_DATABASE_URL",
-                format!("sqlite://{}", db_path.display()),
-            )
+            .env("PWA_DATABASE_URL", database_url)
             .env("PWA_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -239,13 +408,19 @@ pub struct CliOutput {
 
 /// Runs `clinscribe ARGS` against the database at `db_path`, in `db_path`'s directory.
 pub fn run_cli(db_path: &Path, args: &[&str]) -> CliOutput {
+    run_cli_url(
+        &format!("sqlite://{}", db_path.display()),
+        db_path.parent().expect("db dir"),
+        args,
+    )
+}
+
+/// Runs `clinscribe ARGS` against `database_url`, in `dir`.
+pub fn run_cli_url(database_url: &str, dir: &Path, args: &[&str]) -> CliOutput {
     let out = Command::new(binary())
         .args(args)
-        .current_dir(db_path.parent().expect("db dir"))
-        .env(
-            "PWA_DATABASE_URL",
-            format!("sqlite://{}", db_path.display()),
-        )
+        .current_dir(dir)
+        .env("PWA_DATABASE_URL", database_url)
         .env("PWA_LOG", "warn")
         .output()
         .expect("run clinscribe");
@@ -263,7 +438,7 @@ pub async fn all_recordings(path: &Path) -> Vec<Value> {
         .fetch_all(db.readers())
         .await
         .expect("ids");
-    let store = clinscribe::recordings::RecordingStore::new(db.clone());
+    let store = clinscribe::recordings::RecordingStore::new(Database::Sqlite(db.clone()));
     let mut out = Vec::new();
     for id in ids {
         let r = store
