@@ -70,22 +70,27 @@ async fn run(db: SqliteDatabase, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for the whole batch, written with one multi-row INSERT. If
-/// that statement hits a constraint (SQLite undoes just the statement), the rows
-/// go in one by one, so only the offending row fails; a failed commit fails all.
+/// One transaction for the whole batch, written with multi-row INSERTs inside a
+/// savepoint. If one of them hits a constraint, the savepoint is rolled back
+/// (undoing the statements that did succeed: a batch may take several) and the
+/// rows go in one by one, so only the offending row fails; a failed commit
+/// fails all.
 async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
     let mut tx = match db.begin_write().await {
         Ok(tx) => tx,
-        Err(e) => {
-            let e = Arc::new(e);
-            for job in batch.drain(..) {
-                let _ = job.done.send(Err(StoreError::batch(&e)));
-            }
-            return;
-        }
+        Err(e) => return fail_all(batch, e),
     };
     let rows: Vec<&Recording> = batch.iter().map(|job| &job.recording).collect();
-    let all_at_once = insert_many(&mut tx, &rows).await;
+    let all_at_once = match sqlx::Connection::begin(&mut *tx).await {
+        Ok(mut savepoint) => match insert_many(&mut savepoint, &rows).await {
+            Ok(()) => savepoint.commit().await.map_err(StoreError::from),
+            Err(e) => match savepoint.rollback().await {
+                Ok(()) => Err(e),
+                Err(rollback) => Err(StoreError::from(rollback)),
+            },
+        },
+        Err(e) => Err(StoreError::from(e)),
+    };
     let results: Vec<Result<(), StoreError>> = match all_at_once {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(StoreError::Database(e)) if is_constraint(&e) => {
@@ -98,15 +103,14 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
         Err(e) => {
             // Not the rows' fault: the transaction is unusable for all of them.
             drop(tx);
-            let e = Arc::new(match e {
-                StoreError::Database(e) | StoreError::Busy(e) => e,
-                StoreError::Closed => sqlx::Error::PoolClosed,
-                other => sqlx::Error::Protocol(other.to_string()),
-            });
-            for job in batch.drain(..) {
-                let _ = job.done.send(Err(StoreError::batch(&e)));
-            }
-            return;
+            return fail_all(
+                batch,
+                match e {
+                    StoreError::Database(e) | StoreError::Busy(e) => e,
+                    StoreError::Closed => sqlx::Error::PoolClosed,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                },
+            );
         }
     };
     match tx.commit().await {
@@ -115,11 +119,14 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
                 let _ = job.done.send(result);
             }
         }
-        Err(e) => {
-            let e = Arc::new(e);
-            for job in batch.drain(..) {
-                let _ = job.done.send(Err(StoreError::batch(&e)));
-            }
-        }
+        Err(e) => fail_all(batch, e),
+    }
+}
+
+/// Answers every job of the batch with the same error.
+fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {
+    let e = Arc::new(e);
+    for job in batch.drain(..) {
+        let _ = job.done.send(Err(StoreError::batch(&e)));
     }
 }

@@ -132,7 +132,7 @@ impl SqliteRecordings {
     /// Inserts many complete recordings in one transaction: all or none.
     pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        insert_many(&mut tx, recordings).await?;
+        insert_many(&mut *tx, recordings).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,7 +304,7 @@ pub struct BulkLoader {
 impl BulkLoader {
     /// Appends recordings.
     pub async fn push(&mut self, recordings: &[Recording]) -> Result<(), StoreError> {
-        insert_many(&mut self.tx, recordings).await
+        insert_many(&mut *self.tx, recordings).await
     }
 
     /// Rebuilds the indexes and commits.
@@ -322,10 +322,10 @@ impl BulkLoader {
 
 /// One INSERT on a transaction (the group-commit queue's fallback, row by row).
 pub(crate) async fn insert_one(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    conn: &mut sqlx::SqliteConnection,
     r: &Recording,
 ) -> Result<(), StoreError> {
-    insert_many(tx, std::slice::from_ref(r)).await
+    insert_many(conn, std::slice::from_ref(r)).await
 }
 
 /// Multi-row INSERTs of `recordings` on a transaction.
@@ -334,7 +334,7 @@ pub(crate) async fn insert_one(
 /// reuse the same handful of prepared statements instead of preparing (and
 /// evicting from sqlx's statement cache) one per length.
 pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    conn: &mut sqlx::SqliteConnection,
     recordings: &[R],
 ) -> Result<(), StoreError> {
     // The largest: 15 × 500 = 7,500 parameters, well under SQLite's 32,766.
@@ -356,7 +356,7 @@ pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
         for r in chunk {
             q = bind_recording(q, r.borrow());
         }
-        q.execute(&mut **tx).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
