@@ -10,7 +10,12 @@
 //!    HTTP/1.1 keep-alive at each concurrency, fixed warm-up and duration, N runs:
 //!    throughput, p50/p99/p99.9, errors, server CPU and peak RSS, and this
 //!    process's own CPU (client and server share the machine);
-//! 5. repeats `create` with `synchronous=full`.
+//! 5. repeats `create` with `synchronous=full`;
+//! 6. (`backends`, largest size) copies the data into PostgreSQL with
+//!    `clinscribe migrate-data` and runs get/create/list/mixed against SQLite,
+//!    one PostgreSQL instance and two PostgreSQL instances, in the same run.
+//!    PostgreSQL: `PWA_BENCH_POSTGRES_URL` (default: the project machines'
+//!    `postgres://postgres@127.0.0.1:5432/test`); a database is created and dropped.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -47,6 +52,7 @@ struct Options {
     runs: usize,
     report: bool,
     phases: Vec<String>,
+    backend_concurrency: Vec<usize>,
 }
 
 fn parse_options() -> Options {
@@ -58,7 +64,8 @@ fn parse_options() -> Options {
         eprintln!(
             "cargo bench --bench loadgen -- [--sizes 100000,1000000] [--concurrency 1,16,64,256]\n\
              \t[--workloads health,get,create,list,list-status,list-1000,list-deep,mixed]\n\
-             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full] [--no-report]"
+             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full,backends]\n\
+             \t[--backend-concurrency 16,64] [--no-report]"
         );
         std::process::exit(0);
     }
@@ -98,7 +105,11 @@ fn parse_options() -> Options {
         warmup: secs("--warmup", 2.0),
         runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
         report: !args.iter().any(|a| a == "--no-report"),
-        phases: list("--phases", "seed,storage,backup,http,full"),
+        phases: list("--phases", "seed,storage,backup,http,full,backends"),
+        backend_concurrency: list("--backend-concurrency", "16,64")
+            .iter()
+            .map(|s| s.parse().expect("--backend-concurrency"))
+            .collect(),
     }
 }
 
@@ -155,10 +166,14 @@ struct Server {
 
 impl Server {
     fn start(db: &Path, synchronous: &str) -> Self {
+        Self::start_url(&format!("sqlite://{}", db.display()), synchronous)
+    }
+
+    fn start_url(url: &str, synchronous: &str) -> Self {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_clinscribe"))
             .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("PWA_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("PWA_DATABASE_URL", url)
             .env("PWA_SQLITE_SYNCHRONOUS", synchronous)
             // Request logging stays on (it is part of the product); to a pipe we drain.
             .env("PWA_LOG", "info")
@@ -242,7 +257,8 @@ async fn connect(addr: &str) -> Sender {
 }
 
 struct Shared {
-    addr: String,
+    /// Worker `i` talks to `addrs[i % addrs.len()]` (several instances: round robin).
+    addrs: Vec<String>,
     ids: Vec<String>,
     stop: AtomicBool,
     measuring: AtomicBool,
@@ -291,7 +307,8 @@ fn record(histos: &mut Histos, label: &'static str, started: Instant) {
 }
 
 async fn worker(shared: Arc<Shared>, workload: Workload, id: usize) -> Histos {
-    let mut sender = connect(&shared.addr).await;
+    let addr = shared.addrs[id % shared.addrs.len()].clone();
+    let mut sender = connect(&addr).await;
     let mut histos = Histos::new();
     let mut rng = fastrand::Rng::with_seed(id as u64 * 7919 + 1);
     let mut n = 0u64;
@@ -378,7 +395,7 @@ async fn worker(shared: Arc<Shared>, workload: Workload, id: usize) -> Histos {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
             }
             // The connection may be unusable: start a fresh one.
-            sender = connect(&shared.addr).await;
+            sender = connect(&addr).await;
         }
     }
     histos
@@ -398,14 +415,14 @@ struct RunResult {
 }
 
 async fn run_workload(
-    server: &Server,
+    servers: &[&Server],
     ids: &[String],
     workload: Workload,
     conns: usize,
     opts: &Options,
 ) -> RunResult {
     let shared = Arc::new(Shared {
-        addr: server.addr.clone(),
+        addrs: servers.iter().map(|s| s.addr.clone()).collect(),
         ids: ids.to_vec(),
         stop: AtomicBool::new(false),
         measuring: AtomicBool::new(false),
@@ -415,18 +432,21 @@ async fn run_workload(
         .map(|i| tokio::spawn(worker(shared.clone(), workload, i)))
         .collect();
     tokio::time::sleep(opts.warmup).await;
-    let pid = server.pid();
-    let (server_cpu0, self_cpu0) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    // CPU and RSS are summed over the instances.
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    let servers_cpu = || -> f64 { pids.iter().map(|p| cpu_seconds(&p.to_string())).sum() };
+    let servers_rss = || -> f64 { pids.iter().map(|p| rss_mib(*p)).sum() };
+    let (server_cpu0, self_cpu0) = (servers_cpu(), cpu_seconds("self"));
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
-    let mut peak_rss: f64 = rss_mib(pid);
+    let mut peak_rss: f64 = servers_rss();
     while started.elapsed() < opts.duration {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        peak_rss = peak_rss.max(rss_mib(pid));
+        peak_rss = peak_rss.max(servers_rss());
     }
     shared.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
-    let (server_cpu1, self_cpu1) = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
+    let (server_cpu1, self_cpu1) = (servers_cpu(), cpu_seconds("self"));
     shared.stop.store(true, Ordering::Relaxed);
     let mut merged = Histos::new();
     for t in tasks {
@@ -798,7 +818,7 @@ async fn main() {
                 for &conns in &opts.concurrency {
                     let mut runs = Vec::new();
                     for _ in 0..opts.runs {
-                        runs.push(run_workload(&server, &ids, workload, conns, &opts).await);
+                        runs.push(run_workload(&[&server], &ids, workload, conns, &opts).await);
                     }
                     let m = median_of(&runs);
                     if workload == Workload::Health {
@@ -848,7 +868,9 @@ async fn main() {
                 let runs: Vec<RunResult> = {
                     let mut v = Vec::new();
                     for _ in 0..opts.runs {
-                        v.push(run_workload(&server, &ids, Workload::Create, conns, &opts).await);
+                        v.push(
+                            run_workload(&[&server], &ids, Workload::Create, conns, &opts).await,
+                        );
                     }
                     v
                 };
@@ -860,6 +882,10 @@ async fn main() {
                 report.emit(json!({"size": size, "phase": "http-full", "workload": "create", "connections": conns, "req_per_s": m.throughput, "p99_ms": m.p99_ms, "errors": m.errors}));
             }
             server.stop();
+        }
+
+        if has("backends") && size == *opts.sizes.iter().max().unwrap_or(&0) {
+            backends(&db, size, &ids, &opts, md, &mut report).await;
         }
     }
 
@@ -883,4 +909,101 @@ async fn main() {
             .expect("append report");
         eprintln!("appended to {}", path.display());
     }
+}
+
+// ---------------------------------------------------------------- SQLite vs PostgreSQL
+
+/// The same workloads on SQLite, one PostgreSQL instance and two, in one run.
+async fn backends(
+    db: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    use sqlx::Connection as _;
+    let admin = std::env::var("PWA_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("clinscribe_bench_{}", std::process::id());
+    let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+        md.push_str(&format!(
+            "\nSQLite vs PostgreSQL: skipped, no PostgreSQL at {admin}\n"
+        ));
+        return;
+    };
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .expect("create bench database");
+    let root = admin.rsplit_once('/').map_or(admin.as_str(), |(r, _)| r);
+    let pg_url = format!("{root}/{name}");
+
+    let from = format!("sqlite://{}", db.display());
+    let (out, took) = cli(db, &["migrate-data", "--from", &from, "--to", &pg_url]);
+    assert!(out.contains("verified"), "migrate-data: {out}");
+    let rate = size as f64 / took.as_secs_f64();
+    report.emit(json!({"size": size, "phase": "migrate-data", "rows_per_s": rate, "seconds": took.as_secs_f64()}));
+    md.push_str(&format!(
+        "\n#### SQLite vs PostgreSQL ({size} recordings)\n\n\
+         PostgreSQL {} on the same machine (default settings, pool of 16 per instance), \
+         loaded with `clinscribe migrate-data`: {:.1} s, **{rate:.0} rows/s** (copy + verification).\n\n\
+         | workload | conns | SQLite req/s | p99 ms | PG ×1 req/s | p99 ms | PG ×2 req/s | p99 ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        postgres_version(&mut conn).await,
+        took.as_secs_f64()
+    ));
+
+    let sqlite = Server::start(db, "normal");
+    let pg1 = Server::start_url(&pg_url, "normal");
+    let pg2 = Server::start_url(&pg_url, "normal");
+    let setups: [(&str, Vec<&Server>); 3] = [
+        ("sqlite", vec![&sqlite]),
+        ("postgres-1", vec![&pg1]),
+        ("postgres-2", vec![&pg1, &pg2]),
+    ];
+    for workload in [
+        Workload::Get,
+        Workload::Create,
+        Workload::List,
+        Workload::Mixed,
+    ] {
+        for &conns in &opts.backend_concurrency {
+            let mut row = format!("| {} | {conns} ", workload.name());
+            for (setup, servers) in &setups {
+                let mut runs = Vec::new();
+                for _ in 0..opts.runs {
+                    runs.push(run_workload(servers, ids, workload, conns, opts).await);
+                }
+                let m = median_of(&runs);
+                row.push_str(&format!("| {:.0} | {:.2} ", m.throughput, m.p99_ms));
+                if m.errors > 0 {
+                    row.push_str(&format!("({} errors) ", m.errors));
+                }
+                report.emit(json!({
+                    "size": size, "phase": "backends", "setup": setup, "workload": workload.name(),
+                    "connections": conns, "req_per_s": m.throughput, "p50_ms": m.p50_ms,
+                    "p99_ms": m.p99_ms, "errors": m.errors, "server_cpu_pct": m.server_cpu_pct,
+                    "server_peak_rss_mib": m.server_peak_rss_mib,
+                }));
+            }
+            row.push_str("|\n");
+            md.push_str(&row);
+        }
+    }
+    sqlite.stop();
+    pg1.stop();
+    pg2.stop();
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(drop_db))
+        .execute(&mut conn)
+        .await;
+}
+
+async fn postgres_version(conn: &mut sqlx::PgConnection) -> String {
+    sqlx::query_scalar::<_, String>("SHOW server_version")
+        .fetch_one(conn)
+        .await
+        .unwrap_or_default()
 }

@@ -142,7 +142,7 @@ async fn migrate_data_moves_a_clinic_to_postgres_and_back_with_every_field() {
     let migrate = |from: &str, to: &str, extra: &[&str]| {
         let mut args = vec!["migrate-data", "--from", from, "--to", to, "--batch", "700"];
         args.extend_from_slice(extra);
-        run_cli_url(&from.to_owned(), dir.path(), &args)
+        run_cli_url(from, dir.path(), &args)
     };
 
     let out = migrate(&from, &pg.url, &[]);

@@ -132,7 +132,7 @@ impl SqliteRecordings {
     /// Inserts many complete recordings in one transaction: all or none.
     pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        insert_many(&mut *tx, recordings).await?;
+        insert_many(&mut tx, recordings).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,7 +304,7 @@ pub struct BulkLoader {
 impl BulkLoader {
     /// Appends recordings.
     pub async fn push(&mut self, recordings: &[Recording]) -> Result<(), StoreError> {
-        insert_many(&mut *self.tx, recordings).await
+        insert_many(&mut self.tx, recordings).await
     }
 
     /// Rebuilds the indexes and commits.
