@@ -234,6 +234,62 @@ impl DatabaseSettings {
     }
 }
 
+/// Audio storage and upload limits.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// `PWA_AUDIO_DIR`: where audio is stored.
+    pub audio_dir: PathBuf,
+    /// `PWA_MAX_UPLOAD_MB`, in bytes: the largest audio accepted.
+    pub max_bytes: u64,
+    /// `PWA_UPLOAD_EXPIRY`: chunked uploads idle this long, and files left by
+    /// uploads a crash cut off, are deleted.
+    pub expiry: std::time::Duration,
+}
+
+/// Default `PWA_AUDIO_DIR`.
+pub const DEFAULT_AUDIO_DIR: &str = "./data/audio";
+/// Default `PWA_MAX_UPLOAD_MB`.
+pub const DEFAULT_MAX_UPLOAD_MB: &str = "200";
+/// Default `PWA_UPLOAD_EXPIRY`.
+pub const DEFAULT_UPLOAD_EXPIRY: &str = "24h";
+
+impl UploadSettings {
+    /// Validates raw setting values.
+    pub fn parse(audio_dir: &str, max_upload_mb: &str, expiry: &str) -> Result<Self, ConfigError> {
+        if audio_dir.trim().is_empty() {
+            return Err(ConfigError::new(
+                "PWA_AUDIO_DIR",
+                audio_dir,
+                "expected a directory",
+            ));
+        }
+        let max_bytes = match max_upload_mb.trim().parse::<u64>() {
+            Ok(mb) if (1..=100_000).contains(&mb) => mb * 1024 * 1024,
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_MAX_UPLOAD_MB",
+                    max_upload_mb,
+                    "expected a whole number of megabytes from 1 to 100000",
+                ));
+            }
+        };
+        Ok(Self {
+            audio_dir: PathBuf::from(audio_dir),
+            max_bytes,
+            expiry: parse_interval("PWA_UPLOAD_EXPIRY", expiry)?,
+        })
+    }
+
+    /// Defaults, with audio under `dir` (handy for tests and tools).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            audio_dir: dir.into(),
+            max_bytes: 200 * 1024 * 1024,
+            expiry: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// Parses `PWA_BIND`.
 pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {

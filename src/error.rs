@@ -31,9 +31,21 @@ pub enum ApiError {
     /// 405.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
+    /// 409: the request conflicts with what is stored, or with a request in flight.
+    #[error("{0}")]
+    Conflict(String),
     /// 413: the body is larger than the limit (bytes).
     #[error("Request body too large: the limit is {0} bytes")]
     PayloadTooLarge(usize),
+    /// 415: the body is not of a supported type.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 416: a `Range` beyond the end of the resource (its length).
+    #[error("Range not satisfiable: the audio is {0} bytes long")]
+    RangeNotSatisfiable(u64),
+    /// 422 with a message rather than per-field issues.
+    #[error("{0}")]
+    Unprocessable(String),
     /// 503: a dependency (the database) cannot serve requests now.
     #[error("{0}")]
     Unavailable(String),
@@ -95,7 +107,11 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,6 +138,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Self::RangeNotSatisfiable(len) = self
+            && let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}"))
+        {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
         response
     }
 }
@@ -135,6 +156,7 @@ impl From<StoreError> for ApiError {
                 Self::Unavailable("The database is busy; retry shortly".into())
             }
             StoreError::Closed => Self::Unavailable("The database is not available".into()),
+            StoreError::Duplicate(_) => Self::Conflict("The recording already exists".into()),
             other => Self::Internal(other.into()),
         }
     }

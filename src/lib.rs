@@ -5,14 +5,17 @@
 //! - [`http`]: the router, shared state and the server's life cycle;
 //! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
 
+pub mod audio;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod idempotency;
 pub mod identity;
 pub mod recordings;
 pub mod timestamp;
+pub mod uploads;
 
 pub use http::{AppState, router, serve};

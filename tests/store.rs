@@ -203,6 +203,7 @@ async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed(app: TestApp) {
 /// same recording, for every kind of content.
 async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
     use clinscribe::recordings::Recording;
+    use clinscribe::recordings::model::UploadDetails;
     use clinscribe::timestamp::Timestamp;
     use serde_json::json;
 
@@ -227,6 +228,14 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
             "score": 0.93, "tiny": 1e-7, "big": 12345678901234567u64, "neg": -0.5,
             "issues": [], "nested": {"a": [1, 2.5, null, true, "x\u{2713}"]}, "note": "ok ✓"
         })),
+        upload: UploadDetails {
+            local_storage_key: Some(Uuid::new_v4()),
+            draft_transcript: Some("draft \u{1F600}".into()),
+            final_transcript: Some("final".into()),
+            upload_attempts: 3,
+            audio_sha256: Some("ab".repeat(32)),
+            audio_content_type: Some("audio/webm".into()),
+        },
     };
     let plain = Recording {
         id: Uuid::now_v7(),
@@ -244,6 +253,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         processed_at: None,
         transcript: None,
         verification_results: None,
+        upload: Default::default(),
     };
     store
         .insert_batch(&[odd.clone(), plain.clone()])

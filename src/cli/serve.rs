@@ -10,7 +10,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
-use crate::config::{self, ConfigError, DatabaseSettings};
+use crate::config::{self, ConfigError, DatabaseSettings, UploadSettings};
 use crate::db::Database;
 use crate::db::backup::{self, BackupOptions};
 use crate::db::lock::ServerLock;
@@ -33,6 +33,19 @@ pub(super) struct ServeArgs {
     /// Keep only the newest N scheduled backups (all when unset).
     #[arg(long, env = "PWA_BACKUP_KEEP")]
     backup_keep: Option<String>,
+
+    /// Where uploaded audio is stored (created if missing).
+    #[arg(long, env = "PWA_AUDIO_DIR", default_value = config::DEFAULT_AUDIO_DIR)]
+    audio_dir: String,
+
+    /// The largest audio upload accepted, in megabytes.
+    #[arg(long, env = "PWA_MAX_UPLOAD_MB", default_value = config::DEFAULT_MAX_UPLOAD_MB)]
+    max_upload_mb: String,
+
+    /// Chunked uploads idle this long, and files left by uploads that a crash
+    /// cut off, are deleted (e.g. `24h`).
+    #[arg(long, env = "PWA_UPLOAD_EXPIRY", default_value = config::DEFAULT_UPLOAD_EXPIRY)]
+    upload_expiry: String,
 }
 
 /// Validated `serve` settings.
@@ -40,6 +53,7 @@ pub(super) struct ServeArgs {
 pub(super) struct ServeSettings {
     bind: SocketAddr,
     backups: Option<(Duration, BackupOptions)>,
+    uploads: UploadSettings,
 }
 
 impl ServeArgs {
@@ -54,7 +68,13 @@ impl ServeArgs {
                 Some((interval, options))
             }
         };
-        Ok(ServeSettings { bind, backups })
+        let uploads =
+            UploadSettings::parse(&self.audio_dir, &self.max_upload_mb, &self.upload_expiry)?;
+        Ok(ServeSettings {
+            bind,
+            backups,
+            uploads,
+        })
     }
 }
 
@@ -85,9 +105,12 @@ pub(super) async fn run(
     if let (Some((interval, options)), Some(db_path)) = (settings.backups, db_path) {
         tokio::spawn(scheduled_backups(db_path, interval, options));
     }
+    let state = AppState::new(db, settings.uploads).context("preparing the audio directory")?;
+    // At start (what a crash left behind) and then periodically.
+    tokio::spawn(state.uploads.clone().sweep_periodically());
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     out!("clinscribe listening on http://{local}");
-    http::serve(listener, AppState::new(db), shutdown_signal()).await?;
+    http::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
 }

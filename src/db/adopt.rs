@@ -288,5 +288,7 @@ fn recording_from_original(row: &SqliteRow) -> Result<Recording, AdoptError> {
                 serde_json::from_str(&s).map_err(|e| bad(format!("verification_results: {e}")))
             })
             .transpose()?,
+        // The original's Phase 1.5 had no uploads.
+        upload: Default::default(),
     })
 }

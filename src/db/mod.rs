@@ -85,6 +85,38 @@ fn sqlite_path(settings: &DatabaseSettings) -> Result<&PathBuf, DbError> {
     }
 }
 
+/// Runs `$body` once per backend with `$pool` bound to the pool to use: for
+/// `write`, SQLite's single writer; for `read`, its readers; PostgreSQL's pool
+/// for both. For SQL text that both backends accept (`$1`-style parameters,
+/// no casts), so it is written once.
+macro_rules! with_pool {
+    ($db:expr, write, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite(db) => {
+                let $pool = db.writer();
+                $body
+            }
+            $crate::db::Database::Postgres(db) => {
+                let $pool = db.pool();
+                $body
+            }
+        }
+    };
+    ($db:expr, read, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite(db) => {
+                let $pool = db.readers();
+                $body
+            }
+            $crate::db::Database::Postgres(db) => {
+                let $pool = db.pool();
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_pool;
+
 /// Which backend serves the data.
 #[derive(Debug, Clone)]
 pub enum Database {
@@ -161,6 +193,7 @@ pub struct SqliteDatabase {
     readers: SqlitePool,
     checkpointer: SqlitePool,
     path: PathBuf,
+    synchronous: config::SqliteSynchronous,
 }
 
 /// How often committed pages are copied from the WAL into the database file.
@@ -230,6 +263,7 @@ impl SqliteDatabase {
             readers,
             checkpointer,
             path: path.clone(),
+            synchronous: settings.synchronous,
         })
     }
 
@@ -260,6 +294,11 @@ impl SqliteDatabase {
             .execute(&self.writer)
             .await
             .map(drop)
+    }
+
+    /// The configured `synchronous` setting.
+    pub fn synchronous(&self) -> config::SqliteSynchronous {
+        self.synchronous
     }
 
     /// The database file.

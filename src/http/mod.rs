@@ -18,9 +18,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::db::Database;
+use crate::config::UploadSettings;
+use crate::db::{Database, FsError};
 use crate::error::ApiError;
+use crate::idempotency::IdempotencyStore;
 use crate::recordings::RecordingStore;
+use crate::uploads::Uploads;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,18 +34,26 @@ pub struct AppState {
     pub db: Database,
     /// Recordings.
     pub recordings: RecordingStore,
+    /// Audio uploads and storage.
+    pub uploads: Uploads,
+    /// `Idempotency-Key` records.
+    pub idempotency: IdempotencyStore,
     /// The cached database check behind `/api/v1/health`.
     pub health: std::sync::Arc<crate::health::HealthProbe>,
 }
 
 impl AppState {
-    /// State over an opened (and migrated) database.
-    pub fn new(db: Database) -> Self {
-        Self {
-            recordings: RecordingStore::new(db.clone()),
+    /// State over an opened (and migrated) database, with audio stored as
+    /// `uploads` says (its directories are created).
+    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, FsError> {
+        let recordings = RecordingStore::new(db.clone());
+        Ok(Self {
+            uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,
+            idempotency: IdempotencyStore::new(db.clone()),
+            recordings,
             health: Default::default(),
             db,
-        }
+        })
     }
 }
 
@@ -51,6 +62,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::health::routes())
         .merge(crate::recordings::api::routes())
+        .merge(crate::uploads::api::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(not_found_or_redirect)

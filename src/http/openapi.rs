@@ -50,11 +50,17 @@ pub struct ValidationIssueSchema {
         crate::recordings::api::create_recording,
         crate::recordings::api::list_recordings,
         crate::recordings::api::get_recording,
+        crate::uploads::api::upload_recording,
+        crate::uploads::api::download_audio,
+        crate::uploads::api::start_upload,
+        crate::uploads::api::upload_status,
+        crate::uploads::api::upload_chunk,
     ),
     components(schemas(ErrorDetail, ValidationErrorBody, ValidationIssueSchema)),
     tags(
         (name = "health", description = "Service health"),
         (name = "recordings", description = "Clinical recordings"),
+        (name = "uploads", description = "Audio: uploads that are never lost or duplicated, chunked uploads, download"),
     )
 )]
 pub struct ApiDoc;

@@ -1,17 +1,18 @@
 //! HTTP handlers for `/api/v1/recordings`: parse, call the store, answer.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::model::{NewRecording, Recording, RecordingStatus};
-use super::store::{Cursor, ListQuery};
+use super::store::{Cursor, ListQuery, StoreError};
 use crate::error::{ApiError, ValidationIssue};
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
+use crate::idempotency::{self, Claim};
 use crate::identity::CurrentClinician;
 
 /// Items per page when the client does not say.
@@ -30,26 +31,107 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Create a recording (status `pending`) for the current clinician.
+///
+/// With an `Idempotency-Key` header, a repeated request (same key, same body)
+/// gets the first one's response instead of creating another recording.
 #[utoipa::path(
     post,
     path = "/api/v1/recordings",
     tag = "recordings",
     request_body = NewRecording,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any unique string (e.g. a UUID), 1–255 visible ASCII characters; remembered 24 hours")),
     responses(
-        (status = 201, description = "Created", body = Recording),
+        (status = 201, description = "Created (or, for a repeated Idempotency-Key, the first response again, with `Idempotent-Replayed: true`)", body = Recording),
         (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "A request with this Idempotency-Key is still being processed", body = crate::http::openapi::ErrorDetail),
         (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
-        (status = 422, description = "Validation error", body = crate::http::openapi::ValidationErrorBody),
+        (status = 422, description = "Validation error, or an Idempotency-Key reused with another body", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
 pub async fn create_recording(
     State(state): State<AppState>,
     clinician: CurrentClinician,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Recording>), ApiError> {
-    let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
-    let recording = state.recordings.create(clinician.id(), new).await?;
-    Ok((StatusCode::CREATED, Json(recording)))
+) -> Result<Response, ApiError> {
+    let Some(key) = idempotency_key(&headers)? else {
+        let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
+        let recording = state.recordings.create(clinician.id(), new).await?;
+        return Ok((StatusCode::CREATED, Json(recording)).into_response());
+    };
+    let fingerprint = idempotency::fingerprint(&body);
+    match state
+        .idempotency
+        .claim(clinician.id(), &key, &fingerprint)
+        .await?
+    {
+        Claim::Replay { status, body } => {
+            let mut response = json_response(body);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Claim::Mismatch => Err(ApiError::Unprocessable(
+            "This Idempotency-Key was already used with a different request body; use a new key for a new request".into(),
+        )),
+        Claim::InFlight => Err(ApiError::Conflict(
+            "A request with this Idempotency-Key is still being processed; retry shortly".into(),
+        )),
+        Claim::Claimed => {
+            let created = async {
+                let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
+                // The id follows from the key: should this request die after
+                // creating the recording, a retry finds it instead of making another.
+                let id = idempotency::recording_id(clinician.id(), &key);
+                match state.recordings.create_with_id(id, clinician.id(), new).await {
+                    Err(StoreError::Duplicate(_)) => Ok(state.recordings.get(id).await?),
+                    other => Ok(other?),
+                }
+            }
+            .await;
+            match created {
+                Ok(recording) => {
+                    let json = serde_json::to_string(&recording)
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                    state
+                        .idempotency
+                        .complete(clinician.id(), &key, 201, &json)
+                        .await?;
+                    let mut response = json_response(json);
+                    *response.status_mut() = StatusCode::CREATED;
+                    Ok(response)
+                }
+                Err(e) => {
+                    state.idempotency.release(clinician.id(), &key).await?;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if present and well-formed.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= idempotency::MAX_KEY_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::invalid(ValidationIssue::new(
+            "string_pattern_mismatch",
+            vec![json!("header"), json!("idempotency-key")],
+            "Idempotency-Key must be 1–255 visible ASCII characters",
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        ))),
+    }
 }
 
 /// Get one recording by id (hyphens optional, any case).

@@ -118,6 +118,28 @@ pub struct Recording {
     /// Verification results (a JSON object), once processed.
     #[schema(value_type = Option<Object>)]
     pub verification_results: Option<Value>,
+    /// How the audio arrived (flattened into the same JSON object).
+    #[serde(flatten)]
+    pub upload: UploadDetails,
+}
+
+/// A recording's upload: the original's Phase 2 fields and what audio storage
+/// needs. All empty (and `upload_attempts` 0) for a recording created without audio.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UploadDetails {
+    /// The client's id for the dictation (a UUID it made when recording began);
+    /// unique per clinician, it makes retried uploads find the first one.
+    pub local_storage_key: Option<Uuid>,
+    /// The transcript the device drafted while recording, if any.
+    pub draft_transcript: Option<String>,
+    /// The reviewed transcript, once the clinician has signed it off.
+    pub final_transcript: Option<String>,
+    /// How many times the client sent this dictation (retries included).
+    pub upload_attempts: i64,
+    /// SHA-256 of the stored audio, lower-case hex (also its `ETag`).
+    pub audio_sha256: Option<String>,
+    /// MIME type of the stored audio, from its container's signature.
+    pub audio_content_type: Option<String>,
 }
 
 /// What a client sends to create a recording (`POST /api/v1/recordings`).
@@ -358,10 +380,20 @@ mod tests {
             processed_at: Some(Timestamp::parse("2026-11-27T23:55:00.5Z").unwrap()),
             transcript: Some("Patient reports mild headache.".into()),
             verification_results: Some(json!({"confidence": 0.93, "flags": []})),
+            upload: UploadDetails {
+                local_storage_key: Some(Uuid::nil()),
+                upload_attempts: 2,
+                ..Default::default()
+            },
         };
         let value = serde_json::to_value(&rec).unwrap();
         let object = value.as_object().unwrap();
-        assert_eq!(object.len(), 15);
+        assert_eq!(object.len(), 21, "15 original fields and 6 of the upload");
+        assert_eq!(value["upload_attempts"], 2);
+        assert_eq!(
+            value["local_storage_key"],
+            "00000000-0000-0000-0000-000000000000"
+        );
         assert_eq!(value["id"], "6f1c1f0e-7b2a-4c39-9d0e-0a1b2c3d4e5f");
         assert_eq!(value["status"], "completed");
         assert_eq!(value["created_at"], "2026-11-27T23:53:30.306917Z");

@@ -183,6 +183,14 @@ impl TestApp {
     /// On `backend` (PostgreSQL: panics unless `PWA_TEST_POSTGRES_URL` is set;
     /// see [`postgres_or_skip`]).
     pub async fn on(backend: Backend) -> Self {
+        Self::with_uploads(backend, |_| {}).await
+    }
+
+    /// On `backend`, with upload settings adjusted by `adjust` (audio under `dir/audio`).
+    pub async fn with_uploads(
+        backend: Backend,
+        adjust: impl FnOnce(&mut clinscribe::config::UploadSettings),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (settings, pg) = match backend {
             Backend::Sqlite => (
@@ -196,7 +204,9 @@ impl TestApp {
             }
         };
         let db = Database::open(&settings).await.expect("open database");
-        let state = AppState::new(db);
+        let mut uploads = clinscribe::config::UploadSettings::in_dir(dir.path().join("audio"));
+        adjust(&mut uploads);
+        let state = AppState::new(db, uploads).expect("audio directory");
         Self {
             router: clinscribe::router(state.clone()),
             state,
@@ -271,6 +281,74 @@ impl TestApp {
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
         response.body
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(builder.body(body.into()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// GET returning the raw body bytes.
+    pub async fn get_bytes(
+        &self,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut builder = Request::builder().method(Method::GET).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(builder.body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, bytes.to_vec())
+    }
+
+    /// Files under the audio directory's `sub` folder (recursively).
+    pub fn audio_files(&self, sub: &str) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("audio").join(sub))
     }
 
     pub async fn row_count(&self) -> i64 {
@@ -449,4 +527,64 @@ pub async fn all_recordings(path: &Path) -> Vec<Value> {
     }
     db.close().await;
     out
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A multipart/form-data body: `(name, file name, bytes)`; file name None for text fields.
+pub fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = format!("clinscribe-test-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for (name, file, bytes) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(file) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// `n` bytes of fake WebM audio: the EBML signature, then deterministic noise.
+pub fn webm(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut bytes = vec![0x1A, 0x45, 0xDF, 0xA3];
+    bytes.extend((4..n).map(|_| rng.u8(..)));
+    bytes.truncate(n);
+    bytes
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

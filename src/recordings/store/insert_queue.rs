@@ -93,24 +93,20 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
     };
     let results: Vec<Result<(), StoreError>> = match all_at_once {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-        Err(StoreError::Database(e)) if is_constraint(&e) => {
-            let mut results = Vec::with_capacity(batch.len());
-            for job in batch.iter() {
-                results.push(insert_one(&mut tx, &job.recording).await);
-            }
-            results
-        }
-        Err(e) => {
-            // Not the rows' fault: the transaction is unusable for all of them.
+        Err(StoreError::Duplicate(_)) => row_by_row(&mut tx, batch).await,
+        Err(StoreError::Database(e)) if is_constraint(&e) => row_by_row(&mut tx, batch).await,
+        // Not the rows' fault: the transaction is unusable for all of them.
+        Err(StoreError::Busy(e)) | Err(StoreError::Database(e)) => {
             drop(tx);
-            return fail_all(
-                batch,
-                match e {
-                    StoreError::Database(e) | StoreError::Busy(e) => e,
-                    StoreError::Closed => sqlx::Error::PoolClosed,
-                    other => sqlx::Error::Protocol(other.to_string()),
-                },
-            );
+            return fail_all(batch, e);
+        }
+        Err(StoreError::Closed) => {
+            drop(tx);
+            return fail_all(batch, sqlx::Error::PoolClosed);
+        }
+        Err(other) => {
+            drop(tx);
+            return fail_all(batch, sqlx::Error::Protocol(other.to_string()));
         }
     };
     match tx.commit().await {
@@ -121,6 +117,18 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
         }
         Err(e) => fail_all(batch, e),
     }
+}
+
+/// Each row on its own (after a constraint failure): only offending rows fail.
+async fn row_by_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    batch: &[Job],
+) -> Vec<Result<(), StoreError>> {
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        results.push(insert_one(tx, &job.recording).await);
+    }
+    results
 }
 
 /// Answers every job of the batch with the same error.

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::model::{NewRecording, Recording, RecordingStatus};
+use super::model::{NewRecording, Recording, RecordingStatus, UploadDetails};
 use crate::db::Database;
 use crate::timestamp::Timestamp;
 
@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The database has been closed (shutting down).
     #[error("database closed")]
     Closed,
+    /// A unique key is taken (e.g. a dictation's `local_storage_key`).
+    #[error("duplicate key: {0}")]
+    Duplicate(sqlx::Error),
     /// A stored row does not decode (hand-edited or corrupt data).
     #[error("corrupt row in recordings: {0}")]
     Corrupt(String),
@@ -74,6 +77,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => Self::NotFound,
             sqlx::Error::PoolClosed => Self::Closed,
             e if is_busy(e) => Self::Busy(err),
+            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+                Self::Duplicate(err)
+            }
             _ => Self::Database(err),
         }
     }
@@ -170,16 +176,27 @@ impl RecordingStore {
     }
 
     /// Creates a `pending` recording for `clinician_id`.
-    #[tracing::instrument(skip_all)]
     pub async fn create(
         &self,
         clinician_id: &str,
         new: NewRecording,
     ) -> Result<Recording, StoreError> {
+        // Time-ordered ids keep inserts at the right edge of the primary-key index.
+        self.create_with_id(Uuid::now_v7(), clinician_id, new).await
+    }
+
+    /// Creates a `pending` recording with a given id (an id taken is
+    /// [`StoreError::Duplicate`]: see `Idempotency-Key`).
+    #[tracing::instrument(skip_all)]
+    pub async fn create_with_id(
+        &self,
+        id: Uuid,
+        clinician_id: &str,
+        new: NewRecording,
+    ) -> Result<Recording, StoreError> {
         let now = Timestamp::now();
         let recording = Recording {
-            // Time-ordered ids keep inserts at the right edge of the primary-key index.
-            id: Uuid::now_v7(),
+            id,
             patient_id: new.patient_id,
             clinician_id: clinician_id.to_owned(),
             audio_file_path: new.audio_file_path,
@@ -194,6 +211,7 @@ impl RecordingStore {
             processed_at: None,
             transcript: None,
             verification_results: None,
+            upload: Default::default(),
         };
         self.insert(&recording).await?;
         Ok(recording)
@@ -256,6 +274,38 @@ impl RecordingStore {
         dispatch!(self.update_status(id, status, error_message))
     }
 
+    /// Inserts an uploaded recording and answers only once its commit is on
+    /// disk even through a power loss (SQLite: that commit with
+    /// `synchronous=FULL`; PostgreSQL commits so by default). A taken
+    /// `local_storage_key` is [`StoreError::Duplicate`].
+    #[tracing::instrument(skip_all)]
+    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+        dispatch!(self.insert_durable(r))
+    }
+
+    /// The clinician's recording of the dictation `local_storage_key`, if any.
+    pub async fn find_by_local_storage_key(
+        &self,
+        clinician_id: &str,
+        local_storage_key: Uuid,
+    ) -> Result<Option<Recording>, StoreError> {
+        dispatch!(self.find_by_local_storage_key(clinician_id, local_storage_key))
+    }
+
+    /// Counts one more upload attempt of a recording (a retried upload); returns it.
+    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+        dispatch!(self.record_upload_attempt(id))
+    }
+
+    /// Whether a recording with this id exists.
+    pub async fn exists(&self, id: Uuid) -> Result<bool, StoreError> {
+        match self.get(id).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Recordings per status, in life-cycle order (statuses with none omitted).
     pub async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
         let rows = dispatch!(self.count_by_status_raw())?;
@@ -298,6 +348,12 @@ struct RecordingRow {
     processed_at: Option<String>,
     transcript: Option<String>,
     verification_results: Option<String>,
+    local_storage_key: Option<String>,
+    draft_transcript: Option<String>,
+    final_transcript: Option<String>,
+    upload_attempts: i64,
+    audio_sha256: Option<String>,
+    audio_content_type: Option<String>,
 }
 
 impl TryFrom<RecordingRow> for Recording {
@@ -322,6 +378,19 @@ impl TryFrom<RecordingRow> for Recording {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| corrupt("verification_results", &e))?,
+            upload: UploadDetails {
+                local_storage_key: row
+                    .local_storage_key
+                    .as_deref()
+                    .map(Uuid::parse_str)
+                    .transpose()
+                    .map_err(|e| corrupt("local_storage_key", &e))?,
+                draft_transcript: row.draft_transcript,
+                final_transcript: row.final_transcript,
+                upload_attempts: row.upload_attempts,
+                audio_sha256: row.audio_sha256,
+                audio_content_type: row.audio_content_type,
+            },
             patient_id: row.patient_id,
             clinician_id: row.clinician_id,
             audio_file_path: row.audio_file_path,

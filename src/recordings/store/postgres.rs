@@ -23,7 +23,7 @@ macro_rules! ts {
     };
 }
 
-/// The 15 columns as text, in [`RecordingRow`] order.
+/// The 21 columns as text, in [`RecordingRow`] order.
 macro_rules! columns {
     () => {
         concat!(
@@ -36,7 +36,9 @@ macro_rules! columns {
             ts!("uploaded_at"),
             " AS uploaded_at, ",
             ts!("processed_at"),
-            " AS processed_at, transcript, verification_results::text AS verification_results"
+            " AS processed_at, transcript, verification_results::text AS verification_results, \
+             local_storage_key::text AS local_storage_key, draft_transcript, final_transcript, \
+             upload_attempts, audio_sha256, audio_content_type"
         )
     };
 }
@@ -74,19 +76,32 @@ const UPDATE_STATUS: &str = concat!(
      WHERE id = $5::uuid RETURNING ",
     columns!()
 );
+const BY_LOCAL_STORAGE_KEY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM recordings WHERE clinician_id = $1 AND local_storage_key = $2::uuid"
+);
+const RECORD_UPLOAD_ATTEMPT: &str = concat!(
+    "UPDATE recordings SET upload_attempts = upload_attempts + 1 WHERE id = $1::uuid RETURNING ",
+    columns!()
+);
 /// Many rows in one statement: one array per column, unnested into rows.
 const INSERT_MANY: &str = "INSERT INTO recordings (id, patient_id, clinician_id, audio_file_path, \
      audio_file_size, duration_seconds, status, error_message, retry_count, created_at, \
-     updated_at, uploaded_at, processed_at, transcript, verification_results) \
+     updated_at, uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
+     draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type) \
      SELECT id::uuid, patient_id, clinician_id, audio_file_path, audio_file_size, \
      duration_seconds, status, error_message, retry_count, created_at::timestamptz, \
      updated_at::timestamptz, uploaded_at::timestamptz, processed_at::timestamptz, transcript, \
-     verification_results::jsonb \
+     verification_results::jsonb, local_storage_key::uuid, draft_transcript, final_transcript, \
+     upload_attempts, audio_sha256, audio_content_type \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
      $7::text[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], \
-     $14::text[], $15::text[]) AS r(id, patient_id, clinician_id, audio_file_path, \
+     $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::int8[], $20::text[], \
+     $21::text[]) AS r(id, patient_id, clinician_id, audio_file_path, \
      audio_file_size, duration_seconds, status, error_message, retry_count, created_at, \
-     updated_at, uploaded_at, processed_at, transcript, verification_results)";
+     updated_at, uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
+     draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type)";
 
 /// Reads and writes recordings in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -131,6 +146,16 @@ impl PgRecordings {
             .bind(text(|r| {
                 r.verification_results.as_ref().map(|v| v.to_string())
             }))
+            .bind(text(|r| {
+                r.upload
+                    .local_storage_key
+                    .map(|k| k.hyphenated().to_string())
+            }))
+            .bind(text(|r| r.upload.draft_transcript.clone()))
+            .bind(text(|r| r.upload.final_transcript.clone()))
+            .bind(int(|r| Some(r.upload.upload_attempts)))
+            .bind(text(|r| r.upload.audio_sha256.clone()))
+            .bind(text(|r| r.upload.audio_content_type.clone()))
             .execute(self.db.pool())
             .await?;
         Ok(())
@@ -213,6 +238,34 @@ impl PgRecordings {
             .await?
             .ok_or(StoreError::NotFound)?;
         row.try_into()
+    }
+
+    /// Inserts one recording; PostgreSQL's commit is durable (`synchronous_commit=on`).
+    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+        self.insert_batch(std::slice::from_ref(r)).await
+    }
+
+    /// The clinician's recording of the dictation `key`, if any.
+    pub async fn find_by_local_storage_key(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+    ) -> Result<Option<Recording>, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(BY_LOCAL_STORAGE_KEY)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    /// Counts one more upload attempt; returns the recording.
+    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(RECORD_UPLOAD_ATTEMPT)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.ok_or(StoreError::NotFound)?.try_into()
     }
 
     /// `(status, count)` for every status present.

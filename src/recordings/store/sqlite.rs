@@ -8,7 +8,7 @@ use crate::db::SqliteDatabase;
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
 
-/// The 15 columns, in [`RecordingRow`] order, prepended to a static SQL tail
+/// The 21 columns, in [`RecordingRow`] order, prepended to a static SQL tail
 /// (static strings only: sqlx refuses SQL built at run time, and rightly so).
 macro_rules! recording_sql {
     ($head:literal, $tail:literal) => {
@@ -16,7 +16,8 @@ macro_rules! recording_sql {
             $head,
             " id, patient_id, clinician_id, audio_file_path, audio_file_size, \
              duration_seconds, status, error_message, retry_count, created_at, updated_at, \
-             uploaded_at, processed_at, transcript, verification_results ",
+             uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
+             draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type ",
             $tail
         )
     };
@@ -32,7 +33,10 @@ macro_rules! recording_json {
          'duration_seconds', duration_seconds, 'status', status, 'error_message', error_message, \
          'retry_count', retry_count, 'created_at', created_at, 'updated_at', updated_at, \
          'uploaded_at', uploaded_at, 'processed_at', processed_at, 'transcript', transcript, \
-         'verification_results', json(verification_results))"
+         'verification_results', json(verification_results), \
+         'local_storage_key', local_storage_key, 'draft_transcript', draft_transcript, \
+         'final_transcript', final_transcript, 'upload_attempts', upload_attempts, \
+         'audio_sha256', audio_sha256, 'audio_content_type', audio_content_type)"
     };
 }
 
@@ -99,6 +103,16 @@ pub mod sql {
     pub const LIST_MORE: &str = list_more_sql!("");
     /// Whether a clinician's list of one status goes on after a position.
     pub const LIST_BY_STATUS_MORE: &str = list_more_sql!(" AND status = ?");
+    /// A clinician's recording of one dictation.
+    pub const BY_LOCAL_STORAGE_KEY: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE clinician_id = ?1 AND local_storage_key = ?2"
+    );
+    /// One more upload attempt, returning the row.
+    pub const RECORD_UPLOAD_ATTEMPT: &str = recording_sql!(
+        "UPDATE recordings SET upload_attempts = upload_attempts + 1 WHERE id = ?1 RETURNING",
+        ""
+    );
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
@@ -266,6 +280,57 @@ impl SqliteRecordings {
         row.try_into()
     }
 
+    /// Inserts one recording in a transaction of its own whose commit is
+    /// fsynced (`synchronous=FULL` for that commit when the database runs `normal`).
+    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+        use crate::config::SqliteSynchronous;
+        let mut conn = self.db.writer().acquire().await?;
+        let switch = self.db.synchronous() == SqliteSynchronous::Normal;
+        if switch {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let outcome = async {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+            insert_many(&mut tx, std::slice::from_ref(r)).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        if switch {
+            // Back to the configured setting; should this fail, the connection
+            // only stays slower, never less safe.
+            let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await;
+        }
+        outcome
+    }
+
+    /// The clinician's recording of the dictation `key`, if any.
+    pub async fn find_by_local_storage_key(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+    ) -> Result<Option<Recording>, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(sql::BY_LOCAL_STORAGE_KEY)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .fetch_optional(self.db.readers())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    /// Counts one more upload attempt; returns the recording.
+    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(sql::RECORD_UPLOAD_ATTEMPT)
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(self.db.writer())
+            .await?;
+        row.ok_or(StoreError::NotFound)?.try_into()
+    }
+
     /// `(status, count)` for every status present.
     pub async fn count_by_status_raw(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(
@@ -337,7 +402,7 @@ pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
     conn: &mut sqlx::SqliteConnection,
     recordings: &[R],
 ) -> Result<(), StoreError> {
-    // The largest: 15 × 500 = 7,500 parameters, well under SQLite's 32,766.
+    // The largest: 21 × 500 = 10,500 parameters, well under SQLite's 32,766.
     const SIZES: [usize; 5] = [500, 64, 16, 4, 1];
     static SQL: [std::sync::OnceLock<String>; 5] = [const { std::sync::OnceLock::new() }; 5];
     let mut rest = recordings;
@@ -361,13 +426,15 @@ pub(crate) async fn insert_many<R: std::borrow::Borrow<Recording>>(
     Ok(())
 }
 
-/// `INSERT ... VALUES (...), (...)` for `rows` recordings (15 parameters each).
+/// `INSERT ... VALUES (...), (...)` for `rows` recordings (21 parameters each).
 fn insert_sql(rows: usize) -> String {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let mut sql = String::from(
         "INSERT INTO recordings (id, patient_id, clinician_id, audio_file_path, audio_file_size, \
          duration_seconds, status, error_message, retry_count, created_at, updated_at, \
-         uploaded_at, processed_at, transcript, verification_results) VALUES ",
+         uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
+         draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type) \
+         VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -378,7 +445,7 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-/// Binds one recording's 15 values, in [`insert_sql`] column order.
+/// Binds one recording's 21 values, in [`insert_sql`] column order.
 fn bind_recording<'q>(q: SqliteQuery<'q>, r: &Recording) -> SqliteQuery<'q> {
     q.bind(r.id.hyphenated().to_string())
         .bind(r.patient_id.clone())
@@ -395,4 +462,14 @@ fn bind_recording<'q>(q: SqliteQuery<'q>, r: &Recording) -> SqliteQuery<'q> {
         .bind(r.processed_at.map(|t| t.to_string()))
         .bind(r.transcript.clone())
         .bind(r.verification_results.as_ref().map(|v| v.to_string()))
+        .bind(
+            r.upload
+                .local_storage_key
+                .map(|k| k.hyphenated().to_string()),
+        )
+        .bind(r.upload.draft_transcript.clone())
+        .bind(r.upload.final_transcript.clone())
+        .bind(r.upload.upload_attempts)
+        .bind(r.upload.audio_sha256.clone())
+        .bind(r.upload.audio_content_type.clone())
 }

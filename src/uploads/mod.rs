@@ -1,0 +1,337 @@
+//! Audio uploads that are never lost and never duplicated: the server side of
+//! the offline sync queue.
+//!
+//! A dictation is identified by the client's `local_storage_key` (a UUID it
+//! makes when recording starts). Whatever the number of attempts — lost
+//! responses, a tab closed mid-upload, retries hours later, two at once — it
+//! becomes exactly one recording: the first upload to commit creates it, every
+//! later one with the same audio gets it back (200), one with different audio
+//! is refused (409).
+//!
+//! An upload is acknowledged only once both the audio (fsynced, renamed,
+//! directory fsynced) and the row (a synced commit) are on disk; the response
+//! says `"durable": true`, the client's signal that it may delete its copy.
+//!
+//! Long dictations go in chunks ([`api`]): a session per dictation records how
+//! many bytes the server holds; a dropped connection loses nothing that arrived.
+
+pub mod api;
+pub mod sessions;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::audio::storage::{AudioError, AudioStore, Received};
+use crate::config::UploadSettings;
+use crate::db::{Database, FsError};
+use crate::idempotency::IdempotencyStore;
+use crate::recordings::model::UploadDetails;
+use crate::recordings::{Recording, RecordingStatus, RecordingStore, StoreError};
+use crate::timestamp::Timestamp;
+use sessions::{SessionStore, UploadSession};
+
+/// The metadata that comes with a dictation's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadMeta {
+    /// The patient.
+    pub patient_id: String,
+    /// Length in seconds.
+    pub duration_seconds: i64,
+    /// The client's id for the dictation.
+    pub local_storage_key: Option<Uuid>,
+    /// The device's draft transcript.
+    pub draft_transcript: Option<String>,
+}
+
+/// A stored upload: the recording, and whether this request created it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The recording (new, or the one an earlier attempt created).
+    pub recording: Recording,
+    /// `true`: created now (201); `false`: an earlier attempt's (200).
+    pub created: bool,
+}
+
+/// Why an upload was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The audio itself (too large, not audio, empty, interrupted, disk).
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The dictation was stored before with different audio.
+    #[error(
+        "local_storage_key {key} already belongs to a recording with different audio (sha256 {stored}); a new dictation needs a new key"
+    )]
+    DifferentAudio {
+        /// The dictation.
+        key: Uuid,
+        /// The stored audio's SHA-256.
+        stored: String,
+    },
+    /// A chunked upload's session does not match the request.
+    #[error("{0}")]
+    Conflict(String),
+    /// No session for a chunk.
+    #[error(
+        "no upload in progress for this local_storage_key: start one with POST /api/v1/uploads"
+    )]
+    NoSession,
+}
+
+impl From<FsError> for UploadError {
+    fn from(e: FsError) -> Self {
+        Self::Audio(AudioError::Fs(e))
+    }
+}
+
+/// The upload service: audio store, recordings, chunked-upload sessions.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    recordings: RecordingStore,
+    sessions: SessionStore,
+    idempotency: IdempotencyStore,
+    audio: AudioStore,
+    settings: UploadSettings,
+    /// Dictations whose chunk is being written by this process: one writer each.
+    writing: Arc<Mutex<HashSet<(String, Uuid)>>>,
+}
+
+/// Releases a dictation's write slot when dropped.
+struct WriteSlot {
+    writing: Arc<Mutex<HashSet<(String, Uuid)>>>,
+    key: (String, Uuid),
+}
+
+impl Drop for WriteSlot {
+    fn drop(&mut self) {
+        if let Ok(mut writing) = self.writing.lock() {
+            writing.remove(&self.key);
+        }
+    }
+}
+
+impl Uploads {
+    /// The service over `db`, storing audio under `settings.audio_dir`.
+    pub fn new(
+        db: Database,
+        recordings: RecordingStore,
+        settings: UploadSettings,
+    ) -> Result<Self, FsError> {
+        Ok(Self {
+            audio: AudioStore::open(&settings.audio_dir)?,
+            sessions: SessionStore::new(db.clone()),
+            idempotency: IdempotencyStore::new(db),
+            recordings,
+            settings,
+            writing: Arc::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &UploadSettings {
+        &self.settings
+    }
+
+    /// The audio store.
+    pub fn audio(&self) -> &AudioStore {
+        &self.audio
+    }
+
+    /// The chunked-upload sessions.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Stores received audio as the dictation `meta` describes: exactly one
+    /// recording per `local_storage_key`, durable before this returns.
+    pub async fn store(
+        &self,
+        clinician_id: &str,
+        meta: UploadMeta,
+        received: Received,
+    ) -> Result<Stored, UploadError> {
+        if let Some(key) = meta.local_storage_key
+            && let Some(existing) = self
+                .recordings
+                .find_by_local_storage_key(clinician_id, key)
+                .await?
+        {
+            let sha256 = received.sha256.clone();
+            self.audio.discard(received).await;
+            return self.repeat(existing, key, &sha256).await;
+        }
+        let id = Uuid::now_v7();
+        let object = self.audio.keep(&received, id).await?;
+        let now = Timestamp::now();
+        let recording = Recording {
+            id,
+            patient_id: meta.patient_id,
+            clinician_id: clinician_id.to_owned(),
+            audio_file_path: Some(object.clone()),
+            audio_file_size: i64::try_from(received.size).ok(),
+            duration_seconds: Some(meta.duration_seconds),
+            status: RecordingStatus::Queued,
+            error_message: None,
+            retry_count: 0,
+            created_at: now,
+            updated_at: now,
+            uploaded_at: Some(now),
+            processed_at: None,
+            transcript: None,
+            verification_results: None,
+            upload: UploadDetails {
+                local_storage_key: meta.local_storage_key,
+                draft_transcript: meta.draft_transcript,
+                final_transcript: None,
+                upload_attempts: 1,
+                audio_sha256: Some(received.sha256.clone()),
+                audio_content_type: Some(received.content_type.to_owned()),
+            },
+        };
+        match self.recordings.insert_durable(&recording).await {
+            Ok(()) => Ok(Stored {
+                recording,
+                created: true,
+            }),
+            // The same dictation committed by a concurrent attempt (another
+            // request, or another instance) between our lookup and our insert.
+            Err(StoreError::Duplicate(_)) => {
+                self.audio.remove(&object).await;
+                let key = meta.local_storage_key.ok_or(StoreError::NotFound)?;
+                let existing = self
+                    .recordings
+                    .find_by_local_storage_key(clinician_id, key)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                self.repeat(existing, key, &received.sha256).await
+            }
+            Err(e) => {
+                self.audio.remove(&object).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A repeated upload of a stored dictation: the same audio gets the
+    /// recording back (counting the attempt), other audio is refused.
+    async fn repeat(
+        &self,
+        existing: Recording,
+        key: Uuid,
+        sha256: &str,
+    ) -> Result<Stored, UploadError> {
+        match existing.upload.audio_sha256.as_deref() {
+            Some(stored) if stored == sha256 => Ok(Stored {
+                recording: self.recordings.record_upload_attempt(existing.id).await?,
+                created: false,
+            }),
+            stored => Err(UploadError::DifferentAudio {
+                key,
+                stored: stored.unwrap_or("none").to_owned(),
+            }),
+        }
+    }
+
+    /// Takes the right to write chunks of a dictation in this process; None
+    /// while another request holds it.
+    fn write_slot(&self, clinician_id: &str, key: Uuid) -> Option<WriteSlot> {
+        let slot = (clinician_id.to_owned(), key);
+        let mut writing = self.writing.lock().ok()?;
+        writing.insert(slot.clone()).then(|| WriteSlot {
+            writing: self.writing.clone(),
+            key: slot,
+        })
+    }
+
+    /// Completes a session whose bytes have all arrived: the recording is
+    /// created (or found) exactly once and the session ends.
+    async fn complete(&self, session: &UploadSession, key: Uuid) -> Result<Stored, UploadError> {
+        let path = self.audio.partial_path(&session.clinician_id, key);
+        let received = match self.audio.receive_partial(&path).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not audio, or empty: the session cannot succeed; start again.
+                self.sessions.delete(&session.clinician_id, key).await?;
+                return Err(e.into());
+            }
+        };
+        let meta = UploadMeta {
+            patient_id: session.patient_id.clone(),
+            duration_seconds: session.duration_seconds,
+            local_storage_key: Some(key),
+            draft_transcript: session.draft_transcript.clone(),
+        };
+        let stored = self.store(&session.clinician_id, meta, received).await?;
+        self.sessions.delete(&session.clinician_id, key).await?;
+        Ok(stored)
+    }
+
+    /// Deletes what expired: idle chunked uploads, temporary files of uploads
+    /// cut off by a crash, audio objects whose row was never committed, and
+    /// idempotency keys past their 24 hours.
+    pub async fn sweep(&self) -> Result<SweepReport, UploadError> {
+        let grace = self.settings.expiry;
+        let mut report = SweepReport::default();
+        let cutoff = Timestamp::from_unix_micros(
+            Timestamp::now().unix_micros() - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
+        )
+        .unwrap_or_else(Timestamp::now);
+        for session in self.sessions.idle_since(&cutoff).await? {
+            if let Ok(key) = Uuid::parse_str(&session.local_storage_key) {
+                let path = self.audio.partial_path(&session.clinician_id, key);
+                let _ = tokio::fs::remove_file(&path).await;
+                self.sessions.delete(&session.clinician_id, key).await?;
+                report.sessions += 1;
+            }
+        }
+        report.temporary_files = self.audio.sweep_temporary(grace).await;
+        for (id, key) in self.audio.objects_older_than(grace).await {
+            if !self.recordings.exists(id).await? {
+                self.audio.remove(&key).await;
+                report.orphaned_objects += 1;
+            }
+        }
+        report.idempotency_keys = self.idempotency.forget_expired().await?;
+        Ok(report)
+    }
+
+    /// Runs [`Uploads::sweep`] now and then every so often, forever.
+    pub async fn sweep_periodically(self) {
+        let every =
+            (self.settings.expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        loop {
+            match self.sweep().await {
+                Ok(r) if r != SweepReport::default() => tracing::info!(
+                    sessions = r.sessions,
+                    temporary_files = r.temporary_files,
+                    orphaned_objects = r.orphaned_objects,
+                    idempotency_keys = r.idempotency_keys,
+                    "upload cleanup"
+                ),
+                Ok(_) => {}
+                Err(UploadError::Store(StoreError::Closed)) => return,
+                Err(e) => tracing::warn!(error = %e, "upload cleanup failed; retrying later"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// What a sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Idle chunked uploads.
+    pub sessions: usize,
+    /// Temporary files of interrupted uploads.
+    pub temporary_files: usize,
+    /// Audio without a recording.
+    pub orphaned_objects: usize,
+    /// Expired idempotency keys.
+    pub idempotency_keys: u64,
+}
