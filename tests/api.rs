@@ -57,7 +57,13 @@ async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones(a
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let body = r.body.as_object().unwrap();
-    assert_eq!(body.len(), 15);
+    assert_eq!(
+        body.len(),
+        21,
+        "the original's 15 fields and the 6 of uploads"
+    );
+    assert_eq!(r.body["upload_attempts"], 0);
+    assert_eq!(r.body["local_storage_key"], Value::Null);
     assert_eq!(r.body["patient_id"], "patient-001");
     assert_eq!(r.body["duration_seconds"], 120);
     assert_eq!(r.body["audio_file_path"], "/uploads/a.webm");

@@ -147,6 +147,12 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
             "processed_at",
             "transcript",
             "verification_results",
+            "local_storage_key",
+            "draft_transcript",
+            "final_transcript",
+            "upload_attempts",
+            "audio_sha256",
+            "audio_content_type",
         ]
     );
     let indexes: Vec<String> = sqlx::query_scalar(
@@ -162,6 +168,7 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
         "ix_recordings_created_at",
         "ix_recordings_clinician_created",
         "ix_recordings_clinician_status_created",
+        "ux_recordings_clinician_local_storage_key",
     ] {
         assert!(
             indexes.iter().any(|i| i == expected),

@@ -34,6 +34,11 @@ async fn openapi_covers_every_route_and_schema() {
         ("/api/v1/recordings", "get"),
         ("/api/v1/recordings", "post"),
         ("/api/v1/recordings/{recording_id}", "get"),
+        ("/api/v1/recordings/upload", "post"),
+        ("/api/v1/recordings/{recording_id}/audio", "get"),
+        ("/api/v1/uploads", "post"),
+        ("/api/v1/uploads/{local_storage_key}", "get"),
+        ("/api/v1/uploads/{local_storage_key}", "put"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -47,16 +52,26 @@ async fn openapi_covers_every_route_and_schema() {
         "Health",
         "ErrorDetail",
         "ValidationErrorBody",
+        "UploadDetails",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
             "schema {schema} missing"
         );
     }
-    let props = doc["components"]["schemas"]["Recording"]["properties"]
+    // The 15 original fields, and the upload's 6 flattened in (`allOf`).
+    let parts = doc["components"]["schemas"]["Recording"]["allOf"]
+        .as_array()
+        .expect("Recording is allOf [UploadDetails, own fields]");
+    let own = parts
+        .iter()
+        .find_map(|p| p["properties"].as_object())
+        .expect("own properties");
+    assert_eq!(own.len(), 15);
+    let upload = doc["components"]["schemas"]["UploadDetails"]["properties"]
         .as_object()
         .unwrap();
-    assert_eq!(props.len(), 15);
+    assert_eq!(upload.len(), 6);
 }
 
 #[tokio::test]
