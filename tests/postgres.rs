@@ -9,13 +9,19 @@ use std::collections::{BTreeMap, HashSet};
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::Database;
 use clinscribe::recordings::{ListQuery, RecordingStore};
-use common::{PgTestDb, ServerProcess, client, postgres_or_skip, run_cli, run_cli_url};
+use common::{
+    PgTestDb, ServerProcess, client, files_under, multipart, postgres_or_skip, run_cli,
+    run_cli_url, webm,
+};
 use serde_json::{Value, json};
 
-/// `n` server processes on one fresh PostgreSQL database.
+/// `n` server processes on one fresh PostgreSQL database, sharing one audio
+/// directory (as instances share a volume or bucket). A cross-instance test is
+/// `Cluster::start(name, 2)` and requests to `cluster.servers[i]`.
 struct Cluster {
     servers: Vec<ServerProcess>,
     db: PgTestDb,
+    audio: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -23,13 +29,14 @@ impl Cluster {
     async fn start(test: &str, n: usize) -> Option<Self> {
         let admin = postgres_or_skip(test)?;
         let db = PgTestDb::create(&admin).await;
-        // Migrations run once before the instances start, as in a rolling deploy.
-        let first = ServerProcess::start_url(&db.url, &[]);
-        let mut servers = vec![first];
+        let audio = tempfile::tempdir().unwrap();
+        let env = [("PWA_AUDIO_DIR", audio.path().to_str().unwrap())];
+        // The first applies the migrations, as in a rolling deploy.
+        let mut servers = vec![ServerProcess::start_url(&db.url, &env)];
         for _ in 1..n {
-            servers.push(ServerProcess::start_url(&db.url, &[]));
+            servers.push(ServerProcess::start_url(&db.url, &env));
         }
-        Some(Self { servers, db })
+        Some(Self { servers, db, audio })
     }
 }
 
@@ -277,7 +284,7 @@ async fn operations_on_postgres_say_what_they_do_and_do_not_do() {
     let out = cli(&["migrate"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout.contains("applied 1 migration(s)"),
+        out.stdout.contains("applied 2 migration(s)"),
         "{}",
         out.stdout
     );
@@ -393,4 +400,77 @@ async fn statement_timeout_turns_a_stuck_query_into_503_not_500() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_upload_racing_on_two_instances_creates_one_recording() {
+    let Some(cluster) = Cluster::start("the_same_upload_racing_on_two_instances", 2).await else {
+        return;
+    };
+    let http = client();
+    let mut ids = HashSet::new();
+    for round in 0..5u64 {
+        let audio = webm(120_000, round);
+        let key = uuid::Uuid::new_v4().to_string();
+        let (ct, body) = multipart(&[
+            ("patient_id", None, b"patient-1"),
+            ("duration_seconds", None, b"60"),
+            ("local_storage_key", None, key.as_bytes()),
+            ("audio", Some("a.webm"), &audio),
+        ]);
+        // Three attempts on each instance, all at once.
+        let attempts: Vec<_> = (0..6)
+            .map(|i| {
+                let url = cluster.servers[i % 2].url("/api/v1/recordings/upload");
+                let (http, ct, body) = (http.clone(), ct.clone(), body.clone());
+                tokio::spawn(async move {
+                    let r = http
+                        .post(url)
+                        .header("content-type", ct)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let json: Value = r.json().await.unwrap();
+                    (status, json["id"].as_str().unwrap().to_owned())
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        let mut round_ids = HashSet::new();
+        for a in attempts {
+            let (status, id) = a.await.unwrap();
+            statuses.push(status);
+            round_ids.insert(id);
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            vec![200, 200, 200, 200, 200, 201],
+            "round {round}"
+        );
+        assert_eq!(round_ids.len(), 1, "one recording per dictation");
+        let id = round_ids.into_iter().next().unwrap();
+        // Either instance serves its audio.
+        for server in &cluster.servers {
+            let bytes = http
+                .get(server.url(&format!("/api/v1/recordings/{id}/audio")))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(&bytes[..], &audio[..]);
+        }
+        ids.insert(id);
+    }
+    let stored = recordings_in(&DatabaseSettings::postgres(cluster.db.url.clone())).await;
+    assert_eq!(stored.len(), 5);
+    assert_eq!(
+        files_under(&cluster.audio.path().join("objects")).len(),
+        5,
+        "one object each"
+    );
 }

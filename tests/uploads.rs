@@ -687,3 +687,117 @@ crate::on_both_backends!(
     idempotency_key_replays_the_first_response,
     cleanup_deletes_orphans_and_expired_sessions_only,
 );
+
+// ---------------------------------------------------------------- the real binary
+
+/// `kill -9` while 20 clients upload: every acknowledged upload has its row
+/// and its exact bytes after a restart; no row points to a missing file; once
+/// the cleanup has run, no file is left without a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_20_concurrent_uploads_loses_no_acknowledged_upload() {
+    use common::{ServerProcess, client, files_under};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clinical.db");
+    let audio_dir = dir.path().join("audio");
+    let env = [
+        ("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()),
+        ("PWA_UPLOAD_EXPIRY", "1s"),
+    ];
+    let server = ServerProcess::start_with_env(&db, &env);
+    let url = server.url(UPLOAD);
+    // (recording id, the audio sent) of every upload answered 201.
+    type Acknowledged = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let acknowledged: Acknowledged = Arc::default();
+    let http = client();
+    let mut tasks = Vec::new();
+    for c in 0..20u64 {
+        let (url, http, acknowledged) = (url.clone(), http.clone(), acknowledged.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each client uploads dictations one after another until the server dies.
+            for n in 0.. {
+                let audio = webm(200_000 + (c as usize) * 997, c * 1000 + n);
+                let key = uuid::Uuid::new_v4().to_string();
+                let (ct, body) = multipart(&[
+                    ("patient_id", None, format!("patient-{c}").as_bytes()),
+                    ("duration_seconds", None, b"30"),
+                    ("local_storage_key", None, key.as_bytes()),
+                    ("audio", Some("a.webm"), &audio),
+                ]);
+                let Ok(response) = http
+                    .post(&url)
+                    .header("content-type", ct)
+                    .body(body)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if response.status() != 201 {
+                    return;
+                }
+                let Ok(json) = response.json::<Value>().await else {
+                    return;
+                };
+                assert_eq!(json["durable"], true);
+                let id = json["id"].as_str().unwrap().to_owned();
+                acknowledged.lock().unwrap().push((id, audio));
+            }
+        }));
+    }
+    // Let uploads flow, then pull the plug.
+    while acknowledged.lock().unwrap().len() < 40 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.kill_9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 40);
+
+    // Files a crash may leave must be older than PWA_UPLOAD_EXPIRY to be swept.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let server = ServerProcess::start_with_env(&db, &env);
+    for (id, audio) in &acknowledged {
+        let response = http
+            .get(server.url(&format!("/api/v1/recordings/{id}/audio")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "acknowledged upload {id} lost");
+        assert_eq!(
+            &response.bytes().await.unwrap()[..],
+            &audio[..],
+            "bytes of {id}"
+        );
+    }
+    // Every row's audio exists (the cleanup runs at start and every second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let db_handle = common::open_db(&db).await;
+    let stored: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, audio_file_path FROM recordings WHERE audio_sha256 IS NOT NULL")
+            .fetch_all(db_handle.readers())
+            .await
+            .unwrap();
+    db_handle.close().await;
+    assert!(stored.len() >= acknowledged.len());
+    for (id, path) in &stored {
+        assert!(
+            audio_dir.join(path).is_file(),
+            "row {id} points to a missing file"
+        );
+    }
+    let files = files_under(&audio_dir.join("objects"));
+    assert_eq!(
+        files.len(),
+        stored.len(),
+        "no file without a row after cleanup"
+    );
+    assert!(
+        files_under(&audio_dir.join("tmp")).is_empty(),
+        "no temporary file left"
+    );
+    assert_eq!(server.terminate(), Some(0));
+}

@@ -365,6 +365,7 @@ pub fn binary() -> &'static str {
 pub struct ServerProcess {
     pub child: Child,
     pub base_url: String,
+    _audio: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
@@ -377,9 +378,16 @@ impl ServerProcess {
         Self::start_url(&format!("sqlite://{}", db_path.display()), env)
     }
 
-    /// Starts `clinscribe serve` on the database at `database_url`.
+    /// Starts `clinscribe serve` on the database at `database_url` (audio in a
+    /// temp dir of its own unless `env` sets `PWA_AUDIO_DIR`).
     pub fn start_url(database_url: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
+        let audio = (!env.iter().any(|(k, _)| *k == "PWA_AUDIO_DIR"))
+            .then(|| tempfile::tempdir().expect("audio dir"));
+        let mut command = Command::new(binary());
+        if let Some(audio) = &audio {
+            command.env("PWA_AUDIO_DIR", audio.path());
+        }
+        let mut child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("PWA_DATABASE_URL", database_url)
             .env("PWA_LOG", "warn")
@@ -399,7 +407,11 @@ impl ServerProcess {
             .strip_prefix("clinscribe listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
-        Self { child, base_url }
+        Self {
+            child,
+            base_url,
+            _audio: audio,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -427,6 +439,7 @@ impl ServerProcess {
             .expect("kill");
         assert!(status.success());
         let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        let _audio = self._audio.take();
         std::mem::forget(self);
         code
     }
@@ -435,6 +448,7 @@ impl ServerProcess {
     pub fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
+        let _audio = self._audio.take();
         std::mem::forget(self);
     }
 }
