@@ -15,7 +15,9 @@
 //!    `clinscribe migrate-data` and runs get/create/list/mixed against SQLite,
 //!    one PostgreSQL instance and two PostgreSQL instances, in the same run.
 //!    PostgreSQL: `PWA_BENCH_POSTGRES_URL` (default: the project machines'
-//!    `postgres://postgres@127.0.0.1:5432/test`); a database is created and dropped.
+//!    `postgres://postgres@127.0.0.1:5432/test`); a database is created and dropped;
+//! 7. (`uploads`) uploads 1 MB and 50 MB dictations (multipart) at 1 and 16
+//!    concurrent clients: MB/s, p50/p99, and the server's peak RSS.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -64,7 +66,7 @@ fn parse_options() -> Options {
         eprintln!(
             "cargo bench --bench loadgen -- [--sizes 100000,1000000] [--concurrency 1,16,64,256]\n\
              \t[--workloads health,get,create,list,list-status,list-1000,list-deep,mixed]\n\
-             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full,backends]\n\
+             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full,backends,uploads]\n\
              \t[--backend-concurrency 16,64] [--no-report]"
         );
         std::process::exit(0);
@@ -105,7 +107,7 @@ fn parse_options() -> Options {
         warmup: secs("--warmup", 2.0),
         runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
         report: !args.iter().any(|a| a == "--no-report"),
-        phases: list("--phases", "seed,storage,backup,http,full,backends"),
+        phases: list("--phases", "seed,storage,backup,http,full,backends,uploads"),
         backend_concurrency: list("--backend-concurrency", "16,64")
             .iter()
             .map(|s| s.parse().expect("--backend-concurrency"))
@@ -171,7 +173,10 @@ impl Server {
 
     fn start_url(url: &str, synchronous: &str) -> Self {
         let started = Instant::now();
+        let audio =
+            std::env::temp_dir().join(format!("clinscribe-bench-audio-{}", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_clinscribe"))
+            .env("PWA_AUDIO_DIR", &audio)
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("PWA_DATABASE_URL", url)
             .env("PWA_SQLITE_SYNCHRONOUS", synchronous)
@@ -887,6 +892,9 @@ async fn main() {
         if has("backends") && size == *opts.sizes.iter().max().unwrap_or(&0) {
             backends(&db, size, &ids, &opts, md, &mut report).await;
         }
+        if has("uploads") && size == *opts.sizes.iter().min().unwrap_or(&0) {
+            uploads(&db, &opts, md, &mut report).await;
+        }
     }
 
     md.push_str(&format!(
@@ -1006,4 +1014,121 @@ async fn postgres_version(conn: &mut sqlx::PgConnection) -> String {
         .fetch_one(conn)
         .await
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- uploads
+
+/// Upload throughput and latency for 1 MB and 50 MB dictations at 1 and 16
+/// clients, and the server's peak RSS meanwhile (it must not grow with the size).
+async fn uploads(db: &Path, opts: &Options, md: &mut String, report: &mut Report) {
+    let server = Server::start(db, "normal");
+    md.push_str(
+        "\n#### Audio uploads (`POST /api/v1/recordings/upload`, multipart, each a new dictation)\n\n\
+         Each upload is streamed to disk, hashed, fsynced, renamed, its directory fsynced and its row \
+         committed with `synchronous=FULL` before the answer (`\"durable\": true`).\n\n\
+         | size | clients | uploads/s | MB/s | p50 ms | p99 ms | errors | server peak RSS |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (mb, clients) in [(1usize, 1usize), (1, 16), (50, 1), (50, 16)] {
+        let size = mb * 1_000_000;
+        // One payload shared by the clients; each upload is a new dictation (new key).
+        let audio = {
+            let mut rng = fastrand::Rng::with_seed(mb as u64);
+            let mut audio = vec![0x1A, 0x45, 0xDF, 0xA3];
+            audio.extend((4..size).map(|_| rng.u8(..)));
+            Arc::new(audio)
+        };
+        let payloads: Vec<Arc<Vec<u8>>> = (0..clients).map(|_| audio.clone()).collect();
+        let duration = if mb >= 50 {
+            opts.duration.max(Duration::from_secs(10))
+        } else {
+            opts.duration
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let pid = server.pid();
+        let tasks: Vec<_> = payloads
+            .iter()
+            .map(|audio| {
+                let (audio, stop, errors, addr) =
+                    (audio.clone(), stop.clone(), errors.clone(), server.addr.clone());
+                tokio::spawn(async move {
+                    let mut sender = connect(&addr).await;
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let boundary = "bench-boundary-7d1f";
+                        let key = Uuid::new_v4();
+                        let head = format!(
+                            "--{boundary}\r\nContent-Disposition: form-data; name=\"patient_id\"\r\n\r\nbench\r\n\
+                             --{boundary}\r\nContent-Disposition: form-data; name=\"duration_seconds\"\r\n\r\n60\r\n\
+                             --{boundary}\r\nContent-Disposition: form-data; name=\"local_storage_key\"\r\n\r\n{key}\r\n\
+                             --{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.webm\"\r\n\
+                             Content-Type: audio/webm\r\n\r\n"
+                        );
+                        let mut body = Vec::with_capacity(audio.len() + 1024);
+                        body.extend_from_slice(head.as_bytes());
+                        body.extend_from_slice(&audio);
+                        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+                        let req = Request::builder()
+                            .method(Method::POST)
+                            .uri("/api/v1/recordings/upload")
+                            .header("host", "bench")
+                            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                            .body(Full::new(Bytes::from(body)))
+                            .expect("request");
+                        let t = Instant::now();
+                        let ok = match sender.send_request(req).await {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                r.into_body().collect().await.is_ok() && status == 201
+                            }
+                            Err(_) => false,
+                        };
+                        if ok {
+                            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            sender = connect(&addr).await;
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut peak_rss: f64 = rss_mib(pid);
+        while started.elapsed() < duration {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            peak_rss = peak_rss.max(rss_mib(pid));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.expect("upload client"));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort_by(f64::total_cmp);
+        let pct = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let rate = latencies.len() as f64 / elapsed;
+        let mb_s = rate * mb as f64;
+        let errors = errors.load(Ordering::Relaxed);
+        md.push_str(&format!(
+            "| {mb} MB | {clients} | {rate:.1} | {mb_s:.0} | {:.0} | {:.0} | {errors} | {peak_rss:.0} MiB |\n",
+            pct(0.5),
+            pct(0.99)
+        ));
+        report.emit(
+            json!({"phase": "uploads", "mb": mb, "clients": clients, "uploads_per_s": rate,
+            "mb_per_s": mb_s, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "errors": errors,
+            "server_peak_rss_mib": peak_rss, "uploads": latencies.len()}),
+        );
+    }
+    server.stop();
+    let audio = std::env::temp_dir().join(format!("clinscribe-bench-audio-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(audio);
 }
