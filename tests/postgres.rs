@@ -474,3 +474,72 @@ async fn the_same_upload_racing_on_two_instances_creates_one_recording() {
         "one object each"
     );
 }
+
+/// Every list statement reads the page from the list index, in order: no sort
+/// (a select-list alias shadowing a column in ORDER BY once made PostgreSQL
+/// sort a clinician's every row per page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_queries_read_the_index_in_order_without_sorting() {
+    use clinscribe::recordings::seed::Generator;
+    use clinscribe::recordings::store::postgres as sql;
+    use clinscribe::timestamp::Timestamp;
+    let Some(admin) = postgres_or_skip("list_queries_read_the_index") else {
+        return;
+    };
+    let pg = PgTestDb::create(&admin).await;
+    let db = Database::open(&DatabaseSettings::postgres(pg.url.clone()))
+        .await
+        .unwrap();
+    let store = RecordingStore::new(db.clone());
+    let mut generator = Generator::new(20_000, Timestamp::now(), 7);
+    loop {
+        let batch = generator.next_batch(5_000);
+        if batch.is_empty() {
+            break;
+        }
+        store.insert_batch(&batch).await.unwrap();
+    }
+    let Database::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    sqlx::query("ANALYZE").execute(pool.pool()).await.unwrap();
+    let now = Timestamp::now().to_string();
+    let id = uuid::Uuid::now_v7().to_string();
+    for (name, statement, params) in [
+        ("LIST", sql::LIST, vec!["current-clinician", "101"]),
+        (
+            "LIST_BY_STATUS",
+            sql::LIST_BY_STATUS,
+            vec!["current-clinician", "completed", "101"],
+        ),
+        (
+            "LIST_AFTER",
+            sql::LIST_AFTER,
+            vec!["current-clinician", &now, &id, "101"],
+        ),
+        (
+            "LIST_BY_STATUS_AFTER",
+            sql::LIST_BY_STATUS_AFTER,
+            vec!["current-clinician", "completed", &now, &id, "101"],
+        ),
+    ] {
+        let explain = format!("EXPLAIN {statement}");
+        // Bind by type: text parameters, then the integer limit.
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(explain.as_str()));
+        for p in &params[..params.len() - 1] {
+            query = query.bind(p.to_string());
+        }
+        let plan = query
+            .bind(params[params.len() - 1].parse::<i64>().unwrap())
+            .fetch_all(pool.pool())
+            .await
+            .unwrap()
+            .join("\n");
+        assert!(
+            plan.contains("Index Scan using ix_recordings_clinician"),
+            "{name}: {plan}"
+        );
+        assert!(!plan.contains("Sort"), "{name} sorts: {plan}");
+    }
+    db.close().await;
+}

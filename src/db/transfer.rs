@@ -153,6 +153,14 @@ pub async fn copy_all(
         });
     }
     writer.commit().await?;
+    // Fresh statistics, so the target's planner knows what it now holds.
+    match target {
+        Database::Sqlite(db) => sqlx::query("ANALYZE")
+            .execute(db.writer())
+            .await
+            .map(drop)?,
+        Database::Postgres(db) => sqlx::query("ANALYZE").execute(db.pool()).await.map(drop)?,
+    }
     Ok(reports)
 }
 

@@ -3,7 +3,7 @@
 //! and services never know which database serves them.
 
 mod insert_queue;
-mod postgres;
+pub mod postgres;
 mod sqlite;
 
 use std::sync::Arc;

@@ -52,7 +52,9 @@ macro_rules! list_sql {
             columns!(),
             " FROM recordings WHERE clinician_id = $1",
             $filter,
-            " ORDER BY created_at DESC, id DESC LIMIT ",
+            // Qualified: a bare `created_at` here would be the text column of
+            // the select list, and sorting by it cannot use the index.
+            " ORDER BY recordings.created_at DESC, recordings.id DESC LIMIT ",
             $limit
         )
     };
@@ -63,10 +65,14 @@ const GET: &str = concat!(
     columns!(),
     " FROM recordings WHERE id = $1::uuid"
 );
-const LIST: &str = list_sql!("", "$2");
-const LIST_BY_STATUS: &str = list_sql!(" AND status = $2", "$3");
-const LIST_AFTER: &str = list_sql!(" AND (created_at, id) < ($2::timestamptz, $3::uuid)", "$4");
-const LIST_BY_STATUS_AFTER: &str = list_sql!(
+/// A clinician's first page (public, like the others below, for the query-plan test).
+pub const LIST: &str = list_sql!("", "$2");
+/// A clinician's first page of one status.
+pub const LIST_BY_STATUS: &str = list_sql!(" AND status = $2", "$3");
+/// A clinician's page after a cursor.
+pub const LIST_AFTER: &str = list_sql!(" AND (created_at, id) < ($2::timestamptz, $3::uuid)", "$4");
+/// A clinician's page of one status after a cursor.
+pub const LIST_BY_STATUS_AFTER: &str = list_sql!(
     " AND status = $2 AND (created_at, id) < ($3::timestamptz, $4::uuid)",
     "$5"
 );
