@@ -3,6 +3,8 @@
 //! - [`recordings`]: the domain (model, store, HTTP handlers);
 //! - [`db`]: connection setup and migrations;
 //! - [`http`]: the router, shared state and the server's life cycle;
+//! - [`uploads`], [`audio`]: audio uploads and storage; [`idempotency`];
+//! - [`web`]: the offline-first web app (pages and assets, embedded);
 //! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
 
 pub mod audio;
@@ -17,5 +19,6 @@ pub mod identity;
 pub mod recordings;
 pub mod timestamp;
 pub mod uploads;
+pub mod web;
 
 pub use http::{AppState, router, serve};

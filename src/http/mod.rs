@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::health::routes())
         .merge(crate::recordings::api::routes())
         .merge(crate::uploads::api::routes())
+        .merge(crate::web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(not_found_or_redirect)

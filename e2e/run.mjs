@@ -1,0 +1,356 @@
+// End-to-end tests of the web app: the real server binary on a temp database,
+// driven by Debian's Chromium through playwright-core, with Chromium's fake
+// microphone. Run by scripts/test (which installs Chromium and this folder's
+// npm packages when missing); alone: `node e2e/run.mjs` after `cargo build`.
+//
+// Each scenario fails on any console error except those it names as expected
+// (a refused request shows up in the console by design).
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname);
+const BIN = process.env.CLINSCRIBE_BIN || join(ROOT, 'target/debug/clinscribe');
+const OUT = process.env.E2E_OUT || join(ROOT, 'target/e2e');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = join(OUT, 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+// ---------------------------------------------------------------- helpers
+
+function assert(condition, message) {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(200);
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+}
+
+const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
+
+/** The real server binary on a temp database and audio directory. */
+class Server {
+  constructor(dir) {
+    this.dir = dir;
+    this.port = 0;
+  }
+
+  async start() {
+    this.child = spawn(BIN, ['serve', '--bind', `127.0.0.1:${this.port}`], {
+      env: {
+        ...process.env,
+        PWA_DATABASE_URL: `sqlite://${join(this.dir, 'clinical.db')}`,
+        PWA_AUDIO_DIR: join(this.dir, 'audio'),
+        PWA_LOG: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: this.child.stdout });
+    const first = await new Promise((resolveLine, reject) => {
+      lines.once('line', resolveLine);
+      this.child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    this.url = first.replace('clinscribe listening on ', '').trim();
+    this.port = Number(new URL(this.url).port); // restarts reuse the port
+  }
+
+  async stop() {
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+
+  async json(path) {
+    const response = await fetch(this.url + path);
+    assert(response.ok, `GET ${path}: ${response.status}`);
+    return response.json();
+  }
+
+  async recordingsWithKey(key) {
+    const all = await this.json('/api/v1/recordings?limit=1000');
+    return all.filter((r) => r.local_storage_key === key);
+  }
+}
+
+async function newPage(context, allowedErrors = []) {
+  const page = await context.newPage();
+  page.consoleErrors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !allowedErrors.some((re) => re.test(m.text()))) page.consoleErrors.push(m.text());
+  });
+  page.on('pageerror', (e) => page.consoleErrors.push(`uncaught: ${e.message}`));
+  return page;
+}
+
+function assertNoConsoleErrors(page) {
+  assert(page.consoleErrors.length === 0, `console errors: ${page.consoleErrors.join(' | ')}`);
+}
+
+async function ready(page) {
+  await page.waitForSelector('html[data-ready="true"]');
+}
+
+/** Records for `ms` on the record page, stops, returns {key, sha256, bytes}. */
+async function recordOnce(page, ms) {
+  await page.click('#record');
+  await page.waitForFunction(() => document.getElementById('main').dataset.dictation);
+  await sleep(ms);
+  await page.click('#stop');
+  const info = await page.waitForSelector('#recorded-audio');
+  const data = {
+    key: await info.getAttribute('data-key'),
+    sha256: await info.getAttribute('data-sha256'),
+    bytes: Number(await info.getAttribute('data-bytes')),
+  };
+  await page.click('#save');
+  await page.waitForSelector('#save', { state: 'hidden' });
+  return data;
+}
+
+async function controlledByServiceWorker(page) {
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  if (!(await page.evaluate(() => !!navigator.serviceWorker.controller))) {
+    await page.reload();
+    await ready(page);
+  }
+  await waitFor('service worker control', () => page.evaluate(() => !!navigator.serviceWorker.controller));
+}
+
+// ---------------------------------------------------------------- scenarios
+
+const scenarios = [];
+const scenario = (name, fn) => scenarios.push({ name, fn });
+
+scenario('record 5 s online: the server holds exactly the recorded bytes', async ({ browser, server, shared }) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await newPage(context);
+  await page.goto(server.url + '/');
+  await ready(page);
+  // Security headers of the shell.
+  const headers = (await page.request.get(server.url + '/')).headers();
+  assert(headers['content-security-policy'].includes("script-src 'self'"), 'CSP on the shell');
+  assert(!/<script(?![^>]*\bsrc=)/.test(await (await page.request.get(server.url + '/')).text()), 'no inline script');
+
+  await page.fill('#patient-id', 'patient-e2e-1');
+  await page.click('button[type=submit]');
+  await page.waitForURL('**/record/patient-e2e-1');
+  const recorded = await recordOnce(page, 5000);
+  assert(recorded.bytes > 1000, `recorded ${recorded.bytes} bytes`);
+
+  const [recording] = await waitFor('the upload on the server', async () => {
+    const found = await server.recordingsWithKey(recorded.key);
+    return found.length ? found : null;
+  });
+  assert(recording.audio_sha256 === recorded.sha256, 'server hash = the page’s recorded audio');
+  assert(recording.patient_id === 'patient-e2e-1', 'patient id');
+  assert(recording.duration_seconds >= 4 && recording.duration_seconds <= 7, `duration ${recording.duration_seconds}`);
+  const audio = Buffer.from(await (await fetch(`${server.url}/api/v1/recordings/${recording.id}/audio`)).arrayBuffer());
+  assert(sha256(audio) === recorded.sha256 && audio.length === recorded.bytes, 'downloaded bytes are the recorded bytes');
+
+  await page.goto(server.url + '/queue');
+  await ready(page);
+  await page.waitForSelector(`#local-list li[data-key="${recorded.key}"][data-state="uploaded"]`);
+  await page.waitForSelector(`#server-list li[data-id="${recording.id}"]`);
+  shared.recordingId = recording.id;
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('offline: two dictations, a reload from the service worker, then each reaches the server once', async ({ browser, server }) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await newPage(context);
+  await page.goto(server.url + '/record/patient-offline');
+  await ready(page);
+  await controlledByServiceWorker(page);
+
+  await context.setOffline(true);
+  await page.waitForSelector('#connectivity[data-online="false"]');
+  const first = await recordOnce(page, 2000);
+  const second = await recordOnce(page, 2000);
+  await page.reload(); // from the service worker's cache
+  await ready(page);
+  await page.goto(server.url + '/queue');
+  await ready(page);
+  for (const d of [first, second]) {
+    await page.waitForSelector(`#local-list li[data-key="${d.key}"][data-state="recorded"]`);
+  }
+  assert((await page.textContent('#server-note')).includes('Offline'), 'the server list says it is offline');
+  assert((await server.recordingsWithKey(first.key)).length === 0, 'nothing reached the server while offline');
+
+  await context.setOffline(false);
+  for (const d of [first, second]) {
+    const found = await waitFor(`dictation ${d.key} on the server`, async () => {
+      const f = await server.recordingsWithKey(d.key);
+      return f.length ? f : null;
+    });
+    assert(found.length === 1, 'exactly once');
+    assert(found[0].audio_sha256 === d.sha256, 'same bytes');
+    assert(found[0].upload_attempts === 1, 'one attempt');
+    await page.waitForSelector(`#local-list li[data-key="${d.key}"][data-state="uploaded"]`);
+  }
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('closing the page mid-recording: the partial dictation is recovered and uploads', async ({ browser, server }) => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await newPage(context);
+  await page.goto(server.url + '/record/patient-crash');
+  await ready(page);
+  await page.click('#record');
+  await page.waitForFunction(() => document.getElementById('main').dataset.dictation);
+  const key = await page.evaluate(() => document.getElementById('main').dataset.dictation);
+  await sleep(3500);
+  assertNoConsoleErrors(page);
+  await page.close({ runBeforeUnload: false }); // the tab is gone, mid-sentence
+  await sleep(5500); // its heartbeat goes stale
+
+  const again = await newPage(context);
+  await again.goto(server.url + '/queue');
+  await ready(again);
+  const [recording] = await waitFor('the recovered dictation on the server', async () => {
+    const found = await server.recordingsWithKey(key);
+    return found.length ? found : null;
+  });
+  assert(recording.audio_file_size > 1000, `recovered ${recording.audio_file_size} bytes`);
+  assert((await server.recordingsWithKey(key)).length === 1, 'exactly once');
+  await again.waitForSelector(`#local-list li[data-key="${key}"][data-state="uploaded"] .badge`);
+  assertNoConsoleErrors(again);
+  await context.close();
+});
+
+scenario('the server goes away during an upload: it resumes and completes once; a 4xx is shown, not retried', async ({ browser, server }) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  // Expected while the server is down, and for the deliberate refusal.
+  const page = await newPage(context, [/ERR_CONNECTION_REFUSED/, /status of 422/]);
+  await page.goto(server.url + '/record/patient-flaky');
+  await ready(page);
+  await page.click('#record');
+  await page.waitForFunction(() => document.getElementById('main').dataset.dictation);
+  await sleep(2500);
+  await page.click('#stop');
+  const info = await page.waitForSelector('#recorded-audio');
+  const key = await info.getAttribute('data-key');
+  const hash = await info.getAttribute('data-sha256');
+  await server.stop();
+  await page.click('#save');
+  await sleep(3000); // attempts fail; the manager backs off
+  await server.start(); // same port
+  const found = await waitFor('the upload after the restart', async () => {
+    const f = await server.recordingsWithKey(key);
+    return f.length ? f : null;
+  }, 90000);
+  assert(found.length === 1 && found[0].audio_sha256 === hash, 'completed once, same bytes');
+
+  // A dictation the server refuses (a patient id longer than 128 characters).
+  const longId = 'p'.repeat(140);
+  const attempts = [];
+  page.on('request', (r) => {
+    if (r.url().endsWith('/api/v1/uploads') && r.method() === 'POST') attempts.push(r);
+  });
+  await page.goto(`${server.url}/record/${longId}`);
+  await ready(page);
+  await recordOnce(page, 1500);
+  await page.goto(server.url + '/queue');
+  await ready(page);
+  const error = await page.waitForSelector('#local-list li[data-state="error"] .error-text');
+  assert((await error.textContent()).includes('patient_id'), `the error names the field: ${await error.textContent()}`);
+  await page.waitForSelector('#local-list li[data-state="error"] button');
+  await sleep(6000);
+  assert(attempts.length === 1, `a refused upload is not retried by itself (${attempts.length} attempts)`);
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('screenshots of every page at 390×844 and 1280×800; accessible names', async ({ browser, server, shared }) => {
+  for (const [w, hgt] of [[390, 844], [1280, 800]]) {
+    const context = await browser.newContext({ viewport: { width: w, height: hgt } });
+    const page = await newPage(context);
+    const pages = [
+      ['start', '/'],
+      ['record', '/record/patient-e2e-1'],
+      ['queue', '/queue'],
+      ['recording', `/recordings/${shared.recordingId}`],
+    ];
+    for (const [name, path] of pages) {
+      await page.goto(server.url + path);
+      await ready(page);
+      await page.waitForLoadState('networkidle');
+      await page.screenshot({ path: join(SHOTS, `${name}-${w}x${hgt}.png`), fullPage: true });
+      const problems = await page.evaluate(() => {
+        const out = [];
+        for (const b of document.querySelectorAll('button, a')) {
+          if (!(b.textContent || '').trim() && !b.getAttribute('aria-label')) out.push(`unnamed ${b.tagName}`);
+        }
+        for (const i of document.querySelectorAll('input')) {
+          if (!document.querySelector(`label[for="${i.id}"]`)) out.push(`unlabelled input ${i.id}`);
+        }
+        for (const b of document.querySelectorAll('button')) {
+          const r = b.getBoundingClientRect();
+          if (r.width && r.height < 44) out.push(`small target ${b.textContent}`);
+        }
+        if (document.documentElement.scrollWidth > innerWidth + 1) out.push('horizontal scroll');
+        return out;
+      });
+      assert(problems.length === 0, `${name} at ${w}px: ${problems.join(', ')}`);
+    }
+    assertNoConsoleErrors(page);
+    await context.close();
+  }
+});
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'clinscribe-e2e-'));
+  const server = new Server(dir);
+  await server.start();
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    ],
+  });
+  const shared = {};
+  let failed = 0;
+  for (const { name, fn } of scenarios) {
+    const started = Date.now();
+    try {
+      await fn({ browser, server, shared });
+      console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      failed += 1;
+      console.log(`FAIL ${name}\n     ${e.stack || e}`);
+    }
+  }
+  await browser.close();
+  await server.stop().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+  console.log(`\ne2e: ${scenarios.length - failed} passed, ${failed} failed; screenshots in ${SHOTS}`);
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,401 @@
+// clinscribe's web app: one page shell, four views chosen by the path.
+//   /                      start: enter or pick a patient
+//   /record/{patient_id}   record, pause, stop, listen, save
+//   /queue                 every dictation on this device and on the server
+//   /recordings/{id}       one recording: audio, transcript, verification
+// Plain modules, no framework: views are built with the small `h` helper.
+
+import * as store from './store.js';
+import { Recorder } from './recorder.js';
+import { UploadManager } from './uploader.js';
+
+const main = document.getElementById('main');
+const uploads = new UploadManager();
+
+// ---------------------------------------------------------------- helpers
+
+/** Creates an element: h('button', {class: 'big', onclick: fn}, 'Text', child, ...). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else if (name === 'dataset') Object.assign(el.dataset, value);
+    else el.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function show(title, ...content) {
+  document.title = `${title} · clinscribe`;
+  main.replaceChildren(h('h1', { tabindex: '-1', id: 'page-title' }, title), ...content.filter(Boolean));
+  document.getElementById('page-title').focus({ preventScroll: true });
+}
+
+function announce(message) {
+  document.getElementById('announcer').textContent = message;
+}
+
+function formatTime(ms) {
+  const s = Math.floor(ms / 1000);
+  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
+
+function formatBytes(n) {
+  if (!n) return '0 B';
+  const units = ['B', 'KB', 'MB', 'GB'];
+  const i = Math.min(units.length - 1, Math.floor(Math.log(n) / Math.log(1024)));
+  return `${(n / 1024 ** i).toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function sha256Hex(blob) {
+  const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** Navigates inside the app without a reload. */
+function go(path) {
+  history.pushState(null, '', path);
+  route();
+}
+
+function link(path, text, attrs = {}) {
+  return h('a', { href: path, ...attrs, onclick: (e) => { e.preventDefault(); go(path); } }, text);
+}
+
+async function api(path) {
+  if (!navigator.onLine) throw new Error('offline');
+  const response = await fetch(path, { headers: { accept: 'application/json' } });
+  if (!response.ok) {
+    let message = `HTTP ${response.status}`;
+    try {
+      const body = await response.json();
+      if (typeof body.detail === 'string') message = body.detail;
+    } catch {
+      // not JSON
+    }
+    throw new Error(message);
+  }
+  return response.json();
+}
+
+// ---------------------------------------------------------------- recent patients
+
+function recentPatients() {
+  try {
+    return JSON.parse(localStorage.getItem('recent-patients') || '[]');
+  } catch {
+    return [];
+  }
+}
+
+function rememberPatient(id) {
+  const list = [id, ...recentPatients().filter((p) => p !== id)].slice(0, 8);
+  localStorage.setItem('recent-patients', JSON.stringify(list));
+}
+
+// ---------------------------------------------------------------- views
+
+function startView() {
+  const input = h('input', {
+    id: 'patient-id', name: 'patient_id', required: true, maxlength: '128',
+    autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', inputmode: 'text',
+  });
+  const form = h('form', {
+    class: 'card',
+    onsubmit: (e) => {
+      e.preventDefault();
+      const id = input.value.trim();
+      if (id) go(`/record/${encodeURIComponent(id)}`);
+    },
+  },
+  h('label', { for: 'patient-id' }, 'Patient ID'),
+  input,
+  h('button', { type: 'submit', class: 'primary big' }, 'Start dictation'));
+  const recent = recentPatients();
+  show('New dictation', form,
+    recent.length
+      ? h('section', { class: 'card', 'aria-labelledby': 'recent-title' },
+        h('h2', { id: 'recent-title' }, 'Recent patients'),
+        h('ul', { class: 'chips' }, recent.map((p) => h('li', {}, link(`/record/${encodeURIComponent(p)}`, p, { class: 'chip' })))))
+      : null,
+    h('p', {}, link('/queue', 'See all dictations →')));
+  input.focus();
+}
+
+let activeRecorder = null;
+
+function recordView(patientId) {
+  rememberPatient(patientId);
+  const timer = h('output', { class: 'timer', 'aria-label': 'Elapsed time' }, '00:00');
+  const level = h('meter', { min: '0', max: '1', value: '0', class: 'level', 'aria-label': 'Input level' });
+  const status = h('p', { class: 'status', role: 'status' }, 'Ready to record.');
+  const recordBtn = h('button', { class: 'primary big', id: 'record' }, 'Record');
+  const pauseBtn = h('button', { class: 'big', id: 'pause', disabled: true }, 'Pause');
+  const stopBtn = h('button', { class: 'danger big', id: 'stop', disabled: true }, 'Stop');
+  const review = h('section', { class: 'card', hidden: true, 'aria-labelledby': 'review-title' });
+
+  recordBtn.addEventListener('click', async () => {
+    try {
+      activeRecorder = new Recorder({
+        patientId,
+        onTick: (ms) => { timer.textContent = formatTime(ms); },
+        onLevel: (v) => { level.value = v; },
+        onError: (e) => { status.textContent = `Could not save audio on this device: ${e.message}`; },
+      });
+      await activeRecorder.start();
+      main.dataset.dictation = activeRecorder.key;
+      recordBtn.disabled = true;
+      pauseBtn.disabled = false;
+      stopBtn.disabled = false;
+      status.textContent = 'Recording… audio is saved on this device every second.';
+      announce('Recording started');
+    } catch (e) {
+      status.textContent = `Cannot record: ${e.message}`;
+      activeRecorder = null;
+    }
+  });
+  pauseBtn.addEventListener('click', () => {
+    if (!activeRecorder) return;
+    if (activeRecorder.state === 'recording') {
+      activeRecorder.pause();
+      pauseBtn.textContent = 'Resume';
+      status.textContent = 'Paused.';
+    } else {
+      activeRecorder.resume();
+      pauseBtn.textContent = 'Pause';
+      status.textContent = 'Recording…';
+    }
+  });
+  stopBtn.addEventListener('click', async () => {
+    if (!activeRecorder) return;
+    pauseBtn.disabled = true;
+    stopBtn.disabled = true;
+    const dictation = await activeRecorder.stop();
+    activeRecorder = null;
+    status.textContent = 'Stopped. Listen, then save or discard.';
+    announce('Recording stopped');
+    await showReview(review, dictation, recordBtn, status);
+  });
+
+  show(`Dictation for ${patientId}`,
+    h('div', { class: 'card recorder' },
+      h('div', { class: 'readout' }, timer, level),
+      h('div', { class: 'controls' }, recordBtn, pauseBtn, stopBtn),
+      status),
+    review,
+    h('p', {}, link('/queue', 'See all dictations →')));
+}
+
+async function showReview(section, dictation, recordBtn, status) {
+  const blob = await store.audioBlob(dictation.key, dictation.mime_type);
+  const url = URL.createObjectURL(blob);
+  const digest = await sha256Hex(blob);
+  const save = h('button', { class: 'primary big', id: 'save' }, 'Save and upload');
+  const discard = h('button', { class: 'big', id: 'discard' }, 'Discard');
+  section.replaceChildren(
+    h('h2', { id: 'review-title' }, 'Listen before saving'),
+    h('audio', { controls: true, src: url, class: 'player' }),
+    h('p', { class: 'muted', dataset: { sha256: digest, key: dictation.key, bytes: String(blob.size) }, id: 'recorded-audio' },
+      `${formatBytes(blob.size)}, ${dictation.duration_seconds} s`),
+    h('div', { class: 'controls' }, save, discard));
+  section.hidden = false;
+  save.addEventListener('click', async () => {
+    await store.updateDictation(dictation.key, { state: store.State.RECORDED, sha256: digest });
+    URL.revokeObjectURL(url);
+    section.hidden = true;
+    recordBtn.disabled = false;
+    status.textContent = navigator.onLine
+      ? 'Saved. Uploading in the background; see the queue.'
+      : 'Saved on this device. It will upload when you are back online.';
+    announce('Dictation saved');
+    uploads.kick();
+  });
+  discard.addEventListener('click', async () => {
+    if (!confirm('Discard this dictation? It cannot be recovered.')) return;
+    await store.deleteDictation(dictation.key);
+    URL.revokeObjectURL(url);
+    section.hidden = true;
+    recordBtn.disabled = false;
+    status.textContent = 'Discarded.';
+  });
+  save.focus();
+}
+
+const LOCAL_LABELS = {
+  recording: 'Recording',
+  review: 'Not saved yet',
+  recorded: 'Saved on this device',
+  uploading: 'Uploading',
+  uploaded: 'Uploaded',
+  error: 'Upload refused',
+};
+
+async function queueView() {
+  const localList = h('ul', { class: 'list', id: 'local-list', 'aria-live': 'polite' });
+  const serverList = h('ul', { class: 'list', id: 'server-list' });
+  const serverNote = h('p', { class: 'muted', id: 'server-note' });
+  const storageNote = h('p', { class: 'muted', id: 'storage' });
+  show('Dictations',
+    h('section', { class: 'card', 'aria-labelledby': 'local-title' },
+      h('h2', { id: 'local-title' }, 'On this device'), localList, storageNote),
+    h('section', { class: 'card', 'aria-labelledby': 'server-title' },
+      h('h2', { id: 'server-title' }, 'On the server'), serverNote, serverList));
+
+  const renderLocal = async () => {
+    const dictations = await store.listDictations();
+    localList.replaceChildren(...(dictations.length ? dictations.map((d) => {
+      const fraction = uploads.progress.get(d.key);
+      const item = h('li', { class: `item state-${d.state}`, dataset: { key: d.key, state: d.state } },
+        h('div', { class: 'item-main' },
+          h('strong', {}, d.patient_id),
+          h('span', { class: 'muted' }, ` ${new Date(d.created_at).toLocaleString()} · ${d.duration_seconds || 0} s · ${formatBytes(d.bytes)}`),
+          d.recovered ? h('span', { class: 'badge' }, 'recovered') : null),
+        h('div', { class: 'item-state' },
+          h('span', { class: 'state' }, LOCAL_LABELS[d.state] || d.state),
+          d.state === 'uploading' && fraction !== undefined
+            ? h('progress', { max: '1', value: String(fraction), 'aria-label': 'Upload progress' }) : null,
+          d.state === 'error' ? h('span', { class: 'error-text', role: 'alert' }, d.error) : null,
+          d.state === 'error' ? h('button', { class: 'small', onclick: () => uploads.retry(d.key) }, 'Retry') : null,
+          d.recording_id ? link(`/recordings/${d.recording_id}`, 'Open') : null));
+      return item;
+    }) : [h('li', { class: 'muted' }, 'No dictations on this device.')]));
+  };
+  const renderServer = async () => {
+    try {
+      const recordings = await api('/api/v1/recordings?limit=100');
+      serverNote.textContent = recordings.length ? '' : 'No recordings yet.';
+      serverList.replaceChildren(...recordings.map((r) => h('li', { class: `item status-${r.status}`, dataset: { id: r.id, key: r.local_storage_key || '' } },
+        h('div', { class: 'item-main' },
+          h('strong', {}, r.patient_id),
+          h('span', { class: 'muted' }, ` ${new Date(r.created_at).toLocaleString()} · ${r.duration_seconds ?? '?'} s`)),
+        h('div', { class: 'item-state' },
+          h('span', { class: 'state' }, r.status),
+          r.status === 'error' && r.error_message ? h('span', { class: 'error-text' }, r.error_message) : null,
+          link(`/recordings/${r.id}`, 'Open')))));
+    } catch (e) {
+      serverNote.textContent = e.message === 'offline'
+        ? 'Offline: the server’s list will show when you are back online.'
+        : `Cannot reach the server: ${e.message}`;
+    }
+  };
+  const renderStorage = async () => {
+    if (!navigator.storage || !navigator.storage.estimate) return;
+    const { usage, quota } = await navigator.storage.estimate();
+    const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
+    storageNote.textContent = `Storage used: ${formatBytes(usage)} of ${formatBytes(quota)}${persisted ? ' (persistent)' : ''}.`;
+  };
+  await Promise.all([renderLocal(), renderServer(), renderStorage()]);
+  const off = [store.onChange(renderLocal), uploads.onProgress(renderLocal)];
+  const refresh = setInterval(renderServer, 10000);
+  const online = () => renderServer();
+  addEventListener('online', online);
+  cleanup = () => { off.forEach((f) => f()); clearInterval(refresh); removeEventListener('online', online); };
+}
+
+async function recordingView(id) {
+  show('Recording', h('p', { class: 'muted' }, 'Loading…'));
+  let r;
+  try {
+    r = await api(`/api/v1/recordings/${encodeURIComponent(id)}`);
+  } catch (e) {
+    show('Recording', h('p', { class: 'error-text', role: 'alert' },
+      e.message === 'offline' ? 'Offline: recordings on the server show when you are back online.' : e.message),
+    h('p', {}, link('/queue', '← Dictations')));
+    return;
+  }
+  const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
+  show(`Recording for ${r.patient_id}`,
+    h('section', { class: 'card' },
+      h('dl', { class: 'facts' },
+        row('Status', r.status),
+        r.error_message ? row('Error', r.error_message) : null,
+        row('Created', new Date(r.created_at).toLocaleString()),
+        row('Uploaded', r.uploaded_at ? new Date(r.uploaded_at).toLocaleString() : null),
+        row('Processed', r.processed_at ? new Date(r.processed_at).toLocaleString() : null),
+        row('Duration', r.duration_seconds != null ? `${r.duration_seconds} s` : null),
+        row('Upload attempts', String(r.upload_attempts)))),
+    r.audio_sha256
+      ? h('section', { class: 'card' }, h('h2', {}, 'Audio'),
+        h('audio', { controls: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/audio`, class: 'player' }))
+      : null,
+    h('section', { class: 'card' }, h('h2', {}, 'Transcript'),
+      h('p', { class: 'transcript' }, r.final_transcript || r.transcript || r.draft_transcript || 'Not transcribed yet.')),
+    h('section', { class: 'card' }, h('h2', {}, 'Verification'),
+      r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
+    h('section', { class: 'card' }, h('h2', {}, 'History'),
+      h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
+    h('p', {}, link('/queue', '← Dictations')));
+}
+
+// ---------------------------------------------------------------- router
+
+let cleanup = () => {};
+
+function route() {
+  cleanup();
+  cleanup = () => {};
+  const path = location.pathname;
+  let m;
+  if (activeRecorder && !path.startsWith('/record/')) {
+    // Leaving while recording: the audio so far is on this device; stop cleanly.
+    activeRecorder.stop().catch(() => {});
+    activeRecorder = null;
+  }
+  if (path === '/') startView();
+  else if ((m = path.match(/^\/record\/(.+)$/))) recordView(decodeURIComponent(m[1]));
+  else if (path === '/queue') queueView();
+  else if ((m = path.match(/^\/recordings\/([^/]+)$/))) recordingView(m[1]);
+  else show('Not found', h('p', {}, link('/', 'Start')));
+  for (const a of document.querySelectorAll('nav a')) {
+    a.toggleAttribute('aria-current', a.getAttribute('href') === path);
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+function showConnectivity() {
+  const el = document.getElementById('connectivity');
+  el.textContent = navigator.onLine ? 'Online' : 'Offline';
+  el.dataset.online = String(navigator.onLine);
+}
+
+addEventListener('online', showConnectivity);
+addEventListener('offline', showConnectivity);
+addEventListener('popstate', route);
+for (const a of document.querySelectorAll('nav a')) {
+  a.addEventListener('click', (e) => { e.preventDefault(); go(a.getAttribute('href')); });
+}
+addEventListener('beforeunload', (e) => {
+  // The audio so far is safe either way; this only asks before cutting a dictation short.
+  if (activeRecorder) e.preventDefault();
+});
+
+async function boot() {
+  showConnectivity();
+  const recovered = await store.recoverUnfinished();
+  if (recovered) announce(`Recovered ${recovered} unfinished dictation(s); they will upload.`);
+  route();
+  uploads.kick();
+  setInterval(() => uploads.run(), 5000);
+  if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
+  if ('serviceWorker' in navigator) {
+    try {
+      const registration = await navigator.serviceWorker.register('/sw.js');
+      // Background Sync (Chromium): the worker wakes open pages to upload.
+      if (registration.sync) registration.sync.register('upload').catch(() => {});
+      navigator.serviceWorker.addEventListener('message', (e) => {
+        if (e.data === 'upload') uploads.kick();
+      });
+    } catch {
+      // The app works without offline support; nothing to report.
+    }
+  }
+  document.documentElement.dataset.ready = 'true';
+}
+
+boot();

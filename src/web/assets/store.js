@@ -1,0 +1,193 @@
+// The device's dictations, in IndexedDB: what makes "never lose a dictation" true.
+//
+// Two object stores:
+// - `dictations` (key: local_storage_key): metadata and upload state;
+// - `chunks` (key: [local_storage_key, seq]): the audio, appended every second
+//   while recording, so a closed tab or a crash loses at most the last second.
+// Chunks are deleted only once the server has acknowledged a durable upload.
+
+const DB_NAME = 'clinscribe';
+const DB_VERSION = 1;
+
+/** Local states of a dictation. */
+export const State = Object.freeze({
+  RECORDING: 'recording', // chunks are being written by an open page
+  REVIEW: 'review', // stopped; the clinician may listen before saving
+  RECORDED: 'recorded', // saved on this device, waiting to upload
+  UPLOADING: 'uploading',
+  UPLOADED: 'uploaded', // the server holds it durably; the local audio is gone
+  ERROR: 'error', // the server refused it (4xx): shown, not retried until asked
+});
+
+let opening = null;
+
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+function done(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error || new Error('transaction aborted'));
+  });
+}
+
+/** The database (opened once per page or worker). */
+export function open() {
+  if (!opening) {
+    opening = new Promise((resolve, reject) => {
+      const req = indexedDB.open(DB_NAME, DB_VERSION);
+      req.onupgradeneeded = () => {
+        const db = req.result;
+        if (!db.objectStoreNames.contains('dictations')) {
+          const d = db.createObjectStore('dictations', { keyPath: 'key' });
+          d.createIndex('created_at', 'created_at');
+        }
+        if (!db.objectStoreNames.contains('chunks')) {
+          db.createObjectStore('chunks', { keyPath: ['key', 'seq'] });
+        }
+      };
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  }
+  return opening;
+}
+
+/** Creates a dictation record. */
+export async function createDictation(dictation) {
+  const db = await open();
+  const tx = db.transaction('dictations', 'readwrite');
+  tx.objectStore('dictations').add(dictation);
+  await done(tx);
+  notify();
+  return dictation;
+}
+
+/** Applies `changes` to a dictation; returns it (undefined if gone). */
+export async function updateDictation(key, changes) {
+  const db = await open();
+  const tx = db.transaction('dictations', 'readwrite');
+  const store = tx.objectStore('dictations');
+  const current = await request(store.get(key));
+  if (!current) {
+    await done(tx);
+    return undefined;
+  }
+  const next = { ...current, ...changes };
+  store.put(next);
+  await done(tx);
+  notify();
+  return next;
+}
+
+/** One dictation. */
+export async function getDictation(key) {
+  const db = await open();
+  return request(db.transaction('dictations').objectStore('dictations').get(key));
+}
+
+/** Every dictation on this device, newest first. */
+export async function listDictations() {
+  const db = await open();
+  const all = await request(db.transaction('dictations').objectStore('dictations').getAll());
+  return all.sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+}
+
+/**
+ * Appends one chunk of audio and the dictation's new size in one transaction,
+ * so the metadata never claims bytes that are not stored.
+ */
+export async function appendChunk(key, seq, blob, heartbeat) {
+  const db = await open();
+  const tx = db.transaction(['chunks', 'dictations'], 'readwrite');
+  tx.objectStore('chunks').put({ key, seq, blob });
+  const dictations = tx.objectStore('dictations');
+  const current = await request(dictations.get(key));
+  if (current) {
+    dictations.put({
+      ...current,
+      bytes: (current.bytes || 0) + blob.size,
+      chunks: seq + 1,
+      heartbeat_at: heartbeat,
+    });
+  }
+  await done(tx);
+}
+
+/** The dictation's audio as one Blob (chunks in order). */
+export async function audioBlob(key, type) {
+  const db = await open();
+  const range = IDBKeyRange.bound([key, 0], [key, Number.MAX_SAFE_INTEGER]);
+  const rows = await request(db.transaction('chunks').objectStore('chunks').getAll(range));
+  rows.sort((a, b) => a.seq - b.seq);
+  return new Blob(rows.map((r) => r.blob), { type: type || 'audio/webm' });
+}
+
+/** Deletes a dictation's audio (after a durable upload, or a discard). */
+export async function deleteAudio(key) {
+  const db = await open();
+  const tx = db.transaction('chunks', 'readwrite');
+  tx.objectStore('chunks').delete(IDBKeyRange.bound([key, 0], [key, Number.MAX_SAFE_INTEGER]));
+  await done(tx);
+}
+
+/** Deletes a dictation entirely (discarded before saving). */
+export async function deleteDictation(key) {
+  await deleteAudio(key);
+  const db = await open();
+  const tx = db.transaction('dictations', 'readwrite');
+  tx.objectStore('dictations').delete(key);
+  await done(tx);
+  notify();
+}
+
+// Other parts of the page (and other tabs) listen for changes.
+const channel = 'BroadcastChannel' in self ? new BroadcastChannel('clinscribe-dictations') : null;
+const listeners = new Set();
+
+function notify() {
+  for (const fn of listeners) fn();
+  if (channel) channel.postMessage('changed');
+}
+
+if (channel) {
+  channel.onmessage = () => {
+    for (const fn of listeners) fn();
+  };
+}
+
+/** Calls `fn` whenever a dictation changes (here or in another tab). */
+export function onChange(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+/**
+ * Dictations left unfinished by a page that is gone (closed tab, crash, dead
+ * battery): still `recording` without a heartbeat for a while, or left in
+ * `review`. They become `recorded`, so they upload; returns how many.
+ */
+export async function recoverUnfinished(now = Date.now()) {
+  let recovered = 0;
+  for (const d of await listDictations()) {
+    const stale = now - (d.heartbeat_at || 0) > 5000;
+    if ((d.state === State.RECORDING && stale) || (d.state === State.REVIEW && stale)) {
+      if ((d.bytes || 0) > 0) {
+        await updateDictation(d.key, {
+          state: State.RECORDED,
+          recovered: true,
+          duration_seconds: d.duration_seconds || Math.round(((d.heartbeat_at || now) - Date.parse(d.created_at)) / 1000),
+        });
+        recovered += 1;
+      } else {
+        await deleteDictation(d.key);
+      }
+    }
+  }
+  return recovered;
+}
