@@ -180,6 +180,8 @@ scenario('offline: two dictations, a reload from the service worker, then each r
   await page.goto(server.url + '/record/patient-offline');
   await ready(page);
   await controlledByServiceWorker(page);
+  const worker = await page.evaluate(() => navigator.serviceWorker.controller.scriptURL);
+  assert(worker.endsWith('/sw-module.js'), `Chromium runs the module worker (Background Sync): ${worker}`);
 
   await context.setOffline(true);
   await page.waitForSelector('#connectivity[data-online="false"]');
@@ -207,6 +209,27 @@ scenario('offline: two dictations, a reload from the service worker, then each r
     await page.waitForSelector(`#local-list li[data-key="${d.key}"][data-state="uploaded"]`);
   }
   assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('Background Sync: a dictation saved offline uploads with no page open', async ({ browser, server }) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await newPage(context);
+  await page.goto(server.url + '/record/patient-sync');
+  await ready(page);
+  await controlledByServiceWorker(page);
+  await context.setOffline(true);
+  await page.waitForSelector('#connectivity[data-online="false"]');
+  const recorded = await recordOnce(page, 2000);
+  assertNoConsoleErrors(page);
+  await page.close();
+  assert(context.pages().length === 0, 'no page open');
+  await context.setOffline(false);
+  const found = await waitFor('the service worker’s upload', async () => {
+    const f = await server.recordingsWithKey(recorded.key);
+    return f.length ? f : null;
+  }, 30000);
+  assert(found.length === 1 && found[0].audio_sha256 === recorded.sha256, 'uploaded once, same bytes');
   await context.close();
 });
 

@@ -280,6 +280,23 @@ async fn bad_uploads_are_refused_and_write_nothing(app: TestApp) {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_nothing_written(&app).await;
 
+    // The client disconnects in the middle of the audio.
+    let (ct, body) = multipart(&[
+        ("patient_id", None, b"p"),
+        ("duration_seconds", None, b"3"),
+        ("audio", Some("a.webm"), &webm(200_000, 8)),
+    ]);
+    let r = app
+        .send_with(
+            Method::POST,
+            UPLOAD,
+            &[("content-type", &ct)],
+            broken_body(body[..100_000].to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_nothing_written(&app).await;
+
     // Larger than the limit while streaming (a 1 MiB limit, 1.5 MiB of audio).
     let small = TestApp::with_uploads(app.backend, |s| s.max_bytes = 1024 * 1024).await;
     let r = upload(&small, &webm(1_500_000, 7), None).await;

@@ -83,6 +83,17 @@ async fn assets_are_versioned_and_cached_forever_and_the_worker_precaches_them()
     assert!(worker.contains(&format!("'/static/{version}/uploader.js'")));
     assert!(!worker.contains("{{"), "template fully rendered");
 
+    // The module worker (Background Sync browsers) uploads with the pages' code.
+    let (status, _, body) = app.get_bytes("/sw-module.js", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let module = String::from_utf8(body).unwrap();
+    assert!(module.contains(&format!(
+        "import {{ UploadManager }} from '/static/{version}/uploader.js'"
+    )));
+    assert!(module.contains("uploads.pass()"));
+    assert!(!worker.contains("import "), "the classic worker imports nothing");
+    assert!(!module.contains("{{"));
+
     let manifest = app.get("/manifest.webmanifest").await;
     assert_eq!(manifest.status, StatusCode::OK);
     assert_eq!(

@@ -76,13 +76,14 @@ impl SessionStore {
             .rows_affected()
         });
         let session = self
-            .get_for_write(clinician_id, key)
+            .get(clinician_id, key)
             .await?
             .ok_or(StoreError::NotFound)?;
         Ok((session, inserted == 1))
     }
 
-    /// The session of a dictation, if any.
+    /// The session of a dictation, if any. Read where writes land (SQLite:
+    /// the writer), so that a session written a moment ago is seen.
     pub async fn get(
         &self,
         clinician_id: &str,
@@ -91,27 +92,8 @@ impl SessionStore {
         let sql = format!(
             "SELECT {COLUMNS} FROM upload_sessions WHERE clinician_id = $1 AND local_storage_key = $2"
         );
-        Ok(with_pool!(&self.db, read, |pool| {
-            // Static column list and fixed text.
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(clinician_id)
-                .bind(key.hyphenated().to_string())
-                .fetch_optional(pool)
-                .await?
-        }))
-    }
-
-    /// The same, read where writes land (SQLite: the writer), so a session
-    /// written a moment ago is seen.
-    async fn get_for_write(
-        &self,
-        clinician_id: &str,
-        key: Uuid,
-    ) -> Result<Option<UploadSession>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM upload_sessions WHERE clinician_id = $1 AND local_storage_key = $2"
-        );
         Ok(with_pool!(&self.db, write, |pool| {
+            // Static column list and fixed text.
             sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(clinician_id)
                 .bind(key.hyphenated().to_string())

@@ -73,7 +73,26 @@ pub static VERSION: LazyLock<String> = LazyLock::new(|| {
 static SHELL_HTML: LazyLock<String> = LazyLock::new(|| SHELL.replace("{{VERSION}}", &VERSION));
 static MANIFEST_JSON: LazyLock<String> =
     LazyLock::new(|| MANIFEST.replace("{{VERSION}}", &VERSION));
+/// The classic service worker: precache, offline pages, and a sync that wakes open pages.
 static SERVICE_WORKER_JS: LazyLock<String> = LazyLock::new(|| {
+    render_worker(
+        "",
+        "self.clients.matchAll({ type: 'window' })\n    .then((clients) => clients.forEach((c) => c.postMessage('upload')))",
+    )
+});
+/// The module service worker (browsers with Background Sync): the same, and the
+/// sync uploads saved dictations itself, with the pages' upload code.
+static SERVICE_WORKER_MODULE_JS: LazyLock<String> = LazyLock::new(|| {
+    render_worker(
+        &format!(
+            "import {{ UploadManager }} from '/static/{}/uploader.js';\n\nconst uploads = new UploadManager();\n",
+            *VERSION
+        ),
+        "navigator.locks.request('clinscribe-uploads', () => uploads.pass())",
+    )
+});
+
+fn render_worker(module_import: &str, sync_action: &str) -> String {
     let assets: Vec<String> = ASSETS
         .iter()
         .map(|a| format!("'/static/{}/{}'", *VERSION, a.name))
@@ -81,7 +100,9 @@ static SERVICE_WORKER_JS: LazyLock<String> = LazyLock::new(|| {
     SERVICE_WORKER
         .replace("{{VERSION}}", &VERSION)
         .replace("{{ASSETS}}", &assets.join(", "))
-});
+        .replace("{{MODULE_IMPORT}}", module_import)
+        .replace("{{SYNC_ACTION}}", sync_action)
+}
 
 /// The pages and assets.
 pub fn routes() -> Router<AppState> {
@@ -91,6 +112,7 @@ pub fn routes() -> Router<AppState> {
         .route("/queue", get(page))
         .route("/recordings/{recording_id}", get(page))
         .route("/sw.js", get(service_worker))
+        .route("/sw-module.js", get(service_worker_module))
         .route("/manifest.webmanifest", get(manifest))
         .route("/favicon.ico", get(favicon))
         .route("/static/{version}/{name}", get(static_asset))
@@ -126,8 +148,17 @@ async fn page() -> Response {
 
 /// The service worker, at the root so that its scope is the whole app.
 async fn service_worker() -> Response {
+    worker_response(SERVICE_WORKER_JS.as_str())
+}
+
+/// The module service worker (see [`SERVICE_WORKER_MODULE_JS`]).
+async fn service_worker_module() -> Response {
+    worker_response(SERVICE_WORKER_MODULE_JS.as_str())
+}
+
+fn worker_response(script: &'static str) -> Response {
     with_headers(
-        SERVICE_WORKER_JS.as_str(),
+        script,
         &[
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),

@@ -236,32 +236,11 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<Body>,
     ) -> TestResponse {
-        let mut builder = Request::builder().method(method).uri(uri);
-        if let Some(ct) = content_type {
-            builder = builder.header("content-type", ct);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(builder.body(body.into()).expect("request"))
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| ("content-type", ct))
+            .into_iter()
+            .collect();
+        self.send_with(method, uri, &headers, body).await
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
@@ -283,7 +262,7 @@ impl TestApp {
         response.body
     }
 
-    /// Sends a request with extra headers.
+    /// Sends a request with extra headers; the body decoded as JSON when it is.
     pub async fn send_with(
         &self,
         method: Method,
@@ -291,31 +270,12 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<Body>,
     ) -> TestResponse {
-        let mut builder = Request::builder().method(method).uri(uri);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(builder.body(body.into()).expect("request"))
-            .await
-            .expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (status, headers, bytes) = self.request(method, uri, headers, body).await;
         TestResponse {
             status,
             headers,
-            body,
-            text,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
 
@@ -325,14 +285,25 @@ impl TestApp {
         uri: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let mut builder = Request::builder().method(Method::GET).uri(uri);
+        self.request(Method::GET, uri, headers, Body::empty()).await
+    }
+
+    /// One request through the router: status, headers and body bytes.
+    async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
         let response = self
             .router
             .clone()
-            .oneshot(builder.body(Body::empty()).expect("request"))
+            .oneshot(builder.body(body.into()).expect("request"))
             .await
             .expect("infallible");
         let status = response.status();

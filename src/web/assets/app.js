@@ -128,6 +128,12 @@ function startView() {
 }
 
 let activeRecorder = null;
+let backgroundSync = null;
+
+/** Asks the browser to fire a sync (upload) when it can, should this page close first. */
+function requestBackgroundSync() {
+  if (backgroundSync) backgroundSync.register('upload').catch(() => {});
+}
 
 function recordView(patientId) {
   rememberPatient(patientId);
@@ -214,6 +220,7 @@ async function showReview(section, dictation, recordBtn, status) {
       : 'Saved on this device. It will upload when you are back online.';
     announce('Dictation saved');
     uploads.kick();
+    requestBackgroundSync();
   });
   discard.addEventListener('click', async () => {
     if (!confirm('Discard this dictation? It cannot be recovered.')) return;
@@ -385,9 +392,14 @@ async function boot() {
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   if ('serviceWorker' in navigator) {
     try {
-      const registration = await navigator.serviceWorker.register('/sw.js');
-      // Background Sync (Chromium): the worker wakes open pages to upload.
-      if (registration.sync) registration.sync.register('upload').catch(() => {});
+      // Where the browser has Background Sync (Chromium, which also runs ES
+      // module workers), the worker uploads by itself, even with no page open.
+      const withSync = 'SyncManager' in window;
+      const registration = withSync
+        ? await navigator.serviceWorker.register('/sw-module.js', { type: 'module' })
+        : await navigator.serviceWorker.register('/sw.js');
+      backgroundSync = registration.sync || null;
+      requestBackgroundSync();
       navigator.serviceWorker.addEventListener('message', (e) => {
         if (e.data === 'upload') uploads.kick();
       });

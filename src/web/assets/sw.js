@@ -4,6 +4,12 @@
 // A new version installs in the background and takes over at once; an open
 // page keeps running its already-loaded code (a recording in progress writes
 // to IndexedDB, not through this worker), and the next load uses the new shell.
+//
+// Served twice from this template: /sw-module.js (an ES module worker, for
+// browsers with Background Sync, i.e. Chromium) uploads saved dictations itself
+// when the browser fires a sync, even with no page open; /sw.js (a classic
+// worker, everywhere else) can only wake the open pages' upload managers.
+{{MODULE_IMPORT}}
 
 const VERSION = '{{VERSION}}';
 const CACHE = `clinscribe-${VERSION}`;
@@ -42,10 +48,10 @@ self.addEventListener('fetch', (event) => {
   );
 });
 
-// Background Sync (Chromium): wake the open pages' upload managers.
+// Background Sync: the browser fires it when connectivity allows. The worker
+// shares the pages' lock, so a dictation is never uploaded twice at once; a
+// failure rejects, and the browser retries the sync later with its own backoff.
 self.addEventListener('sync', (event) => {
   if (event.tag !== 'upload') return;
-  event.waitUntil(
-    self.clients.matchAll({ type: 'window' }).then((clients) => clients.forEach((c) => c.postMessage('upload'))),
-  );
+  event.waitUntil({{SYNC_ACTION}});
 });
