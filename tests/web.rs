@@ -91,7 +91,10 @@ async fn assets_are_versioned_and_cached_forever_and_the_worker_precaches_them()
         "import {{ UploadManager }} from '/static/{version}/uploader.js'"
     )));
     assert!(module.contains("uploads.pass()"));
-    assert!(!worker.contains("import "), "the classic worker imports nothing");
+    assert!(
+        !worker.contains("import "),
+        "the classic worker imports nothing"
+    );
     assert!(!module.contains("{{"));
 
     let manifest = app.get("/manifest.webmanifest").await;

@@ -14,7 +14,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::model::{NewRecording, Recording, RecordingStatus, UploadDetails};
-use crate::db::Database;
+use crate::db::{Database, with_pool};
 use crate::timestamp::Timestamp;
 
 pub use sqlite::{BulkLoader, sql};
@@ -149,19 +149,26 @@ impl Page {
 
 /// Reads and writes recordings, on whichever backend the database is.
 #[derive(Debug, Clone)]
-pub enum RecordingStore {
-    /// On SQLite (writes through a group-commit queue).
+pub struct RecordingStore {
+    db: Database,
+    backend: Backend,
+}
+
+/// The statements that differ between the backends.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// SQLite (writes through a group-commit queue).
     Sqlite(sqlite::SqliteRecordings),
-    /// On PostgreSQL.
+    /// PostgreSQL.
     Postgres(postgres::PgRecordings),
 }
 
 /// Calls the same method on whichever backend serves the store.
 macro_rules! dispatch {
     ($self:ident.$method:ident($($arg:expr),*)) => {
-        match $self {
-            RecordingStore::Sqlite(store) => store.$method($($arg),*).await,
-            RecordingStore::Postgres(store) => store.$method($($arg),*).await,
+        match &$self.backend {
+            Backend::Sqlite(store) => store.$method($($arg),*).await,
+            Backend::Postgres(store) => store.$method($($arg),*).await,
         }
     };
 }
@@ -169,10 +176,11 @@ macro_rules! dispatch {
 impl RecordingStore {
     /// A store over `db` (on SQLite, starts its group-commit task on the current runtime).
     pub fn new(db: Database) -> Self {
-        match db {
-            Database::Sqlite(db) => Self::Sqlite(sqlite::SqliteRecordings::new(db)),
-            Database::Postgres(db) => Self::Postgres(postgres::PgRecordings::new(db)),
-        }
+        let backend = match &db {
+            Database::Sqlite(db) => Backend::Sqlite(sqlite::SqliteRecordings::new(db.clone())),
+            Database::Postgres(db) => Backend::Postgres(postgres::PgRecordings::new(db.clone())),
+        };
+        Self { db, backend }
     }
 
     /// Creates a `pending` recording for `clinician_id`.
@@ -233,9 +241,9 @@ impl RecordingStore {
     /// On SQLite, starts a bulk load (see [`BulkLoader`]): for loading while no
     /// server runs. None on PostgreSQL, where batches go through [`Self::insert_batch`].
     pub async fn bulk_loader(&self) -> Result<Option<BulkLoader>, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.bulk_loader().await.map(Some),
-            Self::Postgres(_) => Ok(None),
+        match &self.backend {
+            Backend::Sqlite(store) => store.bulk_loader().await.map(Some),
+            Backend::Postgres(_) => Ok(None),
         }
     }
 
@@ -306,9 +314,15 @@ impl RecordingStore {
         }
     }
 
+    // The counts below are the same SQL on both backends.
+
     /// Recordings per status, in life-cycle order (statuses with none omitted).
     pub async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
-        let rows = dispatch!(self.count_by_status_raw())?;
+        let rows: Vec<(String, i64)> = with_pool!(&self.db, read, |pool| {
+            sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
+                .fetch_all(pool)
+                .await?
+        });
         let mut counts = Vec::new();
         for status in RecordingStatus::ALL {
             if let Some((_, n)) = rows.iter().find(|(s, _)| s == status.as_str()) {
@@ -318,14 +332,24 @@ impl RecordingStore {
         Ok(counts)
     }
 
-    /// Recordings per clinician, by clinician id.
+    /// Recordings per clinician, by clinician id (byte order on both backends).
     pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        dispatch!(self.count_by_clinician())
+        let mut rows: Vec<(String, i64)> = with_pool!(&self.db, read, |pool| {
+            sqlx::query_as("SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.sort();
+        Ok(rows)
     }
 
     /// Number of recordings (all clinicians).
     pub async fn count(&self) -> Result<i64, StoreError> {
-        dispatch!(self.count())
+        Ok(with_pool!(&self.db, read, |pool| {
+            sqlx::query_scalar("SELECT count(*) FROM recordings")
+                .fetch_one(pool)
+                .await?
+        }))
     }
 }
 

@@ -273,29 +273,4 @@ impl PgRecordings {
             .await?;
         row.ok_or(StoreError::NotFound)?.try_into()
     }
-
-    /// `(status, count)` for every status present.
-    pub async fn count_by_status_raw(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
-                .fetch_all(self.db.pool())
-                .await?,
-        )
-    }
-
-    /// Recordings per clinician, by clinician id.
-    pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id ORDER BY clinician_id COLLATE \"C\"",
-        )
-        .fetch_all(self.db.pool())
-        .await?)
-    }
-
-    /// Number of recordings (all clinicians).
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM recordings")
-            .fetch_one(self.db.pool())
-            .await?)
-    }
 }

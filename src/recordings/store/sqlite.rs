@@ -330,31 +330,6 @@ impl SqliteRecordings {
             .await?;
         row.ok_or(StoreError::NotFound)?.try_into()
     }
-
-    /// `(status, count)` for every status present.
-    pub async fn count_by_status_raw(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
-                .fetch_all(self.db.readers())
-                .await?,
-        )
-    }
-
-    /// Recordings per clinician, by clinician id.
-    pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id ORDER BY clinician_id",
-        )
-        .fetch_all(self.db.readers())
-        .await?)
-    }
-
-    /// Number of recordings (all clinicians).
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM recordings")
-            .fetch_one(self.db.readers())
-            .await?)
-    }
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
