@@ -31,9 +31,12 @@ pub enum ApiError {
     /// 405.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
-    /// 409: the request conflicts with what is stored, or with a request in flight.
+    /// 409: the request conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// 409 with `Retry-After`: another request holds what this one needs; retry shortly.
+    #[error("{0}")]
+    ConflictRetry(String),
     /// 413: the body is larger than the limit (bytes).
     #[error("Request body too large: the limit is {0} bytes")]
     PayloadTooLarge(usize),
@@ -107,7 +110,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictRetry(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -133,7 +136,7 @@ impl IntoResponse for ApiError {
             other => json!({ "detail": other.to_string() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || matches!(self, Self::ConflictRetry(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

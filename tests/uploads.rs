@@ -600,6 +600,10 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
         )
         .await;
     assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
+    assert!(
+        busy.headers.contains_key("retry-after"),
+        "the client may retry"
+    );
 
     // An invalid request with a key is not remembered: the corrected one works.
     let fix = [
@@ -663,6 +667,8 @@ async fn cleanup_deletes_orphans_and_expired_sessions_only(app: TestApp) {
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, webm(100, 1)).unwrap();
     std::fs::write(app.dir.path().join("audio/tmp/dead.part"), b"x").unwrap();
+    // A chunked upload's bytes whose session a crash lost.
+    std::fs::write(app.dir.path().join("audio/partial/lost.part"), b"x").unwrap();
     let key = uuid::Uuid::new_v4();
     let start = json!({"local_storage_key": key, "patient_id": "p", "duration_seconds": 1, "total_bytes": 1000});
     app.post_json("/api/v1/uploads", &start.to_string()).await;
@@ -673,12 +679,12 @@ async fn cleanup_deletes_orphans_and_expired_sessions_only(app: TestApp) {
         webm(100, 2),
     )
     .await;
-    assert_eq!(app.audio_files("partial").len(), 1);
+    assert_eq!(app.audio_files("partial").len(), 2, "the session's and the lost one");
 
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = app.state.uploads.sweep().await.unwrap();
     assert_eq!(report.orphaned_objects, 1);
-    assert_eq!(report.temporary_files, 1);
+    assert_eq!(report.temporary_files, 2);
     assert_eq!(report.sessions, 1);
     assert!(!orphan.exists());
     assert_eq!(

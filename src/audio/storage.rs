@@ -309,16 +309,20 @@ impl AudioStore {
         out
     }
 
-    /// Deletes temporary files older than `grace` (uploads cut off by a crash);
-    /// returns how many.
+    /// Deletes temporary and partial files untouched for `grace` (uploads cut
+    /// off by a crash; a live chunked upload touches its file with every chunk,
+    /// and its session expires after the same time); returns how many.
     pub async fn sweep_temporary(&self, grace: Duration) -> usize {
         let mut deleted = 0;
-        let Ok(mut files) = fs::read_dir(self.root.join("tmp")).await else {
-            return 0;
-        };
-        while let Ok(Some(file)) = files.next_entry().await {
-            if is_older(&file.path(), grace).await && fs::remove_file(file.path()).await.is_ok() {
-                deleted += 1;
+        for dir in ["tmp", "partial"] {
+            let Ok(mut files) = fs::read_dir(self.root.join(dir)).await else {
+                continue;
+            };
+            while let Ok(Some(file)) = files.next_entry().await {
+                if is_older(&file.path(), grace).await && fs::remove_file(file.path()).await.is_ok()
+                {
+                    deleted += 1;
+                }
             }
         }
         deleted

@@ -76,7 +76,7 @@ pub async fn create_recording(
         Claim::Mismatch => Err(ApiError::Unprocessable(
             "This Idempotency-Key was already used with a different request body; use a new key for a new request".into(),
         )),
-        Claim::InFlight => Err(ApiError::Conflict(
+        Claim::InFlight => Err(ApiError::ConflictRetry(
             "A request with this Idempotency-Key is still being processed; retry shortly".into(),
         )),
         Claim::Claimed => {

@@ -592,7 +592,7 @@ pub async fn upload_chunk(
         return Ok(conflict_at(session.received_bytes));
     }
     let Some(_slot) = uploads.write_slot(clinician.id(), key) else {
-        return Err(ApiError::Conflict(
+        return Err(ApiError::ConflictRetry(
             "another request is uploading this dictation right now; retry shortly".into(),
         ));
     };
