@@ -237,8 +237,11 @@ impl DatabaseSettings {
 /// Audio storage and upload limits.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
-    /// `PWA_AUDIO_DIR`: where audio is stored.
+    /// `PWA_AUDIO_DIR`: where audio is received (and stored, without `audio_store`).
     pub audio_dir: PathBuf,
+    /// `PWA_AUDIO_STORE`: an S3-compatible object store for stored audio
+    /// (`s3://bucket/prefix`), shared by several instances.
+    pub audio_store: Option<String>,
     /// `PWA_MAX_UPLOAD_MB`, in bytes: the largest audio accepted.
     pub max_bytes: u64,
     /// `PWA_UPLOAD_EXPIRY`: chunked uploads idle this long, and files left by
@@ -255,7 +258,23 @@ pub const DEFAULT_UPLOAD_EXPIRY: &str = "24h";
 
 impl UploadSettings {
     /// Validates raw setting values.
-    pub fn parse(audio_dir: &str, max_upload_mb: &str, expiry: &str) -> Result<Self, ConfigError> {
+    pub fn parse(
+        audio_dir: &str,
+        audio_store: Option<&str>,
+        max_upload_mb: &str,
+        expiry: &str,
+    ) -> Result<Self, ConfigError> {
+        let audio_store = match audio_store.map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("s3://") && url.len() > 5 => Some(url.to_owned()),
+            Some(url) => {
+                return Err(ConfigError::new(
+                    "PWA_AUDIO_STORE",
+                    url,
+                    "expected s3://bucket or s3://bucket/prefix (credentials and endpoint from AWS_* variables)",
+                ));
+            }
+        };
         if audio_dir.trim().is_empty() {
             return Err(ConfigError::new(
                 "PWA_AUDIO_DIR",
@@ -275,6 +294,7 @@ impl UploadSettings {
         };
         Ok(Self {
             audio_dir: PathBuf::from(audio_dir),
+            audio_store,
             max_bytes,
             expiry: parse_interval("PWA_UPLOAD_EXPIRY", expiry)?,
         })
@@ -284,6 +304,7 @@ impl UploadSettings {
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         Self {
             audio_dir: dir.into(),
+            audio_store: None,
             max_bytes: 200 * 1024 * 1024,
             expiry: std::time::Duration::from_secs(24 * 3600),
         }

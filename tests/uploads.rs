@@ -679,7 +679,11 @@ async fn cleanup_deletes_orphans_and_expired_sessions_only(app: TestApp) {
         webm(100, 2),
     )
     .await;
-    assert_eq!(app.audio_files("partial").len(), 2, "the session's and the lost one");
+    assert_eq!(
+        app.audio_files("partial").len(),
+        2,
+        "the session's and the lost one"
+    );
 
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = app.state.uploads.sweep().await.unwrap();

@@ -1,9 +1,11 @@
-//! Where audio lives: a directory (`PWA_AUDIO_DIR`, default `./data/audio`).
+//! Where audio lives: a directory (`PWA_AUDIO_DIR`, default `./data/audio`),
+//! and optionally an S3-compatible object store (`PWA_AUDIO_STORE`) for the
+//! stored audio, so that several instances share it.
 //!
 //! ```text
-//! objects/<last two hex digits of the id>/<recording id>.<ext>   stored audio
-//! tmp/<random>.part                                               single uploads in flight
-//! partial/<clinician hash>-<local_storage_key>.part               chunked uploads in progress
+//! objects/<last two hex digits of the id>/<recording id>.<ext>   stored audio (on disk, or under the store's prefix)
+//! tmp/<random>.part                                               single uploads in flight (always on disk)
+//! partial/<clinician hash>-<local_storage_key>.part               chunked uploads in progress (always on disk)
 //! ```
 //!
 //! Paths are made from server-side ids only; nothing a client sends (its file
@@ -11,15 +13,19 @@
 //! through: never held whole in memory.
 //!
 //! Durability: an object is written under a temporary name, fsynced, renamed
-//! into place and its directory fsynced *before* the recording's row is
-//! committed, so a committed row always has its audio. A crash in between
-//! leaves a file without a row, which [`AudioStore::orphans`] finds.
+//! into place and its directory fsynced (or, with an object store, its upload
+//! completed) *before* the recording's row is committed, so a committed row
+//! always has its audio. A crash in between leaves an object without a row,
+//! which [`AudioStore::objects_older_than`] finds.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::fs::{self, File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -51,6 +57,9 @@ pub enum AudioError {
     /// The server's disk failed.
     #[error(transparent)]
     Fs(#[from] FsError),
+    /// The object store failed (unreachable, refused).
+    #[error("audio store: {0}")]
+    Remote(#[from] object_store::Error),
 }
 
 /// Audio received into a temporary file, hashed and sniffed, not yet kept.
@@ -65,21 +74,80 @@ pub struct Received {
     pub content_type: &'static str,
 }
 
-/// The local-filesystem audio store.
+/// Where stored audio goes.
+#[derive(Debug, Clone)]
+enum Objects {
+    /// `objects/` under the local directory.
+    Disk,
+    /// An object store (S3-compatible), under a prefix.
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+    },
+}
+
+/// The audio store: uploads are received on the local disk, stored audio is
+/// kept on the disk or in an object store. Every operation on stored audio goes
+/// through here, whichever it is.
 #[derive(Debug, Clone)]
 pub struct AudioStore {
     root: PathBuf,
+    objects: Objects,
+}
+
+/// Why the audio store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The local directory.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// `PWA_AUDIO_STORE` (its URL or the `AWS_*` settings).
+    #[error("PWA_AUDIO_STORE: {0}")]
+    Remote(#[from] object_store::Error),
 }
 
 impl AudioStore {
-    /// The store under `root`, creating its directories.
-    pub fn open(root: impl Into<PathBuf>) -> Result<Self, FsError> {
-        let store = Self { root: root.into() };
+    /// The store under `root` (creating its directories), keeping stored
+    /// audio in the object store at `remote` (e.g. `s3://bucket/prefix`; the
+    /// credentials, region and endpoint come from the usual `AWS_*` variables)
+    /// when given.
+    pub fn open(root: impl Into<PathBuf>, remote: Option<&str>) -> Result<Self, OpenError> {
+        let objects = match remote {
+            None => Objects::Disk,
+            Some(url) => {
+                let store = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()?;
+                // `s3://bucket/some/prefix` → `some/prefix`.
+                let prefix = url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split_once('/'))
+                    .map_or("", |(_, path)| path.trim_matches('/'))
+                    .to_owned();
+                Objects::Remote {
+                    store: Arc::new(store),
+                    prefix,
+                }
+            }
+        };
+        let store = Self {
+            root: root.into(),
+            objects,
+        };
         for dir in ["objects", "tmp", "partial"] {
             let dir = store.root.join(dir);
             std::fs::create_dir_all(&dir).map_err(fs_error("cannot create", &dir))?;
         }
         Ok(store)
+    }
+
+    /// The object store path of a key.
+    fn remote_path(prefix: &str, key: &str) -> object_store::path::Path {
+        if prefix.is_empty() {
+            object_store::path::Path::from(key)
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{key}"))
+        }
     }
 
     /// The directory.
@@ -122,8 +190,18 @@ impl AudioStore {
 
     /// Moves received audio into place as recording `id`'s object, durably;
     /// returns its key.
-    pub async fn keep(&self, received: &Received, id: Uuid) -> Result<String, FsError> {
+    pub async fn keep(&self, received: &Received, id: Uuid) -> Result<String, AudioError> {
         let key = Self::object_key(id, received.content_type);
+        if let Objects::Remote { store, prefix } = &self.objects {
+            self.upload(
+                store.as_ref(),
+                &Self::remote_path(prefix, &key),
+                &received.temp,
+            )
+            .await?;
+            let _ = fs::remove_file(&received.temp).await;
+            return Ok(key);
+        }
         let path = self.root.join(&key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir)
@@ -136,6 +214,33 @@ impl AudioStore {
         Ok(key)
     }
 
+    /// Streams a local file into the object store (multipart: never whole in memory).
+    async fn upload(
+        &self,
+        store: &dyn ObjectStore,
+        path: &object_store::path::Path,
+        file: &Path,
+    ) -> Result<(), AudioError> {
+        let mut source = File::open(file)
+            .await
+            .map_err(fs_error("cannot open", file))?;
+        let mut upload = WriteMultipart::new(store.put_multipart(path).await?);
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = source
+                .read(&mut buf)
+                .await
+                .map_err(fs_error("cannot read", file))?;
+            if n == 0 {
+                break;
+            }
+            upload.wait_for_capacity(4).await?;
+            upload.write(&buf[..n]);
+        }
+        upload.finish().await?;
+        Ok(())
+    }
+
     /// Deletes received audio that is not kept (a duplicate, a refused upload).
     pub async fn discard(&self, received: Received) {
         if let Err(e) = fs::remove_file(&received.temp).await {
@@ -145,6 +250,12 @@ impl AudioStore {
 
     /// Deletes a stored object (its row was not committed).
     pub async fn remove(&self, key: &str) {
+        if let Objects::Remote { store, prefix } = &self.objects {
+            if let Err(e) = store.delete(&Self::remote_path(prefix, key)).await {
+                tracing::warn!(error = %e, key, "cannot delete an audio object");
+            }
+            return;
+        }
         let path = self.root.join(key);
         if let Err(e) = fs::remove_file(&path).await
             && e.kind() != std::io::ErrorKind::NotFound
@@ -153,11 +264,58 @@ impl AudioStore {
         }
     }
 
-    /// Opens a stored object for reading; returns it and its length.
-    pub async fn open_object(&self, key: &str) -> std::io::Result<(File, u64)> {
-        let file = File::open(self.root.join(key)).await?;
-        let len = file.metadata().await?.len();
-        Ok((file, len))
+    /// The length of a stored object.
+    pub async fn object_len(&self, key: &str) -> std::io::Result<u64> {
+        match &self.objects {
+            Objects::Disk => Ok(fs::metadata(self.root.join(key)).await?.len()),
+            Objects::Remote { store, prefix } => store
+                .head(&Self::remote_path(prefix, key))
+                .await
+                .map(|meta| meta.size)
+                .map_err(std::io::Error::other),
+        }
+    }
+
+    /// `count` bytes of a stored object from `start`, as a stream.
+    pub async fn object_stream(
+        &self,
+        key: &str,
+        start: u64,
+        count: u64,
+    ) -> std::io::Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        if let Objects::Remote { store, prefix } = &self.objects {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(start..start + count)),
+                ..Default::default()
+            };
+            let result = store
+                .get_opts(&Self::remote_path(prefix, key), options)
+                .await
+                .map_err(std::io::Error::other)?;
+            return Ok(result.into_stream().map_err(std::io::Error::other).boxed());
+        }
+        let mut file = File::open(self.root.join(key)).await?;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        // Bytes read from disk per chunk.
+        const READ_CHUNK: usize = 64 * 1024;
+        Ok(
+            futures_util::stream::unfold((file, count), |(mut file, left)| async move {
+                if left == 0 {
+                    return None;
+                }
+                let mut buf =
+                    vec![0u8; READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK))];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+                    }
+                    Err(e) => Some((Err(e), (file, 0))),
+                }
+            })
+            .boxed(),
+        )
     }
 
     // ------------------------------------------------------------ chunked uploads
@@ -287,6 +445,33 @@ impl AudioStore {
     /// each belongs to: candidates for deletion when no row has that id.
     pub async fn objects_older_than(&self, grace: Duration) -> Vec<(Uuid, String)> {
         let mut out = Vec::new();
+        if let Objects::Remote { store, prefix } = &self.objects {
+            let cutoff = chrono_cutoff(grace);
+            let listing = store.list(Some(&Self::remote_path(prefix, "objects")));
+            let metas: Vec<_> = listing
+                .filter_map(|m| async move { m.ok() })
+                .collect()
+                .await;
+            for meta in metas {
+                let location = meta.location.to_string();
+                let key = location
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or(&location)
+                    .trim_start_matches('/')
+                    .to_owned();
+                let id = key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|name| name.split('.').next())
+                    .and_then(|s| Uuid::parse_str(s).ok());
+                if let Some(id) = id
+                    && meta.last_modified.timestamp_micros() <= cutoff
+                {
+                    out.push((id, key));
+                }
+            }
+            return out;
+        }
         let objects = self.root.join("objects");
         let Ok(mut shards) = fs::read_dir(&objects).await else {
             return out;
@@ -327,6 +512,12 @@ impl AudioStore {
         }
         deleted
     }
+}
+
+/// Now minus `grace`, in microseconds since the epoch.
+fn chrono_cutoff(grace: Duration) -> i64 {
+    crate::timestamp::Timestamp::now().unix_micros()
+        - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX)
 }
 
 async fn is_older(path: &Path, grace: Duration) -> bool {

@@ -38,6 +38,12 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "PWA_AUDIO_DIR", default_value = config::DEFAULT_AUDIO_DIR)]
     audio_dir: String,
 
+    /// Keep stored audio in an S3-compatible object store, e.g.
+    /// `s3://bucket/prefix` (credentials, region and endpoint from the usual
+    /// AWS_* variables); uploads are still received in --audio-dir.
+    #[arg(long, env = "PWA_AUDIO_STORE")]
+    audio_store: Option<String>,
+
     /// The largest audio upload accepted, in megabytes.
     #[arg(long, env = "PWA_MAX_UPLOAD_MB", default_value = config::DEFAULT_MAX_UPLOAD_MB)]
     max_upload_mb: String,
@@ -68,8 +74,12 @@ impl ServeArgs {
                 Some((interval, options))
             }
         };
-        let uploads =
-            UploadSettings::parse(&self.audio_dir, &self.max_upload_mb, &self.upload_expiry)?;
+        let uploads = UploadSettings::parse(
+            &self.audio_dir,
+            self.audio_store.as_deref(),
+            &self.max_upload_mb,
+            &self.upload_expiry,
+        )?;
         Ok(ServeSettings {
             bind,
             backups,

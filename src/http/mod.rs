@@ -18,8 +18,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::audio::storage::OpenError;
 use crate::config::UploadSettings;
-use crate::db::{Database, FsError};
+use crate::db::Database;
 use crate::error::ApiError;
 use crate::idempotency::IdempotencyStore;
 use crate::recordings::RecordingStore;
@@ -45,7 +46,7 @@ pub struct AppState {
 impl AppState {
     /// State over an opened (and migrated) database, with audio stored as
     /// `uploads` says (its directories are created).
-    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, FsError> {
+    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, OpenError> {
         let recordings = RecordingStore::new(db.clone());
         Ok(Self {
             uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,

@@ -14,15 +14,14 @@
 
 use std::collections::HashMap;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::{Stored, UploadError, UploadMeta, Uploads};
@@ -38,8 +37,6 @@ use crate::recordings::{NewRecording, Recording};
 const TEXT_FIELD_LIMIT: usize = 1024 * 1024;
 /// Slack for the multipart framing and text fields around the audio.
 const FORM_OVERHEAD: u64 = 2 * TEXT_FIELD_LIMIT as u64;
-/// Bytes read from disk per chunk when streaming audio out.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// The audio routes (their bodies are limited by `PWA_MAX_UPLOAD_MB`, not axum's default).
 pub fn routes() -> Router<AppState> {
@@ -76,6 +73,10 @@ impl From<UploadError> for ApiError {
                 Self::BadRequest(format!("The upload was interrupted: {e}"))
             }
             UploadError::Audio(AudioError::Fs(e)) => Self::Internal(e.into()),
+            UploadError::Audio(AudioError::Remote(e)) => {
+                tracing::error!(error = %e, "audio store failed");
+                Self::Unavailable("The audio store is not available; retry shortly".into())
+            }
             UploadError::Store(e) => e.into(),
             e @ (UploadError::DifferentAudio { .. } | UploadError::Conflict(_)) => {
                 Self::Conflict(e.to_string())
@@ -685,11 +686,13 @@ pub async fn download_audio(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let key = AudioStore::object_key(id, content_type);
-    let (mut file, len) = state.uploads.audio().open_object(&key).await.map_err(|e| {
+    let audio = state.uploads.audio();
+    let unreadable = |e: std::io::Error| {
         ApiError::Internal(anyhow::anyhow!(
-            "audio of recording {id} is missing ({key}): {e}"
+            "audio of recording {id} is unreadable ({key}): {e}"
         ))
-    })?;
+    };
+    let len = audio.object_len(&key).await.map_err(unreadable)?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -699,27 +702,11 @@ pub async fn download_audio(
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         None => (StatusCode::OK, 0, len),
     };
-    file.seek(std::io::SeekFrom::Start(start))
+    let stream = audio
+        .object_stream(&key, start, count)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let stream = futures_util::stream::unfold((file, count), |(mut file, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buf = vec![0u8; READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK))];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((
-                    Ok::<_, std::io::Error>(Bytes::from(buf)),
-                    (file, left - n as u64),
-                ))
-            }
-            Err(e) => Some((Err(e), (file, 0))),
-        }
-    });
-    let mut response = Response::new(Body::from_stream(stream.boxed()));
+        .map_err(unreadable)?;
+    let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
     let pairs = [

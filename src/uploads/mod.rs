@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::audio::storage::{AudioError, AudioStore, Received};
+use crate::audio::storage::{AudioError, AudioStore, OpenError, Received};
 use crate::config::UploadSettings;
 use crate::db::{Database, FsError};
 use crate::idempotency::IdempotencyStore;
@@ -122,9 +122,9 @@ impl Uploads {
         db: Database,
         recordings: RecordingStore,
         settings: UploadSettings,
-    ) -> Result<Self, FsError> {
+    ) -> Result<Self, OpenError> {
         Ok(Self {
-            audio: AudioStore::open(&settings.audio_dir)?,
+            audio: AudioStore::open(&settings.audio_dir, settings.audio_store.as_deref())?,
             sessions: SessionStore::new(db.clone()),
             idempotency: IdempotencyStore::new(db),
             recordings,
