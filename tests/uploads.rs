@@ -426,6 +426,53 @@ async fn chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording(ap
     assert!(app.audio_files("tmp").is_empty());
 }
 
+/// A chunk that reaches an instance without the bytes before it (no shared
+/// audio directory, or lost) restarts the dictation there from byte 0: never a gap.
+async fn chunked_upload_without_its_earlier_bytes_restarts_from_zero(app: TestApp) {
+    let audio = webm(200_000, 11);
+    let key = uuid::Uuid::new_v4();
+    let start = json!({"local_storage_key": key, "patient_id": "p", "duration_seconds": 9, "total_bytes": audio.len()});
+    assert_eq!(
+        app.post_json("/api/v1/uploads", &start.to_string())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let url = format!("/api/v1/uploads/{key}");
+    let first = app
+        .send_with(
+            Method::PUT,
+            &url,
+            &[("content-range", "bytes 0-99999/200000")],
+            audio[..100_000].to_vec(),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    for file in app.audio_files("partial") {
+        std::fs::remove_file(file).unwrap(); // as if this chunk had reached another instance
+    }
+    let next = app
+        .send_with(
+            Method::PUT,
+            &url,
+            &[("content-range", "bytes 100000-199999/200000")],
+            audio[100_000..].to_vec(),
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::CONFLICT, "{}", next.text);
+    assert_eq!(next.headers["upload-offset"], "0");
+    let whole = app
+        .send_with(
+            Method::PUT,
+            &url,
+            &[("content-range", "bytes 0-199999/200000")],
+            audio.clone(),
+        )
+        .await;
+    assert_eq!(whole.status, StatusCode::CREATED, "{}", whole.text);
+    assert_eq!(whole.body["audio_sha256"], sha256_hex(&audio).as_str());
+}
+
 async fn chunked_uploads_refuse_bad_input(app: TestApp) {
     let key = uuid::Uuid::new_v4().to_string();
     // Bad session starts.
@@ -711,6 +758,7 @@ crate::on_both_backends!(
     bad_uploads_are_refused_and_write_nothing,
     chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording,
     chunked_uploads_refuse_bad_input,
+    chunked_upload_without_its_earlier_bytes_restarts_from_zero,
     idempotency_key_replays_the_first_response,
     cleanup_deletes_orphans_and_expired_sessions_only,
 );

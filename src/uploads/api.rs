@@ -598,6 +598,18 @@ pub async fn upload_chunk(
         ));
     };
     let path = uploads.audio().partial_path(clinician.id(), key);
+    // The bytes received so far are on the disk of the instance that took them:
+    // if they are not here (another instance without a shared PWA_AUDIO_DIR, or
+    // lost), start this dictation again from byte 0 here rather than store a gap.
+    let on_disk = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+    if on_disk < u64::try_from(session.received_bytes).unwrap_or(0) {
+        let _ = tokio::fs::remove_file(&path).await;
+        uploads
+            .sessions()
+            .set_received(clinician.id(), key, 0)
+            .await?;
+        return Ok(conflict_at(0));
+    }
     let chunk_end = u64::try_from(end + 1).unwrap_or(0);
     let (written, outcome) = uploads
         .audio()
