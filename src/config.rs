@@ -387,6 +387,36 @@ mod tests {
     }
 
     #[test]
+    fn upload_settings_are_validated() {
+        let s = UploadSettings::parse("./audio", Some("s3://bucket/clinic"), "50", "2h").unwrap();
+        assert_eq!(s.max_bytes, 50 * 1024 * 1024);
+        assert_eq!(s.audio_store.as_deref(), Some("s3://bucket/clinic"));
+        assert_eq!(s.expiry.as_secs(), 7200);
+        assert_eq!(
+            UploadSettings::parse("a", Some(""), "1", "1h")
+                .unwrap()
+                .audio_store,
+            None
+        );
+        for (store, mb, expiry, setting) in [
+            (Some("gs://bucket"), "50", "1h", "PWA_AUDIO_STORE"),
+            (Some("s3://"), "50", "1h", "PWA_AUDIO_STORE"),
+            (None, "0", "1h", "PWA_MAX_UPLOAD_MB"),
+            (None, "lots", "1h", "PWA_MAX_UPLOAD_MB"),
+            (None, "50", "never", "PWA_UPLOAD_EXPIRY"),
+        ] {
+            let err = UploadSettings::parse("a", store, mb, expiry).unwrap_err();
+            assert_eq!(err.setting, setting, "{store:?} {mb} {expiry}");
+        }
+        assert_eq!(
+            UploadSettings::parse(" ", None, "1", "1h")
+                .unwrap_err()
+                .setting,
+            "PWA_AUDIO_DIR"
+        );
+    }
+
+    #[test]
     fn postgres_limits_are_validated() {
         let s = DatabaseSettings::postgres("postgres://localhost/test")
             .with_postgres_limits("32", "5s")

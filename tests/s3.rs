@@ -260,3 +260,55 @@ async fn two_postgresql_instances_share_the_bucket_without_a_shared_disk() {
         assert_eq!(&bytes[..], &audio[..], "either instance serves it");
     }
 }
+
+/// The bucket unreachable: an upload is answered 503 with Retry-After (the
+/// client retries later), and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bucket_is_503_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = dir.path().join("clinical.db");
+    let audio_dir = dir.path().join("audio");
+    let env = [
+        ("PWA_AUDIO_STORE", "s3://nowhere/clinic".to_owned()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        // object_store retries for a while by default; keep the test short.
+        ("AWS_MAX_RETRIES", "0".into()),
+        ("AWS_RETRY_TIMEOUT", "1s".into()),
+    ];
+    let server = ServerProcess::start_with_env(
+        &db,
+        &with_env(&env, &[("PWA_AUDIO_DIR", audio_dir.to_str().unwrap())]),
+    );
+    let key = uuid::Uuid::new_v4().to_string();
+    let (ct, body) = multipart(&[
+        ("patient_id", None, b"p"),
+        ("duration_seconds", None, b"3"),
+        ("local_storage_key", None, key.as_bytes()),
+        ("audio", Some("a.webm"), &webm(10_000, 1)),
+    ]);
+    let r = client()
+        .post(server.url("/api/v1/recordings/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let listed: Vec<Value> = server.get_json("/api/v1/recordings").await;
+    assert!(listed.is_empty(), "no recording");
+    assert!(
+        files_under(&audio_dir.join("tmp")).is_empty(),
+        "no file left"
+    );
+    assert!(files_under(&audio_dir.join("objects")).is_empty());
+}

@@ -167,7 +167,13 @@ impl Uploads {
             return self.repeat(existing, key, &sha256).await;
         }
         let id = Uuid::now_v7();
-        let object = self.audio.keep(&received, id).await?;
+        let object = match self.audio.keep(&received, id).await {
+            Ok(object) => object,
+            Err(e) => {
+                self.audio.discard(received).await;
+                return Err(e.into());
+            }
+        };
         let now = Timestamp::now();
         let recording = Recording {
             id,
