@@ -57,13 +57,6 @@ pub fn fingerprint(body: &serde_json::Value) -> String {
     hex(&Sha256::digest(body.to_string().as_bytes()))
 }
 
-fn micros_ago(d: Duration) -> String {
-    let micros = Timestamp::now().unix_micros() - i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    Timestamp::from_unix_micros(micros)
-        .unwrap_or_else(Timestamp::now)
-        .to_string()
-}
-
 /// The id of the recording a key creates: derived from the clinician and the
 /// key (the first 16 bytes of a SHA-256, as a version 8 UUID), so that a
 /// retry after a crash finds the recording instead of making a second one.
@@ -132,7 +125,7 @@ impl IdempotencyStore {
                 status: u16::try_from(status).unwrap_or(500),
                 body,
             }),
-            _ if created_at < micros_ago(ABANDONED_AFTER) => {
+            _ if created_at < Timestamp::ago(ABANDONED_AFTER).to_string() => {
                 let taken = with_pool!(&self.db, write, |pool| {
                     sqlx::query(
                         "UPDATE idempotency_keys SET created_at = $3 \
@@ -199,7 +192,7 @@ impl IdempotencyStore {
 
     /// Forgets keys older than [`KEEP_FOR`]; returns how many.
     pub async fn forget_expired(&self) -> Result<u64, StoreError> {
-        let cutoff = micros_ago(KEEP_FOR);
+        let cutoff = Timestamp::ago(KEEP_FOR).to_string();
         Ok(with_pool!(&self.db, write, |pool| {
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                 .bind(&cutoff)

@@ -40,6 +40,14 @@ impl Timestamp {
         (self.0.unix_timestamp_nanos() / 1_000) as i64
     }
 
+    /// `age` before now (the epoch if that is before it).
+    pub fn ago(age: std::time::Duration) -> Self {
+        let micros = Self::now()
+            .unix_micros()
+            .saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX));
+        Self::from_unix_micros(micros.max(0)).unwrap_or_else(Self::now)
+    }
+
     /// The inverse of [`Timestamp::unix_micros`].
     pub fn from_unix_micros(micros: i64) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)

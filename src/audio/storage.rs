@@ -16,7 +16,7 @@
 //! into place and its directory fsynced (or, with an object store, its upload
 //! completed) *before* the recording's row is committed, so a committed row
 //! always has its audio. A crash in between leaves an object without a row,
-//! which [`AudioStore::objects_older_than`] finds.
+//! which [`AudioStore::objects_modified`] lists for the cleanup to check.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -441,12 +441,13 @@ impl AudioStore {
 
     // ------------------------------------------------------------ cleanup
 
-    /// Stored objects last modified more than `grace` ago, with the recording id
-    /// each belongs to: candidates for deletion when no row has that id.
-    pub async fn objects_older_than(&self, grace: Duration) -> Vec<(Uuid, String)> {
+    /// Stored objects last modified after `after` (all when None) and at or
+    /// before `until` (microseconds since the epoch), with the recording id each
+    /// belongs to: candidates for deletion when no row has that id.
+    pub async fn objects_modified(&self, after: Option<i64>, until: i64) -> Vec<(Uuid, String)> {
+        let in_window = |micros: i64| micros <= until && after.is_none_or(|a| micros > a);
         let mut out = Vec::new();
         if let Objects::Remote { store, prefix } = &self.objects {
-            let cutoff = chrono_cutoff(grace);
             let listing = store.list(Some(&Self::remote_path(prefix, "objects")));
             let metas: Vec<_> = listing
                 .filter_map(|m| async move { m.ok() })
@@ -465,7 +466,7 @@ impl AudioStore {
                     .and_then(|name| name.split('.').next())
                     .and_then(|s| Uuid::parse_str(s).ok());
                 if let Some(id) = id
-                    && meta.last_modified.timestamp_micros() <= cutoff
+                    && in_window(meta.last_modified.timestamp_micros())
                 {
                     out.push((id, key));
                 }
@@ -484,7 +485,7 @@ impl AudioStore {
                 let name = file.file_name().to_string_lossy().into_owned();
                 let id = name.split('.').next().and_then(|s| Uuid::parse_str(s).ok());
                 if let Some(id) = id
-                    && is_older(&file.path(), grace).await
+                    && modified_micros(&file.path()).await.is_some_and(in_window)
                 {
                     let shard_name = shard.file_name().to_string_lossy().into_owned();
                     out.push((id, format!("objects/{shard_name}/{name}")));
@@ -514,10 +515,11 @@ impl AudioStore {
     }
 }
 
-/// Now minus `grace`, in microseconds since the epoch.
-fn chrono_cutoff(grace: Duration) -> i64 {
-    crate::timestamp::Timestamp::now().unix_micros()
-        - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX)
+/// When a file was last written, in microseconds since the epoch.
+async fn modified_micros(path: &Path) -> Option<i64> {
+    let modified = fs::metadata(path).await.and_then(|m| m.modified()).ok()?;
+    let since_epoch = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_micros()).ok()
 }
 
 async fn is_older(path: &Path, grace: Duration) -> bool {

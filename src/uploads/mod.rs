@@ -100,6 +100,9 @@ pub struct Uploads {
     settings: UploadSettings,
     /// Dictations whose chunk is being written by this process: one writer each.
     writing: Arc<Mutex<HashSet<(String, Uuid)>>>,
+    /// Objects modified up to this time (µs since the epoch) have been checked
+    /// for a row: later sweeps look only at newer ones (None: check them all).
+    orphans_checked_until: Arc<Mutex<Option<i64>>>,
 }
 
 /// Releases a dictation's write slot when dropped.
@@ -130,6 +133,7 @@ impl Uploads {
             recordings,
             settings,
             writing: Arc::default(),
+            orphans_checked_until: Arc::default(),
         })
     }
 
@@ -284,10 +288,7 @@ impl Uploads {
     pub async fn sweep(&self) -> Result<SweepReport, UploadError> {
         let grace = self.settings.expiry;
         let mut report = SweepReport::default();
-        let cutoff = Timestamp::from_unix_micros(
-            Timestamp::now().unix_micros() - i64::try_from(grace.as_micros()).unwrap_or(i64::MAX),
-        )
-        .unwrap_or_else(Timestamp::now);
+        let cutoff = Timestamp::ago(grace);
         for session in self.sessions.idle_since(&cutoff).await? {
             if let Ok(key) = Uuid::parse_str(&session.local_storage_key) {
                 let path = self.audio.partial_path(&session.clinician_id, key);
@@ -297,14 +298,39 @@ impl Uploads {
             }
         }
         report.temporary_files = self.audio.sweep_temporary(grace).await;
-        for (id, key) in self.audio.objects_older_than(grace).await {
-            if !self.recordings.exists(id).await? {
-                self.audio.remove(&key).await;
-                report.orphaned_objects += 1;
-            }
-        }
+        report.orphaned_objects = self.sweep_orphans(cutoff.unix_micros()).await?;
         report.idempotency_keys = self.idempotency.forget_expired().await?;
         Ok(report)
+    }
+
+    /// Deletes objects older than `until` whose row was never committed. The
+    /// first sweep looks at every object (what a crash left); later ones only
+    /// at objects modified since the previous `until`, looking back one more
+    /// expiry period (an object store may report a modification time a little
+    /// before the object became visible, e.g. truncated to the second), so a
+    /// sweep does not query the database for every stored dictation.
+    async fn sweep_orphans(&self, until: i64) -> Result<usize, UploadError> {
+        let look_back = i64::try_from(self.settings.expiry.as_micros()).unwrap_or(i64::MAX);
+        let after = self
+            .orphans_checked_until
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .map(|checked| checked.saturating_sub(look_back));
+        let candidates = self.audio.objects_modified(after, until).await;
+        let ids: Vec<Uuid> = candidates.iter().map(|(id, _)| *id).collect();
+        let existing = self.recordings.existing_ids(&ids).await?;
+        let mut deleted = 0;
+        for (id, key) in &candidates {
+            if !existing.contains(id) {
+                self.audio.remove(key).await;
+                deleted += 1;
+            }
+        }
+        if let Ok(mut checked) = self.orphans_checked_until.lock() {
+            *checked = Some(until);
+        }
+        Ok(deleted)
     }
 
     /// Runs [`Uploads::sweep`] now and then every so often, forever.

@@ -305,13 +305,19 @@ impl RecordingStore {
         dispatch!(self.record_upload_attempt(id))
     }
 
-    /// Whether a recording with this id exists.
-    pub async fn exists(&self, id: Uuid) -> Result<bool, StoreError> {
-        match self.get(id).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
+    /// Which of `ids` have a recording (one query per 500 ids).
+    pub async fn existing_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let texts: Vec<String> = chunk.iter().map(|id| id.hyphenated().to_string()).collect();
+            for id in dispatch!(self.existing_ids(&texts))? {
+                found.insert(Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
         }
+        Ok(found)
     }
 
     // The counts below are the same SQL on both backends.

@@ -265,6 +265,16 @@ impl PgRecordings {
         row.map(Recording::try_from).transpose()
     }
 
+    /// The ids among `ids` (hyphenated) that have a row.
+    pub async fn existing_ids(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id::text FROM recordings WHERE id = ANY($1::uuid[])")
+                .bind(ids)
+                .fetch_all(self.db.pool())
+                .await?,
+        )
+    }
+
     /// Counts one more upload attempt; returns the recording.
     pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: Option<RecordingRow> = sqlx::query_as(RECORD_UPLOAD_ATTEMPT)

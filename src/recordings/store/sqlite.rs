@@ -322,6 +322,17 @@ impl SqliteRecordings {
         row.map(Recording::try_from).transpose()
     }
 
+    /// The ids among `ids` (hyphenated) that have a row.
+    pub async fn existing_ids(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let ids = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM recordings WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(ids)
+        .fetch_all(self.db.readers())
+        .await?)
+    }
+
     /// Counts one more upload attempt; returns the recording.
     pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: Option<RecordingRow> = sqlx::query_as(sql::RECORD_UPLOAD_ATTEMPT)
