@@ -10,8 +10,8 @@ use clinscribe::config::DatabaseSettings;
 use clinscribe::db::Database;
 use clinscribe::recordings::{ListQuery, RecordingStore};
 use common::{
-    PgTestDb, ServerProcess, client, files_under, multipart, postgres_or_skip, run_cli,
-    run_cli_url, webm,
+    PgTestDb, ServerProcess, client, files_under, postgres_or_skip, run_cli, run_cli_url,
+    upload_to, webm,
 };
 use serde_json::{Value, json};
 
@@ -407,32 +407,17 @@ async fn the_same_upload_racing_on_two_instances_creates_one_recording() {
     let Some(cluster) = Cluster::start("the_same_upload_racing_on_two_instances", 2).await else {
         return;
     };
-    let http = client();
     let mut ids = HashSet::new();
     for round in 0..5u64 {
         let audio = webm(120_000, round);
         let key = uuid::Uuid::new_v4().to_string();
-        let (ct, body) = multipart(&[
-            ("patient_id", None, b"patient-1"),
-            ("duration_seconds", None, b"60"),
-            ("local_storage_key", None, key.as_bytes()),
-            ("audio", Some("a.webm"), &audio),
-        ]);
         // Three attempts on each instance, all at once.
         let attempts: Vec<_> = (0..6)
             .map(|i| {
-                let url = cluster.servers[i % 2].url("/api/v1/recordings/upload");
-                let (http, ct, body) = (http.clone(), ct.clone(), body.clone());
+                let base = cluster.servers[i % 2].base_url.clone();
+                let (audio, key) = (audio.clone(), key.clone());
                 tokio::spawn(async move {
-                    let r = http
-                        .post(url)
-                        .header("content-type", ct)
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = r.status().as_u16();
-                    let json: Value = r.json().await.unwrap();
+                    let (status, json) = upload_to(&base, "patient-1", &audio, &key).await;
                     (status, json["id"].as_str().unwrap().to_owned())
                 })
             })
@@ -454,14 +439,9 @@ async fn the_same_upload_racing_on_two_instances_creates_one_recording() {
         let id = round_ids.into_iter().next().unwrap();
         // Either instance serves its audio.
         for server in &cluster.servers {
-            let bytes = http
-                .get(server.url(&format!("/api/v1/recordings/{id}/audio")))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            let bytes = server
+                .get_bytes(&format!("/api/v1/recordings/{id}/audio"))
+                .await;
             assert_eq!(&bytes[..], &audio[..]);
         }
         ids.insert(id);

@@ -124,23 +124,6 @@ fn with_env<'a>(
         .collect()
 }
 
-async fn upload(server: &ServerProcess, audio: &[u8], key: &str) -> (u16, Value) {
-    let (ct, body) = multipart(&[
-        ("patient_id", None, b"patient-s3"),
-        ("duration_seconds", None, b"42"),
-        ("local_storage_key", None, key.as_bytes()),
-        ("audio", Some("a.webm"), audio),
-    ]);
-    let r = client()
-        .post(server.url("/api/v1/recordings/upload"))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audio_lives_in_the_bucket_once_per_dictation() {
     let Some(s3) = S3::start("audio_lives_in_the_bucket_once_per_dictation").await else {
@@ -163,7 +146,7 @@ async fn audio_lives_in_the_bucket_once_per_dictation() {
     let key = uuid::Uuid::new_v4().to_string();
     let mut ids = HashSet::new();
     for attempt in 0..5 {
-        let (status, body) = upload(&server, &audio, &key).await;
+        let (status, body) = server.upload("patient-s3", &audio, &key).await;
         assert_eq!(status, if attempt == 0 { 201 } else { 200 }, "{body}");
         assert_eq!(body["durable"], true);
         ids.insert(body["id"].as_str().unwrap().to_owned());
@@ -180,14 +163,9 @@ async fn audio_lives_in_the_bucket_once_per_dictation() {
     assert!(files_under(&audio_dir.join("tmp")).is_empty());
 
     let url = server.url(&format!("/api/v1/recordings/{id}/audio"));
-    let bytes = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = server
+        .get_bytes(&format!("/api/v1/recordings/{id}/audio"))
+        .await;
     assert_eq!(&bytes[..], &audio[..]);
     let part = client()
         .get(&url)
@@ -239,8 +217,8 @@ async fn two_postgresql_instances_share_the_bucket_without_a_shared_disk() {
     let audio = webm(300_000, 3);
     let key = uuid::Uuid::new_v4().to_string();
     let (a, b) = tokio::join!(
-        upload(&servers[0], &audio, &key),
-        upload(&servers[1], &audio, &key)
+        servers[0].upload("patient-s3", &audio, &key),
+        servers[1].upload("patient-s3", &audio, &key)
     );
     let mut statuses = [a.0, b.0];
     statuses.sort();
@@ -249,14 +227,9 @@ async fn two_postgresql_instances_share_the_bucket_without_a_shared_disk() {
     let id = a.1["id"].as_str().unwrap();
     assert_eq!(s3.keys("group/objects").await.len(), 1, "one object");
     for server in &servers {
-        let bytes = client()
-            .get(server.url(&format!("/api/v1/recordings/{id}/audio")))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = server
+            .get_bytes(&format!("/api/v1/recordings/{id}/audio"))
+            .await;
         assert_eq!(&bytes[..], &audio[..], "either instance serves it");
     }
 }

@@ -401,6 +401,24 @@ impl ServerProcess {
             .expect("JSON body")
     }
 
+    /// GET `path`; the body's bytes.
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+            .bytes()
+            .await
+            .expect("body")
+            .to_vec()
+    }
+
+    /// Uploads a dictation (multipart); the status and the JSON answer.
+    pub async fn upload(&self, patient: &str, audio: &[u8], key: &str) -> (u16, Value) {
+        upload_to(&self.base_url, patient, audio, key).await
+    }
+
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -572,4 +590,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Uploads a dictation to the server at `base_url` (multipart, 60 s); the status
+/// and the JSON answer. A free function, for tasks that cannot borrow a server.
+pub async fn upload_to(base_url: &str, patient: &str, audio: &[u8], key: &str) -> (u16, Value) {
+    let (ct, body) = multipart(&[
+        ("patient_id", None, patient.as_bytes()),
+        ("duration_seconds", None, b"60"),
+        ("local_storage_key", None, key.as_bytes()),
+        ("audio", Some("a.webm"), audio),
+    ]);
+    let response = client()
+        .post(format!("{base_url}/api/v1/recordings/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("upload");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
 }
