@@ -141,13 +141,17 @@ impl Generator {
             .is_final()
             .then(|| at(created_micros + rng.i64(600_000_000..3_600_000_000)));
         let done = status == RecordingStatus::Completed;
-        let id_time = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            (created_micros / 1_000_000) as u64,
-            ((created_micros % 1_000_000) * 1000) as u32,
-        );
+        // A version 7 id (time-ordered, as the server makes them) whose random
+        // bits come from the seeded generator: reproducible, and no system call.
+        let mut random = [0; 10];
+        random.copy_from_slice(&rng.u128(..).to_le_bytes()[..10]);
+        let id = uuid::Builder::from_unix_timestamp_millis(
+            u64::try_from(created_micros / 1000).unwrap_or_default(),
+            &random,
+        )
+        .into_uuid();
         Recording {
-            id: Uuid::new_v7(id_time),
+            id,
             audio_file_path: Some(format!("/uploads/{}.webm", rng.u64(..))),
             audio_file_size: uploaded.then_some(duration * 16_000),
             duration_seconds: Some(duration),
@@ -260,5 +264,15 @@ mod tests {
         }
         assert!(rows.iter().any(|r| r.clinician_id == DEFAULT_CLINICIAN));
         assert!(g.next_batch(10).is_empty());
+    }
+
+    #[test]
+    fn generator_is_reproducible_with_time_ordered_ids() {
+        let now = Timestamp::now();
+        let first = Generator::new(1000, now, 11).next_batch(1000);
+        assert_eq!(first, Generator::new(1000, now, 11).next_batch(1000));
+        assert_ne!(first, Generator::new(1000, now, 12).next_batch(1000));
+        assert!(first.iter().all(|r| r.id.get_version_num() == 7));
+        assert!(first.windows(2).all(|w| w[0].id < w[1].id));
     }
 }
