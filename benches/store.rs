@@ -23,13 +23,7 @@ fn store_paths(c: &mut Criterion) {
             .expect("open");
         let store = RecordingStore::new(clinscribe::db::Database::Sqlite(db));
         let rows = Generator::new(100_000, Timestamp::now(), 1).next_batch(100_000);
-        let mut loader = store
-            .bulk_loader()
-            .await
-            .expect("loader")
-            .expect("SQLite has a bulk loader");
-        loader.push(&rows).await.expect("load");
-        loader.finish().await.expect("indexes");
+        store.insert_batch(&rows).await.expect("load");
         (store, rows.iter().map(|r| r.id).collect::<Vec<_>>())
     });
     let mut n = 0usize;

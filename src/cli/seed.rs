@@ -5,13 +5,16 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use indicatif::ProgressBar;
 
-use super::{progress_bar, sqlite_path};
+use super::progress_bar;
 use crate::config::DatabaseSettings;
-use crate::db::Database;
 use crate::db::lock::ServerLock;
+use crate::db::{Database, DbError};
 use crate::recordings::RecordingStore;
+use crate::recordings::model::Recording;
 use crate::recordings::seed::{Generator, development_recordings};
+use crate::recordings::store::{BoundInserts, BulkLoader, StoreError};
 use crate::timestamp::Timestamp;
 
 #[derive(Debug, Args)]
@@ -35,10 +38,10 @@ pub(super) struct SeedArgs {
 const BATCH: usize = 5_000;
 
 pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&database)
+    let mut db = Database::open(&database)
         .await
         .context("opening the database")?;
-    let store = RecordingStore::new(db.clone());
+    let mut store = RecordingStore::new(db.clone());
     let existing = store.count().await?;
     if existing > 0 && !args.force {
         db.close().await;
@@ -54,42 +57,39 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
             rows.len() as u64
         }
         Some(total) => {
-            if let Database::Sqlite(sqlite) = &db {
-                sqlite.set_writer_cache_mib(256).await?;
-            }
             let bar = progress_bar(total, 50_000, "recordings");
-            let mut generator = Generator::new(total, Timestamp::now(), args.random_seed);
-            let mut done = 0;
-            // With no server running (its lock is free, and held until the end),
-            // one bulk transaction with the indexes rebuilt once at the end;
-            // otherwise short batches, so the server's writers keep going.
-            // (PostgreSQL has no server lock and no bulk loader: batches, always.)
-            let lock = sqlite_path(&database).and_then(|path| ServerLock::acquire(&path).ok());
-            let mut loader = match lock {
-                Some(_) => store.bulk_loader().await?,
-                None => None,
+            let generator = Generator::new(total, Timestamp::now(), args.random_seed);
+            let done = match start_bulk_load(&db).await? {
+                Some((mut loader, lock)) => {
+                    let prepare = |batch: Vec<Recording>| BoundInserts::new(&batch);
+                    let done = load_generated(generator, &bar, prepare, async |rows| {
+                        loader.push(rows).await
+                    })
+                    .await?;
+                    bar.set_message("building indexes");
+                    loader.finish().await.context("finishing the bulk load")?;
+                    drop(lock);
+                    done
+                }
+                None => {
+                    (db, store) = reopen_if_closed(db, store, &database).await?;
+                    if let Database::Sqlite(sqlite) = &db {
+                        sqlite.set_writer_cache_mib(256).await?;
+                    }
+                    load_generated(
+                        generator,
+                        &bar,
+                        |batch| batch,
+                        async |batch| store.insert_batch(&batch).await,
+                    )
+                    .await?
+                }
             };
-            loop {
-                let batch = generator.next_batch(BATCH);
-                if batch.is_empty() {
-                    break;
-                }
-                match loader.as_mut() {
-                    Some(loader) => loader.push(&batch).await?,
-                    None => store.insert_batch(&batch).await?,
-                }
-                done += batch.len() as u64;
-                bar.set_position(done);
-            }
-            if let Some(loader) = loader {
-                bar.set_message("building indexes");
-                loader.finish().await?;
-            }
-            drop(lock);
             bar.finish_and_clear();
             done
         }
     };
+    (db, store) = reopen_if_closed(db, store, &database).await?;
     let elapsed = started.elapsed().as_secs_f64();
     out!(
         "Seeded {inserted} recording(s) in {elapsed:.2} s ({:.0} rows/s).",
@@ -110,4 +110,79 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
     }
     db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a bulk load (see [`BulkLoader`]) when nothing else uses the SQLite
+/// file: no server (its lock is free, and held until the load ends) and no
+/// other process (leaving WAL mode needs the only connection, so ours are
+/// closed first). Otherwise None, and the rows go in short batches through the
+/// store, so that a running server's writers keep going. PostgreSQL has no
+/// server lock and no bulk loader: batches, always.
+async fn start_bulk_load(db: &Database) -> anyhow::Result<Option<(BulkLoader, ServerLock)>> {
+    let Database::Sqlite(sqlite) = db else {
+        return Ok(None);
+    };
+    let Ok(lock) = ServerLock::acquire(sqlite.path()) else {
+        return Ok(None);
+    };
+    db.close().await;
+    match BulkLoader::open(sqlite.path()).await {
+        Ok(loader) => Ok(Some((loader, lock))),
+        Err(e @ DbError::JournalMode { .. }) => {
+            eprintln!("note: {e}; seeding in batches instead (slower)");
+            Ok(None)
+        }
+        Err(e) => Err(e).context("starting the bulk load"),
+    }
+}
+
+/// The database (and its store) again if [`start_bulk_load`] closed it.
+async fn reopen_if_closed(
+    db: Database,
+    store: RecordingStore,
+    settings: &DatabaseSettings,
+) -> anyhow::Result<(Database, RecordingStore)> {
+    if !db.is_closed() {
+        return Ok((db, store));
+    }
+    let db = Database::open(settings)
+        .await
+        .context("reopening the database")?;
+    let store = RecordingStore::new(db.clone());
+    Ok((db, store))
+}
+
+/// Generates the recordings batch by batch on a thread of its own, where
+/// `prepare` also runs (binding them to statements, for a bulk load), and
+/// stores each with `store` meanwhile: the database writes one batch on one
+/// core while the next is made on the other.
+async fn load_generated<T: Send + 'static>(
+    mut generator: Generator,
+    bar: &ProgressBar,
+    prepare: fn(Vec<Recording>) -> T,
+    mut store: impl AsyncFnMut(T) -> Result<(), StoreError>,
+) -> anyhow::Result<u64> {
+    // Two batches ahead at most: enough to never wait, little memory.
+    let (batches, mut received) = tokio::sync::mpsc::channel(2);
+    let producer = tokio::task::spawn_blocking(move || {
+        loop {
+            let batch = generator.next_batch(BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            // A closed channel means the loop below stopped on an error.
+            let rows = batch.len();
+            if batches.blocking_send((rows, prepare(batch))).is_err() {
+                break;
+            }
+        }
+    });
+    let mut done = 0;
+    while let Some((rows, batch)) = received.recv().await {
+        store(batch).await?;
+        done += rows as u64;
+        bar.set_position(done);
+    }
+    producer.await.context("generating recordings")?;
+    Ok(done)
 }

@@ -122,8 +122,11 @@ async fn check_sqlite(
     migrations: Vec<MigrationStatus>,
 ) -> Result<CheckReport, DbError> {
     let readers = db.readers();
+    // On the read-write connection: SQLite does not even parse CHECK
+    // constraints on a read-only one, so integrity_check there skips them.
+    // (It only reads either way.)
     let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_all(readers)
+        .fetch_all(db.writer())
         .await?;
     let foreign_key_violations = sqlx::query("PRAGMA foreign_key_check")
         .fetch_all(readers)

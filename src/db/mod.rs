@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
 
 use crate::config::{self, DatabaseSettings, DatabaseUrl};
 
@@ -72,6 +72,12 @@ pub enum DbError {
     /// An SQLite-only operation on another backend.
     #[error("{0} works on SQLite only; this database is PostgreSQL")]
     SqliteOnly(&'static str),
+    /// SQLite kept its journal mode: another process has the file open.
+    #[error("cannot switch the database to journal_mode={wanted}: another process has it open")]
+    JournalMode {
+        /// The mode asked for.
+        wanted: &'static str,
+    },
     /// Any other database error.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
@@ -316,6 +322,69 @@ impl SqliteDatabase {
     /// Whether [`SqliteDatabase::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.writer.is_closed() || self.readers.is_closed()
+    }
+}
+
+/// Opens the only connection to the SQLite file at `path` for a bulk load
+/// (seeding), in rollback-journal mode with a 256 MiB page cache.
+///
+/// In WAL mode a large transaction writes every page twice: into the WAL, then
+/// into the database file at the checkpoint. With a rollback journal, pages
+/// appended to the file are written once and only pages that existed before
+/// are journaled, and a crash still rolls the whole load back (the journal is
+/// replayed by the next connection to open the file). [`leave_bulk_load`]
+/// switches back to WAL. Leaving WAL needs every other connection closed:
+/// the caller holds the [`lock::ServerLock`] and has closed its pools; if
+/// another process still has the file open, this fails rather than waits.
+pub async fn connect_for_bulk_load(path: &Path) -> Result<SqliteConnection, DbError> {
+    let mut conn = connect_options(path, config::SqliteSynchronous::Normal)
+        // Another process's connection makes the switch below fail at once
+        // rather than after a wait: it would not go away by itself.
+        .busy_timeout(Duration::ZERO)
+        .pragma("cache_size", "-262144")
+        // With temporary storage in memory, SQLite's sorter allocates every index
+        // entry on its own while building an index; with files, it fills large
+        // blocks and spills to a file only past the cache size (a third faster).
+        .pragma("temp_store", "file")
+        .connect()
+        .await
+        .map_err(|source| DbError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    set_journal_mode(&mut conn, "delete").await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(conn)
+}
+
+/// Switches a connection from [`connect_for_bulk_load`] back to WAL mode and closes it.
+pub async fn leave_bulk_load(mut conn: SqliteConnection) -> Result<(), DbError> {
+    set_journal_mode(&mut conn, "wal").await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// `PRAGMA journal_mode = mode`, checking that SQLite did switch (it answers
+/// with the mode it kept when it cannot, e.g. while another connection reads).
+async fn set_journal_mode(conn: &mut SqliteConnection, mode: &'static str) -> Result<(), DbError> {
+    // A fixed word formatted into the PRAGMA: PRAGMA takes no bound parameters.
+    let switched: Result<String, sqlx::Error> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA journal_mode = {mode}")))
+            .fetch_one(&mut *conn)
+            .await;
+    match switched {
+        Ok(now) if now == mode => Ok(()),
+        Ok(_) => Err(DbError::JournalMode { wanted: mode }),
+        // SQLITE_BUSY: another connection holds a lock on the file.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") => {
+            Err(DbError::JournalMode { wanted: mode })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -17,7 +17,7 @@ use super::model::{NewRecording, Recording, RecordingStatus, UploadDetails};
 use crate::db::{Database, with_pool};
 use crate::timestamp::Timestamp;
 
-pub use sqlite::{BulkLoader, sql};
+pub use sqlite::{BoundInserts, BulkLoader, sql};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -236,15 +236,6 @@ impl RecordingStore {
     #[tracing::instrument(skip_all, fields(rows = recordings.len()))]
     pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         dispatch!(self.insert_batch(recordings))
-    }
-
-    /// On SQLite, starts a bulk load (see [`BulkLoader`]): for loading while no
-    /// server runs. None on PostgreSQL, where batches go through [`Self::insert_batch`].
-    pub async fn bulk_loader(&self) -> Result<Option<BulkLoader>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(store) => store.bulk_loader().await.map(Some),
-            Backend::Postgres(_) => Ok(None),
-        }
     }
 
     /// The recording with this id.
