@@ -344,7 +344,8 @@ pub async fn connect_for_bulk_load(path: &Path) -> Result<SqliteConnection, DbEr
         .pragma("cache_size", "-262144")
         // With temporary storage in memory, SQLite's sorter allocates every index
         // entry on its own while building an index; with files, it fills large
-        // blocks and spills to a file only past the cache size (a third faster).
+        // blocks and spills to a file only past the cache size (see
+        // benches/experiments/seed_breakdown.py).
         .pragma("temp_store", "file")
         .connect()
         .await

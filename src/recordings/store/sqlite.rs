@@ -329,10 +329,10 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 ///
 /// CHECK constraints are not evaluated for the appended rows: they guard the
 /// text formats of ids, timestamps and JSON against other writers, and cost
-/// more than all the rest of the insert (2.4 µs of 3.4 µs a row); the rows
-/// loaded here are encoded by the same typed code as the API's. `PRAGMA
-/// integrity_check` (`clinscribe check`) still verifies every CHECK, which the
-/// seed tests run.
+/// more than the rest of the insert (3.9 s against 1.5 s for 1,000,000 rows
+/// in `benches/experiments/seed_breakdown.py`); the rows loaded here are
+/// encoded by the same typed code as the API's. `PRAGMA integrity_check`
+/// (`clinscribe check`) still verifies every CHECK, which the seed tests run.
 ///
 /// Dropping the loader without [`BulkLoader::finish`] rolls everything back,
 /// indexes included, and so does a crash.
