@@ -1,5 +1,7 @@
 //! The `recordings` SQL for SQLite.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::insert_queue::InsertQueue;
@@ -473,30 +475,38 @@ fn insert_sql(rows: usize) -> String {
 }
 
 /// Binds one recording's 21 values, in [`insert_sql`] column order.
+///
+/// Text goes in as `Arc<str>`, which sqlx keeps as it is: a `String` would be
+/// wrapped in an `Arc` of its own, two allocations per value instead of one,
+/// each freed later on the connection's thread (see `docs/BENCHMARKS.md`,
+/// "Seeding").
 fn bind_recording<'q>(q: SqliteQuery<'q>, r: &Recording) -> SqliteQuery<'q> {
-    q.bind(r.id.hyphenated().to_string())
-        .bind(r.patient_id.clone())
-        .bind(r.clinician_id.clone())
-        .bind(r.audio_file_path.clone())
+    let text = |s: &str| Arc::<str>::from(s);
+    let time = |t: Timestamp| Arc::<str>::from(t.to_string());
+    let id = |id: Uuid| text(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    q.bind(id(r.id))
+        .bind(text(&r.patient_id))
+        .bind(text(&r.clinician_id))
+        .bind(r.audio_file_path.as_deref().map(text))
         .bind(r.audio_file_size)
         .bind(r.duration_seconds)
-        .bind(r.status.as_str())
-        .bind(r.error_message.clone())
+        .bind(text(r.status.as_str()))
+        .bind(r.error_message.as_deref().map(text))
         .bind(r.retry_count)
-        .bind(r.created_at.to_string())
-        .bind(r.updated_at.to_string())
-        .bind(r.uploaded_at.map(|t| t.to_string()))
-        .bind(r.processed_at.map(|t| t.to_string()))
-        .bind(r.transcript.clone())
-        .bind(r.verification_results.as_ref().map(|v| v.to_string()))
+        .bind(time(r.created_at))
+        .bind(time(r.updated_at))
+        .bind(r.uploaded_at.map(time))
+        .bind(r.processed_at.map(time))
+        .bind(r.transcript.as_deref().map(text))
         .bind(
-            r.upload
-                .local_storage_key
-                .map(|k| k.hyphenated().to_string()),
+            r.verification_results
+                .as_ref()
+                .map(|v| Arc::<str>::from(v.to_string())),
         )
-        .bind(r.upload.draft_transcript.clone())
-        .bind(r.upload.final_transcript.clone())
+        .bind(r.upload.local_storage_key.map(id))
+        .bind(r.upload.draft_transcript.as_deref().map(text))
+        .bind(r.upload.final_transcript.as_deref().map(text))
         .bind(r.upload.upload_attempts)
-        .bind(r.upload.audio_sha256.clone())
-        .bind(r.upload.audio_content_type.clone())
+        .bind(r.upload.audio_sha256.as_deref().map(text))
+        .bind(r.upload.audio_content_type.as_deref().map(text))
 }
