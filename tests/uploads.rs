@@ -340,10 +340,9 @@ async fn chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording(ap
         // Half the chunk arrives, then the connection drops.
         let half = (end + 1 - offset) / 2;
         let r = app
-            .send_with(
-                Method::PUT,
+            .put_chunk(
                 &url,
-                &[("content-range", &range)],
+                &range,
                 broken_body(audio[offset..offset + half].to_vec()),
             )
             .await;
@@ -361,12 +360,7 @@ async fn chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording(ap
         let wrong = format!("bytes {offset}-{end}/{total}");
         if half > 0 {
             let r = app
-                .send_with(
-                    Method::PUT,
-                    &url,
-                    &[("content-range", &wrong)],
-                    audio[offset..=end].to_vec(),
-                )
+                .put_chunk(&url, &wrong, audio[offset..=end].to_vec())
                 .await;
             assert_eq!(r.status, StatusCode::CONFLICT);
             assert_eq!(r.headers["upload-offset"], held.to_string().as_str());
@@ -374,12 +368,7 @@ async fn chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording(ap
         // Resume from there.
         let range = format!("bytes {held}-{end}/{total}");
         let r = app
-            .send_with(
-                Method::PUT,
-                &url,
-                &[("content-range", &range)],
-                audio[held..=end].to_vec(),
-            )
+            .put_chunk(&url, &range, audio[held..=end].to_vec())
             .await;
         offset = end + 1;
         if offset < total {
@@ -400,12 +389,7 @@ async fn chunked_upload_interrupted_after_each_chunk_resumes_to_one_recording(ap
     // The last chunk's answer was lost: sending it again gets the recording.
     let range = format!("bytes {}-{}/{total}", total - 10, total - 1);
     let r = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", &range)],
-            audio[total - 10..].to_vec(),
-        )
+        .put_chunk(&url, &range, audio[total - 10..].to_vec())
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["id"], id.as_str());
@@ -440,34 +424,23 @@ async fn chunked_upload_without_its_earlier_bytes_restarts_from_zero(app: TestAp
     );
     let url = format!("/api/v1/uploads/{key}");
     let first = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-99999/200000")],
-            audio[..100_000].to_vec(),
-        )
+        .put_chunk(&url, "bytes 0-99999/200000", audio[..100_000].to_vec())
         .await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     for file in app.audio_files("partial") {
         std::fs::remove_file(file).unwrap(); // as if this chunk had reached another instance
     }
     let next = app
-        .send_with(
-            Method::PUT,
+        .put_chunk(
             &url,
-            &[("content-range", "bytes 100000-199999/200000")],
+            "bytes 100000-199999/200000",
             audio[100_000..].to_vec(),
         )
         .await;
     assert_eq!(next.status, StatusCode::CONFLICT, "{}", next.text);
     assert_eq!(next.headers["upload-offset"], "0");
     let whole = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-199999/200000")],
-            audio.clone(),
-        )
+        .put_chunk(&url, "bytes 0-199999/200000", audio.clone())
         .await;
     assert_eq!(whole.status, StatusCode::CREATED, "{}", whole.text);
     assert_eq!(whole.body["audio_sha256"], sha256_hex(&audio).as_str());
@@ -503,14 +476,7 @@ async fn chunked_uploads_refuse_bad_input(app: TestApp) {
     }
     let url = format!("/api/v1/uploads/{key}");
     // No session.
-    let r = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-3/4")],
-            vec![0u8; 4],
-        )
-        .await;
+    let r = app.put_chunk(&url, "bytes 0-3/4", vec![0u8; 4]).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get(&url).await.status, StatusCode::NOT_FOUND);
     assert_eq!(
@@ -547,33 +513,14 @@ async fn chunked_uploads_refuse_bad_input(app: TestApp) {
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{range:?}");
     }
-    let r = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-9/999")],
-            vec![0u8; 10],
-        )
-        .await;
+    let r = app.put_chunk(&url, "bytes 0-9/999", vec![0u8; 10]).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     // More bytes than the range says.
-    let r = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-9/1000")],
-            webm(20, 1),
-        )
-        .await;
+    let r = app.put_chunk(&url, "bytes 0-9/1000", webm(20, 1)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     // Not audio: refused at the first chunk, the session is gone.
     let r = app
-        .send_with(
-            Method::PUT,
-            &url,
-            &[("content-range", "bytes 0-99/1000")],
-            vec![b'%'; 100],
-        )
+        .put_chunk(&url, "bytes 0-99/1000", vec![b'%'; 100])
         .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
     assert_eq!(app.get(&url).await.status, StatusCode::NOT_FOUND);
@@ -719,10 +666,9 @@ async fn cleanup_deletes_orphans_and_expired_sessions_only(app: TestApp) {
     let key = uuid::Uuid::new_v4();
     let start = json!({"local_storage_key": key, "patient_id": "p", "duration_seconds": 1, "total_bytes": 1000});
     app.post_json("/api/v1/uploads", &start.to_string()).await;
-    app.send_with(
-        Method::PUT,
+    app.put_chunk(
         &format!("/api/v1/uploads/{key}"),
-        &[("content-range", "bytes 0-99/1000")],
+        "bytes 0-99/1000",
         webm(100, 2),
     )
     .await;

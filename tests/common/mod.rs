@@ -279,6 +279,12 @@ impl TestApp {
         }
     }
 
+    /// PUT of one chunk of a resumable upload, with its `Content-Range`.
+    pub async fn put_chunk(&self, uri: &str, range: &str, body: impl Into<Body>) -> TestResponse {
+        self.send_with(Method::PUT, uri, &[("content-range", range)], body)
+            .await
+    }
+
     /// GET returning the raw body bytes.
     pub async fn get_bytes(
         &self,
