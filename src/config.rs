@@ -496,3 +496,140 @@ mod tests {
         assert!(parse_keep("X", "0").is_err() && parse_keep("X", "-1").is_err());
     }
 }
+
+/// How the server treats connections: timeouts and the connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// `PWA_HEADER_TIMEOUT`: a request's headers must arrive within this,
+    /// counted from its first byte.
+    pub header_timeout: std::time::Duration,
+    /// `PWA_BODY_TIMEOUT`: a request body may pause this long between bytes.
+    pub body_timeout: std::time::Duration,
+    /// `PWA_IDLE_TIMEOUT`: a kept-alive connection with nothing in flight is
+    /// closed after this long without traffic.
+    pub idle_timeout: std::time::Duration,
+    /// `PWA_MAX_CONNECTIONS`: connections open at once; more get 503.
+    pub max_connections: usize,
+    /// `PWA_SHUTDOWN_TIMEOUT`: on shutdown, requests in flight get this long
+    /// to finish before every connection is closed.
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// Default `PWA_HEADER_TIMEOUT`.
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+/// Default `PWA_BODY_TIMEOUT`.
+pub const DEFAULT_BODY_TIMEOUT: &str = "30s";
+/// Default `PWA_IDLE_TIMEOUT`.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+/// Default `PWA_MAX_CONNECTIONS` (lowered to fit the open-file limit).
+pub const DEFAULT_MAX_CONNECTIONS: &str = "1000";
+/// Default `PWA_SHUTDOWN_TIMEOUT`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+
+impl ConnectionSettings {
+    /// Validates raw setting values.
+    pub fn parse(
+        header_timeout: &str,
+        body_timeout: &str,
+        idle_timeout: &str,
+        max_connections: &str,
+        shutdown_timeout: &str,
+    ) -> Result<Self, ConfigError> {
+        let max_connections = match max_connections.trim().parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_MAX_CONNECTIONS",
+                    max_connections,
+                    "expected a whole number from 1 to 1000000",
+                ));
+            }
+        };
+        Ok(Self {
+            header_timeout: parse_interval("PWA_HEADER_TIMEOUT", header_timeout)?,
+            body_timeout: parse_interval("PWA_BODY_TIMEOUT", body_timeout)?,
+            idle_timeout: parse_interval("PWA_IDLE_TIMEOUT", idle_timeout)?,
+            max_connections,
+            shutdown_timeout: parse_interval("PWA_SHUTDOWN_TIMEOUT", shutdown_timeout)?,
+        })
+    }
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        let secs = std::time::Duration::from_secs;
+        Self {
+            header_timeout: secs(10),
+            body_timeout: secs(30),
+            idle_timeout: secs(60),
+            max_connections: 1000,
+            shutdown_timeout: secs(30),
+        }
+    }
+}
+
+/// Which names and origins may reach the server from a browser
+/// (`PWA_ALLOWED_HOSTS`, `PWA_ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// Host names (lower case, without port) the server answers to besides
+    /// `localhost` and IP addresses; empty: any name unless bound to loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`, lower case, default port removed) whose
+    /// pages may send state-changing requests, besides the server's own.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AccessSettings {
+    /// Validates comma-separated lists.
+    pub fn parse(allowed_hosts: &str, allowed_origins: &str) -> Result<Self, ConfigError> {
+        let items = |value: &str| {
+            value
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let mut hosts = Vec::new();
+        for host in items(allowed_hosts) {
+            let valid = !host.contains(['/', ':', ' ', '@']) || host.starts_with('[');
+            if !valid {
+                return Err(ConfigError::new(
+                    "PWA_ALLOWED_HOSTS",
+                    allowed_hosts,
+                    "expected host names without scheme or port, e.g. dictation.clinic.example",
+                ));
+            }
+            hosts.push(host);
+        }
+        let mut origins = Vec::new();
+        for origin in items(allowed_origins) {
+            match normalize_origin(&origin) {
+                Some(o) => origins.push(o),
+                None => {
+                    return Err(ConfigError::new(
+                        "PWA_ALLOWED_ORIGINS",
+                        allowed_origins,
+                        "expected origins such as https://dictation.clinic.example",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            allowed_hosts: hosts,
+            allowed_origins: origins,
+        })
+    }
+}
+
+/// `HTTPS://Host:443` → `https://host`; None when it is not `scheme://host[:port]`.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
+        return None;
+    }
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    Some(format!("{scheme}://{authority}"))
+}

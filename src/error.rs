@@ -52,10 +52,20 @@ pub enum ApiError {
     /// 503: a dependency (the database) cannot serve requests now.
     #[error("{0}")]
     Unavailable(String),
+    /// 507 with `Retry-After`: the storage (database or audio) is full; nothing
+    /// was stored.
+    #[error(
+        "The server's storage is full, so nothing was stored; retry later (an administrator must free space)"
+    )]
+    StorageFull,
     /// 500: a bug or an unexpected failure; logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// Seconds a client waits before retrying a write refused for lack of space:
+/// freeing space takes a person, so sooner would only add load.
+pub const STORAGE_FULL_RETRY_AFTER: &str = "30";
 
 #[derive(Serialize)]
 struct ValidationBody<'a> {
@@ -116,6 +126,7 @@ impl ApiError {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +152,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if matches!(self, Self::StorageFull) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STORAGE_FULL_RETRY_AFTER),
+            );
+        }
         if let Self::RangeNotSatisfiable(len) = self
             && let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}"))
         {
@@ -160,6 +177,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Closed => Self::Unavailable("The database is not available".into()),
             StoreError::Duplicate(_) => Self::Conflict("The recording already exists".into()),
+            // Logged once per episode by `StorageHealth`, not per request.
+            StoreError::DiskFull(_) => Self::StorageFull,
             other => Self::Internal(other.into()),
         }
     }

@@ -1,5 +1,14 @@
 //! `GET /api/v1/health`: is the service, and its database, usable?
+//!
+//! A check that only reads cannot see a full disk: reads keep working while
+//! every write fails. So health also learns from the writes themselves
+//! ([`StorageHealth`]): a write refused for lack of space starts an *episode*
+//! (logged once) during which the database is reported `degraded`; it ends with
+//! the next successful write, or when a small probe file can be written again
+//! beside the database and the audio (SQLite), or 30 s after the last refusal
+//! (PostgreSQL, whose disk is not ours to probe).
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,10 +63,141 @@ impl HealthProbe {
     }
 }
 
-/// The health report. `status` is `healthy` or `unhealthy`.
+/// How long a PostgreSQL disk-full episode lasts after its last refusal
+/// without a successful write.
+const REMOTE_FULL_EPISODE: Duration = Duration::from_secs(30);
+/// At most one probe write per this long.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Bytes written by a probe: a few SQLite pages and WAL frames.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Whether writes are being refused for lack of storage space.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    episode: Mutex<Option<FullEpisode>>,
+    /// Directories to probe for space (the database's and the audio's); none
+    /// when the storage is not local (PostgreSQL).
+    probe_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+struct FullEpisode {
+    started: Instant,
+    last_refusal: Instant,
+    refused: u64,
+    last_probe: Option<Instant>,
+}
+
+impl StorageHealth {
+    /// Space is probed in `probe_dirs` (empty: storage that is not local).
+    pub fn new(probe_dirs: Vec<PathBuf>) -> Self {
+        Self {
+            episode: Mutex::default(),
+            probe_dirs,
+        }
+    }
+
+    /// A write was refused because the storage is full.
+    pub fn record_full(&self) {
+        let Ok(mut episode) = self.episode.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        match episode.as_mut() {
+            Some(e) => {
+                e.refused += 1;
+                e.last_refusal = now;
+            }
+            None => {
+                tracing::error!(
+                    "storage full: writes are refused with 507 until space is freed (reads still work)"
+                );
+                *episode = Some(FullEpisode {
+                    started: now,
+                    last_refusal: now,
+                    refused: 1,
+                    last_probe: None,
+                });
+            }
+        }
+    }
+
+    /// A write succeeded: an episode, if any, is over.
+    pub fn record_write_ok(&self) {
+        if let Ok(mut episode) = self.episode.lock()
+            && let Some(e) = episode.take()
+        {
+            Self::log_end(&e);
+        }
+    }
+
+    fn log_end(e: &FullEpisode) {
+        tracing::warn!(
+            refused = e.refused,
+            lasted_s = e.started.elapsed().as_secs(),
+            "storage writable again: accepting writes"
+        );
+    }
+
+    /// Why writes fail now, if they do (probing for space once per [`PROBE_EVERY`]).
+    pub async fn problem(&self) -> Option<String> {
+        let probe_due = {
+            let mut episode = self.episode.lock().ok()?;
+            let e = episode.as_mut()?;
+            if self.probe_dirs.is_empty() {
+                if e.last_refusal.elapsed() >= REMOTE_FULL_EPISODE {
+                    Self::log_end(e);
+                    *episode = None;
+                    return None;
+                }
+                false
+            } else if e.last_probe.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+                e.last_probe = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        };
+        if probe_due {
+            let dirs = self.probe_dirs.clone();
+            let writable =
+                tokio::task::spawn_blocking(move || dirs.iter().all(|d| probe(d).is_ok()))
+                    .await
+                    .unwrap_or(false);
+            if writable {
+                self.record_write_ok();
+                return None;
+            }
+        }
+        let episode = self.episode.lock().ok()?;
+        episode.as_ref().map(|e| {
+            format!(
+                "degraded: writes refused for lack of storage space for {} s ({} refused); reads work",
+                e.started.elapsed().as_secs(),
+                e.refused
+            )
+        })
+    }
+}
+
+/// Writes, syncs and deletes a small file in `dir`: is there room to write?
+fn probe(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".clinscribe-space-probe");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    written
+}
+
+/// The health report. `status` is `healthy`, `degraded` (reads work, writes
+/// are refused: the disk is full) or `unhealthy`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `healthy` or `unhealthy`.
+    /// `healthy`, `degraded` or `unhealthy`.
     #[schema(example = "healthy")]
     pub status: &'static str,
     /// Each component: `ok`, or what is wrong with it.
@@ -67,7 +207,7 @@ pub struct Health {
     pub backend: &'static str,
     /// How long the database took to answer the latest check (at most 1 s old), in milliseconds.
     pub database_latency_ms: f64,
-    /// Why the service is unhealthy (absent when healthy).
+    /// What is wrong (absent when healthy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -77,7 +217,8 @@ pub struct Health {
 pub struct Components {
     /// The web service itself: always `ok` when it answers.
     pub pwa: &'static str,
-    /// `ok`, or the reason the database is unusable.
+    /// `ok`, `degraded: …` (writes refused for lack of space), or the reason
+    /// the database is unusable.
     pub database: String,
 }
 
@@ -92,30 +233,31 @@ pub fn routes() -> Router<AppState> {
     path = "/api/v1/health",
     tag = "health",
     responses(
-        (status = 200, description = "Healthy", body = Health),
+        (status = 200, description = "Healthy, or degraded (reads work; writes are refused because the storage is full)", body = Health),
         (status = 503, description = "The database is unusable", body = Health),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let (problem, latency) = state.health.database(&state.db).await;
-    let status = if problem.is_some() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+    let degraded = match problem {
+        Some(_) => None,
+        None => state.storage.problem().await,
     };
+    let (status, word) = match (&problem, &degraded) {
+        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        (None, Some(_)) => (StatusCode::OK, "degraded"),
+        (None, None) => (StatusCode::OK, "healthy"),
+    };
+    let detail = problem.or(degraded);
     let health = Health {
-        status: if problem.is_some() {
-            "unhealthy"
-        } else {
-            "healthy"
-        },
+        status: word,
         components: Components {
             pwa: "ok",
-            database: problem.clone().unwrap_or_else(|| "ok".into()),
+            database: detail.clone().unwrap_or_else(|| "ok".into()),
         },
         backend: state.db.backend(),
         database_latency_ms: latency,
-        detail: problem,
+        detail,
     };
     (status, Json(health))
 }

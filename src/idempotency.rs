@@ -7,9 +7,18 @@
 //! - same key while the first request is still being processed → 409;
 //! - keys are kept 24 hours ([`KEEP_FOR`]), then forgotten.
 //!
+//! A claim whose request died (its client went away, its write failed and the
+//! release failed too, its server crashed) must not block the key: this
+//! process knows which of its claims are alive ([`ClaimHold`]). On SQLite, one
+//! server holds the database, so a claim that is not alive here is dead and is
+//! taken over at once. On PostgreSQL another instance may hold it, so a claim
+//! not alive here is taken over after [`ABANDONED_AFTER`].
+//!
 //! All SQL for the `idempotency_keys` table is here; it is written once for
 //! both backends (the table keeps timestamps as text, see its migration).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -21,17 +30,19 @@ use crate::timestamp::Timestamp;
 
 /// How long a key is remembered.
 pub const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
-/// A key still "in flight" after this long belongs to a request that died
-/// (its server crashed): the next request with the key takes it over.
+/// On PostgreSQL, a key still "in flight" after this long, and not held by
+/// this process, belongs to a request that died: the next request with the
+/// key takes it over.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
 /// What to do with a request that carries a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Claim {
-    /// First use of the key: process the request, then [`IdempotencyStore::complete`].
-    Claimed,
+    /// First use of the key: process the request, then
+    /// [`IdempotencyStore::complete`]; keep the hold until then.
+    Claimed(ClaimHold),
     /// Answered before: send this again.
     Replay {
         /// HTTP status.
@@ -45,10 +56,30 @@ pub enum Claim {
     InFlight,
 }
 
+/// Claims held by requests running in this process: (clinician, key).
+type LiveClaims = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// A claim held by a running request; dropping it (the request ended, or its
+/// future was dropped) lets a later request take the key over.
+#[derive(Debug)]
+pub struct ClaimHold {
+    live: LiveClaims,
+    claim: (String, String),
+}
+
+impl Drop for ClaimHold {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&self.claim);
+        }
+    }
+}
+
 /// The `idempotency_keys` table.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     db: Database,
+    live: LiveClaims,
 }
 
 /// The body's fingerprint: SHA-256 of its canonical JSON (so whitespace and
@@ -75,7 +106,20 @@ pub fn recording_id(clinician_id: &str, key: &str) -> uuid::Uuid {
 impl IdempotencyStore {
     /// The store over `db`.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            live: Arc::default(),
+        }
+    }
+
+    /// Marks a claim as alive in this process; None when it already is.
+    fn hold(&self, clinician_id: &str, key: &str) -> Option<ClaimHold> {
+        let claim = (clinician_id.to_owned(), key.to_owned());
+        let mut live = self.live.lock().ok()?;
+        live.insert(claim.clone()).then(|| ClaimHold {
+            live: self.live.clone(),
+            claim,
+        })
     }
 
     /// Claims `key` for a request whose body has `fingerprint`.
@@ -85,6 +129,9 @@ impl IdempotencyStore {
         key: &str,
         fingerprint: &str,
     ) -> Result<Claim, StoreError> {
+        let Some(hold) = self.hold(clinician_id, key) else {
+            return Ok(Claim::InFlight);
+        };
         let now = Timestamp::now().to_string();
         let inserted = with_pool!(&self.db, write, |pool| {
             sqlx::query(
@@ -100,7 +147,7 @@ impl IdempotencyStore {
             .rows_affected()
         });
         if inserted == 1 {
-            return Ok(Claim::Claimed);
+            return Ok(Claim::Claimed(hold));
         }
         let row: Option<(String, Option<i64>, Option<String>, String)> =
             with_pool!(&self.db, write, |pool| {
@@ -115,6 +162,7 @@ impl IdempotencyStore {
             });
         let Some((stored_fingerprint, status, body, created_at)) = row else {
             // Forgotten between the two statements (expired): try once more.
+            drop(hold);
             return Box::pin(self.claim(clinician_id, key, fingerprint)).await;
         };
         if stored_fingerprint != fingerprint {
@@ -125,7 +173,11 @@ impl IdempotencyStore {
                 status: u16::try_from(status).unwrap_or(500),
                 body,
             }),
-            _ if created_at < Timestamp::ago(ABANDONED_AFTER).to_string() => {
+            // Not held here (checked above): dead on SQLite, where no other
+            // process serves the database; on PostgreSQL, once abandoned.
+            _ if matches!(self.db, Database::Sqlite(_))
+                || created_at < Timestamp::ago(ABANDONED_AFTER).to_string() =>
+            {
                 let taken = with_pool!(&self.db, write, |pool| {
                     sqlx::query(
                         "UPDATE idempotency_keys SET created_at = $3 \
@@ -140,7 +192,7 @@ impl IdempotencyStore {
                     .rows_affected()
                 });
                 Ok(if taken == 1 {
-                    Claim::Claimed
+                    Claim::Claimed(hold)
                 } else {
                     Claim::InFlight
                 })

@@ -570,17 +570,19 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
     assert_eq!(app.row_count().await, 1);
 
     // A key whose first request is still being processed.
-    assert_eq!(
-        app.state
-            .idempotency
-            .claim(
-                "current-clinician",
-                "busy-key",
-                &clinscribe::idempotency::fingerprint(&serde_json::from_str(body).unwrap()),
-            )
-            .await
-            .unwrap(),
-        clinscribe::idempotency::Claim::Claimed
+    let held = app
+        .state
+        .idempotency
+        .claim(
+            "current-clinician",
+            "busy-key",
+            &clinscribe::idempotency::fingerprint(&serde_json::from_str(body).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(held, clinscribe::idempotency::Claim::Claimed(_)),
+        "{held:?}"
     );
     let busy = app
         .send_with(
@@ -598,6 +600,30 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
         busy.headers.contains_key("retry-after"),
         "the client may retry"
     );
+    // Once its request is gone (here: the hold dropped, as when a request's
+    // write and release both failed, or its client went away), the claim no
+    // longer blocks the key: at once on SQLite, where one server holds the
+    // database; on PostgreSQL, another instance may hold it, so only after
+    // ABANDONED_AFTER.
+    drop(held);
+    let retried = app
+        .send_with(
+            Method::POST,
+            "/api/v1/recordings",
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "busy-key"),
+            ],
+            body,
+        )
+        .await;
+    let taken_over = app.backend == common::Backend::Sqlite;
+    let expected = if taken_over {
+        StatusCode::CREATED
+    } else {
+        StatusCode::CONFLICT
+    };
+    assert_eq!(retried.status, expected, "{}", retried.text);
 
     // An invalid request with a key is not remembered: the corrected one works.
     let fix = [
@@ -633,7 +659,7 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
             .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad_key:?}");
     }
-    assert_eq!(app.row_count().await, 2);
+    assert_eq!(app.row_count().await, if taken_over { 3 } else { 2 });
 }
 
 async fn cleanup_deletes_orphans_and_expired_sessions_only(app: TestApp) {

@@ -62,10 +62,29 @@ pub enum AudioError {
     Remote(#[from] object_store::Error),
 }
 
-/// Audio received into a temporary file, hashed and sniffed, not yet kept.
+/// A temporary file that is deleted when this is dropped, unless it was moved
+/// away first: a request that dies (its client gone, its future dropped)
+/// leaves nothing behind.
+#[derive(Debug)]
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.0.display(), "cannot delete a temporary upload");
+            }
+        }
+    }
+}
+
+/// Audio received into a temporary file, hashed and sniffed, not yet kept
+/// (the file is deleted when this is dropped, unless [`AudioStore::keep`] moved it).
 #[derive(Debug)]
 pub struct Received {
-    temp: PathBuf,
+    temp: TempFile,
     /// Bytes.
     pub size: u64,
     /// SHA-256, lower-case hex.
@@ -169,23 +188,21 @@ impl AudioStore {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let temp = self
-            .root
+        let temp = TempFile(self.temp_path());
+        let (size, sha256, content_type) = write_stream(&temp.0, body, limit).await?;
+        Ok(Received {
+            temp,
+            size,
+            sha256,
+            content_type,
+        })
+    }
+
+    /// A new name for a temporary file.
+    fn temp_path(&self) -> PathBuf {
+        self.root
             .join("tmp")
-            .join(format!("{}.part", Uuid::new_v4()));
-        let outcome = write_stream(&temp, body, limit).await;
-        match outcome {
-            Ok((size, sha256, content_type)) => Ok(Received {
-                temp,
-                size,
-                sha256,
-                content_type,
-            }),
-            Err(e) => {
-                let _ = fs::remove_file(&temp).await;
-                Err(e)
-            }
-        }
+            .join(format!("{}.part", Uuid::new_v4()))
     }
 
     /// Moves received audio into place as recording `id`'s object, durably;
@@ -196,10 +213,9 @@ impl AudioStore {
             self.upload(
                 store.as_ref(),
                 &Self::remote_path(prefix, &key),
-                &received.temp,
+                &received.temp.0,
             )
             .await?;
-            let _ = fs::remove_file(&received.temp).await;
             return Ok(key);
         }
         let path = self.root.join(&key);
@@ -207,7 +223,7 @@ impl AudioStore {
         fs::create_dir_all(&dir)
             .await
             .map_err(fs_error("cannot create", &dir))?;
-        fs::rename(&received.temp, &path)
+        fs::rename(&received.temp.0, &path)
             .await
             .map_err(fs_error("cannot move audio to", &path))?;
         sync_dir(&dir).await?;
@@ -243,9 +259,7 @@ impl AudioStore {
 
     /// Deletes received audio that is not kept (a duplicate, a refused upload).
     pub async fn discard(&self, received: Received) {
-        if let Err(e) = fs::remove_file(&received.temp).await {
-            tracing::warn!(error = %e, path = %received.temp.display(), "cannot delete a temporary upload");
-        }
+        drop(received);
     }
 
     /// Deletes a stored object (its row was not committed).
@@ -391,16 +405,13 @@ impl AudioStore {
 
     /// Turns a complete partial file into received audio (hashing and sniffing it).
     pub async fn receive_partial(&self, path: &Path) -> Result<Received, AudioError> {
-        let temp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.part", Uuid::new_v4()));
-        fs::rename(path, &temp)
+        let temp = TempFile(self.temp_path());
+        fs::rename(path, &temp.0)
             .await
             .map_err(fs_error("cannot move", path))?;
-        let mut file = File::open(&temp)
+        let mut file = File::open(&temp.0)
             .await
-            .map_err(fs_error("cannot open", &temp))?;
+            .map_err(fs_error("cannot open", &temp.0))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
@@ -409,7 +420,7 @@ impl AudioStore {
             let n = file
                 .read(&mut buf)
                 .await
-                .map_err(fs_error("cannot read", &temp))?;
+                .map_err(fs_error("cannot read", &temp.0))?;
             if n == 0 {
                 break;
             }
@@ -425,18 +436,12 @@ impl AudioStore {
             (_, None) => Err(AudioError::NotAudio),
             (_, Some(ct)) => Ok(ct),
         };
-        match content_type {
-            Ok(content_type) => Ok(Received {
-                temp,
-                size,
-                sha256: hex(&hasher.finalize()),
-                content_type,
-            }),
-            Err(e) => {
-                let _ = fs::remove_file(&temp).await;
-                Err(e)
-            }
-        }
+        Ok(Received {
+            temp,
+            size,
+            sha256: hex(&hasher.finalize()),
+            content_type: content_type?,
+        })
     }
 
     // ------------------------------------------------------------ cleanup

@@ -10,10 +10,13 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
-use crate::config::{self, ConfigError, DatabaseSettings, UploadSettings};
+use crate::config::{
+    self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, UploadSettings,
+};
 use crate::db::Database;
 use crate::db::backup::{self, BackupOptions};
 use crate::db::lock::ServerLock;
+use crate::http::guard::RequestGuard;
 use crate::http::{self, AppState};
 
 #[derive(Debug, Args)]
@@ -52,6 +55,38 @@ pub(super) struct ServeArgs {
     /// cut off, are deleted (e.g. `24h`).
     #[arg(long, env = "PWA_UPLOAD_EXPIRY", default_value = config::DEFAULT_UPLOAD_EXPIRY)]
     upload_expiry: String,
+
+    /// A request's headers must arrive within this, from its first byte.
+    #[arg(long, env = "PWA_HEADER_TIMEOUT", default_value = config::DEFAULT_HEADER_TIMEOUT)]
+    header_timeout: String,
+
+    /// A request body may pause this long between bytes (a slow upload that
+    /// keeps moving is never cut off).
+    #[arg(long, env = "PWA_BODY_TIMEOUT", default_value = config::DEFAULT_BODY_TIMEOUT)]
+    body_timeout: String,
+
+    /// A kept-alive connection with no request is closed after this long.
+    #[arg(long, env = "PWA_IDLE_TIMEOUT", default_value = config::DEFAULT_IDLE_TIMEOUT)]
+    idle_timeout: String,
+
+    /// Connections open at once; more are answered 503 (lowered to fit the
+    /// process's open-file limit).
+    #[arg(long, env = "PWA_MAX_CONNECTIONS", default_value = config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: String,
+
+    /// On shutdown, requests in flight get this long to finish.
+    #[arg(long, env = "PWA_SHUTDOWN_TIMEOUT", default_value = config::DEFAULT_SHUTDOWN_TIMEOUT)]
+    shutdown_timeout: String,
+
+    /// Host names the server answers to, comma-separated (e.g. the public name
+    /// behind a reverse proxy); see docs/OPERATIONS.md.
+    #[arg(long, env = "PWA_ALLOWED_HOSTS", default_value = "")]
+    allowed_hosts: String,
+
+    /// Origins of other sites' pages allowed to send state-changing requests,
+    /// comma-separated (e.g. `https://portal.clinic.example`).
+    #[arg(long, env = "PWA_ALLOWED_ORIGINS", default_value = "")]
+    allowed_origins: String,
 }
 
 /// Validated `serve` settings.
@@ -60,6 +95,8 @@ pub(super) struct ServeSettings {
     bind: SocketAddr,
     backups: Option<(Duration, BackupOptions)>,
     uploads: UploadSettings,
+    connections: ConnectionSettings,
+    access: AccessSettings,
 }
 
 impl ServeArgs {
@@ -80,10 +117,20 @@ impl ServeArgs {
             &self.max_upload_mb,
             &self.upload_expiry,
         )?;
+        let connections = ConnectionSettings::parse(
+            &self.header_timeout,
+            &self.body_timeout,
+            &self.idle_timeout,
+            &self.max_connections,
+            &self.shutdown_timeout,
+        )?;
+        let access = AccessSettings::parse(&self.allowed_hosts, &self.allowed_origins)?;
         Ok(ServeSettings {
             bind,
             backups,
             uploads,
+            connections,
+            access,
         })
     }
 }
@@ -115,14 +162,45 @@ pub(super) async fn run(
     if let (Some((interval, options)), Some(db_path)) = (settings.backups, db_path) {
         tokio::spawn(scheduled_backups(db_path, interval, options));
     }
-    let state = AppState::new(db, settings.uploads).context("preparing the audio directory")?;
+    let state = AppState::new(db, settings.uploads)
+        .context("preparing the audio directory")?
+        .with_guard(RequestGuard::new(Some(local), settings.access));
     // At start (what a crash left behind) and then periodically.
     tokio::spawn(state.uploads.clone().sweep_periodically());
+    let connections = fit_open_file_limit(settings.connections);
+    let shutdown = shutdown_signal();
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     out!("clinscribe listening on http://{local}");
-    http::serve(listener, state, shutdown_signal()).await?;
+    http::serve(listener, state, connections, shutdown).await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// File descriptors kept for everything but client connections: the database
+/// and its WAL, audio files being written and read, the listener, logs.
+const RESERVED_FILES: u64 = 64;
+
+/// Raises the open-file limit to what the system allows, and lowers the
+/// connection limit to fit in it, so that the server never runs out of file
+/// descriptors (and stops accepting without a word) before it refuses clients.
+fn fit_open_file_limit(mut connections: ConnectionSettings) -> ConnectionSettings {
+    let wanted = connections.max_connections as u64 + RESERVED_FILES;
+    let limit = rlimit::increase_nofile_limit(wanted).unwrap_or(0);
+    if limit == 0 {
+        return connections;
+    }
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FILES))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < connections.max_connections {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = fits,
+            "the open-file limit allows fewer connections than PWA_MAX_CONNECTIONS; using fewer"
+        );
+        connections.max_connections = fits;
+    }
+    connections
 }
 
 /// Backs up every `interval`; a failure is logged and retried at the next one.
@@ -147,31 +225,39 @@ async fn scheduled_backups(db_path: PathBuf, interval: Duration, options: Backup
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now,
+/// before the server says it listens: a signal that arrives before the future
+/// is first polled still shuts down cleanly instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |stream: std::io::Result<tokio::signal::unix::Signal>,
+                        name: &'static str| async move {
+                match stream {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(terminate, "SIGTERM") => {},
+                () = wait(interrupt, "SIGINT") => {},
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutdown requested: finishing in-flight requests");
     }
-    tracing::info!("shutdown requested: finishing in-flight requests");
 }

@@ -232,6 +232,21 @@ impl SqliteDatabase {
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
+            // A COMMIT that fails for lack of space makes SQLite roll the
+            // transaction back itself; sqlx's ROLLBACK then fails and its count
+            // of open transactions stays at one, so every later BEGIN on this
+            // connection would fail until a restart. Such a connection is
+            // closed on release and the pool opens a fresh one.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    // A rollback may still be queued: let it run, then look again.
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .acquire_timeout(Duration::from_secs(60))
             .idle_timeout(None)
             .max_lifetime(None)
@@ -397,22 +412,75 @@ async fn set_journal_mode(conn: &mut SqliteConnection, mode: &'static str) -> Re
 /// (`wal_autocheckpoint=0`); this task copies committed pages every
 /// [`CHECKPOINT_INTERVAL`] with a PASSIVE checkpoint, which waits for no one and
 /// blocks no writer. Durability is unchanged: a commit is in the WAL either way.
+///
+/// A PASSIVE checkpoint never lets the WAL start over while writes keep coming
+/// (the writer rewinds it only once every frame is copied back), so under a
+/// sustained burst the WAL would grow without bound. Past [`WAL_LIMIT_BYTES`]
+/// a RESTART checkpoint follows: it waits at most [`RESTART_WAIT`] for the
+/// writer and readers, copies the few frames the PASSIVE one left, and makes
+/// the next commit rewind the WAL (which `journal_size_limit` then truncates).
 async fn run_checkpoints(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut page_size: Option<i64> = None;
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            Ok(_) => {}
+        let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await;
+        let wal_frames = match passive {
+            Ok((_, frames, _)) => frames,
             Err(sqlx::Error::PoolClosed) => return,
-            Err(e) => tracing::warn!(error = %e, "background WAL checkpoint failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, "background WAL checkpoint failed; retrying");
+                continue;
+            }
+        };
+        if page_size.is_none() {
+            page_size = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .ok();
         }
+        let wal_bytes = wal_frames.saturating_mul(page_size.unwrap_or(4096));
+        if wal_bytes > WAL_LIMIT_BYTES {
+            restart_wal(&pool).await;
+        }
+    }
+}
+
+/// The WAL size past which a checkpoint makes it start over (the same figure
+/// as `journal_size_limit`, so a rewound WAL is truncated to it).
+pub const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// How long a RESTART checkpoint waits for the writer and old readers.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
+/// A RESTART checkpoint with a short busy timeout: if the writer or a reader
+/// holds on longer, it gives up (the next round tries again) rather than
+/// hold writers back.
+async fn restart_wal(pool: &SqlitePool) {
+    let outcome = async {
+        let mut conn = pool.acquire().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {}",
+            RESTART_WAIT.as_millis()
+        )))
+        .execute(&mut *conn)
+        .await?;
+        let result: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok::<_, sqlx::Error>(result)
+    }
+    .await;
+    match outcome {
+        Ok((busy, frames, _)) => {
+            tracing::debug!(busy, frames, "WAL past its limit: RESTART checkpoint")
+        }
+        Err(e) => tracing::warn!(error = %e, "RESTART checkpoint failed; retrying"),
     }
 }
 
@@ -433,7 +501,8 @@ fn connect_options(path: &Path, synchronous: config::SqliteSynchronous) -> Sqlit
         .pragma("temp_store", "memory")
         // Checkpoints run in the background (see `run_checkpoints`), never in a commit.
         .pragma("wal_autocheckpoint", "0")
-        // When the WAL is rewound after a checkpoint, give back space beyond 64 MiB.
+        // When the WAL is rewound after a checkpoint, give back space beyond
+        // WAL_LIMIT_BYTES.
         .pragma("journal_size_limit", "67108864")
 }
 
@@ -457,6 +526,16 @@ pub struct FsError {
     /// The OS error.
     #[source]
     pub source: std::io::Error,
+}
+
+impl FsError {
+    /// Whether the file system is out of space (or of the user's quota).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(
+            self.source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    }
 }
 
 /// For `map_err`: turns an I/O error into an [`FsError`] about `action` on `path`.

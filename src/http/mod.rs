@@ -2,26 +2,28 @@
 //! server's life cycle (serve until a shutdown signal, then close the database).
 
 pub mod extract;
+pub mod guard;
 pub mod openapi;
+pub mod server;
 
 use std::future::Future;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::audio::storage::OpenError;
-use crate::config::UploadSettings;
+use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
+use crate::health::StorageHealth;
 use crate::idempotency::IdempotencyStore;
 use crate::recordings::RecordingStore;
 use crate::uploads::Uploads;
@@ -41,6 +43,10 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     /// The cached database check behind `/api/v1/health`.
     pub health: std::sync::Arc<crate::health::HealthProbe>,
+    /// Whether writes are being refused for lack of space.
+    pub storage: std::sync::Arc<StorageHealth>,
+    /// The Host and Origin rules.
+    pub guard: std::sync::Arc<guard::RequestGuard>,
 }
 
 impl AppState {
@@ -48,13 +54,32 @@ impl AppState {
     /// `uploads` says (its directories are created).
     pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, OpenError> {
         let recordings = RecordingStore::new(db.clone());
+        let probe_dirs = match &db {
+            Database::Sqlite(sqlite) => {
+                let db_dir = sqlite
+                    .path()
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                vec![db_dir.to_path_buf(), uploads.audio_dir.clone()]
+            }
+            Database::Postgres(_) => Vec::new(),
+        };
         Ok(Self {
             uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,
             idempotency: IdempotencyStore::new(db.clone()),
             recordings,
             health: Default::default(),
+            storage: std::sync::Arc::new(StorageHealth::new(probe_dirs)),
+            guard: Default::default(),
             db,
         })
+    }
+
+    /// The same state with these Host and Origin rules.
+    pub fn with_guard(mut self, guard: guard::RequestGuard) -> Self {
+        self.guard = std::sync::Arc::new(guard);
+        self
     }
 }
 
@@ -68,29 +93,54 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(not_found_or_redirect)
+        .layer(middleware::from_fn_with_state(
+            state.storage.clone(),
+            track_write_outcomes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::check_host_and_origin,
+        ))
+        .layer(middleware::from_fn(guard::secure_headers))
         .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(guard::sanitize_request_id))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, lets in-flight requests finish, then
-/// closes the database (checkpointing the WAL).
+/// Serves until `shutdown` resolves, lets in-flight requests finish (within
+/// `connections.shutdown_timeout`), then closes the database (checkpointing
+/// the WAL).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    connections: ConnectionSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let db = state.db.clone();
-    let listener = listener.tap_io(|tcp| {
-        // Small JSON responses should not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    server::serve_connections(listener, router(state), connections, shutdown).await;
     db.close().await;
-    result
+}
+
+/// Tells [`StorageHealth`] how writes end: a 507 (no space) starts or extends
+/// an episode, a successful write ends it.
+async fn track_write_outcomes(
+    State(storage): State<std::sync::Arc<StorageHealth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if response.status() == StatusCode::INSUFFICIENT_STORAGE {
+        storage.record_full();
+    } else if writes && response.status().is_success() {
+        storage.record_write_ok();
+    }
+    response
 }
 
 /// Like FastAPI: `/path/` redirects (307) to `/path`; anything else is a 404.

@@ -79,7 +79,7 @@ pub async fn create_recording(
         Claim::InFlight => Err(ApiError::ConflictRetry(
             "A request with this Idempotency-Key is still being processed; retry shortly".into(),
         )),
-        Claim::Claimed => {
+        Claim::Claimed(_hold) => {
             let created = async {
                 let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
                 // The id follows from the key: should this request die after

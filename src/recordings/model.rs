@@ -254,14 +254,41 @@ fn text_field(
             Some(json!({ "max_length": max })),
         );
     }
-    if s.chars().any(char::is_control) {
+    if s.chars().any(|c| c.is_control() || is_format_character(c)) {
         return fail(
             "string_pattern_mismatch",
-            "String should not contain control characters".into(),
+            "String should not contain control characters or invisible formatting characters"
+                .into(),
             None,
         );
     }
     Some(s.to_owned())
+}
+
+/// Unicode's format characters (general category Cf): zero-width spaces and
+/// joiners, bidirectional overrides, the byte order mark. Invisible, so two
+/// identifiers that differ only by them look identical.
+pub fn is_format_character(c: char) -> bool {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
+}
+
+/// Free text from a device (a draft transcript): any characters but control
+/// characters other than tab, line feed and carriage return (NUL among them,
+/// which PostgreSQL cannot store). Format characters are allowed here: scripts
+/// such as Persian need the zero-width non-joiner.
+pub fn free_text_issue(loc: Vec<Value>, text: &str) -> Option<ValidationIssue> {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        .then(|| {
+            ValidationIssue::new(
+                "string_pattern_mismatch",
+                loc,
+                "String should not contain control characters other than tab and line breaks",
+                Value::String(text.to_owned()),
+            )
+        })
 }
 
 /// An integer ≥ 0 with pydantic's lax coercions: `"120"` and `12.0` are 120 and 12;

@@ -31,6 +31,7 @@ use crate::error::{ApiError, ValidationIssue};
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::identity::CurrentClinician;
+use crate::recordings::model::free_text_issue;
 use crate::recordings::{NewRecording, Recording};
 
 /// Text form fields are small; this bounds what one may hold.
@@ -72,6 +73,7 @@ impl From<UploadError> for ApiError {
             UploadError::Audio(AudioError::Interrupted(e)) => {
                 Self::BadRequest(format!("The upload was interrupted: {e}"))
             }
+            UploadError::Audio(AudioError::Fs(e)) if e.is_storage_full() => Self::StorageFull,
             UploadError::Audio(AudioError::Fs(e)) => Self::Internal(e.into()),
             UploadError::Audio(AudioError::Remote(e)) => {
                 tracing::error!(error = %e, "audio store failed");
@@ -261,15 +263,19 @@ fn upload_meta(text: &HashMap<String, String>, has_audio: bool) -> Result<Upload
             }
         },
     };
+    let draft = text.get("draft_transcript").filter(|s| !s.is_empty());
+    if let Some(draft) = draft {
+        issues.extend(free_text_issue(
+            vec![json!("body"), json!("draft_transcript")],
+            draft,
+        ));
+    }
     match new {
         Some(new) if issues.is_empty() => Ok(UploadMeta {
             patient_id: new.patient_id,
             duration_seconds: new.duration_seconds,
             local_storage_key,
-            draft_transcript: text
-                .get("draft_transcript")
-                .filter(|s| !s.is_empty())
-                .cloned(),
+            draft_transcript: draft.cloned(),
         }),
         _ => Err(ApiError::Validation(issues)),
     }
@@ -397,7 +403,13 @@ pub async fn start_upload(
     };
     let draft = match body.get("draft_transcript") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => {
+            issues.extend(free_text_issue(
+                vec![json!("body"), json!("draft_transcript")],
+                s,
+            ));
+            Some(s.clone())
+        }
         Some(other) => {
             issues.push(ValidationIssue::new(
                 "string_type",

@@ -358,6 +358,12 @@ impl ServerProcess {
     /// Starts `clinscribe serve` on the database at `database_url` (audio in a
     /// temp dir of its own unless `env` sets `PWA_AUDIO_DIR`).
     pub fn start_url(database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(database_url, env, None)
+    }
+
+    /// Like [`ServerProcess::start_url`], with the server's log (stderr, at
+    /// `PWA_LOG` as `env` sets it, `warn` otherwise) written to `log` when given.
+    pub fn start_logging(database_url: &str, env: &[(&str, &str)], log: Option<&Path>) -> Self {
         let audio = (!env.iter().any(|(k, _)| *k == "PWA_AUDIO_DIR"))
             .then(|| tempfile::tempdir().expect("audio dir"));
         let mut command = Command::new(binary());
@@ -370,7 +376,10 @@ impl ServerProcess {
             .env("PWA_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("spawn clinscribe");
         let stdout = child.stdout.take().expect("stdout");
@@ -433,6 +442,14 @@ impl ServerProcess {
             .status()
             .expect("kill");
         assert!(status.success());
+        let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        let _audio = self._audio.take();
+        std::mem::forget(self);
+        code
+    }
+
+    /// Waits for an exit that a signal sent elsewhere asked for; its exit code.
+    pub fn terminate_after_signal(mut self) -> Option<i32> {
         let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
         let _audio = self._audio.take();
         std::mem::forget(self);

@@ -96,7 +96,7 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
         Err(StoreError::Duplicate(_)) => row_by_row(&mut tx, batch).await,
         Err(StoreError::Database(e)) if is_constraint(&e) => row_by_row(&mut tx, batch).await,
         // Not the rows' fault: the transaction is unusable for all of them.
-        Err(StoreError::Busy(e)) | Err(StoreError::Database(e)) => {
+        Err(StoreError::Busy(e) | StoreError::Database(e) | StoreError::DiskFull(e)) => {
             drop(tx);
             return fail_all(batch, e);
         }

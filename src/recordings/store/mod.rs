@@ -32,6 +32,10 @@ pub enum StoreError {
     /// The database has been closed (shutting down).
     #[error("database closed")]
     Closed,
+    /// The storage is full (SQLite's SQLITE_FULL, PostgreSQL's disk_full):
+    /// nothing was written; writes work again once space is freed.
+    #[error("storage full: {0}")]
+    DiskFull(sqlx::Error),
     /// A unique key is taken (e.g. a dictation's `local_storage_key`).
     #[error("duplicate key: {0}")]
     Duplicate(sqlx::Error),
@@ -60,12 +64,18 @@ fn is_busy(err: &sqlx::Error) -> bool {
     }
 }
 
+/// SQLite's SQLITE_FULL (13); PostgreSQL's disk_full (53100).
+fn is_disk_full(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("13" | "53100")))
+}
+
 impl StoreError {
     /// The error each caller of a failed group commit receives.
     pub(crate) fn batch(err: &Arc<sqlx::Error>) -> Self {
         match err.as_ref() {
             sqlx::Error::PoolClosed => Self::Closed,
             e if is_busy(e) => Self::Busy(sqlx::Error::PoolTimedOut),
+            e if is_disk_full(e) => Self::DiskFull(sqlx::Error::Protocol(e.to_string())),
             _ => Self::Batch(err.clone()),
         }
     }
@@ -77,6 +87,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => Self::NotFound,
             sqlx::Error::PoolClosed => Self::Closed,
             e if is_busy(e) => Self::Busy(err),
+            e if is_disk_full(e) => Self::DiskFull(err),
             sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
                 Self::Duplicate(err)
             }
