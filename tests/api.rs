@@ -232,6 +232,24 @@ async fn bad_create_bodies_are_4xx_in_fastapis_shape_and_write_nothing(app: Test
             vec![("string_pattern_mismatch", body("patient_id"))],
         ),
         (
+            "right-to-left override in patient",
+            Some("application/json"),
+            r#"{"patient_id":"patient-\u202e100","duration_seconds":1}"#,
+            vec![("string_pattern_mismatch", body("patient_id"))],
+        ),
+        (
+            "zero-width space in patient",
+            Some("application/json"),
+            r#"{"patient_id":"patient\u200b-001","duration_seconds":1}"#,
+            vec![("string_pattern_mismatch", body("patient_id"))],
+        ),
+        (
+            "byte order mark in patient",
+            Some("application/json"),
+            r#"{"patient_id":"\ufeffpatient-001","duration_seconds":1}"#,
+            vec![("string_pattern_mismatch", body("patient_id"))],
+        ),
+        (
             "lone surrogate",
             Some("application/json"),
             r#"{"patient_id":"\ud800","duration_seconds":1}"#,
@@ -433,7 +451,128 @@ async fn every_response_carries_a_request_id(app: TestApp) {
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
 }
 
+async fn a_clients_request_id_is_kept_only_when_short_and_printable(app: TestApp) {
+    let kept = "req-7f3a_09.x";
+    let r = app
+        .send_with(
+            Method::GET,
+            "/api/v1/health",
+            &[("x-request-id", kept)],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], kept);
+    let too_long = "a".repeat(65);
+    for replaced in [too_long.as_str(), "has space", "tab\there", ""] {
+        let r = app
+            .send_with(
+                Method::GET,
+                "/api/v1/health",
+                &[("x-request-id", replaced)],
+                Body::empty(),
+            )
+            .await;
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        assert!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "{replaced:?} replaced by {id}"
+        );
+    }
+    let r = app
+        .send_with(
+            Method::GET,
+            "/api/v1/health",
+            &[("x-request-id", &"b".repeat(64))],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], "b".repeat(64).as_str());
+}
+
+/// Every route, with what it must (not) allow caches to keep: patient data
+/// (the API, audio) never; every response is served with `nosniff`.
+async fn every_route_forbids_sniffing_and_patient_data_is_never_cached(app: TestApp) {
+    let recording = app.create("patient-001", 60).await;
+    let id = recording["id"].as_str().unwrap().to_owned();
+    let (ct, body) = common::multipart(&[
+        ("patient_id", None, b"patient-002"),
+        ("duration_seconds", None, b"60"),
+        (
+            "local_storage_key",
+            None,
+            b"3e0b1c2d-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+        ),
+        // A valid signature followed by HTML: still served as audio, never sniffed.
+        (
+            "audio",
+            Some("a.webm"),
+            b"\x1a\x45\xdf\xa3<html><script>alert(1)</script></html>",
+        ),
+    ]);
+    let uploaded = app
+        .send(Method::POST, "/api/v1/recordings/upload", Some(&ct), body)
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.text);
+    let audio_id = uploaded.body["id"].as_str().unwrap().to_owned();
+    let shell = app.get("/").await.text;
+    let asset = shell
+        .split('"')
+        .find(|s| s.starts_with("/static/"))
+        .expect("a versioned asset")
+        .to_owned();
+    // (route, whether it carries patient data)
+    let routes: Vec<(String, bool)> = vec![
+        ("/api/v1/health".into(), true),
+        ("/api/v1/recordings".into(), true),
+        (format!("/api/v1/recordings/{id}"), true),
+        (format!("/api/v1/recordings/{audio_id}/audio"), true),
+        (
+            "/api/v1/uploads/3e0b1c2d-4f5a-4b6c-8d7e-9f0a1b2c3d4e".into(),
+            true,
+        ),
+        ("/api/v1/nothing-here".into(), true),
+        ("/".into(), false),
+        ("/record/patient-001".into(), false),
+        ("/queue".into(), false),
+        (format!("/recordings/{id}"), false),
+        ("/sw.js".into(), false),
+        ("/sw-module.js".into(), false),
+        ("/manifest.webmanifest".into(), false),
+        ("/favicon.ico".into(), false),
+        (asset, false),
+        ("/openapi.json".into(), false),
+        ("/docs/".into(), false),
+    ];
+    for (route, patient_data) in routes {
+        let (status, headers, _) = app.get_bytes(&route, &[]).await;
+        assert!(status.as_u16() < 500, "{route}: {status}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{route}");
+        if patient_data {
+            assert_eq!(headers["cache-control"], "no-store", "{route}");
+        } else {
+            assert_ne!(
+                headers.get("cache-control").map(|v| v.to_str().unwrap()),
+                Some("no-store"),
+                "{route}: the app shell and assets stay cacheable for offline use"
+            );
+        }
+    }
+    let (_, headers, _) = app
+        .get_bytes(&format!("/api/v1/recordings/{audio_id}/audio"), &[])
+        .await;
+    assert_eq!(headers["content-type"], "audio/webm");
+    // The API explorer may only run its own code, and never inside a frame.
+    let (_, headers, _) = app.get_bytes("/docs/", &[]).await;
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+}
+
 crate::on_both_backends!(
+    a_clients_request_id_is_kept_only_when_short_and_printable,
+    every_route_forbids_sniffing_and_patient_data_is_never_cached,
     health_reports_the_database,
     health_is_503_when_the_database_is_unusable,
     create_returns_201_with_all_fields_and_ignores_client_controlled_ones,

@@ -249,6 +249,53 @@ async fn bad_uploads_are_refused_and_write_nothing(app: TestApp) {
     let kinds: Vec<Value> = missing(&r);
     assert_eq!(kinds.len(), 3, "{}", r.text);
     assert!(kinds.contains(&json!(["uuid_parsing", ["body", "local_storage_key"]])));
+    // The JSON create's rules for every text field: no invisible formatting in
+    // the patient id, no NUL (or other control characters but tab and line
+    // breaks) in the draft transcript, which PostgreSQL could not store.
+    let (ct, body) = multipart(&[
+        ("patient_id", None, "patient-\u{202e}001".as_bytes()),
+        ("duration_seconds", None, b"4"),
+        ("draft_transcript", None, b"BP 140/90\0 on lisinopril"),
+        ("audio", Some("a.webm"), &audio),
+    ]);
+    let r = app
+        .send_with(Method::POST, UPLOAD, &[("content-type", &ct)], body)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        missing(&r),
+        vec![
+            json!(["string_pattern_mismatch", ["body", "patient_id"]]),
+            json!(["string_pattern_mismatch", ["body", "draft_transcript"]]),
+        ]
+    );
+    let r = app
+        .post_json(
+            "/api/v1/uploads",
+            r#"{"local_storage_key":"6a1f3c2e-8b4d-4e5f-9a0b-1c2d3e4f5a6b","patient_id":"p","duration_seconds":4,"total_bytes":5000,"draft_transcript":"a\u0000b"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        missing(&r),
+        vec![json!([
+            "string_pattern_mismatch",
+            ["body", "draft_transcript"]
+        ])]
+    );
+    // Line breaks and tabs in a draft are fine.
+    let (ct, body) = multipart(&[
+        ("patient_id", None, b"p-ok"),
+        ("duration_seconds", None, b"4"),
+        ("draft_transcript", None, b"line one\n\tline two\r\n"),
+        ("audio", Some("a.webm"), &audio),
+    ]);
+    let other = TestApp::on(app.backend).await;
+    let r = other
+        .send_with(Method::POST, UPLOAD, &[("content-type", &ct)], body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["draft_transcript"], "line one\n\tline two\r\n");
     // Not audio: a PDF, HTML, text; and an empty file.
     for (bytes, expected) in [
         (

@@ -738,10 +738,6 @@ pub async fn download_audio(
         (header::CONTENT_LENGTH, count.to_string()),
         (header::ETAG, etag),
         (header::ACCEPT_RANGES, "bytes".to_owned()),
-        (
-            header::CACHE_CONTROL,
-            "private, max-age=31536000, immutable".to_owned(),
-        ),
     ];
     for (name, value) in pairs {
         if let Ok(v) = HeaderValue::from_str(&value) {
