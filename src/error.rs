@@ -46,9 +46,6 @@ pub enum ApiError {
     /// 416: a `Range` beyond the end of the resource (its length).
     #[error("Range not satisfiable: the audio is {0} bytes long")]
     RangeNotSatisfiable(u64),
-    /// 422 with a message rather than per-field issues.
-    #[error("{0}")]
-    Unprocessable(String),
     /// 503: a dependency (the database) cannot serve requests now.
     #[error("{0}")]
     Unavailable(String),
@@ -73,20 +70,51 @@ struct ValidationBody<'a> {
 }
 
 /// One validation problem, as pydantic reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ValidationIssue {
     /// Machine-readable kind: `missing`, `int_parsing`, `string_type`, `enum`, ...
     #[serde(rename = "type")]
+    #[schema(example = "missing")]
     pub kind: &'static str,
-    /// Where: `["body", "patient_id"]`, `["query", "status"]`, `["path", "recording_id"]`.
+    /// Where: `["body", "patient_id"]`, `["query", "status"]`,
+    /// `["path", "recording_id"]`, `["body", 21]` (a character position).
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<Value>,
     /// Human-readable message.
     pub msg: String,
-    /// The offending input (`null` when absent).
+    /// The offending input, of whatever type it was (`null` when absent).
+    #[schema(schema_with = any_value_schema)]
     pub input: Value,
     /// Extra facts about the constraint, e.g. `{"ge": 0}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = ctx_schema, required = false)]
     pub ctx: Option<Value>,
+}
+
+/// `loc`: names (strings) and positions (integers).
+fn loc_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Integer)),
+        )
+        .build()
+}
+
+/// Any JSON value.
+fn any_value_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+        .build()
+}
+
+/// An object of constraint facts.
+fn ctx_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .build()
 }
 
 impl ValidationIssue {
@@ -124,7 +152,6 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -608,8 +608,13 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
         )
         .await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["detail"][0]["type"], "idempotency_key_reused");
+    assert_eq!(
+        other.body["detail"][0]["loc"],
+        json!(["header", "idempotency-key"])
+    );
     assert!(
-        other.body["detail"]
+        other.body["detail"][0]["msg"]
             .as_str()
             .unwrap()
             .contains("different request body")

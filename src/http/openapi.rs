@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 /// `{"detail": "<message>"}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -14,26 +16,7 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ValidationErrorBody {
     /// The problems.
-    pub detail: Vec<ValidationIssueSchema>,
-}
-
-/// One validation problem.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ValidationIssueSchema {
-    /// Kind, e.g. `missing`, `int_parsing`, `enum`, `uuid_parsing`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Location: `["body", "patient_id"]`, `["query", "status"]`, ...
-    #[schema(value_type = Vec<Object>)]
-    pub loc: Vec<serde_json::Value>,
-    /// Message.
-    pub msg: String,
-    /// The offending input.
-    #[schema(value_type = Object)]
-    pub input: serde_json::Value,
-    /// Constraint details.
-    #[schema(value_type = Option<Object>)]
-    pub ctx: Option<serde_json::Value>,
+    pub detail: Vec<crate::error::ValidationIssue>,
 }
 
 /// The API description served at `/openapi.json` and rendered at `/docs`.
@@ -56,7 +39,8 @@ pub struct ValidationIssueSchema {
         crate::uploads::api::upload_status,
         crate::uploads::api::upload_chunk,
     ),
-    components(schemas(ErrorDetail, ValidationErrorBody, ValidationIssueSchema)),
+    components(schemas(ErrorDetail, ValidationErrorBody, crate::error::ValidationIssue)),
+    modifiers(&CommonResponses),
     tags(
         (name = "health", description = "Service health"),
         (name = "recordings", description = "Clinical recordings"),
@@ -64,3 +48,72 @@ pub struct ValidationIssueSchema {
     )
 )]
 pub struct ApiDoc;
+
+/// The answers any operation may give, whatever its handler: added to every
+/// operation here rather than repeated in each annotation.
+///
+/// - 421: the `Host` is not a name of this server (see `http::guard`);
+/// - 503: the database is busy or unavailable (with `Retry-After`);
+/// - state-changing operations: 403 (a page of another site), 507 (the
+///   storage is full, with `Retry-After`).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.head].into_iter().flatten() {
+                add_common(operation, false);
+            }
+            for operation in [
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_common(operation, true);
+            }
+        }
+    }
+}
+
+fn add_common(operation: &mut Operation, changes_state: bool) {
+    let mut common = vec![
+        (
+            "421",
+            "The Host header is not a name of this server (PWA_ALLOWED_HOSTS)",
+        ),
+        (
+            "503",
+            "The database is busy or unavailable; retry after `Retry-After` seconds",
+        ),
+    ];
+    if changes_state {
+        common.push((
+            "403",
+            "Sent by a page of another site (Origin or Sec-Fetch-Site; PWA_ALLOWED_ORIGINS)",
+        ));
+        common.push((
+            "507",
+            "The server's storage is full; nothing was stored; retry after `Retry-After` seconds",
+        ));
+    }
+    for (status, description) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorDetail"))),
+                    )
+                    .build()
+                    .into()
+            });
+    }
+}

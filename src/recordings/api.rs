@@ -39,7 +39,7 @@ pub fn routes() -> Router<AppState> {
     path = "/api/v1/recordings",
     tag = "recordings",
     request_body = NewRecording,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any unique string (e.g. a UUID), 1–255 visible ASCII characters; remembered 24 hours")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "Any unique string (e.g. a UUID), 1–255 visible ASCII characters; remembered 24 hours")),
     responses(
         (status = 201, description = "Created (or, for a repeated Idempotency-Key, the first response again, with `Idempotent-Replayed: true`)", body = Recording),
         (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
@@ -73,9 +73,12 @@ pub async fn create_recording(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        Claim::Mismatch => Err(ApiError::Unprocessable(
-            "This Idempotency-Key was already used with a different request body; use a new key for a new request".into(),
-        )),
+        Claim::Mismatch => Err(ApiError::invalid(ValidationIssue::new(
+            "idempotency_key_reused",
+            vec![json!("header"), json!("idempotency-key")],
+            "This Idempotency-Key was already used with a different request body; use a new key for a new request",
+            Value::String(key),
+        ))),
         Claim::InFlight => Err(ApiError::ConflictRetry(
             "A request with this Idempotency-Key is still being processed; retry shortly".into(),
         )),
@@ -85,7 +88,11 @@ pub async fn create_recording(
                 // The id follows from the key: should this request die after
                 // creating the recording, a retry finds it instead of making another.
                 let id = idempotency::recording_id(clinician.id(), &key);
-                match state.recordings.create_with_id(id, clinician.id(), new).await {
+                match state
+                    .recordings
+                    .create_with_id(id, clinician.id(), new)
+                    .await
+                {
                     Err(StoreError::Duplicate(_)) => Ok(state.recordings.get(id).await?),
                     other => Ok(other?),
                 }
@@ -139,7 +146,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     get,
     path = "/api/v1/recordings/{recording_id}",
     tag = "recordings",
-    params(("recording_id" = String, Path, description = "Recording UUID")),
+    params(("recording_id" = uuid::Uuid, Path, description = "Recording UUID")),
     responses(
         (status = 200, description = "The recording", body = Recording),
         (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),

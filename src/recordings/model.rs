@@ -142,14 +142,83 @@ pub struct UploadDetails {
     pub audio_content_type: Option<String>,
 }
 
+/// Characters no identifier may hold, as a regular-expression class body:
+/// control characters (Cc) and format characters (Cf) of the Basic
+/// Multilingual Plane. (The server also refuses the few format characters
+/// beyond it, which a pattern cannot name portably.)
+macro_rules! forbidden_in_identifiers {
+    () => {
+        r"\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    };
+}
+
+/// What a `patient_id` must match: no control or format characters, and at
+/// least one character that is not whitespace.
+pub const PATIENT_ID_PATTERN: &str = concat!(
+    "^[^",
+    forbidden_in_identifiers!(),
+    "]*[^\\s",
+    forbidden_in_identifiers!(),
+    "][^",
+    forbidden_in_identifiers!(),
+    "]*$"
+);
+
+/// What a draft transcript must match: no control characters but tab, line
+/// feed and carriage return.
+pub const FREE_TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+
+/// What `duration_seconds` may be as a string (pydantic's lax mode): digits,
+/// optionally signed with `+`, surrounded by whitespace.
+pub const DURATION_STRING_PATTERN: &str = r"^\s*\+?[0-9]{1,18}\s*$";
+
+/// The schema of `duration_seconds`: a whole number ≥ 0, or a string of one.
+pub fn duration_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(i64::MAX)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(DURATION_STRING_PATTERN)),
+        )
+        .description(Some(
+            "Length in seconds (≥ 0); a numeric string such as `\"120\"` is accepted",
+        ))
+        .examples([serde_json::json!(120)])
+        .build()
+        .into()
+}
+
+/// The schema of `patient_id`: see [`PATIENT_ID_PATTERN`].
+pub fn patient_id_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(PATIENT_ID_MAX_CHARS))
+        .pattern(Some(PATIENT_ID_PATTERN))
+        .description(Some(
+            "The patient, 1–128 characters, not only whitespace, no control or invisible formatting characters",
+        ))
+        .examples([serde_json::json!("patient-001")])
+        .build()
+}
+
 /// What a client sends to create a recording (`POST /api/v1/recordings`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, ToSchema)]
 pub struct NewRecording {
-    /// The patient, 1–128 characters, no control characters.
-    #[schema(min_length = 1, max_length = 128, example = "patient-001")]
+    /// The patient, 1–128 characters, not only whitespace, no control or
+    /// invisible formatting characters.
+    #[schema(schema_with = patient_id_schema)]
     pub patient_id: String,
     /// Length in seconds (≥ 0). A numeric string such as `"120"` is accepted.
-    #[schema(minimum = 0, example = 120)]
+    #[schema(schema_with = duration_schema)]
     pub duration_seconds: i64,
     /// Client-side location of the audio (metadata).
     #[schema(max_length = 1024)]
@@ -293,7 +362,11 @@ pub fn free_text_issue(loc: Vec<Value>, text: &str) -> Option<ValidationIssue> {
 
 /// An integer ≥ 0 with pydantic's lax coercions: `"120"` and `12.0` are 120 and 12;
 /// booleans, fractions, and values beyond 64 bits are rejected.
-fn non_negative_int(field: &str, value: &Value, issues: &mut Vec<ValidationIssue>) -> Option<i64> {
+pub fn non_negative_int(
+    field: &str,
+    value: &Value,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<i64> {
     let mut fail = |kind, msg: &str| {
         issues.push(ValidationIssue::new(
             kind,

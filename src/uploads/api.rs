@@ -31,7 +31,9 @@ use crate::error::{ApiError, ValidationIssue};
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::identity::CurrentClinician;
-use crate::recordings::model::free_text_issue;
+use crate::recordings::model::{
+    FREE_TEXT_PATTERN, free_text_issue, non_negative_int, patient_id_schema,
+};
 use crate::recordings::{NewRecording, Recording};
 
 /// Text form fields are small; this bounds what one may hold.
@@ -109,16 +111,81 @@ fn durable_json(recording: &Recording) -> Result<Value, ApiError> {
     Ok(body)
 }
 
+/// The multipart form of an upload (for the API description: the handler
+/// streams the form field by field).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The audio: WebM/Matroska, Ogg, WAV, MP4/M4A, MP3 or FLAC (recognised by
+    /// its content, not its name or type).
+    #[schema(value_type = String, format = Binary, min_length = 1)]
+    audio: Vec<u8>,
+    #[schema(schema_with = patient_id_schema)]
+    patient_id: String,
+    /// Length in seconds (≥ 0).
+    #[schema(minimum = 0)]
+    duration_seconds: i64,
+    /// The client's id for the dictation: the same key always yields the same recording.
+    local_storage_key: Option<Uuid>,
+    #[schema(schema_with = draft_transcript_schema)]
+    draft_transcript: Option<String>,
+}
+
+/// The body that starts (or resumes) a chunked upload.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StartUpload {
+    /// The client's id for the dictation.
+    local_storage_key: Uuid,
+    #[schema(schema_with = patient_id_schema)]
+    patient_id: String,
+    #[schema(schema_with = crate::recordings::model::duration_schema)]
+    duration_seconds: i64,
+    /// The audio's whole length in bytes (at most PWA_MAX_UPLOAD_MB).
+    #[schema(minimum = 1)]
+    total_bytes: i64,
+    #[schema(schema_with = draft_transcript_schema)]
+    draft_transcript: Option<String>,
+}
+
+/// Where a chunked upload stands.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadSession {
+    local_storage_key: Uuid,
+    /// The audio's whole length in bytes.
+    total_bytes: i64,
+    /// How many bytes the server holds: send from here.
+    received_bytes: i64,
+    /// Whether the dictation is stored (then `recording` is present).
+    complete: bool,
+    /// The stored recording, with `"durable": true`, once complete.
+    recording: Option<Recording>,
+}
+
+/// The schema of a draft transcript: see [`FREE_TEXT_PATTERN`].
+fn draft_transcript_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(FREE_TEXT_PATTERN))
+        .description(Some(
+            "The transcript the device drafted, if any: no control characters but tab and line breaks",
+        ))
+        .build()
+}
+
 /// Upload a dictation's audio with its metadata (multipart form; the original's
 /// endpoint). Exactly one recording per `local_storage_key`.
 #[utoipa::path(
     post,
     path = "/api/v1/recordings/upload",
     tag = "uploads",
-    request_body(content_type = "multipart/form-data", description = "Fields: `audio` (file: WebM/Matroska, Ogg, WAV, MP4/M4A, MP3 or FLAC), `patient_id`, `duration_seconds`, optional `local_storage_key` (UUID), optional `draft_transcript`"),
+    request_body(content_type = "multipart/form-data", content = UploadForm),
     responses(
         (status = 201, description = "Stored: the recording (status `queued`) with `\"durable\": true`", body = Recording),
         (status = 200, description = "This dictation was stored before with the same audio: that recording", body = Recording),
+        (status = 400, description = "The form could not be read (malformed multipart, a field that is not UTF-8), or the upload was interrupted", body = crate::http::openapi::ErrorDetail),
         (status = 409, description = "This local_storage_key holds different audio", body = crate::http::openapi::ErrorDetail),
         (status = 413, description = "Larger than PWA_MAX_UPLOAD_MB", body = crate::http::openapi::ErrorDetail),
         (status = 415, description = "Not a supported audio format", body = crate::http::openapi::ErrorDetail),
@@ -337,10 +404,11 @@ fn with_offset(status: StatusCode, body: Value, offset: i64, total: i64) -> Resp
     post,
     path = "/api/v1/uploads",
     tag = "uploads",
-    request_body(content = Object, description = "`{\"local_storage_key\": UUID, \"patient_id\": str, \"duration_seconds\": int, \"total_bytes\": int, \"draft_transcript\": str|null}`"),
+    request_body(content = StartUpload),
     responses(
-        (status = 201, description = "Session started: `received_bytes` is 0"),
-        (status = 200, description = "Session in progress (resume from `received_bytes`), or the dictation is already stored (`complete`, with its `recording`)"),
+        (status = 201, description = "Session started: `received_bytes` is 0", body = UploadSession),
+        (status = 200, description = "Session in progress (resume from `received_bytes`), or the dictation is already stored (`complete`, with its `recording`)", body = UploadSession),
+        (status = 400, description = "The body is not UTF-8", body = crate::http::openapi::ErrorDetail),
         (status = 409, description = "A session for this key with other metadata", body = crate::http::openapi::ErrorDetail),
         (status = 413, description = "total_bytes above PWA_MAX_UPLOAD_MB", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "Invalid fields", body = crate::http::openapi::ValidationErrorBody),
@@ -386,7 +454,13 @@ pub async fn start_upload(
             None
         }
     };
-    let total = match body.get("total_bytes").and_then(Value::as_i64) {
+    let mut total_issues = Vec::new();
+    let total = match body
+        .get("total_bytes")
+        // A number (12.0 counts, as in JSON Schema), not a numeric string.
+        .filter(|v| v.is_number())
+        .and_then(|v| non_negative_int("total_bytes", v, &mut total_issues))
+    {
         Some(n) if n > 0 => Some(n),
         _ => {
             issues.push(
@@ -481,10 +555,11 @@ pub async fn start_upload(
     get,
     path = "/api/v1/uploads/{local_storage_key}",
     tag = "uploads",
-    params(("local_storage_key" = String, Path, description = "The dictation's UUID")),
+    params(("local_storage_key" = uuid::Uuid, Path, description = "The dictation's UUID")),
     responses(
-        (status = 200, description = "The session's state (`Upload-Offset`, `Upload-Length` headers too); `complete` with the recording once stored"),
+        (status = 200, description = "The session's state (`Upload-Offset`, `Upload-Length` headers too); `complete` with the recording once stored", body = UploadSession),
         (status = 404, description = "No upload of this dictation", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed key", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
 pub async fn upload_status(
@@ -549,18 +624,20 @@ fn content_range(headers: &HeaderMap) -> Result<(i64, i64, i64), ApiError> {
     path = "/api/v1/uploads/{local_storage_key}",
     tag = "uploads",
     params(
-        ("local_storage_key" = String, Path, description = "The dictation's UUID"),
-        ("Content-Range" = String, Header, description = "`bytes START-END/TOTAL`; START must equal the server's received_bytes"),
+        ("local_storage_key" = uuid::Uuid, Path, description = "The dictation's UUID"),
+        ("Content-Range" = String, Header, pattern = r"^bytes [0-9]+-[0-9]+/[0-9]+$", description = "`bytes START-END/TOTAL`; START must equal the server's received_bytes"),
     ),
-    request_body(content_type = "application/octet-stream", description = "The bytes START..=END"),
+    request_body(content_type = "application/octet-stream", content = Vec<u8>, description = "The bytes START..=END"),
     responses(
-        (status = 202, description = "Stored; more to come (`Upload-Offset`)"),
+        (status = 202, description = "Stored; more to come (`Upload-Offset`)", body = UploadSession),
         (status = 201, description = "Last byte: the recording, `\"durable\": true`", body = Recording),
         (status = 200, description = "The dictation was stored before: its recording", body = Recording),
         (status = 400, description = "Missing or malformed Content-Range", body = crate::http::openapi::ErrorDetail),
         (status = 404, description = "No upload of this dictation", body = crate::http::openapi::ErrorDetail),
         (status = 409, description = "START is not the server's offset (see `Upload-Offset`), another request is writing this dictation, or the total differs", body = crate::http::openapi::ErrorDetail),
+        (status = 413, description = "More bytes than the upload's total", body = crate::http::openapi::ErrorDetail),
         (status = 415, description = "The bytes are not audio", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed key", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
 pub async fn upload_chunk(
@@ -676,7 +753,7 @@ async fn refuse_unless_audio(
     path = "/api/v1/recordings/{recording_id}/audio",
     tag = "uploads",
     params(
-        ("recording_id" = String, Path, description = "Recording UUID"),
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
         ("Range" = Option<String>, Header, description = "`bytes=START-END`, `bytes=START-` or `bytes=-SUFFIX`"),
     ),
     responses(
@@ -685,6 +762,7 @@ async fn refuse_unless_audio(
         (status = 304, description = "`If-None-Match` matches the ETag"),
         (status = 404, description = "No such recording, or it has no audio", body = crate::http::openapi::ErrorDetail),
         (status = 416, description = "Range beyond the end", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
 pub async fn download_audio(
