@@ -303,6 +303,78 @@ scenario('the server goes away during an upload: it resumes and completes once; 
   await context.close();
 });
 
+scenario('a page of another site cannot create recordings or upload audio; the same origin can', async ({ browser, server }) => {
+  // http://localhost:PORT is another origin than http://127.0.0.1:PORT (the
+  // server's own), served by the same server: the attacker's page. A JSON
+  // page of the API, which has no Content-Security-Policy of ours to stop the
+  // requests before they leave the browser.
+  const before = (await server.json('/api/v1/recordings?limit=1000')).length;
+  const other = server.url.replace('127.0.0.1', 'localhost');
+  const context = await browser.newContext();
+  const page = await newPage(context, [/403/, /Failed to load resource/]);
+  await page.goto(`${other}/api/v1/health`);
+  const target = server.url;
+  const statuses = await page.evaluate(async (target) => {
+    // no-cors: the browser sends it (with a Blob body, so no Content-Type)
+    // and hides the answer; the server must refuse it all the same.
+    await fetch(`${target}/api/v1/recordings`, {
+      method: 'POST', mode: 'no-cors',
+      body: new Blob([JSON.stringify({ patient_id: 'cross-site', duration_seconds: 1 })]),
+    }).catch(() => {});
+    const form = new FormData();
+    form.append('patient_id', 'cross-site');
+    form.append('duration_seconds', '1');
+    form.append('audio', new Blob([new Uint8Array([0x1a, 0x45, 0xdf, 0xa3, 1, 2, 3, 4])]), 'a.webm');
+    await fetch(`${target}/api/v1/recordings/upload`, { method: 'POST', mode: 'no-cors', body: form }).catch(() => {});
+    return 'sent';
+  }, target);
+  assert(statuses === 'sent', 'requests sent');
+  // A form posted across sites, as a page would, lands on the refusal.
+  await page.evaluate((target) => {
+    const form = document.createElement('form');
+    form.method = 'POST';
+    form.enctype = 'multipart/form-data';
+    form.action = `${target}/api/v1/recordings/upload`;
+    for (const [name, value] of [['patient_id', 'cross-site'], ['duration_seconds', '1']]) {
+      const input = document.createElement('input');
+      input.name = name;
+      input.value = value;
+      form.appendChild(input);
+    }
+    document.body.appendChild(form);
+    form.submit();
+  }, target);
+  await page.waitForURL(`${target}/api/v1/recordings/upload`);
+  const refusal = await page.textContent('body');
+  assert(refusal.includes('Cross-origin request refused'), `the refusal is shown: ${refusal}`);
+  const after = await server.json('/api/v1/recordings?limit=1000');
+  assert(after.length === before, `nothing created from another site (${before} → ${after.length})`);
+  assert(!after.some((r) => r.patient_id === 'cross-site'), 'no cross-site recording');
+  // The server's own pages may.
+  const own = await newPage(context);
+  await own.goto(`${server.url}/api/v1/health`);
+  const status = await own.evaluate(async () => (await fetch('/api/v1/recordings', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ patient_id: 'same-origin', duration_seconds: 1 }),
+  })).status);
+  assert(status === 201, `same-origin create: ${status}`);
+  assertNoConsoleErrors(own);
+  await context.close();
+});
+
+scenario('the API explorer at /docs renders under its Content-Security-Policy', async ({ browser, server }) => {
+  const context = await browser.newContext();
+  const page = await newPage(context);
+  const response = await page.goto(`${server.url}/docs/`);
+  assert(/frame-ancestors 'none'/.test(response.headers()['content-security-policy'] || ''), 'CSP on /docs');
+  await page.waitForSelector('.swagger-ui .info .title', { timeout: 20000 });
+  await page.waitForSelector('.opblock-tag', { timeout: 20000 });
+  const title = await page.textContent('.swagger-ui .info .title');
+  assert(title.includes('clinscribe'), `title: ${title}`);
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
 scenario('screenshots of every page at 390×844 and 1280×800; accessible names', async ({ browser, server, shared }) => {
   for (const [w, hgt] of [[390, 844], [1280, 800]]) {
     const context = await browser.newContext({ viewport: { width: w, height: hgt } });
