@@ -17,7 +17,13 @@
 //!    PostgreSQL: `PWA_BENCH_POSTGRES_URL` (default: the project machines'
 //!    `postgres://postgres@127.0.0.1:5432/test`); a database is created and dropped;
 //! 7. (`uploads`) uploads 1 MB and 50 MB dictations (multipart) at 1 and 16
-//!    concurrent clients: MB/s, p50/p99, and the server's peak RSS.
+//!    concurrent clients: MB/s, p50/p99, and the server's peak RSS;
+//! 8. (`wal`, smallest size) a burst of creates at 64 connections for at
+//!    least 10 s, sampling the WAL file's size: its peak, with the throughput;
+//! 9. (`compare`, with `--baseline BIN`) each workload against this build and
+//!    another build of clinscribe (e.g. the previous commit's release binary)
+//!    on copies of the same database, runs alternating, in the same run; `wal`
+//!    also runs the baseline.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -55,6 +61,7 @@ struct Options {
     report: bool,
     phases: Vec<String>,
     backend_concurrency: Vec<usize>,
+    baseline: Option<PathBuf>,
 }
 
 fn parse_options() -> Options {
@@ -67,7 +74,8 @@ fn parse_options() -> Options {
             "cargo bench --bench loadgen -- [--sizes 100000,1000000] [--concurrency 1,16,64,256]\n\
              \t[--workloads health,get,create,list,list-status,list-1000,list-deep,mixed]\n\
              \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full,backends,uploads]\n\
-             \t[--backend-concurrency 16,64] [--no-report]"
+             \t[--backend-concurrency 16,64] [--baseline PATH-TO-OTHER-CLINSCRIBE] [--no-report]\n\
+             \tphases also: wal, compare (needs --baseline)"
         );
         std::process::exit(0);
     }
@@ -112,6 +120,7 @@ fn parse_options() -> Options {
             .iter()
             .map(|s| s.parse().expect("--backend-concurrency"))
             .collect(),
+        baseline: value("--baseline").map(PathBuf::from),
     }
 }
 
@@ -172,10 +181,19 @@ impl Server {
     }
 
     fn start_url(url: &str, synchronous: &str) -> Self {
+        Self::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_clinscribe")),
+            url,
+            synchronous,
+        )
+    }
+
+    /// `binary` (this build, or a baseline build to compare with) serving `url`.
+    fn start_binary(binary: &Path, url: &str, synchronous: &str) -> Self {
         let started = Instant::now();
         let audio =
             std::env::temp_dir().join(format!("clinscribe-bench-audio-{}", std::process::id()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clinscribe"))
+        let mut child = Command::new(binary)
             .env("PWA_AUDIO_DIR", &audio)
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("PWA_DATABASE_URL", url)
@@ -895,6 +913,17 @@ async fn main() {
         if has("uploads") && size == *opts.sizes.iter().min().unwrap_or(&0) {
             uploads(&db, &opts, md, &mut report).await;
         }
+        if has("wal") && size == *opts.sizes.iter().min().unwrap_or(&0) {
+            wal_burst(&db, size, &ids, &opts, md, &mut report).await;
+        }
+        if has("compare") {
+            match &opts.baseline {
+                Some(baseline) => {
+                    compare(&db, baseline, size, &ids, &opts, md, &mut report).await;
+                }
+                None => eprintln!("phase compare skipped: it needs --baseline PATH"),
+            }
+        }
     }
 
     md.push_str(&format!(
@@ -1131,4 +1160,134 @@ async fn uploads(db: &Path, opts: &Options, md: &mut String, report: &mut Report
     server.stop();
     let audio = std::env::temp_dir().join(format!("clinscribe-bench-audio-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(audio);
+}
+
+// ---------------------------------------------------------------- baseline and WAL
+
+/// A copy of the database file (checkpointed: the seeding command closed it).
+fn copy_db(db: &Path, name: &str) -> PathBuf {
+    let copy = db.with_file_name(name);
+    std::fs::copy(db, &copy).expect("copy database");
+    copy
+}
+
+/// The short name of a binary for the report: this build, or the baseline's path.
+fn build_name(binary: &Path) -> String {
+    if binary == Path::new(env!("CARGO_BIN_EXE_clinscribe")) {
+        "this build".to_owned()
+    } else {
+        format!("baseline `{}`", binary.display())
+    }
+}
+
+/// Creates at 64 connections for at least 10 s, sampling the WAL's size every
+/// 20 ms: its peak shows whether the WAL stays bounded under writes that never
+/// pause (readers of the `mixed` workload would hold snapshots too; creates
+/// alone already keep the PASSIVE checkpoint from catching up).
+async fn wal_burst(
+    db: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let mut binaries = vec![PathBuf::from(env!("CARGO_BIN_EXE_clinscribe"))];
+    binaries.extend(opts.baseline.clone());
+    let burst = Options {
+        duration: opts.duration.max(Duration::from_secs(10)),
+        ..opts.clone()
+    };
+    md.push_str(&format!(
+        "\nWAL under a burst of creates (64 connections, {:.0} s, on a copy of the {size}-row database; WAL size sampled every 20 ms; limit {} MiB):\n\n\
+         | build | creates/s | p99 ms | p99.9 ms | peak WAL MiB | WAL at the end MiB |\n|---|---:|---:|---:|---:|---:|\n",
+        burst.duration.as_secs_f64(),
+        clinscribe::db::WAL_LIMIT_BYTES / (1024 * 1024)
+    ));
+    for (i, binary) in binaries.iter().enumerate() {
+        let copy = copy_db(db, &format!("wal-burst-{i}.db"));
+        let wal = copy.with_file_name(format!("wal-burst-{i}.db-wal"));
+        let server =
+            Server::start_binary(binary, &format!("sqlite://{}", copy.display()), "normal");
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (sampling, wal) = (sampling.clone(), wal.clone());
+            tokio::spawn(async move {
+                let mut peak = 0u64;
+                while sampling.load(Ordering::Relaxed) {
+                    peak = peak.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                peak
+            })
+        };
+        let run = run_workload(&[&server], ids, Workload::Create, 64, &burst).await;
+        sampling.store(false, Ordering::Relaxed);
+        let peak = sampler.await.expect("sampler");
+        let end = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        server.stop();
+        let mib = |b: u64| b as f64 / 1048576.0;
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} |\n",
+            build_name(binary),
+            run.throughput,
+            run.p99_ms,
+            run.p999_ms,
+            mib(peak),
+            mib(end)
+        ));
+        report.emit(json!({"size": size, "phase": "wal", "build": build_name(binary), "req_per_s": run.throughput,
+                           "p99_ms": run.p99_ms, "p999_ms": run.p999_ms, "peak_wal_bytes": peak, "end_wal_bytes": end}));
+        let _ = std::fs::remove_file(&copy);
+    }
+}
+
+/// Each workload against this build and the baseline build, on copies of the
+/// same database, runs alternating so that both see the same machine noise.
+async fn compare(
+    db: &Path,
+    baseline: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let this = Server::start(&copy_db(db, "compare-this.db"), "normal");
+    let base = Server::start_binary(
+        baseline,
+        &format!("sqlite://{}", copy_db(db, "compare-baseline.db").display()),
+        "normal",
+    );
+    md.push_str(&format!(
+        "\nThis build against {} ({size} rows, runs alternating, medians):\n\n\
+         | workload | conns | this req/s | baseline req/s | ratio | this p99 ms | baseline p99 ms |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        build_name(baseline)
+    ));
+    for &workload in &opts.workloads {
+        for &conns in &opts.concurrency {
+            let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..opts.runs {
+                mine.push(run_workload(&[&this], ids, workload, conns, opts).await);
+                theirs.push(run_workload(&[&base], ids, workload, conns, opts).await);
+            }
+            let (m, b) = (median_of(&mine), median_of(&theirs));
+            md.push_str(&format!(
+                "| {} | {conns} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+                workload.name(),
+                m.throughput,
+                b.throughput,
+                m.throughput / b.throughput,
+                m.p99_ms,
+                b.p99_ms
+            ));
+            report.emit(json!({"size": size, "phase": "compare", "workload": workload.name(), "connections": conns,
+                               "this": {"req_per_s": m.throughput, "p99_ms": m.p99_ms, "errors": m.errors},
+                               "baseline": {"req_per_s": b.throughput, "p99_ms": b.p99_ms, "errors": b.errors},
+                               "runs_this": mine.iter().map(|r| r.throughput).collect::<Vec<_>>(),
+                               "runs_baseline": theirs.iter().map(|r| r.throughput).collect::<Vec<_>>()}));
+        }
+    }
+    this.stop();
+    base.stop();
 }

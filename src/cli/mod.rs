@@ -75,7 +75,7 @@ pub struct Cli {
 enum Command {
     /// Run the HTTP server (adopts an original-service database and applies
     /// pending migrations first; optionally takes scheduled backups).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply pending migrations, or list them with --status.
     Migrate(migrate::MigrateArgs),
     /// Hot backup through SQLite's Online Backup API, verified; safe while serving.
