@@ -658,6 +658,16 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
     // Every kind of write is refused the same way, and leaves nothing behind.
     let keyed = create(&server.base_url, &[("idempotency-key", "while-full")]).await;
     assert_eq!(keyed.status(), 507);
+    let chunked = client()
+        .post(server.url("/api/v1/uploads"))
+        .json(
+            &json!({"local_storage_key": "9b2f4d6e-1a3c-4e5f-8a7b-6c5d4e3f2a1b",
+                      "patient_id": "patient-001", "duration_seconds": 60, "total_bytes": 300000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 507);
     let (status, body) = server
         .upload(
             "patient-001",
@@ -730,4 +740,132 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         !log.contains("Internal Server Error") && !log.contains("internal error"),
         "{log}"
     );
+}
+
+/// A tmpfs owned by PostgreSQL's user, holding a tablespace, for one test.
+struct PgSmallTablespace {
+    dir: PathBuf,
+}
+
+impl PgSmallTablespace {
+    fn mount(size: &str) -> Option<Self> {
+        let uid = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+        let gid = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+        let (uid, gid) = (
+            String::from_utf8_lossy(&uid.stdout),
+            String::from_utf8_lossy(&gid.stdout),
+        );
+        // Under /tmp itself: the server's user must reach the directory.
+        let dir = std::env::temp_dir().join(format!(
+            "clinscribe-pg-full-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&dir).ok()?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!(
+                "size={size},uid={},gid={},mode=0700",
+                uid.trim(),
+                gid.trim()
+            ))
+            .arg("tmpfs")
+            .arg(&dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED the PostgreSQL full-disk test: cannot mount a tmpfs here (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for PgSmallTablespace {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
+    use sqlx::Connection as _;
+    let Some(admin) =
+        common::postgres_or_skip("postgres_disk_full_refuses_writes_with_507_then_recovers")
+    else {
+        return;
+    };
+    let Some(space) = PgSmallTablespace::mount("16m") else {
+        return;
+    };
+    let tablespace = format!("clinscribe_full_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLESPACE {tablespace} LOCATION '{}'",
+        space.dir.display()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let pg = common::PgTestDb::create_with(&admin, &format!(" TABLESPACE {tablespace}")).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
+    let server = ServerProcess::start_logging(&pg.url, &[], Some(&log));
+    let mut acknowledged = 0usize;
+    for _ in 0..10 {
+        assert_eq!(create(&server.base_url, &[]).await.status(), 201);
+        acknowledged += 1;
+    }
+    let filler = space.dir.join("filler");
+    fill(&filler);
+    let mut refused = false;
+    for _ in 0..20_000 {
+        let response = create(&server.base_url, &[]).await;
+        match response.status().as_u16() {
+            201 => acknowledged += 1,
+            507 => {
+                assert_eq!(response.headers()["retry-after"], "30");
+                refused = true;
+                break;
+            }
+            other => panic!(
+                "a write on a full disk answered {other}: {}",
+                response.text().await.unwrap()
+            ),
+        }
+    }
+    assert!(refused, "a write was refused");
+    assert_eq!(health(&server.base_url).await["status"], "degraded");
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = create(&server.base_url, &[]).await;
+        if response.status() == 201 {
+            acknowledged += 1;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes still refused after space came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health(&server.base_url).await["status"], "healthy");
+    assert_eq!(recording_count(&server.base_url).await, acknowledged);
+    assert_eq!(server.terminate(), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches("storage full").count(),
+        1,
+        "logged once:\n{log}"
+    );
+    drop(pg);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLESPACE {tablespace}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }

@@ -95,15 +95,23 @@ pub struct PgTestDb {
 impl PgTestDb {
     /// Creates `clinscribe_test_<random>` on the server of `admin_url`.
     pub async fn create(admin_url: &str) -> Self {
+        Self::create_with(admin_url, "").await
+    }
+
+    /// Like [`PgTestDb::create`], with `options` after `CREATE DATABASE name`
+    /// (e.g. ` TABLESPACE small`).
+    pub async fn create_with(admin_url: &str, options: &str) -> Self {
         use sqlx::Connection as _;
         let name = format!("clinscribe_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(admin_url)
             .await
             .expect("connect to PWA_TEST_POSTGRES_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}{options}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
         let _ = admin.close().await;
         Self {
             url: with_database(admin_url, &name),
