@@ -125,6 +125,20 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
         .await
         .unwrap();
     stalled.write_all(&body[..100_000]).await.unwrap();
+    // An upload whose client half-closes the connection after sending part of it.
+    let mut half_closed = connect(&server).await;
+    half_closed
+        .write_all(
+            format!(
+                "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    half_closed.write_all(&body[..150_000]).await.unwrap();
+    half_closed.shutdown().await.unwrap();
     // A kept-alive connection, idle after one request.
     let mut idle = connect(&server).await;
     idle.write_all(format!("GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -154,6 +168,7 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
         "a stalled upload fails: {answer}"
     );
     assert!(answer.contains("interrupted"), "{answer}");
+    until_closed(&mut half_closed, Duration::from_secs(5)).await;
     // The idle connection goes after PWA_IDLE_TIMEOUT, not before.
     let (_, closed) = until_closed(&mut idle, Duration::from_secs(6)).await;
     let after = closed - idle_since;
