@@ -8,7 +8,8 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -371,6 +372,220 @@ scenario('the API explorer at /docs renders under its Content-Security-Policy', 
   await page.waitForSelector('.opblock-tag', { timeout: 20000 });
   const title = await page.textContent('.swagger-ui .info .title');
   assert(title.includes('clinscribe'), `title: ${title}`);
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+// ---------------------------------------------------------------- the previous version's leftovers
+
+/**
+ * The original service's web app as a device saw it, on the address clinscribe
+ * takes over: a page with localForage (the library it stored dictations with)
+ * and its service worker at /static/js/service-worker.js (scope /static/js/).
+ */
+function servePreviousVersion(port) {
+  const localforage = readFileSync(join(ROOT, 'e2e/node_modules/localforage/dist/localforage.js'));
+  const worker = `
+    self.addEventListener('install', (e) => e.waitUntil(caches.open('clinical-pwa-v1').then((c) => c.addAll(['/static/js/app.js']))));
+    self.addEventListener('fetch', (e) => e.respondWith(caches.match(e.request).then((r) => r || fetch(e.request))));`;
+  const routes = {
+    '/': ['text/html', '<!doctype html><title>Clinical Transcription</title><script src="/localforage.js"></script>'],
+    '/localforage.js': ['text/javascript', localforage],
+    '/static/js/app.js': ['text/javascript', '// the original app'],
+    '/static/js/service-worker.js': ['text/javascript', worker],
+  };
+  const http = createServer((req, res) => {
+    const route = routes[new URL(req.url, 'http://x').pathname];
+    res.writeHead(route ? 200 : 404, { 'content-type': route ? route[0] : 'text/plain' });
+    res.end(route ? route[1] : 'not found');
+  });
+  return new Promise((resolveServer) => http.listen(port, '127.0.0.1', () => resolveServer(http)));
+}
+
+/** What IndexedDB holds: the old store's keys (null: no such database) and ours. */
+async function deviceStores(context, origin) {
+  const page = await context.newPage();
+  await page.goto(`${origin}/api/v1/health`);
+  const stores = await page.evaluate(async () => {
+    const names = (await indexedDB.databases()).map((d) => d.name);
+    const keysOf = (name, storeName) => new Promise((resolveKeys, reject) => {
+      const req = indexedDB.open(name);
+      req.onsuccess = () => {
+        const db = req.result;
+        const get = db.transaction(storeName).objectStore(storeName).getAllKeys();
+        get.onsuccess = () => { db.close(); resolveKeys(get.result.map(String)); };
+        get.onerror = () => reject(get.error);
+      };
+      req.onerror = () => reject(req.error);
+    });
+    return {
+      old: names.includes('ClinicalTranscription') ? await keysOf('ClinicalTranscription', 'recordings') : null,
+      ours: names.includes('clinscribe') ? await keysOf('clinscribe', 'dictations') : [],
+      oldWorkers: (await navigator.serviceWorker.getRegistrations())
+        .filter((r) => new URL(r.scope).pathname.startsWith('/static/js/')).length,
+    };
+  });
+  await page.close();
+  return stores;
+}
+
+async function uploadDirect(server, key, patientId, bytes) {
+  const form = new FormData();
+  form.append('patient_id', patientId);
+  form.append('duration_seconds', '2');
+  form.append('local_storage_key', key);
+  form.append('audio', new Blob([bytes], { type: 'audio/webm' }), 'a.webm');
+  const response = await fetch(`${server.url}/api/v1/recordings/upload`, { method: 'POST', body: form });
+  assert(response.status === 201, `direct upload: ${response.status}`);
+}
+
+/**
+ * The clinic swaps the original service for clinscribe on the same address,
+ * with dictations still waiting on a device: every one reaches clinscribe's
+ * server exactly once. With `closedMidway`, the first clinscribe page is
+ * opened offline and closed in the middle of the migration.
+ */
+async function upgradeInPlace({ browser, server }, closedMidway) {
+  const tag = closedMidway ? 'midway' : 'straight';
+  await server.stop();
+  const previous = await servePreviousVersion(server.port);
+  const context = await browser.newContext();
+  const setup = await newPage(context);
+  await setup.goto(server.url);
+  const left = await setup.evaluate(async (tag) => {
+    const registration = await navigator.serviceWorker.register('/static/js/service-worker.js', { scope: '/static/js/' });
+    await new Promise((r) => {
+      const sw = registration.installing || registration.waiting || registration.active;
+      if (sw.state === 'activated') r();
+      else sw.addEventListener('statechange', () => sw.state === 'activated' && r());
+    });
+    // A real dictation, as the original recorded it: Chromium's WebM/Opus.
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const recorder = new MediaRecorder(stream, { mimeType: 'audio/webm;codecs=opus' });
+    const parts = [];
+    recorder.ondataavailable = (e) => parts.push(e.data);
+    recorder.start();
+    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => { recorder.onstop = r; recorder.stop(); });
+    stream.getTracks().forEach((t) => t.stop());
+    const recordings = localforage.createInstance({ name: 'ClinicalTranscription', storeName: 'recordings' });
+    const entries = {};
+    const add = async (name, patientId, syncStatus, extra = {}) => {
+      const id = crypto.randomUUID();
+      // Each entry its own bytes: the recording plus a marker.
+      const audio = new Blob([...parts, new TextEncoder().encode(`${tag}-${name}`)], { type: 'audio/webm;codecs=opus' });
+      const now = new Date().toISOString();
+      await recordings.setItem(id, {
+        id, patient_id: patientId, clinician_id: 'current-clinician', audio_blob: audio,
+        draft_transcript: name === 'pending' ? 'BP 140 over 90' : null, duration_seconds: 1.5,
+        created_at: now, updated_at: now, sync_status: syncStatus, retry_count: syncStatus === 'failed' ? 3 : 0, ...extra,
+      });
+      const digest = await crypto.subtle.digest('SHA-256', await audio.arrayBuffer());
+      entries[name] = {
+        id, patientId,
+        sha256: [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join(''),
+        bytes: [...new Uint8Array(await audio.arrayBuffer())],
+      };
+    };
+    await add('pending', `${tag}-pending`, 'pending_upload');
+    await add('uploading', `${tag}-uploading`, 'uploading');
+    await add('failed', `${tag}-failed`, 'failed');
+    await add('held', `${tag}-held`, 'uploaded', { server_id: crypto.randomUUID() });
+    await add('unconfirmed', `${tag}-unconfirmed`, 'uploaded', { server_id: crypto.randomUUID() });
+    await add('long', `${tag}-${'x'.repeat(150 - tag.length - 1)}`, 'pending_upload');
+    return entries;
+  }, tag);
+  await setup.close();
+  await new Promise((r) => previous.close(r));
+  await server.start(); // clinscribe, on the same address
+  // One the original had uploaded is already on this server.
+  await uploadDirect(server, left.held.id, left.held.patientId, new Uint8Array(left.held.bytes));
+  const ids = Object.values(left).map((e) => e.id);
+
+  if (closedMidway) {
+    // The first page gets no answer from the API (a network that drops out
+    // right after the page loads): the dictations are brought over but cannot
+    // upload, and the page is closed then.
+    const noApi = (route) => route.abort('internetdisconnected');
+    await context.route('**/api/v1/**', noApi);
+    const first = await newPage(context, [/Failed to load resource/, /ERR_INTERNET_DISCONNECTED/]);
+    await first.goto(`${server.url}/queue`);
+    await ready(first);
+    await waitFor('dictations brought over', async () => (await first.$$('#local-list li[data-key]')).length === ids.length);
+    await first.close();
+    await context.unroute('**/api/v1/**', noApi);
+    const stores = await deviceStores(context, server.url);
+    for (const id of ids) {
+      assert(stores.old.includes(id) || stores.ours.includes(id), `${id} is kept somewhere`);
+    }
+  }
+
+  const page = await newPage(context, [/422/, /Failed to load resource/]);
+  await page.goto(`${server.url}/queue`);
+  await ready(page);
+  const exactlyOnce = async (entry) => (await server.recordingsWithKey(entry.id)).length === 1;
+  for (const name of ['pending', 'uploading', 'failed', 'held', 'unconfirmed']) {
+    await waitFor(`${name} on the server`, () => exactlyOnce(left[name]), 30000);
+  }
+  for (const name of ['pending', 'uploading', 'failed', 'unconfirmed']) {
+    const [recording] = await server.recordingsWithKey(left[name].id);
+    assert(recording.audio_sha256 === left[name].sha256, `${name}: the server holds the device's bytes`);
+    assert(recording.patient_id === left[name].patientId, `${name}: patient`);
+  }
+  const [pending] = await server.recordingsWithKey(left.pending.id);
+  assert(pending.draft_transcript === 'BP 140 over 90', 'the draft transcript came along');
+  const [held] = await server.recordingsWithKey(left.held.id);
+  assert(held.upload_attempts === 1 && held.patient_id === left.held.patientId, 'held: the first upload stands, not stored twice');
+  // Refused (patient id over 128 characters): shown with the reason, not retried, correctable.
+  const refused = await page.waitForSelector(`li[data-key="${left.long.id}"][data-state="error"]`);
+  const reason = await refused.textContent();
+  assert(/128/.test(reason), `the reason is shown: ${reason}`);
+  assert((await server.recordingsWithKey(left.long.id)).length === 0, 'the refused one is not stored');
+  if (!closedMidway) {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: join(SHOTS, 'queue-after-upgrade-390x844.png'), fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > innerWidth + 1);
+    assert(!overflow, 'a long patient id does not make the queue scroll sideways');
+  }
+  const note = await page.textContent('#adopted-note');
+  const expected = closedMidway ? 6 : 5;
+  assert(note.includes(`${expected} dictations were brought over`), `note: ${note}`);
+  await page.fill(`#fix-${left.long.id}`, `${tag}-long-corrected`);
+  await page.click(`li[data-key="${left.long.id}"] button[type="submit"]`);
+  await waitFor('the corrected one on the server', () => exactlyOnce(left.long), 30000);
+  const [corrected] = await server.recordingsWithKey(left.long.id);
+  assert(corrected.patient_id === `${tag}-long-corrected`, 'stored under the corrected patient id');
+  // The old store ends empty (deleted), the old worker is gone.
+  const stores = await waitFor('the old store deleted', async () => {
+    const s = await deviceStores(context, server.url);
+    return s.old === null ? s : false;
+  });
+  assert(stores.oldWorkers === 0, 'the original service worker is unregistered');
+  for (const entry of Object.values(left)) {
+    assert((await server.recordingsWithKey(entry.id)).length === 1, `${entry.patientId}: exactly once`);
+  }
+  assertNoConsoleErrors(page);
+  await context.close();
+}
+
+scenario('upgrading in place: the original web app\u2019s pending dictations reach the server exactly once', (ctx) => upgradeInPlace(ctx, false));
+scenario('upgrading in place, the first page closed in the middle of the migration (API unreachable)', (ctx) => upgradeInPlace(ctx, true));
+
+scenario('the original\u2019s service worker script now unregisters itself', async ({ browser, server }) => {
+  const context = await browser.newContext();
+  const page = await newPage(context);
+  await page.goto(`${server.url}/api/v1/health`);
+  const remaining = await page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.register('/static/js/service-worker.js', { scope: '/static/js/' });
+    const sw = registration.installing || registration.waiting || registration.active;
+    await new Promise((r) => {
+      if (sw.state === 'redundant') r();
+      else sw.addEventListener('statechange', () => sw.state === 'redundant' && r());
+      setTimeout(r, 5000);
+    });
+    return (await navigator.serviceWorker.getRegistrations()).length;
+  });
+  assert(remaining === 0, `registrations left: ${remaining}`);
   assertNoConsoleErrors(page);
   await context.close();
 });

@@ -42,6 +42,7 @@ static ASSETS: &[Asset] = &[
     asset!("store.js", "text/javascript; charset=utf-8"),
     asset!("recorder.js", "text/javascript; charset=utf-8"),
     asset!("uploader.js", "text/javascript; charset=utf-8"),
+    asset!("legacy.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon-192.png", "image/png"),
     asset!("icon-512.png", "image/png"),
@@ -50,6 +51,8 @@ static ASSETS: &[Asset] = &[
 const SHELL: &str = include_str!("assets/index.html");
 const SERVICE_WORKER: &str = include_str!("assets/sw.js");
 const MANIFEST: &str = include_str!("assets/manifest.webmanifest");
+/// Served where the original service's web app registered its service worker.
+const RETIRED_WORKER: &str = include_str!("assets/retired-worker.js");
 
 /// Only our own origin, no inline script or style, no framing, no plugins.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -116,6 +119,22 @@ pub fn routes() -> Router<AppState> {
         .route("/manifest.webmanifest", get(manifest))
         .route("/favicon.ico", get(favicon))
         .route("/static/{version}/{name}", get(static_asset))
+        .route("/static/js/service-worker.js", get(retired_worker))
+}
+
+/// The original service's worker script (`/static/js/service-worker.js`, scope
+/// `/static/js/`): a worker that unregisters itself and claims nothing, so a
+/// browser that still has the original's registration drops it at its next
+/// update check. The app also unregisters it from the page (`legacy.js`).
+async fn retired_worker() -> Response {
+    with_headers(
+        RETIRED_WORKER,
+        &[
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+    )
 }
 
 fn with_headers(body: impl IntoResponse, headers: &[(HeaderName, &str)]) -> Response {

@@ -5,6 +5,7 @@
 //   /recordings/{id}       one recording: audio, transcript, verification
 // Plain modules, no framework: views are built with the small `h` helper.
 
+import * as legacy from './legacy.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
@@ -242,14 +243,42 @@ const LOCAL_LABELS = {
   error: 'Upload refused',
 };
 
+/**
+ * A refused dictation: the clinician may correct its patient id (the usual
+ * reason a server refuses one) and send it again. Never retried by itself.
+ */
+function correction(d) {
+  const id = `fix-${d.key}`;
+  const input = h('input', {
+    id, class: 'patient-fix', value: d.patient_id, maxlength: '128', required: true,
+    autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false',
+  });
+  return h('form', {
+    class: 'fix',
+    onsubmit: (e) => {
+      e.preventDefault();
+      const patientId = input.value.trim();
+      if (patientId) uploads.retry(d.key, { patient_id: patientId });
+    },
+  },
+  h('label', { for: id }, 'Patient ID'),
+  input,
+  h('button', { type: 'submit', class: 'small' }, 'Send again'));
+}
+
 async function queueView() {
   const localList = h('ul', { class: 'list', id: 'local-list', 'aria-live': 'polite' });
   const serverList = h('ul', { class: 'list', id: 'server-list' });
   const serverNote = h('p', { class: 'muted', id: 'server-note' });
   const storageNote = h('p', { class: 'muted', id: 'storage' });
+  const adopted = legacy.adoptedCount();
+  const adoptedNote = adopted
+    ? h('p', { class: 'note', id: 'adopted-note' },
+      `${adopted} dictation${adopted === 1 ? ' was' : 's were'} brought over from the previous version of the app.`)
+    : null;
   show('Dictations',
     h('section', { class: 'card', 'aria-labelledby': 'local-title' },
-      h('h2', { id: 'local-title' }, 'On this device'), localList, storageNote),
+      h('h2', { id: 'local-title' }, 'On this device'), adoptedNote, localList, storageNote),
     h('section', { class: 'card', 'aria-labelledby': 'server-title' },
       h('h2', { id: 'server-title' }, 'On the server'), serverNote, serverList));
 
@@ -261,13 +290,14 @@ async function queueView() {
         h('div', { class: 'item-main' },
           h('strong', {}, d.patient_id),
           h('span', { class: 'muted' }, ` ${new Date(d.created_at).toLocaleString()} · ${d.duration_seconds || 0} s · ${formatBytes(d.bytes)}`),
-          d.recovered ? h('span', { class: 'badge' }, 'recovered') : null),
+          d.recovered ? h('span', { class: 'badge' }, 'recovered') : null,
+          d.legacy_key ? h('span', { class: 'badge' }, 'from the previous version') : null),
         h('div', { class: 'item-state' },
           h('span', { class: 'state' }, LOCAL_LABELS[d.state] || d.state),
           d.state === 'uploading' && fraction !== undefined
             ? h('progress', { max: '1', value: String(fraction), 'aria-label': 'Upload progress' }) : null,
           d.state === 'error' ? h('span', { class: 'error-text', role: 'alert' }, d.error) : null,
-          d.state === 'error' ? h('button', { class: 'small', onclick: () => uploads.retry(d.key) }, 'Retry') : null,
+          d.state === 'error' ? correction(d) : null,
           d.recording_id ? link(`/recordings/${d.recording_id}`, 'Open') : null));
       return item;
     }) : [h('li', { class: 'muted' }, 'No dictations on this device.')]));
@@ -382,10 +412,29 @@ addEventListener('beforeunload', (e) => {
   if (activeRecorder) e.preventDefault();
 });
 
+/**
+ * Brings over what the original service's web app left on this device, and
+ * removes its service worker; failures are retried at the next start.
+ */
+async function adoptPreviousVersion() {
+  await legacy.unregisterLegacyWorker().catch(() => {});
+  try {
+    const adopted = await legacy.adoptLegacyDictations();
+    if (adopted) announce(`Brought over ${adopted} dictation(s) from the previous version; they will upload.`);
+  } catch {
+    // Left as it was: the next start tries again.
+  }
+}
+
 async function boot() {
   showConnectivity();
   const recovered = await store.recoverUnfinished();
   if (recovered) announce(`Recovered ${recovered} unfinished dictation(s); they will upload.`);
+  await adoptPreviousVersion();
+  // Once a dictation brought over is on the server, its old copy may go.
+  uploads.onProgress((key, fraction) => {
+    if (fraction === 1) legacy.adoptLegacyDictations().catch(() => {});
+  });
   route();
   uploads.kick();
   setInterval(() => uploads.run(), 5000);

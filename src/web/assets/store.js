@@ -68,6 +68,32 @@ export async function createDictation(dictation) {
   return dictation;
 }
 
+/**
+ * Adds a finished dictation and its audio in one transaction (from the
+ * previous version's store); false, changing nothing, when one with the same
+ * key is already here.
+ */
+export async function importDictation(dictation, blob) {
+  const db = await open();
+  const tx = db.transaction(['dictations', 'chunks'], 'readwrite');
+  const dictations = tx.objectStore('dictations');
+  if (await request(dictations.getKey(dictation.key)) !== undefined) {
+    await done(tx);
+    return false;
+  }
+  dictations.add({
+    ...dictation,
+    state: State.RECORDED,
+    bytes: blob.size,
+    chunks: 1,
+    heartbeat_at: Date.now(),
+  });
+  tx.objectStore('chunks').put({ key: dictation.key, seq: 0, blob });
+  await done(tx);
+  notify();
+  return true;
+}
+
 /** Applies `changes` to a dictation; returns it (undefined if gone). */
 export async function updateDictation(key, changes) {
   const db = await open();

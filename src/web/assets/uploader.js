@@ -192,9 +192,12 @@ export class UploadManager {
     return recording;
   }
 
-  /** The clinician asks to try a refused dictation again. */
-  async retry(key) {
-    await store.updateDictation(key, { state: store.State.RECORDED, error: null });
+  /**
+   * The clinician asks to send a refused dictation again, possibly with a
+   * corrected patient id.
+   */
+  async retry(key, changes = {}) {
+    await store.updateDictation(key, { ...changes, state: store.State.RECORDED, error: null, error_status: null });
     this.kick();
   }
 }
