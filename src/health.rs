@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -75,6 +76,9 @@ const PROBE_BYTES: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub struct StorageHealth {
     episode: Mutex<Option<FullEpisode>>,
+    /// Whether `episode` is Some: successful writes, the common case, check
+    /// this instead of taking the lock.
+    in_episode: AtomicBool,
     /// Directories to probe for space (the database's and the audio's); none
     /// when the storage is not local (PostgreSQL).
     probe_dirs: Vec<PathBuf>,
@@ -93,6 +97,7 @@ impl StorageHealth {
     pub fn new(probe_dirs: Vec<PathBuf>) -> Self {
         Self {
             episode: Mutex::default(),
+            in_episode: AtomicBool::new(false),
             probe_dirs,
         }
     }
@@ -118,15 +123,20 @@ impl StorageHealth {
                     refused: 1,
                     last_probe: None,
                 });
+                self.in_episode.store(true, Ordering::Release);
             }
         }
     }
 
     /// A write succeeded: an episode, if any, is over.
     pub fn record_write_ok(&self) {
+        if !self.in_episode.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut episode) = self.episode.lock()
             && let Some(e) = episode.take()
         {
+            self.in_episode.store(false, Ordering::Release);
             Self::log_end(&e);
         }
     }
@@ -148,6 +158,7 @@ impl StorageHealth {
                 if e.last_refusal.elapsed() >= REMOTE_FULL_EPISODE {
                     Self::log_end(e);
                     *episode = None;
+                    self.in_episode.store(false, Ordering::Release);
                     return None;
                 }
                 false

@@ -29,6 +29,25 @@ async fn connect(server: &ServerProcess) -> TcpStream {
         .expect("connect")
 }
 
+/// Starts a multipart upload of `fields` by hand and sends its first `sent`
+/// bytes of body; the connection and the whole body, to go on (or not).
+async fn start_upload(
+    server: &ServerProcess,
+    fields: &[(&str, Option<&str>, &[u8])],
+    sent: usize,
+) -> (TcpStream, Vec<u8>) {
+    let (content_type, body) = multipart(fields);
+    let mut stream = connect(server).await;
+    let head = format!(
+        "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        authority(server),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    (stream, body)
+}
+
 /// Reads until the server closes the connection; what it sent, and when it
 /// closed. Panics if it stays open longer than `at_most` from now.
 async fn until_closed(stream: &mut TcpStream, at_most: Duration) -> (Vec<u8>, Instant) {
@@ -107,37 +126,16 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
         .write_all(format!("GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\nX-Slow: ").as_bytes())
         .await
         .unwrap();
-    // An upload whose body stalls after its first bytes of audio.
-    let (content_type, body) = multipart(&[
+    // An upload whose body stalls after its first bytes of audio, and one whose
+    // client half-closes the connection after sending part of it.
+    let audio = webm(200_000, 1);
+    let fields: &[(&str, Option<&str>, &[u8])] = &[
         ("patient_id", None, b"patient-001"),
         ("duration_seconds", None, b"60"),
-        ("audio", Some("a.webm"), &webm(200_000, 1)),
-    ]);
-    let mut stalled = connect(&server).await;
-    stalled
-        .write_all(
-            format!(
-                "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    stalled.write_all(&body[..100_000]).await.unwrap();
-    // An upload whose client half-closes the connection after sending part of it.
-    let mut half_closed = connect(&server).await;
-    half_closed
-        .write_all(
-            format!(
-                "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    half_closed.write_all(&body[..150_000]).await.unwrap();
+        ("audio", Some("a.webm"), &audio),
+    ];
+    let (mut stalled, _) = start_upload(&server, fields, 100_000).await;
+    let (mut half_closed, _) = start_upload(&server, fields, 150_000).await;
     half_closed.shutdown().await.unwrap();
     // A kept-alive connection, idle after one request.
     let mut idle = connect(&server).await;
@@ -295,28 +293,22 @@ async fn sigterm_finishes_requests_in_flight_and_closes_stalled_connections_with
         .await
         .unwrap();
     // An upload in flight, sent slowly: it must finish after the signal.
-    let (content_type, body) = multipart(&[
-        ("patient_id", None, b"patient-001"),
-        ("duration_seconds", None, b"60"),
-        (
-            "local_storage_key",
-            None,
-            b"0b7e3f6e-2a4c-4f7e-9d1a-5c2b8e4f6a10",
-        ),
-        ("audio", Some("a.webm"), &webm(50_000, 2)),
-    ]);
-    let mut upload = connect(&server).await;
-    upload
-        .write_all(
-            format!(
-                "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    upload.write_all(&body[..20_000]).await.unwrap();
+    let audio = webm(50_000, 2);
+    let (mut upload, body) = start_upload(
+        &server,
+        &[
+            ("patient_id", None, b"patient-001"),
+            ("duration_seconds", None, b"60"),
+            (
+                "local_storage_key",
+                None,
+                b"0b7e3f6e-2a4c-4f7e-9d1a-5c2b8e4f6a10",
+            ),
+            ("audio", Some("a.webm"), &audio),
+        ],
+        20_000,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let pid = server.child.id().to_string();

@@ -636,8 +636,8 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
         matches!(held, clinscribe::idempotency::Claim::Claimed(_)),
         "{held:?}"
     );
-    let busy = app
-        .send_with(
+    let with_busy_key = || {
+        app.send_with(
             Method::POST,
             "/api/v1/recordings",
             &[
@@ -646,7 +646,8 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
             ],
             body,
         )
-        .await;
+    };
+    let busy = with_busy_key().await;
     assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text);
     assert!(
         busy.headers.contains_key("retry-after"),
@@ -658,17 +659,7 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
     // database; on PostgreSQL, another instance may hold it, so only after
     // ABANDONED_AFTER.
     drop(held);
-    let retried = app
-        .send_with(
-            Method::POST,
-            "/api/v1/recordings",
-            &[
-                ("content-type", "application/json"),
-                ("idempotency-key", "busy-key"),
-            ],
-            body,
-        )
-        .await;
+    let retried = with_busy_key().await;
     let taken_over = app.backend == common::Backend::Sqlite;
     let expected = if taken_over {
         StatusCode::CREATED
