@@ -262,17 +262,25 @@ fn rss_mib(pid: u32) -> f64 {
 
 // ---------------------------------------------------------------- the HTTP driver
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// A keep-alive connection, and the `Host` its requests name (the server's
+/// own address: it refuses host names it does not answer to).
+struct Sender {
+    inner: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
 
 async fn connect(addr: &str) -> Sender {
     loop {
         if let Ok(stream) = TcpStream::connect(addr).await {
             let _ = stream.set_nodelay(true);
-            if let Ok((sender, conn)) =
+            if let Ok((inner, conn)) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
             {
                 tokio::spawn(conn);
-                return sender;
+                return Sender {
+                    inner,
+                    host: addr.to_owned(),
+                };
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -298,14 +306,14 @@ async fn send(
     let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "bench");
+        .header("host", &sender.host);
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(drop)?;
-    let response = sender.send_request(req).await.map_err(drop)?;
+    let response = sender.inner.send_request(req).await.map_err(drop)?;
     let status = response.status().as_u16();
     let link = response
         .headers()
@@ -1102,12 +1110,12 @@ async fn uploads(db: &Path, opts: &Options, md: &mut String, report: &mut Report
                         let req = Request::builder()
                             .method(Method::POST)
                             .uri("/api/v1/recordings/upload")
-                            .header("host", "bench")
+                            .header("host", &sender.host)
                             .header("content-type", format!("multipart/form-data; boundary={boundary}"))
                             .body(Full::new(Bytes::from(body)))
                             .expect("request");
                         let t = Instant::now();
-                        let ok = match sender.send_request(req).await {
+                        let ok = match sender.inner.send_request(req).await {
                             Ok(r) => {
                                 let status = r.status().as_u16();
                                 r.into_body().collect().await.is_ok() && status == 201
