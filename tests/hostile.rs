@@ -128,11 +128,11 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
         .unwrap();
     // An upload whose body stalls after its first bytes of audio, and one whose
     // client half-closes the connection after sending part of it.
-    let audio = webm(200_000, 1);
+    let dictation = webm(200_000, 1);
     let fields: &[(&str, Option<&str>, &[u8])] = &[
         ("patient_id", None, b"patient-001"),
         ("duration_seconds", None, b"60"),
-        ("audio", Some("a.webm"), &audio),
+        ("audio", Some("a.webm"), &dictation),
     ];
     let (mut stalled, _) = start_upload(&server, fields, 100_000).await;
     let (mut half_closed, _) = start_upload(&server, fields, 150_000).await;

@@ -278,7 +278,7 @@ impl SqliteDatabase {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        tokio::spawn(run_checkpoints(checkpointer.clone()));
+        tokio::spawn(run_checkpoints(checkpointer.clone(), writer.clone()));
         Ok(Self {
             writer,
             readers,
@@ -414,12 +414,14 @@ async fn set_journal_mode(conn: &mut SqliteConnection, mode: &'static str) -> Re
 /// blocks no writer. Durability is unchanged: a commit is in the WAL either way.
 ///
 /// A PASSIVE checkpoint never lets the WAL start over while writes keep coming
-/// (the writer rewinds it only once every frame is copied back), so under a
-/// sustained burst the WAL would grow without bound. Past [`WAL_LIMIT_BYTES`]
-/// a RESTART checkpoint follows: it waits at most [`RESTART_WAIT`] for the
-/// writer and readers, copies the few frames the PASSIVE one left, and makes
-/// the next commit rewind the WAL (which `journal_size_limit` then truncates).
-async fn run_checkpoints(pool: SqlitePool) {
+/// (a commit rewinds it only once every frame has been copied back, which
+/// under a steady stream of commits never happens), so under a sustained
+/// burst the WAL would grow without bound. Past [`WAL_LIMIT_BYTES`], this task
+/// holds the writer connection for one more PASSIVE checkpoint: with no commit
+/// adding frames meanwhile, it copies the little the last round left, and the
+/// next commit starts the WAL over (truncated to `journal_size_limit`). Writers
+/// wait only for that one short checkpoint, queued in-process as for any write.
+async fn run_checkpoints(pool: SqlitePool, writer: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut page_size: Option<i64> = None;
@@ -447,7 +449,7 @@ async fn run_checkpoints(pool: SqlitePool) {
         }
         let wal_bytes = wal_frames.saturating_mul(page_size.unwrap_or(4096));
         if wal_bytes > WAL_LIMIT_BYTES {
-            restart_wal(&pool).await;
+            rewind_wal(&writer).await;
         }
     }
 }
@@ -455,32 +457,27 @@ async fn run_checkpoints(pool: SqlitePool) {
 /// The WAL size past which a checkpoint makes it start over (the same figure
 /// as `journal_size_limit`, so a rewound WAL is truncated to it).
 pub const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
-/// How long a RESTART checkpoint waits for the writer and old readers.
-const RESTART_WAIT: Duration = Duration::from_millis(100);
-
-/// A RESTART checkpoint with a short busy timeout: if the writer or a reader
-/// holds on longer, it gives up (the next round tries again) rather than
-/// hold writers back.
-async fn restart_wal(pool: &SqlitePool) {
-    let outcome = async {
-        let mut conn = pool.acquire().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA busy_timeout = {}",
-            RESTART_WAIT.as_millis()
-        )))
-        .execute(&mut *conn)
-        .await?;
-        let result: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+/// A PASSIVE checkpoint on the writer connection: while it runs, no commit
+/// (of this process) adds frames, so it copies every frame back and the next
+/// commit rewinds the WAL.
+async fn rewind_wal(writer: &SqlitePool) {
+    let started = std::time::Instant::now();
+    let outcome: Result<(i64, i64, i64), sqlx::Error> = async {
+        let mut conn = writer.acquire().await?;
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *conn)
-            .await?;
-        Ok::<_, sqlx::Error>(result)
+            .await
     }
     .await;
     match outcome {
-        Ok((busy, frames, _)) => {
-            tracing::debug!(busy, frames, "WAL past its limit: RESTART checkpoint")
-        }
-        Err(e) => tracing::warn!(error = %e, "RESTART checkpoint failed; retrying"),
+        Ok((_, frames, copied)) => tracing::debug!(
+            frames,
+            copied,
+            held_writer_ms = started.elapsed().as_millis() as u64,
+            "WAL past its limit: checkpointed with writes held"
+        ),
+        Err(sqlx::Error::PoolClosed) => {}
+        Err(e) => tracing::warn!(error = %e, "checkpoint with writes held failed; retrying"),
     }
 }
 

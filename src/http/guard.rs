@@ -15,15 +15,14 @@
 //!   nosniff` on everything, `Cache-Control: no-store` on the API (patient data
 //!   must not stay in a browser's or a proxy's cache), and a Content Security
 //!   Policy for the API explorer at `/docs`.
-//! - **Request ids** ([`sanitize_request_id`]): a client's `X-Request-Id` is
+//! - **Request ids** ([`acceptable_request_id`]): a client's `X-Request-Id` is
 //!   kept only when short and printable, since it is logged.
+//!
+//! The functions here are policy; `http::edge` applies them to every request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -176,66 +175,71 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Middleware: [`RequestGuard::check`], logging each refusal.
-pub async fn check_host_and_origin(
-    State(guard): State<Arc<RequestGuard>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match guard.check(request.method(), request.uri(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => {
-            match &refusal {
-                Refusal::Host(host) => tracing::warn!(
-                    host,
-                    "refused a request for a host name this server does not answer to (behind a reverse proxy, set PWA_ALLOWED_HOSTS)"
-                ),
-                Refusal::Origin(origin) => tracing::warn!(
-                    origin,
-                    "refused a state-changing request from another site's page (PWA_ALLOWED_ORIGINS)"
-                ),
-            }
-            refusal.into_response()
+impl Refusal {
+    /// One log line about the refusal (host names and origins are not patient data).
+    pub fn log(&self) {
+        match self {
+            Self::Host(host) => tracing::warn!(
+                host,
+                "refused a request for a host name this server does not answer to (behind a reverse proxy, set PWA_ALLOWED_HOSTS)"
+            ),
+            Self::Origin(origin) => tracing::warn!(
+                origin,
+                "refused a state-changing request from another site's page (PWA_ALLOWED_ORIGINS)"
+            ),
         }
     }
 }
 
-/// Middleware: the response headers every route gets (see the module documentation).
-pub async fn secure_headers(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let api = path.starts_with("/api/");
-    let docs = path == "/docs" || path.starts_with("/docs/");
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+/// Which kind of route a path is, for the response headers it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// `/api/…`: patient data, never cached.
+    Api,
+    /// `/docs`: Swagger UI, with its own Content Security Policy.
+    Docs,
+    /// The web app and everything else.
+    Other,
+}
+
+impl RouteKind {
+    /// The kind of `path`.
+    pub fn of(path: &str) -> Self {
+        if path.starts_with("/api/") {
+            Self::Api
+        } else if path == "/docs" || path.starts_with("/docs/") {
+            Self::Docs
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The response headers every route gets (see the module documentation).
+pub fn secure_headers(headers: &mut HeaderMap, kind: RouteKind) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if api {
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match kind {
+        RouteKind::Api => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        RouteKind::Docs => {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(DOCS_CSP),
+            );
+        }
+        RouteKind::Other => {}
     }
-    if docs {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(DOCS_CSP),
-        );
-    }
-    response
 }
 
-/// Middleware: drops a client's `X-Request-Id` unless it is 1–64 visible ASCII
-/// characters, so that the one set in its place is ours.
-pub async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
-    let acceptable = request.headers().get("x-request-id").map(|id| {
-        let bytes = id.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= MAX_REQUEST_ID_LEN
-            && bytes.iter().all(u8::is_ascii_graphic)
-    });
-    if acceptable == Some(false) {
-        request.headers_mut().remove("x-request-id");
-    }
-    next.run(request).await
+/// A client's `X-Request-Id`, if it is 1–64 visible ASCII characters (it is
+/// logged, so anything else is replaced).
+pub fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_LEN && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 #[cfg(test)]

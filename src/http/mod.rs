@@ -1,21 +1,19 @@
 //! The HTTP server: shared state, the router, request logging, and the
 //! server's life cycle (serve until a shutdown signal, then close the database).
 
+mod edge;
 pub mod extract;
 pub mod guard;
 pub mod openapi;
 pub mod server;
 
 use std::future::Future;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -27,8 +25,6 @@ use crate::health::StorageHealth;
 use crate::idempotency::IdempotencyStore;
 use crate::recordings::RecordingStore;
 use crate::uploads::Uploads;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Everything a handler may need, cloned cheaply into each request.
 #[derive(Debug, Clone)]
@@ -85,6 +81,10 @@ impl AppState {
 
 /// The whole application, ready to serve or to drive from tests.
 pub fn router(state: AppState) -> Router {
+    let edge = std::sync::Arc::new(edge::Edge {
+        guard: state.guard.clone(),
+        storage: state.storage.clone(),
+    });
     Router::new()
         .merge(crate::health::routes())
         .merge(crate::recordings::api::routes())
@@ -93,19 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(not_found_or_redirect)
-        .layer(middleware::from_fn_with_state(
-            state.storage.clone(),
-            track_write_outcomes,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.guard.clone(),
-            guard::check_host_and_origin,
-        ))
-        .layer(middleware::from_fn(guard::secure_headers))
-        .layer(middleware::from_fn(log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::from_fn(guard::sanitize_request_id))
+        .layer(middleware::from_fn_with_state(edge, edge::edge))
         .with_state(state)
 }
 
@@ -121,26 +109,6 @@ pub async fn serve(
     let db = state.db.clone();
     server::serve_connections(listener, router(state), connections, shutdown).await;
     db.close().await;
-}
-
-/// Tells [`StorageHealth`] how writes end: a 507 (no space) starts or extends
-/// an episode, a successful write ends it.
-async fn track_write_outcomes(
-    State(storage): State<std::sync::Arc<StorageHealth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let writes = !matches!(
-        *request.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
-    let response = next.run(request).await;
-    if response.status() == StatusCode::INSUFFICIENT_STORAGE {
-        storage.record_full();
-    } else if writes && response.status().is_success() {
-        storage.record_write_ok();
-    }
-    response
 }
 
 /// Like FastAPI: `/path/` redirects (307) to `/path`; anything else is a 404.
@@ -162,28 +130,4 @@ async fn not_found_or_redirect(uri: Uri) -> Response {
             .into_response();
     }
     ApiError::NotFound("Not Found").into_response()
-}
-
-/// One log line per request. The route *template* is logged, never the actual
-/// path or query, so patient ids stay out of the logs.
-async fn log_request(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let response = next.run(request).await;
-    let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
-    tracing::info!(
-        method = %method,
-        route,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        request_id,
-        "request"
-    );
-    response
 }

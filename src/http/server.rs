@@ -198,7 +198,14 @@ async fn serve_one(
     let body_timeout = settings.body_timeout;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&service_activity);
-        let request = request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
+        // A request without a body (most GETs) needs no timer.
+        let request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                Body::new(body)
+            } else {
+                Body::new(TimeoutBody::new(body_timeout, body))
+            }
+        });
         let router = router.clone();
         async move {
             let response = router.oneshot(request).await;
