@@ -149,7 +149,7 @@ impl StorageHealth {
         );
     }
 
-    /// Why writes fail now, if they do (probing for space once per [`PROBE_EVERY`]).
+    /// Why writes fail now, if they do (probing for space at most once a second).
     pub async fn problem(&self) -> Option<String> {
         let probe_due = {
             let mut episode = self.episode.lock().ok()?;

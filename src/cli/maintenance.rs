@@ -108,7 +108,10 @@ pub(super) async fn vacuum(
     };
     let db = match open_existing(&database).await? {
         Database::Sqlite(db) => db,
-        Database::Postgres(_) => unreachable!("checked above"),
+        Database::Postgres(db) => {
+            db.close().await;
+            anyhow::bail!("vacuum works on SQLite only; PostgreSQL's autovacuum does this work");
+        }
     };
     let report = maintenance::vacuum(&db, &mode).await;
     db.close().await;

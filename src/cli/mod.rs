@@ -145,46 +145,61 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         .with_postgres_limits(&cli.database_pool_size, &cli.database_statement_timeout)?;
     let filter = config::parse_log_filter(&cli.log)?;
     // Validate the subcommand's own settings before anything touches the disk.
-    let serve_settings = match &cli.command {
-        Command::Serve(args) => Some(args.settings()?),
-        _ => None,
-    };
-    let transfer = match &cli.command {
-        Command::MigrateData(args) => Some(args.settings(&database)?),
-        _ => None,
-    };
-    let backup_options = match &cli.command {
-        Command::Backup(args) => Some(args.options()?),
-        _ => None,
-    };
+    let job = Job::validate(cli.command, &database)?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
-    let code = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(_) => match serve_settings {
-                Some(settings) => serve::run(database, settings).await,
-                None => unreachable!("validated above"),
-            },
-            Command::Migrate(args) => migrate::run(database, args).await,
-            Command::Backup(_) => match backup_options {
-                Some(options) => backup::backup(database, options).await,
-                None => unreachable!("validated above"),
-            },
-            Command::Restore(args) => backup::restore(database, args).await,
-            Command::Seed(args) => seed::run(database, args).await,
-            Command::MigrateData(args) => match transfer {
-                Some((from, to)) => migrate_data::run(from, to, args).await,
-                None => unreachable!("validated above"),
-            },
-            Command::Check => maintenance::check(database).await,
-            Command::Vacuum(args) => maintenance::vacuum(database, args).await,
+    Ok(runtime.block_on(job.run(database))?)
+}
+
+/// A command whose own settings are validated: ready to run.
+enum Job {
+    Serve(Box<serve::ServeSettings>),
+    Migrate(migrate::MigrateArgs),
+    Backup(crate::db::backup::BackupOptions),
+    Restore(backup::RestoreArgs),
+    Seed(seed::SeedArgs),
+    MigrateData(
+        DatabaseSettings,
+        DatabaseSettings,
+        migrate_data::MigrateDataArgs,
+    ),
+    Check,
+    Vacuum(maintenance::VacuumArgs),
+}
+
+impl Job {
+    fn validate(command: Command, database: &DatabaseSettings) -> Result<Self, ConfigError> {
+        Ok(match command {
+            Command::Serve(args) => Self::Serve(Box::new(args.settings()?)),
+            Command::Migrate(args) => Self::Migrate(args),
+            Command::Backup(args) => Self::Backup(args.options()?),
+            Command::Restore(args) => Self::Restore(args),
+            Command::Seed(args) => Self::Seed(args),
+            Command::MigrateData(args) => {
+                let (from, to) = args.settings(database)?;
+                Self::MigrateData(from, to, args)
+            }
+            Command::Check => Self::Check,
+            Command::Vacuum(args) => Self::Vacuum(args),
+        })
+    }
+
+    async fn run(self, database: DatabaseSettings) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Serve(settings) => serve::run(database, *settings).await,
+            Self::Migrate(args) => migrate::run(database, args).await,
+            Self::Backup(options) => backup::backup(database, options).await,
+            Self::Restore(args) => backup::restore(database, args).await,
+            Self::Seed(args) => seed::run(database, args).await,
+            Self::MigrateData(from, to, args) => migrate_data::run(from, to, args).await,
+            Self::Check => maintenance::check(database).await,
+            Self::Vacuum(args) => maintenance::vacuum(database, args).await,
         }
-    })?;
-    Ok(code)
+    }
 }
 
 /// The SQLite file behind the settings (None on PostgreSQL).

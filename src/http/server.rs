@@ -18,7 +18,7 @@
 //!
 //! hyper's own header timeout also runs between kept-alive requests, which
 //! would make the idle timeout the header timeout; so both are enforced here,
-//! by a watchdog per connection that sees its traffic ([`WatchedIo`]) and its
+//! by a watchdog per connection that sees its traffic (`WatchedIo`) and its
 //! requests in flight.
 
 use std::future::Future;

@@ -1,5 +1,5 @@
 //! All SQL about the `recordings` table lives in this module: one file per
-//! backend ([`sqlite`], [`postgres`]) behind one [`RecordingStore`], so handlers
+//! backend (`sqlite`, [`postgres`]) behind one [`RecordingStore`], so handlers
 //! and services never know which database serves them.
 
 mod insert_queue;

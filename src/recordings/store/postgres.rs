@@ -2,7 +2,7 @@
 //!
 //! Rows come back in the same text form as from SQLite (ids hyphenated,
 //! timestamps `2026-11-27T23:53:30.306917Z`), so both backends share
-//! [`RecordingRow`] and its checks; values go in as text and are cast to the
+//! `RecordingRow` and its checks; values go in as text and are cast to the
 //! native types (`uuid`, `timestamptz`, `jsonb`) by the statements.
 
 use uuid::Uuid;

@@ -51,7 +51,7 @@ macro_rules! recording_json {
 /// aggregate concatenates in the order it receives rows: SQLite never flattens a
 /// subquery with a LIMIT into an aggregate. (`group_concat(... ORDER BY ...)`
 /// would say so explicitly, at the cost of re-sorting the page: a third slower.)
-/// The ordering tests in tests/store.rs and tests/api.rs guard this.
+/// The ordering tests in tests/it/store.rs and tests/it/api.rs guard this.
 ///
 /// `LIMIT ? + 0`, not `LIMIT ?`: SQLite plans around the value of a bare LIMIT
 /// parameter and so re-prepares the statement every time it is re-bound (a

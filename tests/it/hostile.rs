@@ -3,13 +3,13 @@
 //! sites, wrong host names, a dead request's idempotency claim, and a burst of
 //! writes that would grow the WAL.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, client, multipart, webm};
+use crate::common::{ServerProcess, client, multipart, webm};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

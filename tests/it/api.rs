@@ -1,10 +1,10 @@
 //! The HTTP API, driven through the router, against CONTRACT.md.
 
-mod common;
+use crate::common;
 
+use crate::common::TestApp;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use common::TestApp;
 use serde_json::{Value, json};
 
 const RECORDINGS: &str = "/api/v1/recordings";

@@ -4,7 +4,6 @@
 //! child process ([`ServerProcess`]) where restarts and crashes matter.
 //!
 //! [`on_both_backends!`] runs a test on each backend.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -170,7 +169,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub backend: Backend,
     /// The PostgreSQL database, dropped after the app (fields drop in order).
-    pub pg: Option<PgTestDb>,
+    _pg: Option<PgTestDb>,
 }
 
 /// A response, decoded.
@@ -220,7 +219,7 @@ impl TestApp {
             state,
             dir,
             backend,
-            pg,
+            _pg: pg,
         }
     }
 

@@ -3,11 +3,11 @@
 //! bad input refused without writing anything. On SQLite, and on PostgreSQL
 //! when `PWA_TEST_POSTGRES_URL` is set.
 
-mod common;
+use crate::common;
 
+use crate::common::{TestApp, multipart, sha256_hex, webm};
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
-use common::{TestApp, multipart, sha256_hex, webm};
 use serde_json::{Value, json};
 
 const UPLOAD: &str = "/api/v1/recordings/upload";
@@ -785,7 +785,7 @@ crate::on_both_backends!(
 /// the cleanup has run, no file is left without a row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_20_concurrent_uploads_loses_no_acknowledged_upload() {
-    use common::{ServerProcess, client, files_under};
+    use crate::common::{ServerProcess, client, files_under};
     use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().unwrap();

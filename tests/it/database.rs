@@ -1,6 +1,6 @@
 //! Connection settings and migrations on real SQLite files.
 
-mod common;
+use crate::common;
 
 use clinscribe::config::{DatabaseSettings, SqliteSynchronous};
 use clinscribe::db::migrations::{self, MigrationState};

@@ -1,11 +1,9 @@
 //! The OpenAPI document is generated from the code and snapshot-tested, so an
 //! API change shows as a diff in review. To accept a change:
-//! `UPDATE_SNAPSHOTS=1 cargo test --test openapi`.
+//! `UPDATE_SNAPSHOTS=1 cargo test --test it openapi`.
 
-mod common;
-
+use crate::common::TestApp;
 use axum::http::StatusCode;
-use common::TestApp;
 
 const SNAPSHOT: &str = "tests/snapshots/openapi.json";
 
@@ -21,7 +19,7 @@ async fn openapi_document_matches_the_snapshot() {
     let expected = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
     assert!(
         actual == expected,
-        "the API description changed; review the diff and run UPDATE_SNAPSHOTS=1 cargo test --test openapi"
+        "the API description changed; review the diff and run UPDATE_SNAPSHOTS=1 cargo test --test it openapi"
     );
 }
 

@@ -2,10 +2,8 @@
 //! manifest, with the headers an offline-first, installable app needs. (Its
 //! behaviour in a real browser is tested by e2e/run.mjs.)
 
-mod common;
-
+use crate::common::TestApp;
 use axum::http::StatusCode;
-use common::TestApp;
 
 #[tokio::test]
 async fn every_page_is_the_shell_with_a_strict_content_security_policy() {

@@ -1,15 +1,15 @@
 //! The recordings store against a real SQLite file, and a fresh PostgreSQL
 //! database when `PWA_TEST_POSTGRES_URL` is set.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
+use crate::common::TestApp;
 use clinscribe::recordings::store::Cursor;
 use clinscribe::recordings::{
     ListQuery, NewRecording, RecordingStatus, RecordingStore, StoreError,
 };
-use common::TestApp;
 use uuid::Uuid;
 
 fn new(patient: &str, duration: i64) -> NewRecording {

@@ -4,13 +4,13 @@
 //! bucket and nowhere on disk, download with ranges, exactly one object per
 //! dictation, orphans swept; and two PostgreSQL instances sharing the bucket.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{PgTestDb, ServerProcess, client, files_under, multipart, postgres_or_skip, webm};
+use crate::common::{
+    PgTestDb, ServerProcess, client, files_under, multipart, postgres_or_skip, webm,
+};
 use serde_json::Value;
 
 /// moto's S3 server on a free port, with one bucket.

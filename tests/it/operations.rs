@@ -1,7 +1,7 @@
 //! Operations: backup, restore, seed, check, vacuum, adoption of the original's
 //! database, scheduled backups — with the real binary where processes matter.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{ServerProcess, all_recordings, client, open_db, run_cli};
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::SqliteDatabase;
 use clinscribe::db::adopt::{self, DatabaseKind};
-use common::{ServerProcess, all_recordings, client, open_db, run_cli};
 use serde_json::{Value, json};
 
 fn backups_in(dir: &Path) -> Vec<PathBuf> {

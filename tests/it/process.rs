@@ -1,14 +1,12 @@
 //! The real binary as a process: restarts, SIGTERM, kill -9, many writers, CLI errors.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{ServerProcess, binary, client, open_db};
+use crate::common::{ServerProcess, binary, client, open_db};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

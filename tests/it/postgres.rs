@@ -2,17 +2,15 @@
 //! clinic's data between backends, and the operations commands on PostgreSQL.
 //! Every test is skipped (and says so) when `PWA_TEST_POSTGRES_URL` is not set.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 
-use clinscribe::config::DatabaseSettings;
-use clinscribe::db::Database;
-use clinscribe::recordings::{ListQuery, RecordingStore};
-use common::{
+use crate::common::{
     PgTestDb, ServerProcess, client, files_under, postgres_or_skip, run_cli, run_cli_url,
     upload_to, webm,
 };
+use clinscribe::config::DatabaseSettings;
+use clinscribe::db::Database;
+use clinscribe::recordings::{ListQuery, RecordingStore};
 use serde_json::{Value, json};
 
 /// `n` server processes on one fresh PostgreSQL database, sharing one audio

@@ -1,0 +1,20 @@
+//! The integration tests, one binary (one link, one build of the harness):
+//! real SQLite files in temp dirs, a fresh PostgreSQL database per test, the
+//! real binary where processes matter. `common` is the harness.
+
+// A test fails by panicking: unwrap, expect and panic! say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod api;
+mod database;
+mod hostile;
+mod openapi;
+mod operations;
+mod postgres;
+mod process;
+mod s3;
+mod store;
+mod uploads;
+mod web;
