@@ -17,6 +17,7 @@ pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod recordings;
+pub mod tasks;
 pub mod timestamp;
 pub mod uploads;
 pub mod web;

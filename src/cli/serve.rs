@@ -18,6 +18,7 @@ use crate::db::backup::{self, BackupOptions};
 use crate::db::lock::ServerLock;
 use crate::http::guard::RequestGuard;
 use crate::http::{self, AppState};
+use crate::tasks::{CancellationToken, Supervisor};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -159,19 +160,29 @@ pub(super) async fn run(
         .await
         .with_context(|| format!("cannot listen on {} (PWA_BIND)", settings.bind))?;
     let local = listener.local_addr()?;
+    let mut tasks = Supervisor::new();
     if let (Some((interval, options)), Some(db_path)) = (settings.backups, db_path) {
-        tokio::spawn(scheduled_backups(db_path, interval, options));
+        tasks.spawn("scheduled backups", |stop| {
+            scheduled_backups(db_path, interval, options, stop)
+        });
     }
-    let state = AppState::new(db, settings.uploads)
+    let state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access));
     // At start (what a crash left behind) and then periodically.
-    tokio::spawn(state.uploads.clone().sweep_periodically());
+    let uploads = state.uploads.clone();
+    tasks.spawn("upload cleanup", |stop| uploads.sweep_periodically(stop));
     let connections = fit_open_file_limit(settings.connections);
     let shutdown = shutdown_signal();
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     out!("clinscribe listening on http://{local}");
-    http::serve(listener, state, connections, shutdown).await;
+    tasks
+        .supervise(http::serve(listener, state, connections, shutdown))
+        .await;
+    // In order: no request is left, then no background task, then the
+    // database closes (checkpointing the WAL; its own tasks end with it).
+    tasks.shutdown(connections.shutdown_timeout).await;
+    db.close().await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
 }
@@ -203,12 +214,21 @@ fn fit_open_file_limit(mut connections: ConnectionSettings) -> ConnectionSetting
     connections
 }
 
-/// Backs up every `interval`; a failure is logged and retried at the next one.
-async fn scheduled_backups(db_path: PathBuf, interval: Duration, options: BackupOptions) {
+/// Backs up every `interval` until `stop` (a backup under way finishes); a
+/// failure is logged and retried at the next one.
+async fn scheduled_backups(
+    db_path: PathBuf,
+    interval: Duration,
+    options: BackupOptions,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         match backup::backup(&db_path, &options, |_| {}).await {
             Ok(report) => tracing::info!(
                 path = %report.path.display(),

@@ -278,7 +278,12 @@ impl SqliteDatabase {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        tokio::spawn(run_checkpoints(checkpointer.clone(), writer.clone()));
+        let closed = checkpointer.clone();
+        crate::tasks::spawn_watched(
+            "WAL checkpoints",
+            run_checkpoints(checkpointer.clone(), writer.clone()),
+            move || closed.is_closed(),
+        );
         Ok(Self {
             writer,
             readers,

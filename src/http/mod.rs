@@ -97,18 +97,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, lets in-flight requests finish (within
-/// `connections.shutdown_timeout`), then closes the database (checkpointing
-/// the WAL).
+/// Serves until `shutdown` resolves and the requests in flight have finished
+/// (within `connections.shutdown_timeout`). The caller then stops the
+/// background tasks and closes the database.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     connections: ConnectionSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let db = state.db.clone();
     server::serve_connections(listener, router(state), connections, shutdown).await;
-    db.close().await;
 }
 
 /// Like FastAPI: `/path/` redirects (307) to `/path`; anything else is a 404.

@@ -333,11 +333,14 @@ impl Uploads {
         Ok(deleted)
     }
 
-    /// Runs [`Uploads::sweep`] now and then every so often, forever.
-    pub async fn sweep_periodically(self) {
+    /// Runs [`Uploads::sweep`] now and then every so often, until `stop`.
+    pub async fn sweep_periodically(self, stop: crate::tasks::CancellationToken) {
         let every =
             (self.settings.expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
         loop {
+            if stop.is_cancelled() {
+                return;
+            }
             match self.sweep().await {
                 Ok(r) if r != SweepReport::default() => tracing::info!(
                     sessions = r.sessions,
@@ -350,7 +353,10 @@ impl Uploads {
                 Err(UploadError::Store(StoreError::Closed)) => return,
                 Err(e) => tracing::warn!(error = %e, "upload cleanup failed; retrying later"),
             }
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
         }
     }
 }

@@ -43,7 +43,8 @@ impl InsertQueue {
     /// Starts the insert task for `db` (on the current tokio runtime).
     pub fn start(db: SqliteDatabase) -> Self {
         let (jobs, receiver) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(db, receiver));
+        // Ends when every sender is gone (the store was dropped): expected.
+        crate::tasks::spawn_watched("group commit", run(db, receiver), || true);
         Self { jobs }
     }
 
