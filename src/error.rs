@@ -5,16 +5,18 @@
 //! - `{"detail": [{"type", "loc", "msg", "input", ...}, ...]}` with status 422
 //!   for validation, one entry per problem (see [`ValidationIssue`]).
 //!
-//! Use the variant that says what went wrong for the *client*; storage errors
-//! convert with `?` (a missing row becomes 404, a busy database 503, anything
-//! else a logged 500 that never leaks internals).
+//! Use the variant that says what went wrong for the *client*. Each domain
+//! converts its own errors where its HTTP handlers live (`recordings::api`,
+//! `uploads::api`), so this module knows no domain: a missing row becomes 404,
+//! a busy database 503, a full disk 507, anything else a logged 500 that never
+//! leaks internals.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::recordings::store::StoreError;
+use crate::validation::ValidationIssue;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -67,73 +69,6 @@ pub const STORAGE_FULL_RETRY_AFTER: &str = "30";
 #[derive(Serialize)]
 struct ValidationBody<'a> {
     detail: &'a [ValidationIssue],
-}
-
-/// One validation problem, as pydantic reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ValidationIssue {
-    /// Machine-readable kind: `missing`, `int_parsing`, `string_type`, `enum`, ...
-    #[serde(rename = "type")]
-    #[schema(example = "missing")]
-    pub kind: &'static str,
-    /// Where: `["body", "patient_id"]`, `["query", "status"]`,
-    /// `["path", "recording_id"]`, `["body", 21]` (a character position).
-    #[schema(schema_with = loc_schema)]
-    pub loc: Vec<Value>,
-    /// Human-readable message.
-    pub msg: String,
-    /// The offending input, of whatever type it was (`null` when absent).
-    #[schema(schema_with = any_value_schema)]
-    pub input: Value,
-    /// Extra facts about the constraint, e.g. `{"ge": 0}`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = ctx_schema, required = false)]
-    pub ctx: Option<Value>,
-}
-
-/// `loc`: names (strings) and positions (integers).
-fn loc_schema() -> utoipa::openapi::Array {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-    ArrayBuilder::new()
-        .items(
-            OneOfBuilder::new()
-                .item(ObjectBuilder::new().schema_type(Type::String))
-                .item(ObjectBuilder::new().schema_type(Type::Integer)),
-        )
-        .build()
-}
-
-/// Any JSON value.
-fn any_value_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
-        .build()
-}
-
-/// An object of constraint facts.
-fn ctx_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Object)
-        .build()
-}
-
-impl ValidationIssue {
-    /// An issue at `loc` without context.
-    pub fn new(kind: &'static str, loc: Vec<Value>, msg: impl Into<String>, input: Value) -> Self {
-        Self {
-            kind,
-            loc,
-            msg: msg.into(),
-            input,
-            ctx: None,
-        }
-    }
-
-    /// Adds pydantic's `ctx` object.
-    pub fn with_ctx(mut self, ctx: Value) -> Self {
-        self.ctx = Some(ctx);
-        self
-    }
 }
 
 impl ApiError {
@@ -191,22 +126,5 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
         response
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound => Self::NotFound("Recording not found"),
-            StoreError::Busy(e) => {
-                tracing::warn!(error = %e, "database busy");
-                Self::Unavailable("The database is busy; retry shortly".into())
-            }
-            StoreError::Closed => Self::Unavailable("The database is not available".into()),
-            StoreError::Duplicate(_) => Self::Conflict("The recording already exists".into()),
-            // Logged once per episode by `StorageHealth`, not per request.
-            StoreError::DiskFull(_) => Self::StorageFull,
-            other => Self::Internal(other.into()),
-        }
     }
 }

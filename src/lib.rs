@@ -20,6 +20,7 @@ pub mod recordings;
 pub mod tasks;
 pub mod timestamp;
 pub mod uploads;
+pub mod validation;
 pub mod web;
 
 pub use http::{AppState, router, serve};

@@ -9,7 +9,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ValidationIssue};
+use crate::error::ApiError;
+use crate::validation::ValidationIssue;
 
 /// The largest JSON body accepted (recordings metadata is tiny; this is generous).
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;

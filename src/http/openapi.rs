@@ -16,7 +16,7 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ValidationErrorBody {
     /// The problems.
-    pub detail: Vec<crate::error::ValidationIssue>,
+    pub detail: Vec<crate::validation::ValidationIssue>,
 }
 
 /// The API description served at `/openapi.json` and rendered at `/docs`.
@@ -39,7 +39,7 @@ pub struct ValidationErrorBody {
         crate::uploads::api::upload_status,
         crate::uploads::api::upload_chunk,
     ),
-    components(schemas(ErrorDetail, ValidationErrorBody, crate::error::ValidationIssue)),
+    components(schemas(ErrorDetail, ValidationErrorBody, crate::validation::ValidationIssue)),
     modifiers(&CommonResponses),
     tags(
         (name = "health", description = "Service health"),

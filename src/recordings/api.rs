@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 
 use super::model::{NewRecording, Recording, RecordingStatus};
 use super::store::{Cursor, ListQuery, StoreError};
-use crate::error::{ApiError, ValidationIssue};
+use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::idempotency::{self, Claim};
 use crate::identity::CurrentClinician;
+use crate::validation::ValidationIssue;
 
 /// Items per page when the client does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -306,5 +307,25 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
         })
     } else {
         Err(ApiError::Validation(issues))
+    }
+}
+
+/// Storage errors at the HTTP boundary: a missing row is a 404 naming what
+/// was missing, a busy or closed database a 503, a full disk a 507 (logged
+/// once per episode by `StorageHealth`, not per request), a taken key a 409;
+/// anything else a logged 500 that never leaks internals.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Busy(e) => {
+                tracing::warn!(error = %e, "database busy");
+                Self::Unavailable("The database is busy; retry shortly".into())
+            }
+            StoreError::Closed => Self::Unavailable("The database is not available".into()),
+            StoreError::Duplicate(_) => Self::Conflict("The recording already exists".into()),
+            StoreError::DiskFull(_) => Self::StorageFull,
+            other => Self::Internal(other.into()),
+        }
     }
 }

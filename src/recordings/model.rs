@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ValidationIssue;
 use crate::timestamp::Timestamp;
+use crate::validation::ValidationIssue;
 
 /// Where a recording is in its life: created, uploaded, transcribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{Stored, UploadError, UploadMeta, Uploads};
 use crate::audio::sniff::{SNIFF_LEN, audio_content_type};
 use crate::audio::storage::{AudioError, AudioStore};
-use crate::error::{ApiError, ValidationIssue};
+use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::identity::CurrentClinician;
@@ -35,6 +35,7 @@ use crate::recordings::model::{
     FREE_TEXT_PATTERN, free_text_issue, non_negative_int, patient_id_schema,
 };
 use crate::recordings::{NewRecording, Recording};
+use crate::validation::ValidationIssue;
 
 /// Text form fields are small; this bounds what one may hold.
 const TEXT_FIELD_LIMIT: usize = 1024 * 1024;

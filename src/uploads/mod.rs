@@ -213,12 +213,16 @@ impl Uploads {
             // request, or another instance) between our lookup and our insert.
             Err(StoreError::Duplicate(_)) => {
                 self.audio.remove(&object).await;
-                let key = meta.local_storage_key.ok_or(StoreError::NotFound)?;
+                let key = meta.local_storage_key.ok_or(StoreError::NotFound(
+                    crate::recordings::store::RECORDING_NOT_FOUND,
+                ))?;
                 let existing = self
                     .recordings
                     .find_by_local_storage_key(clinician_id, key)
                     .await?
-                    .ok_or(StoreError::NotFound)?;
+                    .ok_or(StoreError::NotFound(
+                        crate::recordings::store::RECORDING_NOT_FOUND,
+                    ))?;
                 self.repeat(existing, key, &received.sha256).await
             }
             Err(e) => {

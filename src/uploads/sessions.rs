@@ -78,7 +78,7 @@ impl SessionStore {
         let session = self
             .get(clinician_id, key)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::NotFound("Upload session not found"))?;
         Ok((session, inserted == 1))
     }
 

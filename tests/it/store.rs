@@ -46,7 +46,10 @@ async fn create_then_get_returns_the_same_recording(app: TestApp) {
 
 async fn get_of_an_unknown_id_is_not_found(app: TestApp) {
     let err = app.state.recordings.get(Uuid::new_v4()).await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(
+        matches!(err, StoreError::NotFound("Recording not found")),
+        "{err:?}"
+    );
 }
 
 async fn list_is_per_clinician_newest_first_and_filters_by_status(app: TestApp) {
@@ -165,7 +168,7 @@ async fn update_status_maintains_timestamps_and_error_message(app: TestApp) {
         .update_status(Uuid::new_v4(), RecordingStatus::Completed, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound));
+    assert!(matches!(err, StoreError::NotFound("Recording not found")));
 }
 
 async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed(app: TestApp) {

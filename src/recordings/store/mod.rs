@@ -19,12 +19,15 @@ use crate::timestamp::Timestamp;
 
 pub use sqlite::{BoundInserts, BulkLoader, sql};
 
+/// What a missing recording answers.
+pub const RECORDING_NOT_FOUND: &str = "Recording not found";
+
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// No such recording.
-    #[error("recording not found")]
-    NotFound,
+    /// No such row; says what was looked for (`"Recording not found"`).
+    #[error("{0}")]
+    NotFound(&'static str),
     /// The database is locked by someone else for longer than the busy timeout,
     /// or no connection became free in time.
     #[error("database busy: {0}")]
@@ -84,7 +87,7 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::RowNotFound => Self::NotFound("Not found"),
             sqlx::Error::PoolClosed => Self::Closed,
             e if is_busy(e) => Self::Busy(err),
             e if is_disk_full(e) => Self::DiskFull(err),

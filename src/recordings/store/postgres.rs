@@ -7,7 +7,7 @@
 
 use uuid::Uuid;
 
-use super::{Cursor, ListQuery, Page, RecordingRow, StoreError};
+use super::{Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, StoreError};
 use crate::db::postgres::PgDatabase;
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -173,7 +173,7 @@ impl PgRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.pool())
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
         row.try_into()
     }
 
@@ -242,7 +242,7 @@ impl PgRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.pool())
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
         row.try_into()
     }
 
@@ -281,6 +281,7 @@ impl PgRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.pool())
             .await?;
-        row.ok_or(StoreError::NotFound)?.try_into()
+        row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
+            .try_into()
     }
 }

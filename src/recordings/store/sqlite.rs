@@ -5,7 +5,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::insert_queue::InsertQueue;
-use super::{Cursor, ListQuery, Page, RecordingRow, StoreError};
+use super::{Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, StoreError};
 use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -159,7 +159,7 @@ impl SqliteRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
         row.try_into()
     }
 
@@ -169,7 +169,7 @@ impl SqliteRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
     }
 
     /// One page of a clinician's recordings, newest first, optionally of one
@@ -252,7 +252,7 @@ impl SqliteRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(&mut *tx)
             .await?;
-        let row = row.ok_or(StoreError::NotFound)?;
+        let row = row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
         tx.commit().await?;
         row.try_into()
     }
@@ -316,7 +316,8 @@ impl SqliteRecordings {
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.writer())
             .await?;
-        row.ok_or(StoreError::NotFound)?.try_into()
+        row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
+            .try_into()
     }
 }
 
