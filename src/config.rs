@@ -555,19 +555,6 @@ impl ConnectionSettings {
     }
 }
 
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        let secs = std::time::Duration::from_secs;
-        Self {
-            header_timeout: secs(10),
-            body_timeout: secs(30),
-            idle_timeout: secs(60),
-            max_connections: 1000,
-            shutdown_timeout: secs(30),
-        }
-    }
-}
-
 /// Which names and origins may reach the server from a browser
 /// (`PWA_ALLOWED_HOSTS`, `PWA_ALLOWED_ORIGINS`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
