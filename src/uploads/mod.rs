@@ -16,7 +16,11 @@
 //! many bytes the server holds; a dropped connection loses nothing that arrived.
 
 pub mod api;
+mod chunked;
+pub mod model;
 pub mod sessions;
+
+pub use chunked::{ChunkOutcome, SessionState};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -82,6 +86,9 @@ pub enum UploadError {
         "no upload in progress for this local_storage_key: start one with POST /api/v1/uploads"
     )]
     NoSession,
+    /// Another request of this process is writing this dictation's chunk.
+    #[error("another request is uploading this dictation right now; retry shortly")]
+    Busy,
 }
 
 impl From<FsError> for UploadError {
@@ -137,19 +144,35 @@ impl Uploads {
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &UploadSettings {
-        &self.settings
+    /// The largest audio accepted, in bytes (`PWA_MAX_UPLOAD_MB`).
+    pub fn max_bytes(&self) -> u64 {
+        self.settings.max_bytes
     }
 
-    /// The audio store.
-    pub fn audio(&self) -> &AudioStore {
-        &self.audio
+    /// Receives a multipart upload's audio into a temporary file (at most
+    /// [`Uploads::max_bytes`]; deleted unless stored).
+    pub async fn receive<S, E>(&self, body: S) -> Result<Received, AudioError>
+    where
+        S: futures_util::Stream<Item = Result<axum::body::Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        self.audio.receive(body, self.settings.max_bytes).await
     }
 
-    /// The chunked-upload sessions.
-    pub fn sessions(&self) -> &SessionStore {
-        &self.sessions
+    /// The length of a recording's stored audio (`key` from [`AudioStore::object_key`]).
+    pub async fn audio_len(&self, key: &str) -> std::io::Result<u64> {
+        self.audio.object_len(key).await
+    }
+
+    /// `count` bytes of a recording's stored audio from `start`, as a stream.
+    pub async fn audio_stream(
+        &self,
+        key: &str,
+        start: u64,
+        count: u64,
+    ) -> std::io::Result<futures_util::stream::BoxStream<'static, std::io::Result<axum::body::Bytes>>>
+    {
+        self.audio.object_stream(key, start, count).await
     }
 
     /// Stores received audio as the dictation `meta` describes: exactly one
