@@ -1,6 +1,9 @@
-//! `Idempotency-Key` for `POST /api/v1/recordings`: a client that did not get
-//! an answer (lost response, timeout) repeats the request with the same key and
+//! `Idempotency-Key` for POST requests: a client that did not get an answer
+//! (lost response, timeout) repeats the request with the same key and
 //! receives the first request's response instead of creating a duplicate.
+//! [`IdempotencyStore::respond_once`] is the whole sequence (claim, replay or
+//! run, then remember or release), for any handler; `POST /api/v1/recordings`
+//! uses it.
 //!
 //! - same key, same body → the stored response (same status, same body);
 //! - same key, another body → 422;
@@ -21,12 +24,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::future::Future;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::audio::storage::hex;
 use crate::db::{Database, with_pool};
+use crate::error::ApiError;
 use crate::recordings::StoreError;
 use crate::timestamp::Timestamp;
+use crate::validation::ValidationIssue;
 
 /// How long a key is remembered.
 pub const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -253,4 +263,109 @@ impl IdempotencyStore {
                 .rows_affected()
         }))
     }
+}
+
+/// A well-formed `Idempotency-Key`: 1–255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key of a request, if it carries one (422 when it is malformed).
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else {
+            return Ok(None);
+        };
+        match value.to_str() {
+            Ok(key)
+                if !key.is_empty()
+                    && key.len() <= MAX_KEY_LEN
+                    && key.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(Some(Self(key.to_owned())))
+            }
+            _ => Err(ApiError::invalid(ValidationIssue::new(
+                "string_pattern_mismatch",
+                vec![json!("header"), json!("idempotency-key")],
+                "Idempotency-Key must be 1–255 visible ASCII characters",
+                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            ))),
+        }
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl IdempotencyStore {
+    /// Answers a POST whose effect must happen at most once per key: the
+    /// first request runs `act` (which gets the key) and its answer is
+    /// remembered; a repeat with the same body gets that answer again (with
+    /// `Idempotent-Replayed: true`), one with another body a 422, one while
+    /// the first is still running a 409 with `Retry-After`. A request that
+    /// fails does not use up its key. Without a key, `act` just runs.
+    pub async fn respond_once<'k, F, Fut>(
+        &self,
+        clinician_id: &str,
+        key: Option<&'k IdempotencyKey>,
+        body: &Value,
+        act: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce(Option<&'k IdempotencyKey>) -> Fut,
+        Fut: Future<Output = Result<(StatusCode, String), ApiError>>,
+    {
+        let Some(key) = key else {
+            let (status, json) = act(None).await?;
+            return Ok(json_response(status, json));
+        };
+        match self
+            .claim(clinician_id, key.as_str(), &fingerprint(body))
+            .await?
+        {
+            Claim::Replay { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let mut response = json_response(status, body);
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(response)
+            }
+            Claim::Mismatch => Err(ApiError::invalid(ValidationIssue::new(
+                "idempotency_key_reused",
+                vec![json!("header"), json!("idempotency-key")],
+                "This Idempotency-Key was already used with a different request body; use a new key for a new request",
+                Value::String(key.as_str().to_owned()),
+            ))),
+            Claim::InFlight => Err(ApiError::ConflictRetry(
+                "A request with this Idempotency-Key is still being processed; retry shortly"
+                    .into(),
+            )),
+            Claim::Claimed(_hold) => match act(Some(key)).await {
+                Ok((status, json)) => {
+                    self.complete(clinician_id, key.as_str(), status.as_u16(), &json)
+                        .await?;
+                    Ok(json_response(status, json))
+                }
+                Err(e) => {
+                    self.release(clinician_id, key.as_str()).await?;
+                    Err(e)
+                }
+            },
+        }
+    }
+}
+
+/// A JSON body already rendered.
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }

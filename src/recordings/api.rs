@@ -1,10 +1,10 @@
 //! HTTP handlers for `/api/v1/recordings`: parse, call the store, answer.
 
+use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::model::{NewRecording, Recording, RecordingStatus};
@@ -12,7 +12,7 @@ use super::store::{Cursor, ListQuery, StoreError};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, IdempotencyKey};
 use crate::identity::CurrentClinician;
 use crate::validation::ValidationIssue;
 
@@ -55,91 +55,31 @@ pub async fn create_recording(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let Some(key) = idempotency_key(&headers)? else {
-        let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
-        let recording = state.recordings.create(clinician.id(), new).await?;
-        return Ok((StatusCode::CREATED, Json(recording)).into_response());
-    };
-    let fingerprint = idempotency::fingerprint(&body);
-    match state
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let recordings = &state.recordings;
+    let clinician = clinician.id();
+    let body = &body;
+    state
         .idempotency
-        .claim(clinician.id(), &key, &fingerprint)
-        .await?
-    {
-        Claim::Replay { status, body } => {
-            let mut response = json_response(body);
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::CREATED);
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
-        Claim::Mismatch => Err(ApiError::invalid(ValidationIssue::new(
-            "idempotency_key_reused",
-            vec![json!("header"), json!("idempotency-key")],
-            "This Idempotency-Key was already used with a different request body; use a new key for a new request",
-            Value::String(key),
-        ))),
-        Claim::InFlight => Err(ApiError::ConflictRetry(
-            "A request with this Idempotency-Key is still being processed; retry shortly".into(),
-        )),
-        Claim::Claimed(_hold) => {
-            let created = async {
-                let new = NewRecording::from_json(&body).map_err(ApiError::Validation)?;
+        .respond_once(clinician, key.as_ref(), body, |key| async move {
+            let new = NewRecording::from_json(body).map_err(ApiError::Validation)?;
+            let recording = match key {
+                None => recordings.create(clinician, new).await?,
                 // The id follows from the key: should this request die after
                 // creating the recording, a retry finds it instead of making another.
-                let id = idempotency::recording_id(clinician.id(), &key);
-                match state
-                    .recordings
-                    .create_with_id(id, clinician.id(), new)
-                    .await
-                {
-                    Err(StoreError::Duplicate(_)) => Ok(state.recordings.get(id).await?),
-                    other => Ok(other?),
+                Some(key) => {
+                    let id = idempotency::recording_id(clinician, key.as_str());
+                    match recordings.create_with_id(id, clinician, new).await {
+                        Err(StoreError::Duplicate(_)) => recordings.get(id).await?,
+                        other => other?,
+                    }
                 }
-            }
-            .await;
-            match created {
-                Ok(recording) => {
-                    let json = serde_json::to_string(&recording)
-                        .map_err(|e| ApiError::Internal(e.into()))?;
-                    state
-                        .idempotency
-                        .complete(clinician.id(), &key, 201, &json)
-                        .await?;
-                    let mut response = json_response(json);
-                    *response.status_mut() = StatusCode::CREATED;
-                    Ok(response)
-                }
-                Err(e) => {
-                    state.idempotency.release(clinician.id(), &key).await?;
-                    Err(e)
-                }
-            }
-        }
-    }
-}
-
-/// The `Idempotency-Key` header, if present and well-formed.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key)
-            if !key.is_empty()
-                && key.len() <= idempotency::MAX_KEY_LEN
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key.to_owned()))
-        }
-        _ => Err(ApiError::invalid(ValidationIssue::new(
-            "string_pattern_mismatch",
-            vec![json!("header"), json!("idempotency-key")],
-            "Idempotency-Key must be 1–255 visible ASCII characters",
-            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
-        ))),
-    }
+            };
+            let json =
+                serde_json::to_string(&recording).map_err(|e| ApiError::Internal(e.into()))?;
+            Ok((StatusCode::CREATED, json))
+        })
+        .await
 }
 
 /// Get one recording by id (hyphens optional, any case).
