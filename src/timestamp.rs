@@ -55,11 +55,6 @@ impl Timestamp {
             .map(Self)
     }
 
-    /// The underlying date-time (UTC).
-    pub fn as_datetime(self) -> OffsetDateTime {
-        self.0
-    }
-
     /// A compact form for file names: `20261128T023740Z` (to the second).
     pub fn file_stamp(self) -> String {
         // From the canonical form: "2026-11-28T02:37:40" + "Z".

@@ -169,11 +169,6 @@ impl AudioStore {
         }
     }
 
-    /// The directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The key (path relative to the root) of a recording's audio.
     pub fn object_key(id: Uuid, content_type: &str) -> String {
         let hex = id.simple().to_string();

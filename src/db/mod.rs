@@ -510,8 +510,7 @@ fn connect_options(path: &Path, synchronous: config::SqliteSynchronous) -> Sqlit
 
 /// Three readers per core: each read hands work to its connection's thread, so a
 /// few more connections than cores keep the cores busy; beyond that they only
-/// add memory (measured with the load benchmark: 2 per core was 10 % slower for
-/// `get`, 4 per core no faster and 40 % more RSS).
+/// add memory (the load benchmark chose the figure; see docs/BENCHMARKS.md).
 fn reader_pool_size() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     u32::try_from(cores * 3).unwrap_or(8).clamp(2, 16)

@@ -233,7 +233,7 @@ pub const AUDIO_PATH_MAX_CHARS: usize = 1024;
 
 impl NewRecording {
     /// Validates a JSON request body the way the original's pydantic model did,
-    /// minus its bugs (see CONTRACT.md): one issue per bad field, all reported.
+    /// minus its bugs (see docs/API.md): one issue per bad field, all reported.
     pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
         let Some(object) = body.as_object() else {
             return Err(vec![ValidationIssue::new(

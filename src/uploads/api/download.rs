@@ -45,11 +45,7 @@ pub async fn download_audio(
         return Err(ApiError::NotFound("Recording has no audio"));
     };
     let etag = format!("\"{sha256}\"");
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    if matches_etag(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let key = AudioStore::object_key(id, content_type);
@@ -64,17 +60,35 @@ pub async fn download_audio(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_range(v, len).transpose())
         .transpose()?;
-    let (status, start, count) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        None => (StatusCode::OK, 0, len),
-    };
+    let (start, count) = range.map_or((0, len), |(start, end)| (start, end - start + 1));
     let stream = state
         .uploads
         .audio_stream(&key, start, count)
         .await
         .map_err(unreadable)?;
     let mut response = Response::new(Body::from_stream(stream));
-    *response.status_mut() = status;
+    let partial = range.map(|_| (start, count, len));
+    audio_headers(&mut response, content_type, count, etag, partial);
+    Ok(response)
+}
+
+/// Whether `If-None-Match` names this ETag (or `*`).
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// The status and headers of an audio answer; `partial` is (start, count,
+/// whole length) for a 206.
+fn audio_headers(
+    response: &mut Response,
+    content_type: &str,
+    count: u64,
+    etag: String,
+    partial: Option<(u64, u64, u64)>,
+) {
     let h = response.headers_mut();
     let pairs = [
         (header::CONTENT_TYPE, content_type.to_owned()),
@@ -87,12 +101,13 @@ pub async fn download_audio(
             h.insert(name, v);
         }
     }
-    if status == StatusCode::PARTIAL_CONTENT
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
-    {
-        h.insert(header::CONTENT_RANGE, v);
+    if let Some((start, count, len)) = partial {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let range = format!("bytes {start}-{}/{len}", start + count - 1);
+        if let Ok(v) = HeaderValue::from_str(&range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
     }
-    Ok(response)
 }
 
 /// One `Range: bytes=…` of a resource of `len` bytes → `(start, end)` inclusive.
