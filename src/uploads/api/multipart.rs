@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::stored_response;
+use crate::audio::storage::Received;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::identity::CurrentClinician;
 use crate::recordings::model::{free_text_issue, patient_id_schema};
 use crate::recordings::{NewRecording, Recording};
 use crate::uploads::model::{draft_transcript_schema, key_issue};
-use crate::uploads::{UploadError, UploadMeta};
+use crate::uploads::{UploadError, UploadMeta, Uploads};
 use crate::validation::ValidationIssue;
 
 /// Text form fields are small; this bounds what one may hold.
@@ -72,39 +73,42 @@ pub async fn upload_recording(
             usize::try_from(limit).unwrap_or(usize::MAX),
         ));
     }
-    let Ok(mut form) = Multipart::from_request(request, &state).await else {
+    let Ok(form) = Multipart::from_request(request, &state).await else {
         return Err(missing_fields(&["audio", "patient_id", "duration_seconds"]));
     };
+    let (meta, received) = read_form(uploads, form).await?;
+    stored_response(uploads.store(clinician.id(), meta, received).await?)
+}
+
+/// Reads the form: its audio into a temporary file (deleted if the form is
+/// refused, when `Received` drops), its text fields validated as the JSON
+/// create's, every issue reported at once.
+async fn read_form(
+    uploads: &Uploads,
+    mut form: Multipart,
+) -> Result<(UploadMeta, Received), ApiError> {
     let mut text: HashMap<String, String> = HashMap::new();
     let mut audio = None;
-    let outcome = async {
-        while let Some(field) = form.next_field().await.map_err(|e| {
-            ApiError::BadRequest(format!("There was an error parsing the body: {e}"))
-        })? {
-            let name = field.name().unwrap_or_default().to_owned();
-            if name == "audio" {
-                if audio.is_none() {
-                    audio = Some(uploads.receive(field).await.map_err(UploadError::from)?);
-                }
-            } else if matches!(
-                name.as_str(),
-                "patient_id" | "duration_seconds" | "local_storage_key" | "draft_transcript"
-            ) {
-                text.insert(name, read_text_field(field).await?);
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("There was an error parsing the body: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "audio" {
+            if audio.is_none() {
+                audio = Some(uploads.receive(field).await.map_err(UploadError::from)?);
             }
+        } else if matches!(
+            name.as_str(),
+            "patient_id" | "duration_seconds" | "local_storage_key" | "draft_transcript"
+        ) {
+            text.insert(name, read_text_field(field).await?);
         }
-        Ok::<_, ApiError>(())
     }
-    .await;
-    let parsed = outcome.and_then(|()| upload_meta(&text, audio.is_some()));
-    match (parsed, audio) {
-        (Ok(meta), Some(received)) => {
-            stored_response(uploads.store(clinician.id(), meta, received).await?)
-        }
-        (Ok(_), None) => Err(missing_fields(&["audio"])),
-        // A refused form's audio is deleted when `Received` drops.
-        (Err(e), _) => Err(e),
-    }
+    let meta = upload_meta(&text, audio.is_some())?;
+    let received = audio.ok_or_else(|| missing_fields(&["audio"]))?;
+    Ok((meta, received))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
