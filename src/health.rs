@@ -133,20 +133,21 @@ impl StorageHealth {
         if !self.in_episode.load(Ordering::Acquire) {
             return;
         }
-        if let Ok(mut episode) = self.episode.lock()
-            && let Some(e) = episode.take()
-        {
-            self.in_episode.store(false, Ordering::Release);
-            Self::log_end(&e);
+        if let Ok(mut episode) = self.episode.lock() {
+            self.end(&mut episode);
         }
     }
 
-    fn log_end(e: &FullEpisode) {
-        tracing::warn!(
-            refused = e.refused,
-            lasted_s = e.started.elapsed().as_secs(),
-            "storage writable again: accepting writes"
-        );
+    /// Ends the episode, if any, saying so once.
+    fn end(&self, episode: &mut Option<FullEpisode>) {
+        if let Some(e) = episode.take() {
+            self.in_episode.store(false, Ordering::Release);
+            tracing::warn!(
+                refused = e.refused,
+                lasted_s = e.started.elapsed().as_secs(),
+                "storage writable again: accepting writes"
+            );
+        }
     }
 
     /// Why writes fail now, if they do (probing for space at most once a second).
@@ -156,9 +157,7 @@ impl StorageHealth {
             let e = episode.as_mut()?;
             if self.probe_dirs.is_empty() {
                 if e.last_refusal.elapsed() >= REMOTE_FULL_EPISODE {
-                    Self::log_end(e);
-                    *episode = None;
-                    self.in_episode.store(false, Ordering::Release);
+                    self.end(&mut episode);
                     return None;
                 }
                 false

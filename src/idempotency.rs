@@ -357,8 +357,8 @@ impl IdempotencyStore {
     }
 }
 
-/// A JSON body already rendered.
-fn json_response(status: StatusCode, body: String) -> Response {
+/// A JSON body already rendered (by the store, or remembered for a replay).
+pub fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [(

@@ -72,15 +72,15 @@ impl RequestGuard {
         uri: &axum::http::Uri,
         headers: &HeaderMap,
     ) -> Result<(), Refusal> {
+        // Borrowed: this runs on every request, and allocates only to refuse.
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
-        if let Some(host) = &host
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        if let Some(host) = host
             && !self.host_allowed(host)
         {
-            return Err(Refusal::Host(host.clone()));
+            return Err(Refusal::Host(host.to_owned()));
         }
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return Ok(());
@@ -88,7 +88,7 @@ impl RequestGuard {
         match headers.get(header::ORIGIN) {
             Some(origin) => {
                 let origin = origin.to_str().unwrap_or("null");
-                if self.origin_allowed(origin, host.as_deref()) {
+                if self.origin_allowed(origin, host) {
                     Ok(())
                 } else {
                     Err(Refusal::Origin(origin.to_owned()))
@@ -102,14 +102,20 @@ impl RequestGuard {
     }
 
     fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let Some((name, port)) = split_host_port(&host) else {
+        let Some((name, port)) = split_host_port(host.trim()) else {
             return false;
         };
-        if self.access.allowed_hosts.iter().any(|h| h == name) {
+        if self
+            .access
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+        {
             return true;
         }
-        let loopback_name = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
+        let loopback_name = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(name));
         match self.loopback_port {
             Some(bound) => loopback_name && port.map_or(bound == 80, |p| p == bound),
             None => {

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -12,7 +12,7 @@ use super::store::{Cursor, ListQuery, StoreError};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::idempotency::{self, IdempotencyKey, json_response};
 use crate::identity::CurrentClinician;
 use crate::validation::ValidationIssue;
 
@@ -99,19 +99,10 @@ pub async fn get_recording(
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
-    Ok(json_response(state.recordings.get_json(id).await?))
-}
-
-/// A JSON body the store has already rendered.
-fn json_response(body: String) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    Ok(json_response(
+        StatusCode::OK,
+        state.recordings.get_json(id).await?,
+    ))
 }
 
 /// List the current clinician's recordings, newest first, one page at a time.
@@ -143,7 +134,7 @@ pub async fn list_recordings(
         .recordings
         .list_for_clinician(clinician.id(), query)
         .await?;
-    let mut response = json_response(page.json);
+    let mut response = json_response(StatusCode::OK, page.json);
     if let Some(next) = page.next {
         let mut url = format!("/api/v1/recordings?limit={}", query.limit);
         if let Some(status) = query.status {

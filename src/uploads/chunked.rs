@@ -10,6 +10,7 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::model::{ChunkRange, StartUpload};
+use super::sessions::UploadSession;
 use super::{Stored, UploadError, Uploads};
 use crate::audio::sniff::{SNIFF_LEN, audio_content_type};
 use crate::audio::storage::AudioError;
@@ -29,6 +30,15 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    fn in_progress(key: Uuid, session: &UploadSession) -> Self {
+        Self {
+            key,
+            total_bytes: session.total_bytes,
+            received_bytes: session.received_bytes,
+            recording: None,
+        }
+    }
+
     fn complete(key: Uuid, recording: Recording, size: i64) -> Self {
         Self {
             key,
@@ -94,13 +104,7 @@ impl Uploads {
                 session.total_bytes, session.patient_id
             )));
         }
-        let state = SessionState {
-            key,
-            total_bytes: session.total_bytes,
-            received_bytes: session.received_bytes,
-            recording: None,
-        };
-        Ok((state, created))
+        Ok((SessionState::in_progress(key, &session), created))
     }
 
     /// Where the chunked upload of `key` stands (complete, with its
@@ -111,12 +115,7 @@ impl Uploads {
         key: Uuid,
     ) -> Result<SessionState, UploadError> {
         if let Some(session) = self.sessions.get(clinician_id, key).await? {
-            return Ok(SessionState {
-                key,
-                total_bytes: session.total_bytes,
-                received_bytes: session.received_bytes,
-                recording: None,
-            });
+            return Ok(SessionState::in_progress(key, &session));
         }
         match self
             .recordings

@@ -76,26 +76,12 @@ async fn create(base_url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     request.send().await.expect("request")
 }
 
-async fn health(base_url: &str) -> Value {
-    client()
-        .get(format!("{base_url}/api/v1/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("JSON")
+async fn health(server: &ServerProcess) -> Value {
+    server.get_json("/api/v1/health").await
 }
 
-async fn recording_count(base_url: &str) -> usize {
-    let list: Vec<Value> = client()
-        .get(format!("{base_url}/api/v1/recordings?limit=1000"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("JSON");
+async fn recording_count(server: &ServerProcess) -> usize {
+    let list: Vec<Value> = server.get_json("/api/v1/recordings?limit=1000").await;
     list.len()
 }
 
@@ -149,7 +135,7 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
 
     // Meanwhile, other clients are served.
     assert_eq!(create(&server.base_url, &[]).await.status(), 201);
-    assert_eq!(health(&server.base_url).await["status"], "healthy");
+    assert_eq!(health(&server).await["status"], "healthy");
 
     for stream in [&mut half_line, &mut half_headers] {
         let (_, closed) = until_closed(stream, Duration::from_secs(5)).await;
@@ -179,7 +165,7 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
         common::files_under(&audio.join("tmp")),
         Vec::<PathBuf>::new()
     );
-    assert_eq!(recording_count(&server.base_url).await, 1);
+    assert_eq!(recording_count(&server).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +204,7 @@ async fn twenty_slowloris_connections_are_closed_by_the_header_timeout() {
             "closed after {closed_after:?}"
         );
     }
-    assert_eq!(health(&server.base_url).await["status"], "healthy");
+    assert_eq!(health(&server).await["status"], "healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,7 +398,7 @@ async fn writes_from_other_sites_and_requests_for_other_hosts_are_refused() {
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    assert_eq!(recording_count(&server.base_url).await, 4);
+    assert_eq!(recording_count(&server).await, 4);
 
     // DNS rebinding: a host name that is not this server's.
     let port = authority(&server).rsplit_once(':').unwrap().1.to_owned();
@@ -503,7 +489,7 @@ async fn an_idempotency_claim_left_by_a_crash_is_taken_over_at_once_after_restar
     assert_eq!(replay.status(), 201);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.json::<Value>().await.unwrap(), first);
-    assert_eq!(recording_count(&server.base_url).await, 1);
+    assert_eq!(recording_count(&server).await, 1);
 }
 
 // ---------------------------------------------------------------- the WAL under a burst
@@ -565,43 +551,59 @@ async fn the_wal_stays_bounded_under_a_burst_of_creates() {
 
 // ---------------------------------------------------------------- a full disk
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
+/// A small tmpfs mounted for one test, unmounted when dropped. Its mount
+/// point is directly under the temp directory, so that another user (the
+/// PostgreSQL server) can reach it when it is theirs.
 struct SmallFs {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
 }
 
 impl SmallFs {
-    /// None (after saying why) where mounting is not allowed.
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
+    /// A tmpfs of `size` (owned by `owner` when given); None, after saying
+    /// why, where mounting is not allowed.
+    fn mount(size: &str, owner: Option<&str>) -> Option<Self> {
+        let mut options = format!("size={size}");
+        if let Some(owner) = owner {
+            let id = |flag: &str| {
+                let out = Command::new("id").args([flag, owner]).output().ok()?;
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            };
+            options.push_str(&format!(",uid={},gid={},mode=0700", id("-u")?, id("-g")?));
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "clinscribe-small-fs-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&dir).ok()?;
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(&dir)
             .output();
         match mounted {
             Ok(out) if out.status.success() => Some(Self { dir }),
-            Ok(out) => {
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
                 eprintln!(
-                    "SKIPPED the full-disk test: cannot mount a tmpfs here (needs root): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "SKIPPED a full-disk test: cannot mount a tmpfs here (needs root): {why}"
                 );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED the full-disk test: cannot run mount: {e}");
+                let _ = std::fs::remove_dir(&dir);
                 None
             }
         }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -618,7 +620,7 @@ fn fill(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
-    let Some(fs) = SmallFs::mount("12m") else {
+    let Some(fs) = SmallFs::mount("12m", None) else {
         return;
     };
     let logs = tempfile::tempdir().unwrap();
@@ -687,7 +689,7 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         common::files_under(&audio.join("tmp")),
         Vec::<PathBuf>::new()
     );
-    let health_now = health(&server.base_url).await;
+    let health_now = health(&server).await;
     assert_eq!(health_now["status"], "degraded", "{health_now}");
     assert!(
         health_now["components"]["database"]
@@ -723,7 +725,7 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         )
         .await;
     assert_eq!(status, 201);
-    assert_eq!(health(&server.base_url).await["status"], "healthy");
+    assert_eq!(health(&server).await["status"], "healthy");
 
     // Every acknowledged row is intact.
     for before in &acknowledged {
@@ -731,10 +733,7 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         let after: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
         assert_eq!(&after, before);
     }
-    assert_eq!(
-        recording_count(&server.base_url).await,
-        acknowledged.len() + 1
-    );
+    assert_eq!(recording_count(&server).await, acknowledged.len() + 1);
     assert_eq!(server.terminate(), Some(0));
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
@@ -749,55 +748,6 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
     );
 }
 
-/// A tmpfs owned by PostgreSQL's user, holding a tablespace, for one test.
-struct PgSmallTablespace {
-    dir: PathBuf,
-}
-
-impl PgSmallTablespace {
-    fn mount(size: &str) -> Option<Self> {
-        let uid = Command::new("id").args(["-u", "postgres"]).output().ok()?;
-        let gid = Command::new("id").args(["-g", "postgres"]).output().ok()?;
-        let (uid, gid) = (
-            String::from_utf8_lossy(&uid.stdout),
-            String::from_utf8_lossy(&gid.stdout),
-        );
-        // Under /tmp itself: the server's user must reach the directory.
-        let dir = std::env::temp_dir().join(format!(
-            "clinscribe-pg-full-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir(&dir).ok()?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!(
-                "size={size},uid={},gid={},mode=0700",
-                uid.trim(),
-                gid.trim()
-            ))
-            .arg("tmpfs")
-            .arg(&dir)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED the PostgreSQL full-disk test: cannot mount a tmpfs here (needs root): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Self { dir })
-    }
-}
-
-impl Drop for PgSmallTablespace {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
     use sqlx::Connection as _;
@@ -806,14 +756,14 @@ async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
     else {
         return;
     };
-    let Some(space) = PgSmallTablespace::mount("16m") else {
+    let Some(space) = SmallFs::mount("16m", Some("postgres")) else {
         return;
     };
     let tablespace = format!("clinscribe_full_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE TABLESPACE {tablespace} LOCATION '{}'",
-        space.dir.display()
+        space.path().display()
     )))
     .execute(&mut conn)
     .await
@@ -827,7 +777,7 @@ async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
         assert_eq!(create(&server.base_url, &[]).await.status(), 201);
         acknowledged += 1;
     }
-    let filler = space.dir.join("filler");
+    let filler = space.path().join("filler");
     fill(&filler);
     let mut refused = false;
     for _ in 0..20_000 {
@@ -846,7 +796,7 @@ async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
         }
     }
     assert!(refused, "a write was refused");
-    assert_eq!(health(&server.base_url).await["status"], "degraded");
+    assert_eq!(health(&server).await["status"], "degraded");
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -861,8 +811,8 @@ async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(health(&server.base_url).await["status"], "healthy");
-    assert_eq!(recording_count(&server.base_url).await, acknowledged);
+    assert_eq!(health(&server).await["status"], "healthy");
+    assert_eq!(recording_count(&server).await, acknowledged);
     assert_eq!(server.terminate(), Some(0));
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
