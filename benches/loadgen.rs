@@ -1213,7 +1213,7 @@ async fn wal_burst(
         "\nWAL under a burst of creates (64 connections, {:.0} s, on a copy of the {size}-row database; WAL size sampled every 20 ms; limit {} MiB):\n\n\
          | build | creates/s | p99 ms | p99.9 ms | peak WAL MiB | WAL at the end MiB |\n|---|---:|---:|---:|---:|---:|\n",
         burst.duration.as_secs_f64(),
-        clinscribe::db::WAL_LIMIT_BYTES / (1024 * 1024)
+        clinscribe::db::sqlite::WAL_LIMIT_BYTES / (1024 * 1024)
     ));
     for (i, binary) in binaries.iter().enumerate() {
         let copy = copy_db(db, &format!("wal-burst-{i}.db"));

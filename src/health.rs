@@ -20,7 +20,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::AppState;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::db::Database;
 
 /// How long the database may take to answer before the service counts as unhealthy.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -233,7 +237,13 @@ pub struct Components {
 }
 
 /// The health route.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Database: FromRef<S>,
+    Arc<HealthProbe>: FromRef<S>,
+    Arc<StorageHealth>: FromRef<S>,
+{
     Router::new().route("/api/v1/health", get(health))
 }
 
@@ -247,11 +257,15 @@ pub fn routes() -> Router<AppState> {
         (status = 503, description = "The database is unusable", body = Health),
     )
 )]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (problem, latency) = state.health.database(&state.db).await;
+pub async fn health(
+    State(db): State<Database>,
+    State(probe): State<Arc<HealthProbe>>,
+    State(storage): State<Arc<StorageHealth>>,
+) -> (StatusCode, Json<Health>) {
+    let (problem, latency) = probe.database(&db).await;
     let degraded = match problem {
         Some(_) => None,
-        None => state.storage.problem().await,
+        None => storage.problem().await,
     };
     let (status, word) = match (&problem, &degraded) {
         (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
@@ -265,7 +279,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             pwa: "ok",
             database: detail.clone().unwrap_or_else(|| "ok".into()),
         },
-        backend: state.db.backend(),
+        backend: db.backend(),
         database_latency_ms: latency,
         detail,
     };

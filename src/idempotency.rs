@@ -31,10 +31,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::audio::storage::hex;
+use crate::db::StoreError;
 use crate::db::{Database, with_pool};
+use crate::digest::hex;
 use crate::error::ApiError;
-use crate::recordings::StoreError;
 use crate::timestamp::Timestamp;
 use crate::validation::ValidationIssue;
 

@@ -7,11 +7,14 @@
 //! - [`web`]: the offline-first web app (pages and assets, embedded);
 //! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
 
+pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod digest;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod idempotency;
@@ -23,4 +26,4 @@ pub mod uploads;
 pub mod validation;
 pub mod web;
 
-pub use http::{AppState, router, serve};
+pub use app::{AppState, router, serve};

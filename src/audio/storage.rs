@@ -32,7 +32,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::sniff::{SNIFF_LEN, audio_content_type, extension};
-use crate::db::{FsError, fs_error, fsync_dir};
+use crate::digest::hex;
+use crate::files::{FsError, fs_error, fsync_dir};
 
 /// Why audio was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -587,9 +588,4 @@ async fn sync_dir(dir: &Path) -> Result<(), FsError> {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
         .map_err(fs_error("cannot sync directory", dir))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::{POSTGRES_BACKUPS, human_bytes, progress_bar, sqlite_path};
 use crate::config::{self, ConfigError, DatabaseSettings};
-use crate::db::backup::{self, BackupOptions};
-use crate::db::restore;
+use crate::db::sqlite::backup::{self, BackupOptions};
+use crate::db::sqlite::restore;
 
 #[derive(Debug, Args)]
 pub(super) struct BackupArgs {
@@ -56,7 +56,7 @@ pub(super) async fn backup(
     let bar = progress_bar(0, 0, "pages");
     let progress = {
         let bar = bar.clone();
-        move |p: crate::db::BackupProgress| {
+        move |p: crate::db::sqlite::BackupProgress| {
             if p.total >= 100_000 && bar.length() != Some(p.total) {
                 bar.set_length(p.total);
             }

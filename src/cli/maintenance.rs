@@ -9,9 +9,9 @@ use clap::Args;
 use super::{human_bytes, sqlite_path};
 use crate::config::DatabaseSettings;
 use crate::db::Database;
-use crate::db::lock::{LockError, ServerLock};
 use crate::db::maintenance::{self, VacuumMode};
 use crate::db::migrations::MigrationState;
+use crate::db::sqlite::lock::{LockError, ServerLock};
 
 #[derive(Debug, Args)]
 pub(super) struct VacuumArgs {

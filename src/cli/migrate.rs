@@ -8,8 +8,8 @@ use clap::Args;
 use super::sqlite_path;
 use crate::config::DatabaseSettings;
 use crate::db::Database;
-use crate::db::adopt::{self, DatabaseKind};
 use crate::db::migrations::{self, MigrationState};
+use crate::db::sqlite::adopt::{self, DatabaseKind};
 
 #[derive(Debug, Args)]
 pub(super) struct MigrateArgs {

@@ -9,7 +9,7 @@ use clap::Args;
 use super::progress_bar;
 use crate::config::{ConfigError, DatabaseSettings, DatabaseUrl};
 use crate::db::Database;
-use crate::db::lock::ServerLock;
+use crate::db::sqlite::lock::ServerLock;
 use crate::db::transfer;
 
 #[derive(Debug, Args)]

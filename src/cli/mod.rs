@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 enum Job {
     Serve(Box<serve::ServeSettings>),
     Migrate(migrate::MigrateArgs),
-    Backup(crate::db::backup::BackupOptions),
+    Backup(crate::db::sqlite::backup::BackupOptions),
     Restore(backup::RestoreArgs),
     Seed(seed::SeedArgs),
     MigrateData(

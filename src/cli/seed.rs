@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 
 use super::progress_bar;
 use crate::config::DatabaseSettings;
-use crate::db::lock::ServerLock;
+use crate::db::sqlite::lock::ServerLock;
 use crate::db::{Database, DbError};
 use crate::recordings::RecordingStore;
 use crate::recordings::model::Recording;

@@ -10,14 +10,14 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
+use crate::app::{self, AppState};
 use crate::config::{
     self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, UploadSettings,
 };
 use crate::db::Database;
-use crate::db::backup::{self, BackupOptions};
-use crate::db::lock::ServerLock;
+use crate::db::sqlite::backup::{self, BackupOptions};
+use crate::db::sqlite::lock::ServerLock;
 use crate::http::guard::RequestGuard;
-use crate::http::{self, AppState};
 use crate::tasks::{CancellationToken, Supervisor};
 
 #[derive(Debug, Args)]
@@ -177,7 +177,7 @@ pub(super) async fn run(
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     out!("clinscribe listening on http://{local}");
     tasks
-        .supervise(http::serve(listener, state, connections, shutdown))
+        .supervise(app::serve(listener, state, connections, shutdown))
         .await;
     // In order: no request is left, then no background task, then the
     // database closes (checkpointing the WAL; its own tasks end with it).

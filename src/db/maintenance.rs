@@ -6,7 +6,8 @@ use sqlx::Row;
 
 use super::migrations::{self, MigrationState, MigrationStatus};
 use super::postgres::PgDatabase;
-use super::{Database, DbError, SqliteDatabase, sibling};
+use super::{Database, DbError, SqliteDatabase};
+use crate::files::sibling;
 
 /// The result of `clinscribe check`.
 #[derive(Debug, Clone)]

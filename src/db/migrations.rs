@@ -7,6 +7,7 @@
 use sqlx::migrate::{Migrate, Migrator};
 
 use super::{Database, DbError, SqliteDatabase};
+use crate::digest::hex;
 
 /// The SQLite migrations.
 pub static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -113,8 +114,4 @@ pub async fn status(db: &Database) -> Result<Vec<MigrationStatus>, DbError> {
     }
     out.sort_by_key(|m| m.version);
     Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,18 +1,17 @@
 //! HTTP handlers for `/api/v1/recordings`: parse, call the store, answer.
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::model::{NewRecording, Recording, RecordingStatus};
-use super::store::{Cursor, ListQuery, StoreError};
+use super::store::{Cursor, ListQuery, RecordingStore, StoreError};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::http::extract::{JsonBody, RecordingId};
-use crate::idempotency::{self, IdempotencyKey, json_response};
+use crate::idempotency::{self, IdempotencyKey, IdempotencyStore, json_response};
 use crate::identity::CurrentClinician;
 use crate::validation::ValidationIssue;
 
@@ -22,7 +21,12 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The recordings routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    RecordingStore: FromRef<S>,
+    IdempotencyStore: FromRef<S>,
+{
     Router::new()
         .route(
             "/api/v1/recordings",
@@ -50,17 +54,17 @@ pub fn routes() -> Router<AppState> {
     )
 )]
 pub async fn create_recording(
-    State(state): State<AppState>,
+    State(recordings): State<RecordingStore>,
+    State(idempotency): State<IdempotencyStore>,
     clinician: CurrentClinician,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    let recordings = &state.recordings;
+    let recordings = &recordings;
     let clinician = clinician.id();
     let body = &body;
-    state
-        .idempotency
+    idempotency
         .respond_once(clinician, key.as_ref(), body, |key| async move {
             let new = NewRecording::from_json(body).map_err(ApiError::Validation)?;
             let recording = match key {
@@ -95,13 +99,13 @@ pub async fn create_recording(
     )
 )]
 pub async fn get_recording(
-    State(state): State<AppState>,
+    State(recordings): State<RecordingStore>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
     Ok(json_response(
         StatusCode::OK,
-        state.recordings.get_json(id).await?,
+        recordings.get_json(id).await?,
     ))
 }
 
@@ -125,15 +129,12 @@ pub async fn get_recording(
     )
 )]
 pub async fn list_recordings(
-    State(state): State<AppState>,
+    State(recordings): State<RecordingStore>,
     clinician: CurrentClinician,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = parse_list_query(raw.as_deref().unwrap_or(""))?;
-    let page = state
-        .recordings
-        .list_for_clinician(clinician.id(), query)
-        .await?;
+    let page = recordings.list_for_clinician(clinician.id(), query).await?;
     let mut response = json_response(StatusCode::OK, page.json);
     if let Some(next) = page.next {
         let mut url = format!("/api/v1/recordings?limit={}", query.limit);

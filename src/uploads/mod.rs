@@ -30,7 +30,8 @@ use uuid::Uuid;
 
 use crate::audio::storage::{AudioError, AudioStore, OpenError, Received};
 use crate::config::UploadSettings;
-use crate::db::{Database, FsError};
+use crate::db::Database;
+use crate::files::FsError;
 use crate::idempotency::IdempotencyStore;
 use crate::recordings::model::UploadDetails;
 use crate::recordings::{Recording, RecordingStatus, RecordingStore, StoreError};

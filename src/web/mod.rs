@@ -17,7 +17,6 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 /// One embedded file.
 struct Asset {
@@ -70,7 +69,7 @@ pub static VERSION: LazyLock<String> = LazyLock::new(|| {
     for text in [SHELL, SERVICE_WORKER, MANIFEST] {
         hasher.update(text.as_bytes());
     }
-    crate::audio::storage::hex(&hasher.finalize()[..6])
+    crate::digest::hex(&hasher.finalize()[..6])
 });
 
 static SHELL_HTML: LazyLock<String> = LazyLock::new(|| SHELL.replace("{{VERSION}}", &VERSION));
@@ -108,7 +107,7 @@ fn render_worker(module_import: &str, sync_action: &str) -> String {
 }
 
 /// The pages and assets.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(page))
         .route("/record/{patient_id}", get(page))

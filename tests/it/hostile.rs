@@ -541,7 +541,7 @@ async fn the_wal_stays_bounded_under_a_burst_of_creates() {
         created += w.await.unwrap();
     }
     reader.await.unwrap();
-    let limit = clinscribe::db::WAL_LIMIT_BYTES as u64;
+    let limit = clinscribe::db::sqlite::WAL_LIMIT_BYTES as u64;
     eprintln!("{created} creates in 8 s; largest WAL {largest} bytes");
     assert!(
         largest <= limit + limit / 2,

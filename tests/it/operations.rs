@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::common::{ServerProcess, all_recordings, client, open_db, run_cli};
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::SqliteDatabase;
-use clinscribe::db::adopt::{self, DatabaseKind};
+use clinscribe::db::sqlite::adopt::{self, DatabaseKind};
 use serde_json::{Value, json};
 
 fn backups_in(dir: &Path) -> Vec<PathBuf> {

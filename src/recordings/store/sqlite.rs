@@ -325,7 +325,7 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 
 /// A bulk load of recordings into an SQLite file that nothing else has open
 /// (`clinscribe seed --count` with no server running): one transaction on a
-/// connection of its own ([`db::connect_for_bulk_load`]: rollback journal, large
+/// connection of its own ([`db::sqlite::connect_for_bulk_load`]: rollback journal, large
 /// page cache) in which the table's secondary indexes are dropped, rows are
 /// appended, and the indexes rebuilt at the end, since sorting once is far
 /// cheaper than maintaining seven B-trees row by row.
@@ -347,7 +347,7 @@ pub struct BulkLoader {
 impl BulkLoader {
     /// Opens the file at `path` and starts the load (see [`BulkLoader`]).
     pub async fn open(path: &std::path::Path) -> Result<Self, db::DbError> {
-        let mut conn = db::connect_for_bulk_load(path).await?;
+        let mut conn = db::sqlite::connect_for_bulk_load(path).await?;
         sqlx::query("PRAGMA ignore_check_constraints = ON")
             .execute(&mut conn)
             .await?;
@@ -388,7 +388,7 @@ impl BulkLoader {
         sqlx::query("PRAGMA ignore_check_constraints = OFF")
             .execute(&mut self.conn)
             .await?;
-        db::leave_bulk_load(self.conn).await?;
+        db::sqlite::leave_bulk_load(self.conn).await?;
         Ok(())
     }
 }

@@ -17,12 +17,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::{durable_json, session_response, stored_response};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::http::extract::JsonBody;
 use crate::identity::CurrentClinician;
 use crate::recordings::Recording;
-use crate::uploads::ChunkOutcome;
 use crate::uploads::model::{ChunkRange, StartUpload, path_key};
+use crate::uploads::{ChunkOutcome, Uploads};
 
 /// Where a chunked upload stands (the schema of its answers).
 #[derive(utoipa::ToSchema)]
@@ -55,12 +54,12 @@ struct UploadSession {
     )
 )]
 pub async fn start_upload(
-    State(state): State<AppState>,
+    State(uploads): State<Uploads>,
     clinician: CurrentClinician,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let start = StartUpload::from_json(&body).map_err(ApiError::Validation)?;
-    let (session, created) = state.uploads.start_session(clinician.id(), start).await?;
+    let (session, created) = uploads.start_session(clinician.id(), start).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -82,12 +81,12 @@ pub async fn start_upload(
     )
 )]
 pub async fn upload_status(
-    State(state): State<AppState>,
+    State(uploads): State<Uploads>,
     clinician: CurrentClinician,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = path_key(&raw).map_err(ApiError::Validation)?;
-    let session = state.uploads.session_state(clinician.id(), key).await?;
+    let session = uploads.session_state(clinician.id(), key).await?;
     session_response(StatusCode::OK, &session)
 }
 
@@ -114,7 +113,7 @@ pub async fn upload_status(
     )
 )]
 pub async fn upload_chunk(
-    State(state): State<AppState>,
+    State(uploads): State<Uploads>,
     clinician: CurrentClinician,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -125,8 +124,7 @@ pub async fn upload_chunk(
         .get(header::CONTENT_RANGE)
         .map(|v| v.to_str().unwrap_or(""));
     let range = ChunkRange::parse(range).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let outcome = state
-        .uploads
+    let outcome = uploads
         .append_chunk(clinician.id(), key, range, body.into_data_stream())
         .await?;
     match outcome {

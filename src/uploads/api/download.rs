@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::audio::storage::AudioStore;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::http::extract::RecordingId;
 use crate::identity::CurrentClinician;
+use crate::recordings::RecordingStore;
+use crate::uploads::Uploads;
 
 /// The recording's audio, with `Range` support for seeking in a player.
 #[utoipa::path(
@@ -31,12 +32,13 @@ use crate::identity::CurrentClinician;
     )
 )]
 pub async fn download_audio(
-    State(state): State<AppState>,
+    State(recordings): State<RecordingStore>,
+    State(uploads): State<Uploads>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let recording = state.recordings.get(id).await?;
+    let recording = recordings.get(id).await?;
     // Only audio the server stored itself: a client's audio_file_path is never opened.
     let (Some(sha256), Some(content_type)) = (
         recording.upload.audio_sha256.as_deref(),
@@ -54,15 +56,14 @@ pub async fn download_audio(
             "audio of recording {id} is unreadable ({key}): {e}"
         ))
     };
-    let len = state.uploads.audio_len(&key).await.map_err(unreadable)?;
+    let len = uploads.audio_len(&key).await.map_err(unreadable)?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_range(v, len).transpose())
         .transpose()?;
     let (start, count) = range.map_or((0, len), |(start, end)| (start, end - start + 1));
-    let stream = state
-        .uploads
+    let stream = uploads
         .audio_stream(&key, start, count)
         .await
         .map_err(unreadable)?;

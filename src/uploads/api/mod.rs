@@ -7,22 +7,26 @@ pub mod chunked;
 pub mod download;
 pub mod multipart;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{SessionState, Stored, UploadError};
+use super::{SessionState, Stored, UploadError, Uploads};
 use crate::audio::storage::AudioError;
 use crate::error::ApiError;
-use crate::http::AppState;
-use crate::recordings::Recording;
+use crate::recordings::{Recording, RecordingStore};
 use crate::validation::ValidationIssue;
 
 /// The audio routes (their bodies are limited by `PWA_MAX_UPLOAD_MB`, not axum's default).
-pub fn routes() -> Router<AppState> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Uploads: FromRef<S>,
+    RecordingStore: FromRef<S>,
+{
     Router::new()
         .route(
             "/api/v1/recordings/upload",

@@ -11,7 +11,6 @@ use uuid::Uuid;
 use super::stored_response;
 use crate::audio::storage::Received;
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::identity::CurrentClinician;
 use crate::recordings::model::{free_text_issue, patient_id_schema};
 use crate::recordings::{NewRecording, Recording};
@@ -62,18 +61,18 @@ struct UploadForm {
     )
 )]
 pub async fn upload_recording(
-    State(state): State<AppState>,
+    State(uploads): State<Uploads>,
     clinician: CurrentClinician,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let uploads = &state.uploads;
+    let uploads = &uploads;
     let limit = uploads.max_bytes();
     if content_length(request.headers()).is_some_and(|len| len > limit + FORM_OVERHEAD) {
         return Err(ApiError::PayloadTooLarge(
             usize::try_from(limit).unwrap_or(usize::MAX),
         ));
     }
-    let Ok(form) = Multipart::from_request(request, &state).await else {
+    let Ok(form) = Multipart::from_request(request, &()).await else {
         return Err(missing_fields(&["audio", "patient_id", "duration_seconds"]));
     };
     let (meta, received) = read_form(uploads, form).await?;

@@ -33,7 +33,7 @@ pub enum LockError {
 
 /// The lock file that guards `db_path`.
 pub fn lock_path(db_path: &Path) -> PathBuf {
-    super::sibling(db_path, ".lock")
+    crate::files::sibling(db_path, ".lock")
 }
 
 impl ServerLock {

@@ -11,11 +11,13 @@ use std::time::Duration;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use super::super::{DbError, migrations};
+use super::SqliteDatabase;
 use super::adopt::{self, DatabaseKind};
 use super::backup::{BackupOptions, copy_to};
 use super::lock::{LockError, ServerLock};
-use super::{DbError, FsError, SqliteDatabase, fs_error, fsync_dir, migrations, sibling};
 use crate::config::{DatabaseSettings, DatabaseUrl};
+use crate::files::{FsError, fs_error, fsync_dir, sibling};
 use crate::timestamp::Timestamp;
 
 /// Why a restore was refused or failed. Unless said otherwise, nothing changed.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::sqlite_ffi::{self, BackupProgress, RawConnection};
-use super::{FsError, fs_error, fsync_dir};
+use super::ffi::{self, BackupProgress, RawConnection};
+use crate::files::{FsError, fs_error, fsync_dir};
 use crate::timestamp::Timestamp;
 
 /// Where and how to back up.
@@ -67,7 +67,7 @@ pub enum BackupError {
     Io(#[from] FsError),
     /// SQLite refused the copy.
     #[error("backup failed: {0}")]
-    Sqlite(#[from] sqlite_ffi::SqliteError),
+    Sqlite(#[from] ffi::SqliteError),
     /// The copy did not pass verification.
     #[error("backup {path} failed verification: {reason}")]
     Verification {
@@ -173,7 +173,7 @@ pub(crate) fn copy_to(
     src.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")?;
     {
         let dst = RawConnection::open(temp, true)?;
-        sqlite_ffi::backup(&src, &dst, options.pages_per_step, options.pause, progress)?;
+        ffi::backup(&src, &dst, options.pages_per_step, options.pause, progress)?;
         // A backup is one self-contained file, whatever the source's journal mode.
         dst.execute_batch("PRAGMA journal_mode = DELETE;")?;
     }

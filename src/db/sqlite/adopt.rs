@@ -21,9 +21,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{DbError, FsError, SqliteDatabase, fs_error, fsync_dir, migrations, sibling};
+use super::super::{DbError, migrations};
+use super::SqliteDatabase;
 use crate::config::DatabaseSettings;
-use crate::recordings::{Recording, RecordingStore};
+use crate::files::{FsError, fs_error, fsync_dir, sibling};
 use crate::timestamp::Timestamp;
 
 /// What a database file is.
@@ -202,35 +203,37 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     }))
 }
 
+/// Our `recordings` columns that adoption fills, in [`INSERT_ADOPTED`] order.
+const INSERT_ADOPTED: &str = "INSERT INTO recordings (id, patient_id, clinician_id, \
+    audio_file_path, audio_file_size, duration_seconds, status, error_message, retry_count, \
+    created_at, updated_at, uploaded_at, processed_at, transcript, verification_results, \
+    local_storage_key, draft_transcript, final_transcript, upload_attempts) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
 /// Creates our schema at `staging` and copies every recording of `original` into it.
 async fn convert_into(original: &Path, staging: &Path) -> Result<i64, AdoptError> {
     let target = SqliteDatabase::open_without_migrating(&DatabaseSettings::sqlite(staging)).await?;
     migrations::run_sqlite(&target).await?;
-    let store = RecordingStore::new(super::Database::Sqlite(target.clone()));
 
     let mut source = open_plain(original, true).await?;
     let original_count: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
         .fetch_one(&mut source)
         .await?;
-    let rows: Vec<SqliteRow> = sqlx::query(
-        "SELECT id, patient_id, clinician_id, audio_file_path, audio_file_size, duration_seconds, \
-         status, error_message, retry_count, created_at, updated_at, uploaded_at, processed_at, \
-         transcript, verification_results FROM recordings ORDER BY created_at",
-    )
-    .fetch_all(&mut source)
-    .await?;
+    // `*`: the original's first version has 15 columns, its later ones more;
+    // a column it lacks reads as NULL below.
+    let rows: Vec<SqliteRow> = sqlx::query("SELECT * FROM recordings ORDER BY created_at")
+        .fetch_all(&mut source)
+        .await?;
     source.close().await?;
 
-    let mut batch = Vec::with_capacity(1000);
+    let mut tx = target.begin_write().await?;
     for row in &rows {
-        batch.push(recording_from_original(row)?);
-        if batch.len() == 1000 {
-            store.insert_batch(&batch).await.map_err(store_err)?;
-            batch.clear();
-        }
+        insert_adopted(&mut tx, row).await?;
     }
-    store.insert_batch(&batch).await.map_err(store_err)?;
-    let copied = store.count().await.map_err(store_err)?;
+    tx.commit().await?;
+    let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
+        .fetch_one(target.writer())
+        .await?;
     target.close().await;
     if copied != original_count {
         return Err(AdoptError::CountMismatch {
@@ -241,54 +244,63 @@ async fn convert_into(original: &Path, staging: &Path) -> Result<i64, AdoptError
     Ok(copied)
 }
 
-fn store_err(e: crate::recordings::StoreError) -> AdoptError {
-    AdoptError::Database(DbError::Sqlx(sqlx::Error::Protocol(e.to_string())))
-}
-
-/// One row of the original's table as a [`Recording`]; every field kept.
-fn recording_from_original(row: &SqliteRow) -> Result<Recording, AdoptError> {
+/// Converts one row of the original's table into ours; every field kept. Ids
+/// become hyphenated and timestamps RFC 3339; our table's CHECKs refuse
+/// anything else that does not fit (an unknown status, invalid JSON).
+async fn insert_adopted(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<(), AdoptError> {
     let raw_id: String = row.try_get("id").unwrap_or_default();
     let bad = |reason: String| AdoptError::BadRow {
         id: raw_id.clone(),
         reason,
     };
-    let text = |col: &str| {
-        row.try_get::<Option<String>, _>(col)
-            .map_err(|e| bad(format!("{col}: {e}")))
+    let text = |col: &str| match row.try_get::<Option<String>, _>(col) {
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        other => other.map_err(|e| bad(format!("{col}: {e}"))),
     };
-    let int = |col: &str| {
-        row.try_get::<Option<i64>, _>(col)
-            .map_err(|e| bad(format!("{col}: {e}")))
+    let int = |col: &str| match row.try_get::<Option<i64>, _>(col) {
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        other => other.map_err(|e| bad(format!("{col}: {e}"))),
     };
-    let required = |col: &str| text(col)?.ok_or_else(|| bad(format!("{col} is NULL")));
-    let timestamp = |col: &str| -> Result<Option<Timestamp>, AdoptError> {
+    let uuid = |col: &str| -> Result<Option<String>, AdoptError> {
         text(col)?
-            .map(|s| Timestamp::parse(&s).map_err(|e| bad(format!("{col}: {e}"))))
+            .map(|s| {
+                Uuid::parse_str(&s)
+                    .map(|u| u.hyphenated().to_string())
+                    .map_err(|e| bad(format!("{col}: {e}")))
+            })
             .transpose()
     };
-    Ok(Recording {
-        id: Uuid::parse_str(&raw_id).map_err(|e| bad(format!("id: {e}")))?,
-        patient_id: required("patient_id")?,
-        clinician_id: required("clinician_id")?,
-        audio_file_path: text("audio_file_path")?,
-        audio_file_size: int("audio_file_size")?,
-        duration_seconds: int("duration_seconds")?,
-        status: required("status")?
-            .parse()
-            .map_err(|e| bad(format!("status: {e}")))?,
-        error_message: text("error_message")?,
-        retry_count: int("retry_count")?.unwrap_or(0),
-        created_at: timestamp("created_at")?.ok_or_else(|| bad("created_at is NULL".into()))?,
-        updated_at: timestamp("updated_at")?.ok_or_else(|| bad("updated_at is NULL".into()))?,
-        uploaded_at: timestamp("uploaded_at")?,
-        processed_at: timestamp("processed_at")?,
-        transcript: text("transcript")?,
-        verification_results: text("verification_results")?
+    let timestamp = |col: &str| -> Result<Option<String>, AdoptError> {
+        text(col)?
             .map(|s| {
-                serde_json::from_str(&s).map_err(|e| bad(format!("verification_results: {e}")))
+                Timestamp::parse(&s)
+                    .map(|t| t.to_string())
+                    .map_err(|e| bad(format!("{col}: {e}")))
             })
-            .transpose()?,
-        // The original's Phase 1.5 had no uploads.
-        upload: Default::default(),
-    })
+            .transpose()
+    };
+    sqlx::query(INSERT_ADOPTED)
+        .bind(uuid("id")?)
+        .bind(text("patient_id")?)
+        .bind(text("clinician_id")?)
+        .bind(text("audio_file_path")?)
+        .bind(int("audio_file_size")?)
+        .bind(int("duration_seconds")?)
+        .bind(text("status")?)
+        .bind(text("error_message")?)
+        .bind(int("retry_count")?.unwrap_or(0))
+        .bind(timestamp("created_at")?)
+        .bind(timestamp("updated_at")?)
+        .bind(timestamp("uploaded_at")?)
+        .bind(timestamp("processed_at")?)
+        .bind(text("transcript")?)
+        .bind(text("verification_results")?)
+        .bind(uuid("local_storage_key")?)
+        .bind(text("draft_transcript")?)
+        .bind(text("final_transcript")?)
+        .bind(int("upload_attempts")?.unwrap_or(0))
+        .execute(conn)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(())
 }

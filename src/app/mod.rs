@@ -1,0 +1,132 @@
+//! The application: the state shared by every handler, and the router that
+//! puts the domains' routes behind the edge middleware. The one module that
+//! knows every domain; the domains know only the part of the state they use
+//! (through [`FromRef`]).
+
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::audio::storage::OpenError;
+use crate::config::{ConnectionSettings, UploadSettings};
+use crate::db::Database;
+use crate::error::ApiError;
+use crate::health::{HealthProbe, StorageHealth};
+use crate::http::{edge, guard, server};
+use crate::idempotency::IdempotencyStore;
+use crate::recordings::RecordingStore;
+use crate::uploads::Uploads;
+
+/// Everything a handler may need, cloned cheaply into each request.
+#[derive(Debug, Clone, FromRef)]
+pub struct AppState {
+    /// The database (for health checks and shutdown).
+    pub db: Database,
+    /// Recordings.
+    pub recordings: RecordingStore,
+    /// Audio uploads and storage.
+    pub uploads: Uploads,
+    /// `Idempotency-Key` records.
+    pub idempotency: IdempotencyStore,
+    /// The cached database check behind `/api/v1/health`.
+    pub health: Arc<HealthProbe>,
+    /// Whether writes are being refused for lack of space.
+    pub storage: Arc<StorageHealth>,
+    /// The Host and Origin rules.
+    pub guard: Arc<guard::RequestGuard>,
+}
+
+impl AppState {
+    /// State over an opened (and migrated) database, with audio stored as
+    /// `uploads` says (its directories are created).
+    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, OpenError> {
+        let recordings = RecordingStore::new(db.clone());
+        let probe_dirs = match &db {
+            Database::Sqlite(sqlite) => {
+                let db_dir = sqlite
+                    .path()
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                vec![db_dir.to_path_buf(), uploads.audio_dir.clone()]
+            }
+            Database::Postgres(_) => Vec::new(),
+        };
+        Ok(Self {
+            uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,
+            idempotency: IdempotencyStore::new(db.clone()),
+            recordings,
+            health: Default::default(),
+            storage: Arc::new(StorageHealth::new(probe_dirs)),
+            guard: Default::default(),
+            db,
+        })
+    }
+
+    /// The same state with these Host and Origin rules.
+    pub fn with_guard(mut self, guard: guard::RequestGuard) -> Self {
+        self.guard = Arc::new(guard);
+        self
+    }
+}
+
+/// The whole application, ready to serve or to drive from tests.
+pub fn router(state: AppState) -> Router {
+    let edge = Arc::new(edge::Edge {
+        guard: state.guard.clone(),
+        storage: state.storage.clone(),
+    });
+    Router::new()
+        .merge(crate::health::routes())
+        .merge(crate::recordings::api::routes())
+        .merge(crate::uploads::api::routes())
+        .merge(crate::web::routes())
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(not_found_or_redirect)
+        .layer(middleware::from_fn_with_state(edge, edge::edge))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves and the requests in flight have finished
+/// (within `connections.shutdown_timeout`). The caller then stops the
+/// background tasks and closes the database.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    connections: ConnectionSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    server::serve_connections(listener, router(state), connections, shutdown).await;
+}
+
+/// Like FastAPI: `/path/` redirects (307) to `/path`; anything else is a 404.
+async fn not_found_or_redirect(uri: Uri) -> Response {
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let mut location = path.trim_end_matches('/').to_owned();
+        if location.is_empty() {
+            location.push('/');
+        }
+        if let Some(query) = uri.query() {
+            location.push('?');
+            location.push_str(query);
+        }
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response();
+    }
+    ApiError::NotFound("Not Found").into_response()
+}
