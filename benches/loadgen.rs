@@ -552,18 +552,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn open_store(db: &Path) -> (SqliteDatabase, RecordingStore) {
+async fn open_store(db: &Path) -> (SqliteDatabase, Arc<dyn RecordingStore>) {
     let database = SqliteDatabase::open(&DatabaseSettings::sqlite(db))
         .await
         .expect("open");
     (
         database.clone(),
-        RecordingStore::new(clinscribe::db::Database::Sqlite(database)),
+        clinscribe::recordings::store::open(&clinscribe::db::Database::Sqlite(database)),
     )
 }
 
 /// Sequential one-insert-per-transaction creates, ops/s.
-async fn raw_inserts(store: &RecordingStore, d: Duration) -> f64 {
+async fn raw_inserts(store: &Arc<dyn RecordingStore>, d: Duration) -> f64 {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < d {
@@ -584,7 +584,12 @@ async fn raw_inserts(store: &RecordingStore, d: Duration) -> f64 {
 }
 
 /// Point reads by random id from `tasks` concurrent tasks, ops/s.
-async fn point_reads(store: &RecordingStore, ids: &[String], tasks: usize, d: Duration) -> f64 {
+async fn point_reads(
+    store: &Arc<dyn RecordingStore>,
+    ids: &[String],
+    tasks: usize,
+    d: Duration,
+) -> f64 {
     let ids: Arc<Vec<Uuid>> = Arc::new(
         ids.iter()
             .map(|s| Uuid::parse_str(s).expect("uuid"))

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::SqliteDatabase;
 use clinscribe::recordings::seed::Generator;
-use clinscribe::recordings::{ListQuery, NewRecording, Recording, RecordingStatus, RecordingStore};
+use clinscribe::recordings::{ListQuery, NewRecording, Recording, RecordingStatus};
 use clinscribe::timestamp::Timestamp;
 
 fn store_paths(c: &mut Criterion) {
@@ -24,7 +24,7 @@ fn store_paths(c: &mut Criterion) {
         let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("bench.db")))
             .await
             .expect("open");
-        let store = RecordingStore::new(clinscribe::db::Database::Sqlite(db));
+        let store = clinscribe::recordings::store::open(&clinscribe::db::Database::Sqlite(db));
         let rows = Generator::new(100_000, Timestamp::now(), 1).next_batch(100_000);
         store.insert_batch(&rows).await.expect("load");
         (store, rows.iter().map(|r| r.id).collect::<Vec<_>>())

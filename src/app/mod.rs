@@ -17,13 +17,13 @@ use tokio::net::TcpListener;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::audio::storage::OpenError;
+use crate::audio::OpenError;
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
 use crate::health::{HealthProbe, StorageHealth};
 use crate::http::{edge, guard, server};
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::Idempotency;
 use crate::recordings::RecordingStore;
 use crate::uploads::Uploads;
 
@@ -33,11 +33,11 @@ pub struct AppState {
     /// The database (for health checks and shutdown).
     pub db: Database,
     /// Recordings.
-    pub recordings: RecordingStore,
+    pub recordings: Arc<dyn RecordingStore>,
     /// Audio uploads and storage.
     pub uploads: Uploads,
     /// `Idempotency-Key` records.
-    pub idempotency: IdempotencyStore,
+    pub idempotency: Idempotency,
     /// The cached database check behind `/api/v1/health`.
     pub health: Arc<HealthProbe>,
     /// Whether writes are being refused for lack of space.
@@ -50,7 +50,7 @@ impl AppState {
     /// State over an opened (and migrated) database, with audio stored as
     /// `uploads` says (its directories are created).
     pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, OpenError> {
-        let recordings = RecordingStore::new(db.clone());
+        let recordings = crate::recordings::store::open(&db.clone());
         let probe_dirs = match &db {
             Database::Sqlite(sqlite) => {
                 let db_dir = sqlite
@@ -64,7 +64,7 @@ impl AppState {
         };
         Ok(Self {
             uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,
-            idempotency: IdempotencyStore::new(db.clone()),
+            idempotency: Idempotency::new(&db),
             recordings,
             health: Default::default(),
             storage: Arc::new(StorageHealth::new(probe_dirs)),

@@ -1,5 +1,7 @@
 //! `clinscribe seed [--count N]`.
 
+use std::sync::Arc;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -41,7 +43,7 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
     let mut db = Database::open(&database)
         .await
         .context("opening the database")?;
-    let mut store = RecordingStore::new(db.clone());
+    let mut store = crate::recordings::store::open(&db.clone());
     let existing = store.count().await?;
     if existing > 0 && !args.force {
         db.close().await;
@@ -139,16 +141,16 @@ async fn start_bulk_load(db: &Database) -> anyhow::Result<Option<(BulkLoader, Se
 /// The database (and its store) again if [`start_bulk_load`] closed it.
 async fn reopen_if_closed(
     db: Database,
-    store: RecordingStore,
+    store: Arc<dyn RecordingStore>,
     settings: &DatabaseSettings,
-) -> anyhow::Result<(Database, RecordingStore)> {
+) -> anyhow::Result<(Database, Arc<dyn RecordingStore>)> {
     if !db.is_closed() {
         return Ok((db, store));
     }
     let db = Database::open(settings)
         .await
         .context("reopening the database")?;
-    let store = RecordingStore::new(db.clone());
+    let store = crate::recordings::store::open(&db.clone());
     Ok((db, store))
 }
 

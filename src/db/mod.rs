@@ -66,38 +66,6 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
 }
 
-/// Runs `$body` once per backend with `$pool` bound to the pool to use: for
-/// `write`, SQLite's single writer; for `read`, its readers; PostgreSQL's pool
-/// for both. For SQL text that both backends accept (`$1`-style parameters,
-/// no casts), so it is written once.
-macro_rules! with_pool {
-    ($db:expr, write, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Database::Sqlite(db) => {
-                let $pool = db.writer();
-                $body
-            }
-            $crate::db::Database::Postgres(db) => {
-                let $pool = db.pool();
-                $body
-            }
-        }
-    };
-    ($db:expr, read, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Database::Sqlite(db) => {
-                let $pool = db.readers();
-                $body
-            }
-            $crate::db::Database::Postgres(db) => {
-                let $pool = db.pool();
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_pool;
-
 /// Which backend serves the data.
 #[derive(Debug, Clone)]
 pub enum Database {

@@ -1,5 +1,7 @@
 //! HTTP handlers for `/api/v1/recordings`: parse, call the store, answer.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,7 +13,7 @@ use super::model::{NewRecording, Recording, RecordingStatus};
 use super::store::{Cursor, ListQuery, RecordingStore, StoreError};
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, RecordingId};
-use crate::idempotency::{self, IdempotencyKey, IdempotencyStore, json_response};
+use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
 use crate::identity::CurrentClinician;
 use crate::validation::ValidationIssue;
 
@@ -24,8 +26,8 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
-    RecordingStore: FromRef<S>,
-    IdempotencyStore: FromRef<S>,
+    Arc<dyn RecordingStore>: FromRef<S>,
+    Idempotency: FromRef<S>,
 {
     Router::new()
         .route(
@@ -54,8 +56,8 @@ where
     )
 )]
 pub async fn create_recording(
-    State(recordings): State<RecordingStore>,
-    State(idempotency): State<IdempotencyStore>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    State(idempotency): State<Idempotency>,
     clinician: CurrentClinician,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -99,7 +101,7 @@ pub async fn create_recording(
     )
 )]
 pub async fn get_recording(
-    State(recordings): State<RecordingStore>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
@@ -129,7 +131,7 @@ pub async fn get_recording(
     )
 )]
 pub async fn list_recordings(
-    State(recordings): State<RecordingStore>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
     clinician: CurrentClinician,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

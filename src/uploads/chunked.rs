@@ -10,10 +10,10 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::model::{ChunkRange, StartUpload};
-use super::sessions::UploadSession;
+use super::store::{NewSession, UploadSession};
 use super::{Stored, UploadError, Uploads};
+use crate::audio::AudioError;
 use crate::audio::sniff::{SNIFF_LEN, audio_content_type};
-use crate::audio::storage::AudioError;
 use crate::recordings::Recording;
 
 /// Where a chunked upload stands.
@@ -86,14 +86,14 @@ impl Uploads {
         }
         let (session, created) = self
             .sessions
-            .start(
+            .start(NewSession {
                 clinician_id,
                 key,
-                &start.patient_id,
-                start.duration_seconds,
-                start.draft_transcript.as_deref(),
-                start.total_bytes,
-            )
+                patient_id: &start.patient_id,
+                duration_seconds: start.duration_seconds,
+                draft_transcript: start.draft_transcript.as_deref(),
+                total_bytes: start.total_bytes,
+            })
             .await?;
         if session.total_bytes != start.total_bytes
             || session.patient_id != start.patient_id

@@ -18,7 +18,7 @@
 pub mod api;
 mod chunked;
 pub mod model;
-pub mod sessions;
+pub mod store;
 
 pub use chunked::{ChunkOutcome, SessionState};
 
@@ -28,15 +28,17 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::audio::storage::{AudioError, AudioStore, OpenError, Received};
+use crate::audio::receiving::Received;
+use crate::audio::storage::AudioStore;
+use crate::audio::{AudioError, OpenError};
 use crate::config::UploadSettings;
 use crate::db::Database;
 use crate::files::FsError;
-use crate::idempotency::IdempotencyStore;
+use crate::idempotency::Idempotency;
 use crate::recordings::model::UploadDetails;
 use crate::recordings::{Recording, RecordingStatus, RecordingStore, StoreError};
 use crate::timestamp::Timestamp;
-use sessions::{SessionStore, UploadSession};
+use store::{SessionStore, UploadSession};
 
 /// The metadata that comes with a dictation's audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +103,9 @@ impl From<FsError> for UploadError {
 /// The upload service: audio store, recordings, chunked-upload sessions.
 #[derive(Debug, Clone)]
 pub struct Uploads {
-    recordings: RecordingStore,
-    sessions: SessionStore,
-    idempotency: IdempotencyStore,
+    recordings: Arc<dyn RecordingStore>,
+    sessions: Arc<dyn SessionStore>,
+    idempotency: Idempotency,
     audio: AudioStore,
     settings: UploadSettings,
     /// Dictations whose chunk is being written by this process: one writer each.
@@ -131,13 +133,13 @@ impl Uploads {
     /// The service over `db`, storing audio under `settings.audio_dir`.
     pub fn new(
         db: Database,
-        recordings: RecordingStore,
+        recordings: Arc<dyn RecordingStore>,
         settings: UploadSettings,
     ) -> Result<Self, OpenError> {
         Ok(Self {
             audio: AudioStore::open(&settings.audio_dir, settings.audio_store.as_deref())?,
-            sessions: SessionStore::new(db.clone()),
-            idempotency: IdempotencyStore::new(db),
+            sessions: store::open(&db),
+            idempotency: Idempotency::new(&db),
             recordings,
             settings,
             writing: Arc::default(),
@@ -318,12 +320,11 @@ impl Uploads {
         let mut report = SweepReport::default();
         let cutoff = Timestamp::ago(grace);
         for session in self.sessions.idle_since(&cutoff).await? {
-            if let Ok(key) = Uuid::parse_str(&session.local_storage_key) {
-                let path = self.audio.partial_path(&session.clinician_id, key);
-                let _ = tokio::fs::remove_file(&path).await;
-                self.sessions.delete(&session.clinician_id, key).await?;
-                report.sessions += 1;
-            }
+            let key = session.local_storage_key;
+            let path = self.audio.partial_path(&session.clinician_id, key);
+            let _ = tokio::fs::remove_file(&path).await;
+            self.sessions.delete(&session.clinician_id, key).await?;
+            report.sessions += 1;
         }
         report.temporary_files = self.audio.sweep_temporary(grace).await;
         report.orphaned_objects = self.sweep_orphans(cutoff.unix_micros()).await?;

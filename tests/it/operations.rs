@@ -400,8 +400,7 @@ async fn seed_count_generates_realistic_rows_with_every_status() {
     let out = run_cli(&db_path, &["seed", "--count", "10000"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let db = open_db(&db_path).await;
-    let store =
-        clinscribe::recordings::RecordingStore::new(clinscribe::db::Database::Sqlite(db.clone()));
+    let store = clinscribe::recordings::store::open(&clinscribe::db::Database::Sqlite(db.clone()));
     assert_eq!(store.count().await.unwrap(), 10_000);
     let by_status = store.count_by_status().await.unwrap();
     assert_eq!(by_status.len(), 6, "every status present: {by_status:?}");

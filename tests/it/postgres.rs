@@ -10,7 +10,7 @@ use crate::common::{
 };
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::Database;
-use clinscribe::recordings::{ListQuery, RecordingStore};
+use clinscribe::recordings::ListQuery;
 use serde_json::{Value, json};
 
 /// `n` server processes on one fresh PostgreSQL database, sharing one audio
@@ -43,7 +43,7 @@ async fn recordings_in(settings: &DatabaseSettings) -> BTreeMap<String, Value> {
     let db = Database::open_without_migrating(settings)
         .await
         .expect("open");
-    let store = RecordingStore::new(db.clone());
+    let store = clinscribe::recordings::store::open(&db.clone());
     let mut out = BTreeMap::new();
     for (clinician, _) in store.count_by_clinician().await.expect("clinicians") {
         let mut after = None;
@@ -468,7 +468,7 @@ async fn list_queries_read_the_index_in_order_without_sorting() {
     let db = Database::open(&DatabaseSettings::postgres(pg.url.clone()))
         .await
         .unwrap();
-    let store = RecordingStore::new(db.clone());
+    let store = clinscribe::recordings::store::open(&db.clone());
     let mut generator = Generator::new(20_000, Timestamp::now(), 7);
     loop {
         let batch = generator.next_batch(5_000);

@@ -172,7 +172,7 @@ async fn update_status_maintains_timestamps_and_error_message(app: TestApp) {
 }
 
 async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed(app: TestApp) {
-    let store: RecordingStore = app.state.recordings.clone();
+    let store: std::sync::Arc<dyn RecordingStore> = app.state.recordings.clone();
     let tasks: Vec<_> = (0..16)
         .map(|t| {
             let store = store.clone();

@@ -2,18 +2,21 @@
 //! backend (`sqlite`, [`postgres`]) behind one [`RecordingStore`], so handlers
 //! and services never know which database serves them.
 
-mod insert_queue;
 pub mod postgres;
 mod sqlite;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::model::{NewRecording, Recording, RecordingStatus, UploadDetails};
+use crate::db::Database;
 pub use crate::db::StoreError;
-use crate::db::{Database, with_pool};
 use crate::timestamp::Timestamp;
 
 pub use sqlite::{BoundInserts, BulkLoader, sql};
@@ -83,56 +86,78 @@ impl Page {
     }
 }
 
-/// Reads and writes recordings, on whichever backend the database is.
-#[derive(Debug, Clone)]
-pub struct RecordingStore {
-    db: Database,
-    backend: Backend,
-}
+/// Reads and writes the `recordings` table. One implementation per backend
+/// ([`sqlite::SqliteRecordings`], [`postgres::PgRecordings`]); [`open`] picks
+/// the one for a database. Services hold an `Arc<dyn RecordingStore>`.
+#[async_trait]
+pub trait RecordingStore: Send + Sync + std::fmt::Debug {
+    /// Inserts a complete recording as given.
+    async fn insert(&self, r: &Recording) -> Result<(), StoreError>;
 
-/// The statements that differ between the backends.
-#[derive(Debug, Clone)]
-enum Backend {
-    /// SQLite (writes through a group-commit queue).
-    Sqlite(sqlite::SqliteRecordings),
-    /// PostgreSQL.
-    Postgres(postgres::PgRecordings),
-}
+    /// Inserts many complete recordings in one transaction (seeding, imports):
+    /// all or none.
+    async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError>;
 
-/// Calls the same method on whichever backend serves the store.
-macro_rules! dispatch {
-    ($self:ident.$method:ident($($arg:expr),*)) => {
-        match &$self.backend {
-            Backend::Sqlite(store) => store.$method($($arg),*).await,
-            Backend::Postgres(store) => store.$method($($arg),*).await,
-        }
-    };
-}
+    /// The recording with this id.
+    async fn get(&self, id: Uuid) -> Result<Recording, StoreError>;
 
-impl RecordingStore {
-    /// A store over `db` (on SQLite, starts its group-commit task on the current runtime).
-    pub fn new(db: Database) -> Self {
-        let backend = match &db {
-            Database::Sqlite(db) => Backend::Sqlite(sqlite::SqliteRecordings::new(db.clone())),
-            Database::Postgres(db) => Backend::Postgres(postgres::PgRecordings::new(db.clone())),
-        };
-        Self { db, backend }
-    }
+    /// The recording with this id as the API's JSON object.
+    async fn get_json(&self, id: Uuid) -> Result<String, StoreError>;
 
-    /// Creates a `pending` recording for `clinician_id`.
-    pub async fn create(
+    /// One page of a clinician's recordings, newest first, optionally of one
+    /// status, as the JSON array the API answers.
+    async fn list_for_clinician(
         &self,
         clinician_id: &str,
-        new: NewRecording,
-    ) -> Result<Recording, StoreError> {
+        query: ListQuery,
+    ) -> Result<Page, StoreError>;
+
+    /// Sets a recording's status (and error message), maintaining `updated_at`,
+    /// and `processed_at` when processing ends (`completed` or `error`).
+    async fn update_status(
+        &self,
+        id: Uuid,
+        status: RecordingStatus,
+        error_message: Option<&str>,
+    ) -> Result<Recording, StoreError>;
+
+    /// Inserts an uploaded recording and answers only once its commit is on
+    /// disk even through a power loss (SQLite: that commit with
+    /// `synchronous=FULL`; PostgreSQL commits so by default). A taken
+    /// `local_storage_key` is [`StoreError::Duplicate`].
+    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError>;
+
+    /// The clinician's recording of the dictation `local_storage_key`, if any.
+    async fn find_by_local_storage_key(
+        &self,
+        clinician_id: &str,
+        local_storage_key: Uuid,
+    ) -> Result<Option<Recording>, StoreError>;
+
+    /// Counts one more upload attempt of a recording (a retried upload); returns it.
+    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError>;
+
+    /// Which of `ids` (at most 500, hyphenated) have a recording.
+    async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// Recordings per status, as `(status, count)` rows in any order.
+    async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Recordings per clinician, as `(clinician_id, count)` rows in any order.
+    async fn clinician_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Number of recordings (all clinicians).
+    async fn count(&self) -> Result<i64, StoreError>;
+
+    /// Creates a `pending` recording for `clinician_id`.
+    async fn create(&self, clinician_id: &str, new: NewRecording) -> Result<Recording, StoreError> {
         // Time-ordered ids keep inserts at the right edge of the primary-key index.
         self.create_with_id(Uuid::now_v7(), clinician_id, new).await
     }
 
     /// Creates a `pending` recording with a given id (an id taken is
     /// [`StoreError::Duplicate`]: see `Idempotency-Key`).
-    #[tracing::instrument(skip_all)]
-    pub async fn create_with_id(
+    async fn create_with_id(
         &self,
         id: Uuid,
         clinician_id: &str,
@@ -161,129 +186,56 @@ impl RecordingStore {
         Ok(recording)
     }
 
-    /// Inserts a complete recording as given.
-    #[tracing::instrument(skip_all)]
-    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
-        dispatch!(self.insert(r))
-    }
-
-    /// Inserts many complete recordings in one transaction (seeding, imports):
-    /// all or none.
-    #[tracing::instrument(skip_all, fields(rows = recordings.len()))]
-    pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
-        dispatch!(self.insert_batch(recordings))
-    }
-
-    /// The recording with this id.
-    #[tracing::instrument(skip_all)]
-    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
-        dispatch!(self.get(id))
-    }
-
-    /// The recording with this id as the API's JSON object.
-    #[tracing::instrument(skip_all)]
-    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
-        dispatch!(self.get_json(id))
-    }
-
-    /// One page of a clinician's recordings, newest first, optionally of one
-    /// status, as the JSON array the API answers.
-    #[tracing::instrument(skip_all, fields(limit = query.limit))]
-    pub async fn list_for_clinician(
-        &self,
-        clinician_id: &str,
-        query: ListQuery,
-    ) -> Result<Page, StoreError> {
-        dispatch!(self.list_for_clinician(clinician_id, query))
-    }
-
-    /// Sets a recording's status (and error message), maintaining `updated_at`,
-    /// and `processed_at` when processing ends (`completed` or `error`).
-    #[tracing::instrument(skip_all, fields(status = %status))]
-    pub async fn update_status(
-        &self,
-        id: Uuid,
-        status: RecordingStatus,
-        error_message: Option<&str>,
-    ) -> Result<Recording, StoreError> {
-        dispatch!(self.update_status(id, status, error_message))
-    }
-
-    /// Inserts an uploaded recording and answers only once its commit is on
-    /// disk even through a power loss (SQLite: that commit with
-    /// `synchronous=FULL`; PostgreSQL commits so by default). A taken
-    /// `local_storage_key` is [`StoreError::Duplicate`].
-    #[tracing::instrument(skip_all)]
-    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
-        dispatch!(self.insert_durable(r))
-    }
-
-    /// The clinician's recording of the dictation `local_storage_key`, if any.
-    pub async fn find_by_local_storage_key(
-        &self,
-        clinician_id: &str,
-        local_storage_key: Uuid,
-    ) -> Result<Option<Recording>, StoreError> {
-        dispatch!(self.find_by_local_storage_key(clinician_id, local_storage_key))
-    }
-
-    /// Counts one more upload attempt of a recording (a retried upload); returns it.
-    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
-        dispatch!(self.record_upload_attempt(id))
-    }
-
     /// Which of `ids` have a recording (one query per 500 ids).
-    pub async fn existing_ids(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
-        let mut found = std::collections::HashSet::new();
+    async fn existing_ids(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+        let mut found = HashSet::new();
         for chunk in ids.chunks(500) {
             let texts: Vec<String> = chunk.iter().map(|id| id.hyphenated().to_string()).collect();
-            for id in dispatch!(self.existing_ids(&texts))? {
+            for id in self.existing_ids_of(&texts).await? {
                 found.insert(Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
             }
         }
         Ok(found)
     }
 
-    // The counts below are the same SQL on both backends.
-
     /// Recordings per status, in life-cycle order (statuses with none omitted).
-    pub async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
-        let rows: Vec<(String, i64)> = with_pool!(&self.db, read, |pool| {
-            sqlx::query_as("SELECT status, count(*) FROM recordings GROUP BY status")
-                .fetch_all(pool)
-                .await?
-        });
-        let mut counts = Vec::new();
-        for status in RecordingStatus::ALL {
-            if let Some((_, n)) = rows.iter().find(|(s, _)| s == status.as_str()) {
-                counts.push((status, *n));
-            }
-        }
-        Ok(counts)
+    async fn count_by_status(&self) -> Result<Vec<(RecordingStatus, i64)>, StoreError> {
+        let rows = self.status_counts().await?;
+        Ok(RecordingStatus::ALL
+            .into_iter()
+            .filter_map(|status| {
+                rows.iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map(|(_, n)| (status, *n))
+            })
+            .collect())
     }
 
     /// Recordings per clinician, by clinician id (byte order on both backends).
-    pub async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut rows: Vec<(String, i64)> = with_pool!(&self.db, read, |pool| {
-            sqlx::query_as("SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id")
-                .fetch_all(pool)
-                .await?
-        });
+    async fn count_by_clinician(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut rows = self.clinician_counts().await?;
         rows.sort();
         Ok(rows)
     }
+}
 
-    /// Number of recordings (all clinicians).
-    pub async fn count(&self) -> Result<i64, StoreError> {
-        Ok(with_pool!(&self.db, read, |pool| {
-            sqlx::query_scalar("SELECT count(*) FROM recordings")
-                .fetch_one(pool)
-                .await?
-        }))
+/// The store for `db` (on SQLite, starts its group-commit task on the current runtime).
+pub fn open(db: &Database) -> Arc<dyn RecordingStore> {
+    match db {
+        Database::Sqlite(db) => Arc::new(sqlite::SqliteRecordings::new(db.clone())),
+        Database::Postgres(db) => Arc::new(postgres::PgRecordings::new(db.clone())),
     }
+}
+
+/// SQL both backends run as it is.
+pub(crate) mod shared_sql {
+    /// `(status, count)` per status.
+    pub const STATUS_COUNTS: &str = "SELECT status, count(*) FROM recordings GROUP BY status";
+    /// `(clinician_id, count)` per clinician.
+    pub const CLINICIAN_COUNTS: &str =
+        "SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id";
+    /// Number of rows.
+    pub const COUNT: &str = "SELECT count(*) FROM recordings";
 }
 
 /// A row as both backends return it (every value as text), before parsing ids,

@@ -7,7 +7,12 @@
 
 use uuid::Uuid;
 
-use super::{Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, StoreError};
+use async_trait::async_trait;
+
+use super::{
+    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, RecordingStore, StoreError,
+    shared_sql,
+};
 use crate::db::postgres::PgDatabase;
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -120,14 +125,17 @@ impl PgRecordings {
     pub fn new(db: PgDatabase) -> Self {
         Self { db }
     }
+}
 
+#[async_trait]
+impl RecordingStore for PgRecordings {
     /// Inserts one complete recording (PostgreSQL batches concurrent commits itself).
-    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.insert_batch(std::slice::from_ref(r)).await
     }
 
     /// Inserts many complete recordings in one statement: all or none.
-    pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
+    async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         if recordings.is_empty() {
             return Ok(());
         }
@@ -168,7 +176,7 @@ impl PgRecordings {
     }
 
     /// The recording with this id.
-    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: RecordingRow = sqlx::query_as(GET)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.pool())
@@ -178,13 +186,13 @@ impl PgRecordings {
     }
 
     /// The recording with this id as the API's JSON object.
-    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
+    async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
         let recording = self.get(id).await?;
         serde_json::to_string(&recording).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// One page of a clinician's recordings, newest first.
-    pub async fn list_for_clinician(
+    async fn list_for_clinician(
         &self,
         clinician_id: &str,
         query: ListQuery,
@@ -228,7 +236,7 @@ impl PgRecordings {
     }
 
     /// Sets a recording's status; see [`super::RecordingStore::update_status`].
-    pub async fn update_status(
+    async fn update_status(
         &self,
         id: Uuid,
         status: RecordingStatus,
@@ -247,12 +255,12 @@ impl PgRecordings {
     }
 
     /// Inserts one recording; PostgreSQL's commit is durable (`synchronous_commit=on`).
-    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
         self.insert_batch(std::slice::from_ref(r)).await
     }
 
     /// The clinician's recording of the dictation `key`, if any.
-    pub async fn find_by_local_storage_key(
+    async fn find_by_local_storage_key(
         &self,
         clinician_id: &str,
         key: Uuid,
@@ -266,7 +274,7 @@ impl PgRecordings {
     }
 
     /// The ids among `ids` (hyphenated) that have a row.
-    pub async fn existing_ids(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id::text FROM recordings WHERE id = ANY($1::uuid[])")
                 .bind(ids)
@@ -276,12 +284,30 @@ impl PgRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: Option<RecordingRow> = sqlx::query_as(RECORD_UPLOAD_ATTEMPT)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.pool())
             .await?;
         row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
             .try_into()
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(shared_sql::STATUS_COUNTS)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+
+    async fn clinician_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(shared_sql::CLINICIAN_COUNTS)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+
+    async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(shared_sql::COUNT)
+            .fetch_one(self.db.pool())
+            .await?)
     }
 }

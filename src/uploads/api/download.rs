@@ -1,6 +1,8 @@
 //! `GET /api/v1/recordings/{recording_id}/audio`: a recording's audio, with
 //! `Range` for seeking in a player.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -32,7 +34,7 @@ use crate::uploads::Uploads;
     )
 )]
 pub async fn download_audio(
-    State(recordings): State<RecordingStore>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
     State(uploads): State<Uploads>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,

@@ -7,6 +7,8 @@ pub mod chunked;
 pub mod download;
 pub mod multipart;
 
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{SessionState, Stored, UploadError, Uploads};
-use crate::audio::storage::AudioError;
+use crate::audio::AudioError;
 use crate::error::ApiError;
 use crate::recordings::{Recording, RecordingStore};
 use crate::validation::ValidationIssue;
@@ -25,7 +27,7 @@ pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Uploads: FromRef<S>,
-    RecordingStore: FromRef<S>,
+    Arc<dyn RecordingStore>: FromRef<S>,
 {
     Router::new()
         .route(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::stored_response;
-use crate::audio::storage::Received;
+use crate::audio::receiving::Received;
 use crate::error::ApiError;
 use crate::identity::CurrentClinician;
 use crate::recordings::model::{free_text_issue, patient_id_schema};

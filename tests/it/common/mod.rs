@@ -549,7 +549,7 @@ pub async fn all_recordings(path: &Path) -> Vec<Value> {
         .fetch_all(db.readers())
         .await
         .expect("ids");
-    let store = clinscribe::recordings::RecordingStore::new(Database::Sqlite(db.clone()));
+    let store = clinscribe::recordings::store::open(&Database::Sqlite(db.clone()));
     let mut out = Vec::new();
     for id in ids {
         let r = store

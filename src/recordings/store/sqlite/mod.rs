@@ -4,8 +4,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::insert_queue::InsertQueue;
-use super::{Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, StoreError};
+mod insert_queue;
+
+use async_trait::async_trait;
+use insert_queue::InsertQueue;
+
+use super::{
+    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, RecordingStore, StoreError,
+    shared_sql,
+};
 use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -139,14 +146,17 @@ impl SqliteRecordings {
             db,
         }
     }
+}
 
+#[async_trait]
+impl RecordingStore for SqliteRecordings {
     /// Inserts a complete recording as given, through the group-commit queue.
-    pub async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.inserts.insert(r.clone()).await
     }
 
     /// Inserts many complete recordings in one transaction: all or none.
-    pub async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
+    async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         insert_many(&mut tx, recordings).await?;
         tx.commit().await?;
@@ -154,7 +164,7 @@ impl SqliteRecordings {
     }
 
     /// The recording with this id.
-    pub async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: RecordingRow = sqlx::query_as(sql::GET)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
@@ -164,7 +174,7 @@ impl SqliteRecordings {
     }
 
     /// The recording with this id as the API's JSON object (built by SQLite).
-    pub async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
+    async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
         sqlx::query_scalar(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
@@ -175,7 +185,7 @@ impl SqliteRecordings {
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers (built by SQLite: no row is
     /// decoded into Rust and encoded again).
-    pub async fn list_for_clinician(
+    async fn list_for_clinician(
         &self,
         clinician_id: &str,
         query: ListQuery,
@@ -236,7 +246,7 @@ impl SqliteRecordings {
 
     /// Sets a recording's status (and error message), maintaining `updated_at`,
     /// and `processed_at` when processing ends (`completed` or `error`).
-    pub async fn update_status(
+    async fn update_status(
         &self,
         id: Uuid,
         status: RecordingStatus,
@@ -259,7 +269,7 @@ impl SqliteRecordings {
 
     /// Inserts one recording in a transaction of its own whose commit is
     /// fsynced (`synchronous=FULL` for that commit when the database runs `normal`).
-    pub async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
         use crate::config::SqliteSynchronous;
         let mut conn = self.db.writer().acquire().await?;
         let switch = self.db.synchronous() == SqliteSynchronous::Normal;
@@ -286,7 +296,7 @@ impl SqliteRecordings {
     }
 
     /// The clinician's recording of the dictation `key`, if any.
-    pub async fn find_by_local_storage_key(
+    async fn find_by_local_storage_key(
         &self,
         clinician_id: &str,
         key: Uuid,
@@ -300,7 +310,7 @@ impl SqliteRecordings {
     }
 
     /// The ids among `ids` (hyphenated) that have a row.
-    pub async fn existing_ids(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         let ids = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(sqlx::query_scalar(
             "SELECT id FROM recordings WHERE id IN (SELECT value FROM json_each(?1))",
@@ -311,13 +321,31 @@ impl SqliteRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    pub async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: Option<RecordingRow> = sqlx::query_as(sql::RECORD_UPLOAD_ATTEMPT)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.writer())
             .await?;
         row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
             .try_into()
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(shared_sql::STATUS_COUNTS)
+            .fetch_all(self.db.readers())
+            .await?)
+    }
+
+    async fn clinician_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(shared_sql::CLINICIAN_COUNTS)
+            .fetch_all(self.db.readers())
+            .await?)
+    }
+
+    async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(shared_sql::COUNT)
+            .fetch_one(self.db.readers())
+            .await?)
     }
 }
 

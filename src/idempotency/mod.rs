@@ -1,7 +1,7 @@
 //! `Idempotency-Key` for POST requests: a client that did not get an answer
 //! (lost response, timeout) repeats the request with the same key and
 //! receives the first request's response instead of creating a duplicate.
-//! [`IdempotencyStore::respond_once`] is the whole sequence (claim, replay or
+//! [`Idempotency::respond_once`] is the whole sequence (claim, replay or
 //! run, then remember or release), for any handler; `POST /api/v1/recordings`
 //! uses it.
 //!
@@ -17,8 +17,7 @@
 //! taken over at once. On PostgreSQL another instance may hold it, so a claim
 //! not alive here is taken over after [`ABANDONED_AFTER`].
 //!
-//! All SQL for the `idempotency_keys` table is here; it is written once for
-//! both backends (the table keeps timestamps as text, see its migration).
+//! The `idempotency_keys` table is reached through [`store::IdempotencyStore`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -31,8 +30,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::db::StoreError;
-use crate::db::{Database, with_pool};
+pub mod store;
+
+use crate::db::{Database, StoreError};
 use crate::digest::hex;
 use crate::error::ApiError;
 use crate::timestamp::Timestamp;
@@ -51,7 +51,7 @@ pub const MAX_KEY_LEN: usize = 255;
 #[derive(Debug)]
 pub enum Claim {
     /// First use of the key: process the request, then
-    /// [`IdempotencyStore::complete`]; keep the hold until then.
+    /// [`Idempotency::complete`]; keep the hold until then.
     Claimed(ClaimHold),
     /// Answered before: send this again.
     Replay {
@@ -85,11 +85,13 @@ impl Drop for ClaimHold {
     }
 }
 
-/// The `idempotency_keys` table.
+/// Idempotency keys: the claims alive in this process and the table.
 #[derive(Debug, Clone)]
-pub struct IdempotencyStore {
-    db: Database,
+pub struct Idempotency {
+    store: Arc<dyn store::IdempotencyStore>,
     live: LiveClaims,
+    /// SQLite: one server holds the database, so a claim not alive here is dead.
+    single_server: bool,
 }
 
 /// The body's fingerprint: SHA-256 of its canonical JSON (so whitespace and
@@ -113,12 +115,13 @@ pub fn recording_id(clinician_id: &str, key: &str) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-impl IdempotencyStore {
-    /// The store over `db`.
-    pub fn new(db: Database) -> Self {
+impl Idempotency {
+    /// Idempotency keys kept in `db`.
+    pub fn new(db: &Database) -> Self {
         Self {
-            db,
+            store: store::open(db),
             live: Arc::default(),
+            single_server: matches!(db, Database::Sqlite(_)),
         }
     }
 
@@ -142,66 +145,37 @@ impl IdempotencyStore {
         let Some(hold) = self.hold(clinician_id, key) else {
             return Ok(Claim::InFlight);
         };
-        let now = Timestamp::now().to_string();
-        let inserted = with_pool!(&self.db, write, |pool| {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (clinician_id, key, request_sha256, created_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (clinician_id, key) DO NOTHING",
-            )
-            .bind(clinician_id)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&now)
-            .execute(pool)
+        let now = Timestamp::now();
+        if self
+            .store
+            .insert_claim(clinician_id, key, fingerprint, &now)
             .await?
-            .rows_affected()
-        });
-        if inserted == 1 {
+        {
             return Ok(Claim::Claimed(hold));
         }
-        let row: Option<(String, Option<i64>, Option<String>, String)> =
-            with_pool!(&self.db, write, |pool| {
-                sqlx::query_as(
-                    "SELECT request_sha256, CAST(status_code AS BIGINT), response_body, created_at \
-                     FROM idempotency_keys WHERE clinician_id = $1 AND key = $2",
-                )
-                .bind(clinician_id)
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
-            });
-        let Some((stored_fingerprint, status, body, created_at)) = row else {
+        let Some(stored) = self.store.find(clinician_id, key).await? else {
             // Forgotten between the two statements (expired): try once more.
             drop(hold);
             return Box::pin(self.claim(clinician_id, key, fingerprint)).await;
         };
-        if stored_fingerprint != fingerprint {
+        if stored.request_sha256 != fingerprint {
             return Ok(Claim::Mismatch);
         }
-        match (status, body) {
+        match (stored.status_code, stored.response_body) {
             (Some(status), Some(body)) => Ok(Claim::Replay {
                 status: u16::try_from(status).unwrap_or(500),
                 body,
             }),
             // Not held here (checked above): dead on SQLite, where no other
             // process serves the database; on PostgreSQL, once abandoned.
-            _ if matches!(self.db, Database::Sqlite(_))
-                || created_at < Timestamp::ago(ABANDONED_AFTER).to_string() =>
+            _ if self.single_server
+                || stored.created_at < Timestamp::ago(ABANDONED_AFTER).to_string() =>
             {
-                let taken = with_pool!(&self.db, write, |pool| {
-                    sqlx::query(
-                        "UPDATE idempotency_keys SET created_at = $3 \
-                         WHERE clinician_id = $1 AND key = $2 AND status_code IS NULL AND created_at = $4",
-                    )
-                    .bind(clinician_id)
-                    .bind(key)
-                    .bind(&now)
-                    .bind(&created_at)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-                });
-                Ok(if taken == 1 {
+                let taken = self
+                    .store
+                    .take_over(clinician_id, key, &stored.created_at, &now)
+                    .await?;
+                Ok(if taken {
                     Claim::Claimed(hold)
                 } else {
                     Claim::InFlight
@@ -219,49 +193,18 @@ impl IdempotencyStore {
         status: u16,
         body: &str,
     ) -> Result<(), StoreError> {
-        with_pool!(&self.db, write, |pool| {
-            sqlx::query(
-                "UPDATE idempotency_keys SET status_code = $3, response_body = $4 \
-                 WHERE clinician_id = $1 AND key = $2",
-            )
-            .bind(clinician_id)
-            .bind(key)
-            .bind(i64::from(status))
-            .bind(body)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
+        self.store.complete(clinician_id, key, status, body).await
     }
 
     /// Releases a claimed key whose request failed (nothing was created), so
     /// that the client may retry with the same key.
     pub async fn release(&self, clinician_id: &str, key: &str) -> Result<(), StoreError> {
-        with_pool!(&self.db, write, |pool| {
-            sqlx::query(
-                "DELETE FROM idempotency_keys \
-                 WHERE clinician_id = $1 AND key = $2 AND status_code IS NULL",
-            )
-            .bind(clinician_id)
-            .bind(key)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
+        self.store.release(clinician_id, key).await
     }
 
     /// Forgets keys older than [`KEEP_FOR`]; returns how many.
     pub async fn forget_expired(&self) -> Result<u64, StoreError> {
-        let cutoff = Timestamp::ago(KEEP_FOR).to_string();
-        Ok(with_pool!(&self.db, write, |pool| {
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-                .bind(&cutoff)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        }))
+        self.store.forget_before(&Timestamp::ago(KEEP_FOR)).await
     }
 }
 
@@ -298,7 +241,7 @@ impl IdempotencyKey {
     }
 }
 
-impl IdempotencyStore {
+impl Idempotency {
     /// Answers a POST whose effect must happen at most once per key: the
     /// first request runs `act` (which gets the key) and its answer is
     /// remembered; a repeat with the same body gets that answer again (with

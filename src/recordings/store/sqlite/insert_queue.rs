@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
-use super::sqlite::{insert_many, insert_one};
+use super::super::StoreError;
+use super::{insert_many, insert_one};
 use crate::db::SqliteDatabase;
 use crate::recordings::model::Recording;
 

@@ -1,0 +1,102 @@
+//! `idempotency_keys` on PostgreSQL.
+
+use async_trait::async_trait;
+
+use super::{IdempotencyStore, StoredKey, sql};
+use crate::db::StoreError;
+use crate::db::postgres::PgDatabase;
+use crate::timestamp::Timestamp;
+
+/// `idempotency_keys` in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgIdempotencyKeys {
+    db: PgDatabase,
+}
+
+impl PgIdempotencyKeys {
+    /// The store over `db`.
+    pub fn new(db: PgDatabase) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgIdempotencyKeys {
+    async fn insert_claim(
+        &self,
+        clinician_id: &str,
+        key: &str,
+        fingerprint: &str,
+        now: &Timestamp,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(sql::INSERT_CLAIM)
+            .bind(clinician_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(now.to_string())
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn find(&self, clinician_id: &str, key: &str) -> Result<Option<StoredKey>, StoreError> {
+        Ok(sqlx::query_as(sql::FIND)
+            .bind(clinician_id)
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    async fn take_over(
+        &self,
+        clinician_id: &str,
+        key: &str,
+        claimed_at: &str,
+        now: &Timestamp,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(sql::TAKE_OVER)
+            .bind(clinician_id)
+            .bind(key)
+            .bind(now.to_string())
+            .bind(claimed_at)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(taken == 1)
+    }
+
+    async fn complete(
+        &self,
+        clinician_id: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::COMPLETE)
+            .bind(clinician_id)
+            .bind(key)
+            .bind(i64::from(status))
+            .bind(body)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn release(&self, clinician_id: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query(sql::RELEASE)
+            .bind(clinician_id)
+            .bind(key)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn forget_before(&self, cutoff: &Timestamp) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql::FORGET_BEFORE)
+            .bind(cutoff.to_string())
+            .execute(self.db.pool())
+            .await?
+            .rows_affected())
+    }
+}

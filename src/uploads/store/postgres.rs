@@ -1,0 +1,90 @@
+//! `upload_sessions` on PostgreSQL.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{NewSession, SessionRow, SessionStore, UploadSession, sql};
+use crate::db::StoreError;
+use crate::db::postgres::PgDatabase;
+use crate::timestamp::Timestamp;
+
+/// `upload_sessions` in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgSessions {
+    db: PgDatabase,
+}
+
+impl PgSessions {
+    /// The store over `db`.
+    pub fn new(db: PgDatabase) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgSessions {
+    async fn start(&self, new: NewSession<'_>) -> Result<(UploadSession, bool), StoreError> {
+        let inserted = sqlx::query(sql::START)
+            .bind(new.clinician_id)
+            .bind(new.key.hyphenated().to_string())
+            .bind(new.patient_id)
+            .bind(new.duration_seconds)
+            .bind(new.draft_transcript)
+            .bind(new.total_bytes)
+            .bind(Timestamp::now().to_string())
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        let session = self
+            .get(new.clinician_id, new.key)
+            .await?
+            .ok_or(StoreError::NotFound("Upload session not found"))?;
+        Ok((session, inserted == 1))
+    }
+
+    async fn get(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let row: Option<SessionRow> = sqlx::query_as(sql::GET)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(UploadSession::try_from).transpose()
+    }
+
+    async fn set_received(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+        received: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::SET_RECEIVED)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .bind(received)
+            .bind(Timestamp::now().to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, clinician_id: &str, key: Uuid) -> Result<(), StoreError> {
+        sqlx::query(sql::DELETE)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn idle_since(&self, cutoff: &Timestamp) -> Result<Vec<UploadSession>, StoreError> {
+        let rows: Vec<SessionRow> = sqlx::query_as(sql::IDLE_SINCE)
+            .bind(cutoff.to_string())
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.into_iter().map(UploadSession::try_from).collect()
+    }
+}

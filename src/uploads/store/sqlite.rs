@@ -1,0 +1,90 @@
+//! `upload_sessions` on SQLite. Every statement runs on the writer, reads
+//! included: a session is read right after it was written.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{NewSession, SessionRow, SessionStore, UploadSession, sql};
+use crate::db::{SqliteDatabase, StoreError};
+use crate::timestamp::Timestamp;
+
+/// `upload_sessions` in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteSessions {
+    db: SqliteDatabase,
+}
+
+impl SqliteSessions {
+    /// The store over `db`.
+    pub fn new(db: SqliteDatabase) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteSessions {
+    async fn start(&self, new: NewSession<'_>) -> Result<(UploadSession, bool), StoreError> {
+        let inserted = sqlx::query(sql::START)
+            .bind(new.clinician_id)
+            .bind(new.key.hyphenated().to_string())
+            .bind(new.patient_id)
+            .bind(new.duration_seconds)
+            .bind(new.draft_transcript)
+            .bind(new.total_bytes)
+            .bind(Timestamp::now().to_string())
+            .execute(self.db.writer())
+            .await?
+            .rows_affected();
+        let session = self
+            .get(new.clinician_id, new.key)
+            .await?
+            .ok_or(StoreError::NotFound("Upload session not found"))?;
+        Ok((session, inserted == 1))
+    }
+
+    async fn get(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let row: Option<SessionRow> = sqlx::query_as(sql::GET)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .fetch_optional(self.db.writer())
+            .await?;
+        row.map(UploadSession::try_from).transpose()
+    }
+
+    async fn set_received(
+        &self,
+        clinician_id: &str,
+        key: Uuid,
+        received: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::SET_RECEIVED)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .bind(received)
+            .bind(Timestamp::now().to_string())
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, clinician_id: &str, key: Uuid) -> Result<(), StoreError> {
+        sqlx::query(sql::DELETE)
+            .bind(clinician_id)
+            .bind(key.hyphenated().to_string())
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn idle_since(&self, cutoff: &Timestamp) -> Result<Vec<UploadSession>, StoreError> {
+        let rows: Vec<SessionRow> = sqlx::query_as(sql::IDLE_SINCE)
+            .bind(cutoff.to_string())
+            .fetch_all(self.db.readers())
+            .await?;
+        rows.into_iter().map(UploadSession::try_from).collect()
+    }
+}
