@@ -32,9 +32,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,109 +53,83 @@ use uuid::Uuid;
 
 // ---------------------------------------------------------------- options
 
-#[derive(Debug, Clone)]
+/// The load benchmark: `cargo bench --bench loadgen -- [OPTIONS]`; results
+/// go to docs/BENCHMARKS.md by hand, raw medians to target/loadgen.json.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "loadgen")]
 struct Options {
+    /// Database sizes (rows) to measure at.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     sizes: Vec<u64>,
+    /// Concurrent clients.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     concurrency: Vec<usize>,
+    /// HTTP workloads.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health,get,create,list,list-status,list-1000,list-deep,mixed"
+    )]
     workloads: Vec<Workload>,
+    /// Seconds per measurement.
+    #[arg(long, value_parser = seconds, default_value = "10")]
     duration: Duration,
+    /// Seconds of warm-up before each measurement.
+    #[arg(long, value_parser = seconds, default_value = "2")]
     warmup: Duration,
+    /// Runs per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Do not write target/loadgen.json.
+    #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     report: bool,
+    /// Phases: seed, storage, backup, http, full, backends, uploads, wal,
+    /// compare (needs --baseline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "seed,storage,backup,http,full,backends,uploads"
+    )]
     phases: Vec<String>,
+    /// Concurrent clients in the backends phase.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
     backend_concurrency: Vec<usize>,
+    /// Another clinscribe binary to compare with (phases wal, compare).
+    #[arg(long)]
     baseline: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 fn parse_options() -> Options {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        eprintln!(
-            "cargo bench --bench loadgen -- [--sizes 100000,1000000] [--concurrency 1,16,64,256]\n\
-             \t[--workloads health,get,create,list,list-status,list-1000,list-deep,mixed]\n\
-             \t[--duration 10] [--warmup 2] [--runs 3] [--phases seed,storage,backup,http,full,backends,uploads]\n\
-             \t[--backend-concurrency 16,64] [--baseline PATH-TO-OTHER-CLINSCRIBE] [--no-report]\n\
-             \tphases also: wal, compare (needs --baseline)"
-        );
-        std::process::exit(0);
-    }
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let list = |name: &str, default: &str| -> Vec<String> {
-        value(name)
-            .unwrap_or_else(|| default.to_owned())
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .collect()
-    };
-    let secs = |name: &str, default: f64| {
-        Duration::from_secs_f64(value(name).and_then(|v| v.parse().ok()).unwrap_or(default))
-    };
-    Options {
-        sizes: list("--sizes", "100000,1000000")
-            .iter()
-            .map(|s| s.parse().expect("--sizes"))
-            .collect(),
-        concurrency: list("--concurrency", "1,16,64,256")
-            .iter()
-            .map(|s| s.parse().expect("--concurrency"))
-            .collect(),
-        workloads: list(
-            "--workloads",
-            "health,get,create,list,list-status,list-1000,list-deep,mixed",
-        )
-        .iter()
-        .map(|s| Workload::parse(s))
-        .collect(),
-        duration: secs("--duration", 10.0),
-        warmup: secs("--warmup", 2.0),
-        runs: value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
-        report: !args.iter().any(|a| a == "--no-report"),
-        phases: list("--phases", "seed,storage,backup,http,full,backends,uploads"),
-        backend_concurrency: list("--backend-concurrency", "16,64")
-            .iter()
-            .map(|s| s.parse().expect("--backend-concurrency"))
-            .collect(),
-        baseline: value("--baseline").map(PathBuf::from),
-    }
+    <Options as clap::Parser>::parse()
 }
 
 // ---------------------------------------------------------------- workloads
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Workload {
     Health,
     Get,
     Create,
     List,
     ListStatus,
+    #[value(name = "list-1000")]
     List1000,
     ListDeep,
     Mixed,
 }
 
 impl Workload {
-    fn parse(s: &str) -> Self {
-        match s {
-            "health" => Self::Health,
-            "get" => Self::Get,
-            "create" => Self::Create,
-            "list" => Self::List,
-            "list-status" => Self::ListStatus,
-            "list-1000" => Self::List1000,
-            "list-deep" => Self::ListDeep,
-            "mixed" => Self::Mixed,
-            other => panic!("unknown workload {other}"),
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Self::Health => "health",
@@ -172,10 +146,19 @@ impl Workload {
 
 // ---------------------------------------------------------------- the server process
 
+#[path = "../tests/it/common/server.rs"]
+#[allow(dead_code)] // what only the tests use
+mod server_process;
+
+use server_process::{Log, ServerProcess};
+
+/// A server under load: the test harness's process, its log in a file, and
+/// how long it took to start.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: String,
     startup: Duration,
+    _log: tempfile::NamedTempFile,
 }
 
 impl Server {
@@ -193,47 +176,29 @@ impl Server {
 
     /// `binary` (this build, or a baseline build to compare with) serving `url`.
     fn start_binary(binary: &Path, url: &str, synchronous: &str) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
         let started = Instant::now();
-        let audio =
-            std::env::temp_dir().join(format!("clinscribe-bench-audio-{}", std::process::id()));
-        let mut child = Command::new(binary)
-            .env("PWA_AUDIO_DIR", &audio)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("PWA_DATABASE_URL", url)
-            .env("PWA_SQLITE_SYNCHRONOUS", synchronous)
-            // Request logging stays on (it is part of the product); to a pipe we drain.
-            .env("PWA_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start server");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("listening line");
-        let startup = started.elapsed();
-        let addr = line
-            .trim()
-            .trim_start_matches("clinscribe listening on http://")
-            .to_owned();
-        let mut stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // Request logging stays on (it is part of the product), into a file.
+        let process = ServerProcess::spawn(
+            binary,
+            url,
+            &[("PWA_SQLITE_SYNCHRONOUS", synchronous), ("PWA_LOG", "info")],
+            Log::File(log.path()),
+        );
         Self {
-            child,
-            addr,
-            startup,
+            addr: process.addr().to_owned(),
+            startup: started.elapsed(),
+            process,
+            _log: log,
         }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+    fn stop(self) {
+        let _ = self.process.terminate();
     }
 }
 

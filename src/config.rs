@@ -175,10 +175,31 @@ pub struct DatabaseSettings {
     pub statement_timeout: std::time::Duration,
 }
 
-/// Default PostgreSQL connections per instance.
-pub const DEFAULT_POOL_SIZE: u32 = 16;
-/// Default PostgreSQL statement timeout.
+/// Default PostgreSQL connections per instance (as `--help` shows it).
+pub const DEFAULT_POOL_SIZE: &str = "16";
+/// Default PostgreSQL statement timeout, in seconds (as `--help` shows it).
 pub const DEFAULT_STATEMENT_TIMEOUT: &str = "30s";
+
+/// The number a default's text starts with, at compile time: each default is
+/// written once, as the command line shows it, and its typed value follows.
+const fn leading_number(text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut n = 0;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        n = n * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+/// The unit a default's text ends with.
+const fn last_byte(text: &str) -> u8 {
+    text.as_bytes()[text.len() - 1]
+}
+
+const _: () = assert!(last_byte(DEFAULT_STATEMENT_TIMEOUT) == b's');
+const _: () = assert!(last_byte(DEFAULT_UPLOAD_EXPIRY) == b'h');
 
 impl DatabaseSettings {
     /// Validates raw setting values (pool size and statement timeout at their defaults).
@@ -191,8 +212,10 @@ impl DatabaseSettings {
         Self {
             url,
             synchronous: SqliteSynchronous::default(),
-            pool_size: DEFAULT_POOL_SIZE,
-            statement_timeout: std::time::Duration::from_secs(30),
+            pool_size: leading_number(DEFAULT_POOL_SIZE),
+            statement_timeout: std::time::Duration::from_secs(leading_number(
+                DEFAULT_STATEMENT_TIMEOUT,
+            ) as u64),
         }
     }
 
@@ -305,8 +328,10 @@ impl UploadSettings {
         Self {
             audio_dir: dir.into(),
             audio_store: None,
-            max_bytes: 200 * 1024 * 1024,
-            expiry: std::time::Duration::from_secs(24 * 3600),
+            max_bytes: leading_number(DEFAULT_MAX_UPLOAD_MB) as u64 * 1024 * 1024,
+            expiry: std::time::Duration::from_secs(
+                leading_number(DEFAULT_UPLOAD_EXPIRY) as u64 * 3600,
+            ),
         }
     }
 }
@@ -364,6 +389,31 @@ pub fn parse_log_filter(value: &str) -> Result<tracing_subscriber::EnvFilter, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_defaults_are_what_their_text_parses_to() {
+        let db = DatabaseSettings::sqlite("x.db");
+        let parsed = DatabaseSettings::sqlite("x.db")
+            .with_postgres_limits(DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT)
+            .unwrap();
+        assert_eq!(
+            (db.pool_size, db.statement_timeout),
+            (16, std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            (db.pool_size, db.statement_timeout),
+            (parsed.pool_size, parsed.statement_timeout)
+        );
+        let uploads = UploadSettings::in_dir("audio");
+        let parsed =
+            UploadSettings::parse("audio", None, DEFAULT_MAX_UPLOAD_MB, DEFAULT_UPLOAD_EXPIRY)
+                .unwrap();
+        assert_eq!(
+            (uploads.max_bytes, uploads.expiry),
+            (parsed.max_bytes, parsed.expiry)
+        );
+        assert_eq!(uploads.max_bytes, 200 * 1024 * 1024);
+    }
 
     fn path_of(url: &str) -> PathBuf {
         match DatabaseUrl::parse(url).unwrap() {

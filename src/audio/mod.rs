@@ -3,7 +3,7 @@
 //! [`storage::AudioStore`].
 
 pub mod objects;
-mod partial;
+pub mod partial;
 pub mod receiving;
 pub mod sniff;
 pub mod storage;

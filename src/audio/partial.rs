@@ -15,7 +15,7 @@ use crate::files::fs_error;
 /// an earlier attempt whose end was never acknowledged, are dropped first),
 /// at most up to `total` bytes. Returns the new length, fsynced, even when
 /// the client broke off: what arrived is kept and the upload resumes there.
-pub(super) async fn append<S, E>(
+pub async fn append<S, E>(
     path: &Path,
     offset: u64,
     total: u64,

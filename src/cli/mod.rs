@@ -54,7 +54,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "PWA_DATABASE_POOL_SIZE",
-        default_value = "16",
+        default_value = config::DEFAULT_POOL_SIZE,
         global = true
     )]
     database_pool_size: String,

@@ -14,17 +14,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// `host:port` of a server.
-fn authority(server: &ServerProcess) -> String {
-    server
-        .base_url
-        .strip_prefix("http://")
-        .expect("http URL")
-        .to_owned()
-}
-
 async fn connect(server: &ServerProcess) -> TcpStream {
-    TcpStream::connect(authority(server))
+    TcpStream::connect(server.addr().to_owned())
         .await
         .expect("connect")
 }
@@ -40,7 +31,7 @@ async fn start_upload(
     let mut stream = connect(server).await;
     let head = format!(
         "POST /api/v1/recordings/upload HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        authority(server),
+        server.addr().to_owned(),
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -100,7 +91,7 @@ async fn slow_headers_stalled_bodies_and_idle_connections_are_closed_while_other
             ("PWA_AUDIO_DIR", audio.to_str().unwrap()),
         ],
     );
-    let host = authority(&server);
+    let host = server.addr().to_owned();
 
     // Half a request line.
     let opened = Instant::now();
@@ -175,7 +166,7 @@ async fn twenty_slowloris_connections_are_closed_by_the_header_timeout() {
         &dir.path().join("clinical.db"),
         &[("PWA_HEADER_TIMEOUT", "1s")],
     );
-    let host = authority(&server);
+    let host = server.addr().to_owned();
     let request = format!("GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\nX-A: b\r\n");
     let mut loris = Vec::new();
     for _ in 0..20 {
@@ -216,7 +207,7 @@ async fn the_connection_limit_answers_503_logs_once_and_recovers() {
         &[("PWA_MAX_CONNECTIONS", "4")],
         Some(&log),
     );
-    let host = authority(&server);
+    let host = server.addr().to_owned();
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(connect(&server).await);
@@ -271,7 +262,7 @@ async fn sigterm_finishes_requests_in_flight_and_closes_stalled_connections_with
             ("PWA_BODY_TIMEOUT", "60s"),
         ],
     );
-    let host = authority(&server);
+    let host = server.addr().to_owned();
     // Stalled in its headers, forever.
     let mut stalled = connect(&server).await;
     stalled
@@ -297,7 +288,7 @@ async fn sigterm_finishes_requests_in_flight_and_closes_stalled_connections_with
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let pid = server.child.id().to_string();
+    let pid = server.pid().to_string();
     let signalled = Instant::now();
     assert!(
         Command::new("kill")
@@ -401,7 +392,13 @@ async fn writes_from_other_sites_and_requests_for_other_hosts_are_refused() {
     assert_eq!(recording_count(&server).await, 4);
 
     // DNS rebinding: a host name that is not this server's.
-    let port = authority(&server).rsplit_once(':').unwrap().1.to_owned();
+    let port = server
+        .addr()
+        .to_owned()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
     for host in [
         format!("rebind.attacker.example:{port}"),
         "localhost:1".to_owned(),

@@ -87,7 +87,7 @@ impl Page {
 }
 
 /// Reads and writes the `recordings` table. One implementation per backend
-/// ([`sqlite::SqliteRecordings`], [`postgres::PgRecordings`]); [`open`] picks
+/// (`sqlite::SqliteRecordings`, [`postgres::PgRecordings`]); [`open`] picks
 /// the one for a database. Services hold an `Arc<dyn RecordingStore>`.
 #[async_trait]
 pub trait RecordingStore: Send + Sync + std::fmt::Debug {

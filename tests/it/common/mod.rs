@@ -5,9 +5,12 @@
 //!
 //! [`on_both_backends!`] runs a test on each backend.
 
-use std::io::{BufRead, BufReader};
+mod server;
+
+pub use server::{ServerProcess, binary};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -340,77 +343,7 @@ impl TestApp {
     }
 }
 
-/// The path of the `clinscribe` binary built for these tests.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_clinscribe")
-}
-
-/// The real binary, serving on a random loopback port.
-pub struct ServerProcess {
-    pub child: Child,
-    pub base_url: String,
-    _audio: Option<tempfile::TempDir>,
-}
-
 impl ServerProcess {
-    /// Starts `clinscribe serve` on `db_path` and waits until it listens.
-    pub fn start(db_path: &Path) -> Self {
-        Self::start_with_env(db_path, &[])
-    }
-
-    pub fn start_with_env(db_path: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start_url(&format!("sqlite://{}", db_path.display()), env)
-    }
-
-    /// Starts `clinscribe serve` on the database at `database_url` (audio in a
-    /// temp dir of its own unless `env` sets `PWA_AUDIO_DIR`).
-    pub fn start_url(database_url: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_logging(database_url, env, None)
-    }
-
-    /// Like [`ServerProcess::start_url`], with the server's log (stderr, at
-    /// `PWA_LOG` as `env` sets it, `warn` otherwise) written to `log` when given.
-    pub fn start_logging(database_url: &str, env: &[(&str, &str)], log: Option<&Path>) -> Self {
-        let audio = (!env.iter().any(|(k, _)| *k == "PWA_AUDIO_DIR"))
-            .then(|| tempfile::tempdir().expect("audio dir"));
-        let mut command = Command::new(binary());
-        if let Some(audio) = &audio {
-            command.env("PWA_AUDIO_DIR", audio.path());
-        }
-        let mut child = command
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("PWA_DATABASE_URL", database_url)
-            .env("PWA_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(match log {
-                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
-                None => Stdio::inherit(),
-            })
-            .spawn()
-            .expect("spawn clinscribe");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read listening line");
-        // Keep draining stdout so the server never writes into a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base_url = line
-            .trim()
-            .strip_prefix("clinscribe listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            base_url,
-            _audio: audio,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url, path)
-    }
-
     /// GET `path` and decode the JSON answer.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         client()
@@ -439,57 +372,6 @@ impl ServerProcess {
     /// Uploads a dictation (multipart); the status and the JSON answer.
     pub async fn upload(&self, patient: &str, audio: &[u8], key: &str) -> (u16, Value) {
         upload_to(&self.base_url, patient, audio, key).await
-    }
-
-    /// SIGTERM, then wait for exit; returns the exit code.
-    pub fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
-        let _audio = self._audio.take();
-        std::mem::forget(self);
-        code
-    }
-
-    /// Waits for an exit that a signal sent elsewhere asked for; its exit code.
-    pub fn terminate_after_signal(mut self) -> Option<i32> {
-        let code = wait_with_timeout(&mut self.child, Duration::from_secs(20));
-        let _audio = self._audio.take();
-        std::mem::forget(self);
-        code
-    }
-
-    /// SIGKILL: no chance to clean up.
-    pub fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-        let _audio = self._audio.take();
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("server did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
