@@ -547,6 +547,186 @@ mod tests {
     }
 }
 
+/// Which transcription engine runs (`PWA_TRANSCRIBE_ENGINE`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// None: dictations wait in the queue.
+    None,
+    /// An OpenAI-compatible server.
+    OpenAi {
+        /// `PWA_TRANSCRIBE_URL`, e.g. `https://api.openai.com`.
+        base_url: String,
+        /// `PWA_TRANSCRIBE_MODEL`.
+        model: String,
+        /// `PWA_TRANSCRIBE_API_KEY`.
+        api_key: Option<String>,
+    },
+    /// The original's Whisper container at `WHISPER_URL`.
+    WhisperService {
+        /// `WHISPER_URL` (or `PWA_TRANSCRIBE_URL`).
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for EngineChoice {
+    // Never prints the API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::OpenAi {
+                base_url, model, ..
+            } => {
+                write!(f, "OpenAi {{ base_url: {base_url:?}, model: {model:?} }}")
+            }
+            Self::WhisperService { url } => write!(f, "WhisperService {{ url: {url:?} }}"),
+        }
+    }
+}
+
+/// Default `PWA_TRANSCRIBE_ENGINE`: the original's container when `WHISPER_URL`
+/// is set, otherwise none.
+pub const DEFAULT_TRANSCRIBE_ENGINE: &str = "auto";
+/// Default `PWA_TRANSCRIBE_MODEL` for `openai`.
+pub const DEFAULT_TRANSCRIBE_MODEL: &str = "whisper-1";
+/// Default `PWA_TRANSCRIBE_WORKERS`.
+pub const DEFAULT_TRANSCRIBE_WORKERS: &str = "1";
+/// Default `PWA_TRANSCRIBE_MAX_ATTEMPTS`.
+pub const DEFAULT_TRANSCRIBE_MAX_ATTEMPTS: &str = "3";
+/// Default `PWA_TRANSCRIBE_LEASE`.
+pub const DEFAULT_TRANSCRIBE_LEASE: &str = "60s";
+/// Default `PWA_TRANSCRIBE_BACKOFF` (doubled per failed attempt, at most 10 minutes).
+pub const DEFAULT_TRANSCRIBE_BACKOFF: &str = "10s";
+/// Default `PWA_TRANSCRIBE_TIMEOUT`.
+pub const DEFAULT_TRANSCRIBE_TIMEOUT: &str = "10m";
+
+/// The transcription queue's workers and engine.
+#[derive(Debug, Clone)]
+pub struct TranscribeSettings {
+    /// Which engine.
+    pub engine: EngineChoice,
+    /// `PWA_TRANSCRIBE_WORKERS`: jobs transcribed at once by this instance.
+    pub workers: usize,
+    /// `PWA_TRANSCRIBE_MAX_ATTEMPTS`: attempts before a recording goes to `error`.
+    pub max_attempts: u32,
+    /// `PWA_TRANSCRIBE_LEASE`: how long a job stays claimed without a heartbeat.
+    pub lease: std::time::Duration,
+    /// `PWA_TRANSCRIBE_BACKOFF`: the wait after the first failed attempt.
+    pub backoff: std::time::Duration,
+    /// `PWA_TRANSCRIBE_TIMEOUT`: the longest a remote engine may take for one dictation.
+    pub timeout: std::time::Duration,
+}
+
+/// The raw values of the transcription settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RawTranscribeSettings<'a> {
+    /// `PWA_TRANSCRIBE_ENGINE`.
+    pub engine: &'a str,
+    /// `PWA_TRANSCRIBE_URL`.
+    pub url: Option<&'a str>,
+    /// `PWA_TRANSCRIBE_MODEL`.
+    pub model: &'a str,
+    /// `PWA_TRANSCRIBE_API_KEY`.
+    pub api_key: Option<&'a str>,
+    /// `WHISPER_URL`.
+    pub whisper_url: Option<&'a str>,
+    /// `PWA_TRANSCRIBE_WORKERS`.
+    pub workers: &'a str,
+    /// `PWA_TRANSCRIBE_MAX_ATTEMPTS`.
+    pub max_attempts: &'a str,
+    /// `PWA_TRANSCRIBE_LEASE`.
+    pub lease: &'a str,
+    /// `PWA_TRANSCRIBE_BACKOFF`.
+    pub backoff: &'a str,
+    /// `PWA_TRANSCRIBE_TIMEOUT`.
+    pub timeout: &'a str,
+}
+
+impl TranscribeSettings {
+    /// Validates raw setting values.
+    pub fn parse(raw: RawTranscribeSettings<'_>) -> Result<Self, ConfigError> {
+        let non_empty = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let http_url = |setting: &'static str, value: String| {
+            if value.starts_with("http://") || value.starts_with("https://") {
+                Ok(value)
+            } else {
+                Err(ConfigError::new(
+                    setting,
+                    &value,
+                    "expected an http:// or https:// URL",
+                ))
+            }
+        };
+        let engine = match raw.engine.trim() {
+            "none" => EngineChoice::None,
+            "auto" => match non_empty(raw.whisper_url) {
+                Some(url) => EngineChoice::WhisperService {
+                    url: http_url("WHISPER_URL", url)?,
+                },
+                None => EngineChoice::None,
+            },
+            "openai" => EngineChoice::OpenAi {
+                base_url: http_url(
+                    "PWA_TRANSCRIBE_URL",
+                    non_empty(raw.url).unwrap_or_else(|| "https://api.openai.com".into()),
+                )?,
+                model: raw.model.trim().to_owned(),
+                api_key: non_empty(raw.api_key),
+            },
+            "whisper-service" => {
+                let Some(url) = non_empty(raw.whisper_url).or_else(|| non_empty(raw.url)) else {
+                    return Err(ConfigError::new(
+                        "WHISPER_URL",
+                        "",
+                        "the whisper-service engine needs WHISPER_URL (the original's container, e.g. http://whisper:9000)",
+                    ));
+                };
+                EngineChoice::WhisperService {
+                    url: http_url("WHISPER_URL", url)?,
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "PWA_TRANSCRIBE_ENGINE",
+                    other,
+                    "expected auto, none, openai or whisper-service",
+                ));
+            }
+        };
+        let workers = match raw.workers.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_TRANSCRIBE_WORKERS",
+                    raw.workers,
+                    "expected a whole number from 1 to 64",
+                ));
+            }
+        };
+        let max_attempts = match raw.max_attempts.trim().parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_TRANSCRIBE_MAX_ATTEMPTS",
+                    raw.max_attempts,
+                    "expected a whole number from 1 to 100",
+                ));
+            }
+        };
+        Ok(Self {
+            engine,
+            workers,
+            max_attempts,
+            lease: parse_interval("PWA_TRANSCRIBE_LEASE", raw.lease)?,
+            backoff: parse_interval("PWA_TRANSCRIBE_BACKOFF", raw.backoff)?,
+            timeout: parse_interval("PWA_TRANSCRIBE_TIMEOUT", raw.timeout)?,
+        })
+    }
+}
+
 /// How the server treats connections: timeouts and the connection limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {

@@ -234,6 +234,17 @@ pub struct Components {
     /// `ok`, `degraded: …` (writes refused for lack of space), or the reason
     /// the database is unusable.
     pub database: String,
+    /// The engine transcribing dictations, or `no engine` (dictations wait in
+    /// the queue). Not part of the status: the service serves without it.
+    #[schema(example = "no engine")]
+    pub transcription: String,
+}
+
+/// Which transcription engine this instance runs, for health.
+#[derive(Debug, Clone, Default)]
+pub struct TranscriptionStatus {
+    /// The engine's description; None when there is none.
+    pub engine: Option<Arc<str>>,
 }
 
 /// The health route.
@@ -243,6 +254,7 @@ where
     Database: FromRef<S>,
     Arc<HealthProbe>: FromRef<S>,
     Arc<StorageHealth>: FromRef<S>,
+    TranscriptionStatus: FromRef<S>,
 {
     Router::new().route("/api/v1/health", get(health))
 }
@@ -261,6 +273,7 @@ pub async fn health(
     State(db): State<Database>,
     State(probe): State<Arc<HealthProbe>>,
     State(storage): State<Arc<StorageHealth>>,
+    State(transcription): State<TranscriptionStatus>,
 ) -> (StatusCode, Json<Health>) {
     let (problem, latency) = probe.database(&db).await;
     let degraded = match problem {
@@ -278,6 +291,11 @@ pub async fn health(
         components: Components {
             pwa: "ok",
             database: detail.clone().unwrap_or_else(|| "ok".into()),
+            transcription: transcription
+                .engine
+                .as_deref()
+                .unwrap_or("no engine")
+                .to_owned(),
         },
         backend: db.backend(),
         database_latency_ms: latency,

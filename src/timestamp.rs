@@ -48,6 +48,14 @@ impl Timestamp {
         Self::from_unix_micros(micros.max(0)).unwrap_or_else(Self::now)
     }
 
+    /// `delay` after now.
+    pub fn after(delay: std::time::Duration) -> Self {
+        let micros = Self::now()
+            .unix_micros()
+            .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2));
+        Self::from_unix_micros(micros).unwrap_or_else(Self::now)
+    }
+
     /// The inverse of [`Timestamp::unix_micros`].
     pub fn from_unix_micros(micros: i64) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)

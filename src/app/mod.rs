@@ -18,12 +18,14 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::audio::OpenError;
+use crate::audio::storage::AudioStore;
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
-use crate::health::{HealthProbe, StorageHealth};
+use crate::health::{HealthProbe, StorageHealth, TranscriptionStatus};
 use crate::http::{edge, guard, server};
 use crate::idempotency::Idempotency;
+use crate::jobs::JobStore;
 use crate::recordings::RecordingStore;
 use crate::uploads::Uploads;
 
@@ -44,6 +46,12 @@ pub struct AppState {
     pub storage: Arc<StorageHealth>,
     /// The Host and Origin rules.
     pub guard: Arc<guard::RequestGuard>,
+    /// Where audio is kept (the transcription workers read it).
+    pub audio: AudioStore,
+    /// The job queue.
+    pub jobs: Arc<dyn JobStore>,
+    /// Which transcription engine runs here.
+    pub transcription: TranscriptionStatus,
 }
 
 impl AppState {
@@ -62,8 +70,12 @@ impl AppState {
             }
             Database::Postgres(_) => Vec::new(),
         };
+        let audio = AudioStore::open(&uploads.audio_dir, uploads.audio_store.as_deref())?;
         Ok(Self {
-            uploads: Uploads::new(db.clone(), recordings.clone(), uploads)?,
+            uploads: Uploads::new(db.clone(), recordings.clone(), audio.clone(), uploads)?,
+            audio,
+            jobs: crate::jobs::store::open(&db),
+            transcription: TranscriptionStatus::default(),
             idempotency: Idempotency::new(&db),
             recordings,
             health: Default::default(),

@@ -18,7 +18,7 @@ use crate::files::fs_error;
 /// away first: a request that dies (its client gone, its future dropped)
 /// leaves nothing behind.
 #[derive(Debug)]
-struct TempFile(PathBuf);
+pub(super) struct TempFile(pub(super) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {

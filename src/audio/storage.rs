@@ -30,17 +30,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use futures_util::Stream;
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::fs;
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use super::objects::ObjectBackend;
 use super::objects::disk::DiskObjects;
 use super::objects::s3::S3Objects;
 use super::partial;
-use super::receiving::{self, Received};
+use super::receiving::{self, Received, TempFile};
 use super::sniff::extension;
 use super::{AudioError, OpenError};
 use crate::digest::hex;
@@ -130,6 +131,28 @@ impl AudioStore {
         self.objects.stream(key, start, count).await
     }
 
+    /// A stored object as a local file (for a transcription engine): the
+    /// object itself on disk; from a bucket, a temporary copy deleted when
+    /// the returned value drops.
+    pub async fn local_file(&self, key: &str) -> std::io::Result<LocalFile> {
+        if let Some(path) = self.objects.local_path(key) {
+            fs::metadata(&path).await?;
+            return Ok(LocalFile { path, _copy: None });
+        }
+        let len = self.objects.len(key).await?;
+        let copy = TempFile(self.temp_path());
+        let mut file = fs::File::create(&copy.0).await?;
+        let mut stream = self.objects.stream(key, 0, len).await?;
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.flush().await?;
+        Ok(LocalFile {
+            path: copy.0.clone(),
+            _copy: Some(copy),
+        })
+    }
+
     /// The file holding a chunked upload's bytes so far.
     pub fn partial_path(&self, clinician_id: &str, local_storage_key: Uuid) -> PathBuf {
         let clinician = hex(&Sha256::digest(clinician_id.as_bytes())[..8]);
@@ -184,6 +207,20 @@ impl AudioStore {
             }
         }
         deleted
+    }
+}
+
+/// A stored object as a local file (see [`AudioStore::local_file`]).
+#[derive(Debug)]
+pub struct LocalFile {
+    path: PathBuf,
+    _copy: Option<TempFile>,
+}
+
+impl LocalFile {
+    /// Where the bytes are.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

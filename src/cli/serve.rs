@@ -12,11 +12,13 @@ use tokio::net::TcpListener;
 use super::{POSTGRES_BACKUPS, sqlite_path};
 use crate::app::{self, AppState};
 use crate::config::{
-    self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, UploadSettings,
+    self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawTranscribeSettings,
+    TranscribeSettings, UploadSettings,
 };
 use crate::db::Database;
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::lock::ServerLock;
+use crate::health::TranscriptionStatus;
 use crate::http::guard::RequestGuard;
 use crate::tasks::{CancellationToken, Supervisor};
 
@@ -88,6 +90,49 @@ pub(super) struct ServeArgs {
     /// comma-separated (e.g. `https://portal.clinic.example`).
     #[arg(long, env = "PWA_ALLOWED_ORIGINS", default_value = "")]
     allowed_origins: String,
+
+    /// The transcription engine: `openai` (an OpenAI-compatible server at
+    /// --transcribe-url), `whisper-service` (the original's container at
+    /// WHISPER_URL), `none` (dictations wait in the queue), or `auto`
+    /// (whisper-service when WHISPER_URL is set, otherwise none).
+    #[arg(long, env = "PWA_TRANSCRIBE_ENGINE", default_value = config::DEFAULT_TRANSCRIBE_ENGINE)]
+    transcribe_engine: String,
+
+    /// `openai`: the server's base URL (default https://api.openai.com).
+    #[arg(long, env = "PWA_TRANSCRIBE_URL")]
+    transcribe_url: Option<String>,
+
+    /// `openai`: the model to ask for.
+    #[arg(long, env = "PWA_TRANSCRIBE_MODEL", default_value = config::DEFAULT_TRANSCRIBE_MODEL)]
+    transcribe_model: String,
+
+    /// `openai`: the API key, sent as a bearer token (never logged).
+    #[arg(long, env = "PWA_TRANSCRIBE_API_KEY", hide_env_values = true)]
+    transcribe_api_key: Option<String>,
+
+    /// `whisper-service`: the original's Whisper container, e.g. http://whisper:9000.
+    #[arg(long, env = "WHISPER_URL")]
+    whisper_url: Option<String>,
+
+    /// Dictations this instance transcribes at once.
+    #[arg(long, env = "PWA_TRANSCRIBE_WORKERS", default_value = config::DEFAULT_TRANSCRIBE_WORKERS)]
+    transcribe_workers: String,
+
+    /// Attempts before a recording goes to `error`.
+    #[arg(long, env = "PWA_TRANSCRIBE_MAX_ATTEMPTS", default_value = config::DEFAULT_TRANSCRIBE_MAX_ATTEMPTS)]
+    transcribe_max_attempts: String,
+
+    /// A job whose worker has not renewed its claim for this long is taken again.
+    #[arg(long, env = "PWA_TRANSCRIBE_LEASE", default_value = config::DEFAULT_TRANSCRIBE_LEASE)]
+    transcribe_lease: String,
+
+    /// The wait after a failed attempt, doubled after each (at most 10 minutes).
+    #[arg(long, env = "PWA_TRANSCRIBE_BACKOFF", default_value = config::DEFAULT_TRANSCRIBE_BACKOFF)]
+    transcribe_backoff: String,
+
+    /// The longest a remote engine may take for one dictation.
+    #[arg(long, env = "PWA_TRANSCRIBE_TIMEOUT", default_value = config::DEFAULT_TRANSCRIBE_TIMEOUT)]
+    transcribe_timeout: String,
 }
 
 /// Validated `serve` settings.
@@ -98,6 +143,7 @@ pub(super) struct ServeSettings {
     uploads: UploadSettings,
     connections: ConnectionSettings,
     access: AccessSettings,
+    transcription: TranscribeSettings,
 }
 
 impl ServeArgs {
@@ -126,12 +172,25 @@ impl ServeArgs {
             &self.shutdown_timeout,
         )?;
         let access = AccessSettings::parse(&self.allowed_hosts, &self.allowed_origins)?;
+        let transcription = TranscribeSettings::parse(RawTranscribeSettings {
+            engine: &self.transcribe_engine,
+            url: self.transcribe_url.as_deref(),
+            model: &self.transcribe_model,
+            api_key: self.transcribe_api_key.as_deref(),
+            whisper_url: self.whisper_url.as_deref(),
+            workers: &self.transcribe_workers,
+            max_attempts: &self.transcribe_max_attempts,
+            lease: &self.transcribe_lease,
+            backoff: &self.transcribe_backoff,
+            timeout: &self.transcribe_timeout,
+        })?;
         Ok(ServeSettings {
             bind,
             backups,
             uploads,
             connections,
             access,
+            transcription,
         })
     }
 }
@@ -166,12 +225,13 @@ pub(super) async fn run(
             scheduled_backups(db_path, interval, options, stop)
         });
     }
-    let state = AppState::new(db.clone(), settings.uploads)
+    let mut state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access));
     // At start (what a crash left behind) and then periodically.
     let uploads = state.uploads.clone();
     tasks.spawn("upload cleanup", |stop| uploads.sweep_periodically(stop));
+    state.transcription = start_transcription(&mut tasks, &state, settings.transcription, local)?;
     let connections = fit_open_file_limit(settings.connections);
     let shutdown = shutdown_signal();
     // On stdout, so scripts (and tests) can find the port when binding to :0.
@@ -185,6 +245,49 @@ pub(super) async fn run(
     db.close().await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the transcription workers on the supervisor, or says in one log
+/// line why there are none.
+fn start_transcription(
+    tasks: &mut Supervisor,
+    state: &AppState,
+    settings: TranscribeSettings,
+    local: SocketAddr,
+) -> anyhow::Result<TranscriptionStatus> {
+    let Some(engine) = crate::transcription::engine_for(&settings)
+        .context("preparing the transcription engine")?
+    else {
+        tracing::warn!(
+            "transcription: no engine; dictations wait in the queue (set PWA_TRANSCRIBE_ENGINE, \
+             see docs/OPERATIONS.md)"
+        );
+        return Ok(TranscriptionStatus::default());
+    };
+    tracing::info!(engine = %engine.describe(), workers = settings.workers, "transcription ready");
+    // Names this instance in job leases: unique among instances sharing a database.
+    let instance = format!("{}:{}@{}", hostname(), std::process::id(), local);
+    for n in 0..settings.workers {
+        let worker = crate::transcription::worker::Worker::new(
+            state.jobs.clone(),
+            state.audio.clone(),
+            engine.clone(),
+            settings.clone(),
+            &instance,
+            n,
+        );
+        tasks.spawn("transcription worker", |stop| worker.run(stop));
+    }
+    Ok(TranscriptionStatus {
+        engine: Some(engine.describe().into()),
+    })
+}
+
+/// The machine's name, for job leases.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// File descriptors kept for everything but client connections: the database

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::model::{NewRecording, Recording, RecordingStatus};
@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
 use crate::identity::CurrentClinician;
+use crate::jobs::{JobStore, RequeueError};
 use crate::validation::ValidationIssue;
 
 /// Items per page when the client does not say.
@@ -28,6 +29,7 @@ where
     S: Clone + Send + Sync + 'static,
     Arc<dyn RecordingStore>: FromRef<S>,
     Idempotency: FromRef<S>,
+    Arc<dyn JobStore>: FromRef<S>,
 {
     Router::new()
         .route(
@@ -35,6 +37,10 @@ where
             get(list_recordings).post(create_recording),
         )
         .route("/api/v1/recordings/{recording_id}", get(get_recording))
+        .route(
+            "/api/v1/recordings/{recording_id}/retry",
+            post(retry_recording),
+        )
 }
 
 /// Create a recording (status `pending`) for the current clinician.
@@ -248,6 +254,45 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
 /// was missing, a busy or closed database a 503, a full disk a 507 (logged
 /// once per episode by `StorageHealth`, not per request), a taken key a 409;
 /// anything else a logged 500 that never leaks internals.
+/// Put a recording whose processing failed back in the transcription queue.
+///
+/// Only a recording in `error` can be retried; its `retry_count` goes up by
+/// one and it is `queued` again, with a fresh job, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recordings/{recording_id}/retry",
+    tag = "recordings",
+    params(("recording_id" = uuid::Uuid, Path, description = "Recording UUID")),
+    responses(
+        (status = 202, description = "Queued again", body = Recording),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "The recording is not in status `error`", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn retry_recording(
+    State(jobs): State<Arc<dyn JobStore>>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    _clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+) -> Result<Response, ApiError> {
+    jobs.requeue(id).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        recordings.get_json(id).await?,
+    ))
+}
+
+impl From<RequeueError> for ApiError {
+    fn from(err: RequeueError) -> Self {
+        match err {
+            RequeueError::NotFound => Self::NotFound(super::store::RECORDING_NOT_FOUND),
+            e @ RequeueError::NotInError(_) => Self::Conflict(e.to_string()),
+            RequeueError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -121,6 +121,79 @@ pub struct Recording {
     /// How the audio arrived (flattened into the same JSON object).
     #[serde(flatten)]
     pub upload: UploadDetails,
+    /// What processing made of it (flattened into the same JSON object).
+    #[serde(flatten)]
+    pub processing: Processing,
+}
+
+/// A recording's processing: the original's later columns, and what the
+/// transcription engine returned beside the text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Processing {
+    /// The speech model that transcribed it (the original's default, `base`,
+    /// until one has).
+    pub whisper_model: String,
+    /// When a worker began transcribing it (the last attempt).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub transcription_started_at: Option<Timestamp>,
+    /// When its transcript was stored.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub transcription_completed_at: Option<Timestamp>,
+    /// The language the engine heard (ISO 639-1, e.g. `en`).
+    pub transcript_language: Option<String>,
+    /// The transcript in timed segments, each with the engine's confidence.
+    pub transcript_segments: Option<Vec<Segment>>,
+    /// A FHIR bundle of the extracted facts (the original's column; not yet filled).
+    #[schema(value_type = Option<Object>)]
+    pub fhir_bundle: Option<Value>,
+    /// The language model that extracted the facts (the original's column; not yet filled).
+    pub llm_model: Option<String>,
+    /// When extraction began (the original's column; not yet filled).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub extraction_started_at: Option<Timestamp>,
+    /// When extraction ended (the original's column; not yet filled).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub extraction_completed_at: Option<Timestamp>,
+    /// The verification score (the original's column; not yet filled).
+    pub verification_score: Option<f64>,
+    /// When it was verified (the original's column; not yet filled).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub verified_at: Option<Timestamp>,
+}
+
+/// The default model name the original stored for every recording.
+pub const DEFAULT_WHISPER_MODEL: &str = "base";
+
+impl Default for Processing {
+    fn default() -> Self {
+        Self {
+            whisper_model: DEFAULT_WHISPER_MODEL.to_owned(),
+            transcription_started_at: None,
+            transcription_completed_at: None,
+            transcript_language: None,
+            transcript_segments: None,
+            fhir_bundle: None,
+            llm_model: None,
+            extraction_started_at: None,
+            extraction_completed_at: None,
+            verification_score: None,
+            verified_at: None,
+        }
+    }
+}
+
+/// A timed piece of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Segment {
+    /// Start, in seconds from the beginning of the audio.
+    pub start: f64,
+    /// End, in seconds.
+    pub end: f64,
+    /// The words.
+    pub text: String,
+    /// The engine's confidence in these words, from 0 to 1 (for Whisper
+    /// engines, the mean probability of the segment's tokens).
+    pub confidence: Option<f64>,
 }
 
 /// A recording's upload: the original's Phase 2 fields and what audio storage
@@ -480,6 +553,7 @@ mod tests {
             processed_at: Some(Timestamp::parse("2026-11-27T23:55:00.5Z").unwrap()),
             transcript: Some("Patient reports mild headache.".into()),
             verification_results: Some(json!({"confidence": 0.93, "flags": []})),
+            processing: Default::default(),
             upload: UploadDetails {
                 local_storage_key: Some(Uuid::nil()),
                 upload_attempts: 2,
@@ -488,7 +562,12 @@ mod tests {
         };
         let value = serde_json::to_value(&rec).unwrap();
         let object = value.as_object().unwrap();
-        assert_eq!(object.len(), 21, "15 original fields and 6 of the upload");
+        assert_eq!(
+            object.len(),
+            32,
+            "15 original fields, 6 of the upload and 11 of processing"
+        );
+        assert_eq!(value["whisper_model"], "base");
         assert_eq!(value["upload_attempts"], 2);
         assert_eq!(
             value["local_storage_key"],

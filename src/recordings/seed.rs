@@ -46,6 +46,7 @@ pub fn development_recordings(now: Timestamp) -> Vec<Recording> {
                 verification_results: done.then(|| {
                     json!({"score": 0.93, "issues": [], "checked": ["dates", "drugs"], "note": "ok \u{2713}"})
                 }),
+                processing: Default::default(),
                 upload: Default::default(),
                 patient_id,
             }
@@ -179,6 +180,7 @@ impl Generator {
                     "checked": ["dates", "drugs", "dosages"],
                 })
             }),
+            processing: Default::default(),
             upload: Default::default(),
             status,
             clinician_id,

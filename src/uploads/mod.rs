@@ -130,14 +130,15 @@ impl Drop for WriteSlot {
 }
 
 impl Uploads {
-    /// The service over `db`, storing audio under `settings.audio_dir`.
+    /// The service over `db`, storing audio in `audio`.
     pub fn new(
         db: Database,
         recordings: Arc<dyn RecordingStore>,
+        audio: AudioStore,
         settings: UploadSettings,
     ) -> Result<Self, OpenError> {
         Ok(Self {
-            audio: AudioStore::open(&settings.audio_dir, settings.audio_store.as_deref())?,
+            audio,
             sessions: store::open(&db),
             idempotency: Idempotency::new(&db),
             recordings,
@@ -221,6 +222,7 @@ impl Uploads {
             processed_at: None,
             transcript: None,
             verification_results: None,
+            processing: Default::default(),
             upload: UploadDetails {
                 local_storage_key: meta.local_storage_key,
                 draft_transcript: meta.draft_transcript,

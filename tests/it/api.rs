@@ -59,8 +59,8 @@ async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones(a
     let body = r.body.as_object().unwrap();
     assert_eq!(
         body.len(),
-        21,
-        "the original's 15 fields and the 6 of uploads"
+        32,
+        "the original's 15 fields, the 6 of uploads and the 11 of processing"
     );
     assert_eq!(r.body["upload_attempts"], 0);
     assert_eq!(r.body["local_storage_key"], Value::Null);

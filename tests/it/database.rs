@@ -153,6 +153,17 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
             "upload_attempts",
             "audio_sha256",
             "audio_content_type",
+            "whisper_model",
+            "transcription_started_at",
+            "transcription_completed_at",
+            "fhir_bundle",
+            "llm_model",
+            "extraction_started_at",
+            "extraction_completed_at",
+            "verification_score",
+            "verified_at",
+            "transcript_language",
+            "transcript_segments",
         ]
     );
     let indexes: Vec<String> = sqlx::query_scalar(

@@ -16,5 +16,6 @@ mod postgres;
 mod process;
 mod s3;
 mod store;
+mod transcription;
 mod uploads;
 mod web;

@@ -231,6 +231,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
             "score": 0.93, "tiny": 1e-7, "big": 12345678901234567u64, "neg": -0.5,
             "issues": [], "nested": {"a": [1, 2.5, null, true, "x\u{2713}"]}, "note": "ok ✓"
         })),
+        processing: Default::default(),
         upload: UploadDetails {
             local_storage_key: Some(Uuid::new_v4()),
             draft_transcript: Some("draft \u{1F600}".into()),
@@ -256,6 +257,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         processed_at: None,
         transcript: None,
         verification_results: None,
+        processing: Default::default(),
         upload: Default::default(),
     };
     store

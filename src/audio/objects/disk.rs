@@ -47,6 +47,10 @@ impl ObjectBackend for DiskObjects {
         Ok(())
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.root.join(key))
+    }
+
     async fn remove(&self, key: &str) {
         let path = self.root.join(key);
         if let Err(e) = fs::remove_file(&path).await

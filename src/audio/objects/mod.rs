@@ -22,6 +22,9 @@ pub trait ObjectBackend: Send + Sync + std::fmt::Debug {
     /// file is moved or copied; the caller deletes what is left of it).
     async fn keep(&self, file: &Path, key: &str) -> Result<(), AudioError>;
 
+    /// The object as a local file, when it is one (on disk).
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
+
     /// Deletes an object; a failure is logged, an object already gone is fine.
     async fn remove(&self, key: &str);
 

@@ -76,6 +76,10 @@ impl ObjectBackend for S3Objects {
         Ok(())
     }
 
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
     async fn remove(&self, key: &str) {
         if let Err(e) = self.store.delete(&self.path(key)).await {
             tracing::warn!(error = %e, key, "cannot delete an audio object");

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteRow};
-use sqlx::{ConnectOptions, Connection, Row, SqliteConnection};
+use sqlx::{Column, ConnectOptions, Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::super::{DbError, migrations};
@@ -80,6 +80,9 @@ pub struct AdoptionReport {
     pub original_copy: PathBuf,
     /// Recordings converted.
     pub recordings: i64,
+    /// Recordings whose `local_storage_key` repeated an older one's: kept,
+    /// without the key (ours is unique per clinician).
+    pub keys_cleared: Vec<String>,
 }
 
 /// Tables the original service created.
@@ -173,8 +176,8 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     let staging = sibling(path, ".adopting");
     remove_database_files(&staging)?;
     let outcome = convert_into(path, &staging).await;
-    let copied = match outcome {
-        Ok(n) => n,
+    let converted = match outcome {
+        Ok(c) => c,
         Err(e) => {
             let _ = remove_database_files(&staging);
             return Err(e);
@@ -194,113 +197,246 @@ pub async fn adopt_if_original(path: &Path) -> Result<Option<AdoptionReport>, Ad
     }
     tracing::warn!(
         original_copy = %original_copy.display(),
-        recordings = copied,
+        recordings = converted.recordings,
         "adopted a database written by the original service"
     );
+    if !converted.keys_cleared.is_empty() {
+        tracing::warn!(
+            recordings = ?converted.keys_cleared,
+            "these recordings repeated an older recording's local_storage_key; the older one \
+             keeps it, these keep every other field and no key"
+        );
+    }
     Ok(Some(AdoptionReport {
         original_copy,
-        recordings: copied,
+        recordings: converted.recordings,
+        keys_cleared: converted.keys_cleared,
     }))
 }
 
-/// Our `recordings` columns that adoption fills, in [`INSERT_ADOPTED`] order.
+/// How a column of the original's table becomes ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conversion {
+    /// Copied as it is.
+    Text,
+    /// Copied as it is.
+    Integer,
+    /// Copied as it is.
+    Real,
+    /// 32 hex digits (or any UUID form) → hyphenated lower case.
+    Uuid,
+    /// A naive UTC time (`2026-11-28 00:09:08.725903`) → RFC 3339 with `Z`.
+    Timestamp,
+}
+
+/// Every column of the original's latest version, in [`INSERT_ADOPTED`]
+/// order; ours has the same names. Its first version had the first 15.
+const COLUMNS: [(&str, Conversion); 28] = [
+    ("id", Conversion::Uuid),
+    ("patient_id", Conversion::Text),
+    ("clinician_id", Conversion::Text),
+    ("audio_file_path", Conversion::Text),
+    ("audio_file_size", Conversion::Integer),
+    ("duration_seconds", Conversion::Integer),
+    ("status", Conversion::Text),
+    ("error_message", Conversion::Text),
+    ("retry_count", Conversion::Integer),
+    ("created_at", Conversion::Timestamp),
+    ("updated_at", Conversion::Timestamp),
+    ("uploaded_at", Conversion::Timestamp),
+    ("processed_at", Conversion::Timestamp),
+    ("transcript", Conversion::Text),
+    ("verification_results", Conversion::Text),
+    ("draft_transcript", Conversion::Text),
+    ("final_transcript", Conversion::Text),
+    ("local_storage_key", Conversion::Uuid),
+    ("upload_attempts", Conversion::Integer),
+    ("whisper_model", Conversion::Text),
+    ("transcription_started_at", Conversion::Timestamp),
+    ("transcription_completed_at", Conversion::Timestamp),
+    ("fhir_bundle", Conversion::Text),
+    ("llm_model", Conversion::Text),
+    ("extraction_started_at", Conversion::Timestamp),
+    ("extraction_completed_at", Conversion::Timestamp),
+    ("verification_score", Conversion::Real),
+    ("verified_at", Conversion::Timestamp),
+];
+
+/// `whisper_model` of a row written before the original had the column (its
+/// migration's default).
+const ORIGINAL_WHISPER_MODEL: &str = "base";
+
+/// Index of `local_storage_key` in [`COLUMNS`].
+const LOCAL_STORAGE_KEY: usize = 17;
+
 const INSERT_ADOPTED: &str = "INSERT INTO recordings (id, patient_id, clinician_id, \
     audio_file_path, audio_file_size, duration_seconds, status, error_message, retry_count, \
     created_at, updated_at, uploaded_at, processed_at, transcript, verification_results, \
-    local_storage_key, draft_transcript, final_transcript, upload_attempts) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+    draft_transcript, final_transcript, local_storage_key, upload_attempts, whisper_model, \
+    transcription_started_at, transcription_completed_at, fhir_bundle, llm_model, \
+    extraction_started_at, extraction_completed_at, verification_score, verified_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
-/// Creates our schema at `staging` and copies every recording of `original` into it.
-async fn convert_into(original: &Path, staging: &Path) -> Result<i64, AdoptError> {
+const SELECT_ADOPTED: &str = "SELECT id, patient_id, clinician_id, \
+    audio_file_path, audio_file_size, duration_seconds, status, error_message, retry_count, \
+    created_at, updated_at, uploaded_at, processed_at, transcript, verification_results, \
+    draft_transcript, final_transcript, local_storage_key, upload_attempts, whisper_model, \
+    transcription_started_at, transcription_completed_at, fhir_bundle, llm_model, \
+    extraction_started_at, extraction_completed_at, verification_score, verified_at \
+    FROM recordings";
+
+/// One converted value.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Text(Option<String>),
+    Integer(Option<i64>),
+    Real(Option<f64>),
+}
+
+/// Creates our schema at `staging` and copies every recording of `original`
+/// into it, then reads every column of every row back and compares.
+async fn convert_into(original: &Path, staging: &Path) -> Result<Converted, AdoptError> {
     let target = SqliteDatabase::open_without_migrating(&DatabaseSettings::sqlite(staging)).await?;
     migrations::run_sqlite(&target).await?;
 
     let mut source = open_plain(original, true).await?;
-    let original_count: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
-        .fetch_one(&mut source)
-        .await?;
-    // `*`: the original's first version has 15 columns, its later ones more;
-    // a column it lacks reads as NULL below.
-    let rows: Vec<SqliteRow> = sqlx::query("SELECT * FROM recordings ORDER BY created_at")
+    // `*`: the original's first version has 15 columns, its later ones 28;
+    // a column it lacks reads as NULL (or its later default) below.
+    let rows: Vec<SqliteRow> = sqlx::query("SELECT * FROM recordings ORDER BY created_at, rowid")
         .fetch_all(&mut source)
         .await?;
     source.close().await?;
 
+    let mut converted = Converted::default();
+    let mut expected = std::collections::HashMap::new();
+    let mut keys_seen = std::collections::HashSet::new();
     let mut tx = target.begin_write().await?;
     for row in &rows {
-        insert_adopted(&mut tx, row).await?;
+        let mut values = convert_row(row)?;
+        // Ours is unique per clinician; the original's was not. The oldest
+        // row keeps the key (a device retrying finds that one); later ones
+        // keep everything else.
+        if let (Value::Text(Some(clinician)), Value::Text(Some(key))) =
+            (&values[2], &values[LOCAL_STORAGE_KEY])
+            && !keys_seen.insert((clinician.clone(), key.clone()))
+        {
+            if let Value::Text(Some(id)) = &values[0] {
+                converted.keys_cleared.push(id.clone());
+            }
+            values[LOCAL_STORAGE_KEY] = Value::Text(None);
+        }
+        let mut insert = sqlx::query(INSERT_ADOPTED);
+        for value in &values {
+            insert = match value {
+                Value::Text(v) => insert.bind(v.clone()),
+                Value::Integer(v) => insert.bind(*v),
+                Value::Real(v) => insert.bind(*v),
+            };
+        }
+        insert
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| AdoptError::BadRow {
+                id: row.try_get("id").unwrap_or_default(),
+                reason: e.to_string(),
+            })?;
+        if let Value::Text(Some(id)) = &values[0] {
+            expected.insert(id.clone(), values);
+        }
     }
+    // Dictations the original had queued, or stuck mid-way in its worker, get
+    // their transcription job (as the migration that made the table did for
+    // rows already there).
+    sqlx::query(
+        "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, created_at, updated_at) \
+         SELECT id, 'transcribe', 'queued', 0, updated_at, updated_at, updated_at \
+         FROM recordings WHERE status IN ('queued', 'processing')",
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM recordings")
-        .fetch_one(target.writer())
+
+    let copied: Vec<SqliteRow> = sqlx::query(SELECT_ADOPTED)
+        .fetch_all(target.writer())
         .await?;
     target.close().await;
-    if copied != original_count {
+    if copied.len() != rows.len() {
         return Err(AdoptError::CountMismatch {
-            original: original_count,
-            copied,
+            original: rows.len() as i64,
+            copied: copied.len() as i64,
         });
     }
-    Ok(copied)
+    for row in &copied {
+        let id: String = row.try_get(0)?;
+        let mut read_back = Vec::with_capacity(COLUMNS.len());
+        for (i, (_, conversion)) in COLUMNS.iter().enumerate() {
+            read_back.push(match conversion {
+                Conversion::Integer => Value::Integer(row.try_get(i)?),
+                Conversion::Real => Value::Real(row.try_get(i)?),
+                _ => Value::Text(row.try_get(i)?),
+            });
+        }
+        if expected.get(&id) != Some(&read_back) {
+            return Err(AdoptError::BadRow {
+                id,
+                reason: "a column differs after copying".into(),
+            });
+        }
+    }
+    converted.recordings = copied.len() as i64;
+    Ok(converted)
 }
 
-/// Converts one row of the original's table into ours; every field kept. Ids
-/// become hyphenated and timestamps RFC 3339; our table's CHECKs refuse
-/// anything else that does not fit (an unknown status, invalid JSON).
-async fn insert_adopted(conn: &mut SqliteConnection, row: &SqliteRow) -> Result<(), AdoptError> {
+/// What [`convert_into`] did.
+#[derive(Debug, Default)]
+struct Converted {
+    recordings: i64,
+    keys_cleared: Vec<String>,
+}
+
+/// One row of the original's table as our column values; every field kept.
+fn convert_row(row: &SqliteRow) -> Result<Vec<Value>, AdoptError> {
     let raw_id: String = row.try_get("id").unwrap_or_default();
-    let bad = |reason: String| AdoptError::BadRow {
+    let bad = |col: &str, e: &dyn std::fmt::Display| AdoptError::BadRow {
         id: raw_id.clone(),
-        reason,
+        reason: format!("{col}: {e}"),
     };
-    let text = |col: &str| match row.try_get::<Option<String>, _>(col) {
-        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
-        other => other.map_err(|e| bad(format!("{col}: {e}"))),
-    };
-    let int = |col: &str| match row.try_get::<Option<i64>, _>(col) {
-        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
-        other => other.map_err(|e| bad(format!("{col}: {e}"))),
-    };
-    let uuid = |col: &str| -> Result<Option<String>, AdoptError> {
-        text(col)?
-            .map(|s| {
-                Uuid::parse_str(&s)
-                    .map(|u| u.hyphenated().to_string())
-                    .map_err(|e| bad(format!("{col}: {e}")))
-            })
-            .transpose()
-    };
-    let timestamp = |col: &str| -> Result<Option<String>, AdoptError> {
-        text(col)?
-            .map(|s| {
-                Timestamp::parse(&s)
-                    .map(|t| t.to_string())
-                    .map_err(|e| bad(format!("{col}: {e}")))
-            })
-            .transpose()
-    };
-    sqlx::query(INSERT_ADOPTED)
-        .bind(uuid("id")?)
-        .bind(text("patient_id")?)
-        .bind(text("clinician_id")?)
-        .bind(text("audio_file_path")?)
-        .bind(int("audio_file_size")?)
-        .bind(int("duration_seconds")?)
-        .bind(text("status")?)
-        .bind(text("error_message")?)
-        .bind(int("retry_count")?.unwrap_or(0))
-        .bind(timestamp("created_at")?)
-        .bind(timestamp("updated_at")?)
-        .bind(timestamp("uploaded_at")?)
-        .bind(timestamp("processed_at")?)
-        .bind(text("transcript")?)
-        .bind(text("verification_results")?)
-        .bind(uuid("local_storage_key")?)
-        .bind(text("draft_transcript")?)
-        .bind(text("final_transcript")?)
-        .bind(int("upload_attempts")?.unwrap_or(0))
-        .execute(conn)
-        .await
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(())
+    let present = |col: &str| row.columns().iter().any(|c| c.name() == col);
+    let mut values = Vec::with_capacity(COLUMNS.len());
+    for (col, conversion) in COLUMNS {
+        let value = if !present(col) {
+            match col {
+                "retry_count" | "upload_attempts" => Value::Integer(Some(0)),
+                "whisper_model" => Value::Text(Some(ORIGINAL_WHISPER_MODEL.into())),
+                _ if conversion == Conversion::Integer => Value::Integer(None),
+                _ if conversion == Conversion::Real => Value::Real(None),
+                _ => Value::Text(None),
+            }
+        } else {
+            match conversion {
+                Conversion::Integer => Value::Integer(row.try_get(col).map_err(|e| bad(col, &e))?),
+                Conversion::Real => Value::Real(row.try_get(col).map_err(|e| bad(col, &e))?),
+                Conversion::Text => Value::Text(row.try_get(col).map_err(|e| bad(col, &e))?),
+                Conversion::Uuid => {
+                    let text: Option<String> = row.try_get(col).map_err(|e| bad(col, &e))?;
+                    Value::Text(
+                        text.map(|s| Uuid::parse_str(&s).map(|u| u.hyphenated().to_string()))
+                            .transpose()
+                            .map_err(|e| bad(col, &e))?,
+                    )
+                }
+                Conversion::Timestamp => {
+                    let text: Option<String> = row.try_get(col).map_err(|e| bad(col, &e))?;
+                    Value::Text(
+                        text.map(|s| Timestamp::parse(&s).map(|t| t.to_string()))
+                            .transpose()
+                            .map_err(|e| bad(col, &e))?,
+                    )
+                }
+            }
+        };
+        values.push(value);
+    }
+    Ok(values)
 }

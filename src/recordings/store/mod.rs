@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::model::{NewRecording, Recording, RecordingStatus, UploadDetails};
+use super::model::{NewRecording, Processing, Recording, RecordingStatus, UploadDetails};
 use crate::db::Database;
 pub use crate::db::StoreError;
 use crate::timestamp::Timestamp;
@@ -180,6 +180,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
             processed_at: None,
             transcript: None,
             verification_results: None,
+            processing: Default::default(),
             upload: Default::default(),
         };
         self.insert(&recording).await?;
@@ -263,6 +264,17 @@ struct RecordingRow {
     upload_attempts: i64,
     audio_sha256: Option<String>,
     audio_content_type: Option<String>,
+    whisper_model: String,
+    transcription_started_at: Option<String>,
+    transcription_completed_at: Option<String>,
+    transcript_language: Option<String>,
+    transcript_segments: Option<String>,
+    fhir_bundle: Option<String>,
+    llm_model: Option<String>,
+    extraction_started_at: Option<String>,
+    extraction_completed_at: Option<String>,
+    verification_score: Option<f64>,
+    verified_at: Option<String>,
 }
 
 impl TryFrom<RecordingRow> for Recording {
@@ -274,6 +286,16 @@ impl TryFrom<RecordingRow> for Recording {
         };
         let ts = |s: &str| Timestamp::parse(s).map_err(|e| corrupt("timestamp", &e));
         let opt_ts = |s: &Option<String>| s.as_deref().map(ts).transpose();
+        fn json<T: serde::de::DeserializeOwned>(
+            s: &Option<String>,
+            corrupt: impl Fn(&str, &dyn std::fmt::Display) -> StoreError,
+            what: &str,
+        ) -> Result<Option<T>, StoreError> {
+            s.as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(what, &e))
+        }
         Ok(Recording {
             id: Uuid::parse_str(&row.id).map_err(|e| corrupt("id", &e))?,
             status: row.status.parse().map_err(|e| corrupt("status", &e))?,
@@ -281,12 +303,24 @@ impl TryFrom<RecordingRow> for Recording {
             updated_at: ts(&row.updated_at)?,
             uploaded_at: opt_ts(&row.uploaded_at)?,
             processed_at: opt_ts(&row.processed_at)?,
-            verification_results: row
-                .verification_results
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt("verification_results", &e))?,
+            verification_results: json(&row.verification_results, corrupt, "verification_results")?,
+            processing: Processing {
+                transcription_started_at: opt_ts(&row.transcription_started_at)?,
+                transcription_completed_at: opt_ts(&row.transcription_completed_at)?,
+                transcript_segments: json(
+                    &row.transcript_segments,
+                    corrupt,
+                    "transcript_segments",
+                )?,
+                fhir_bundle: json(&row.fhir_bundle, corrupt, "fhir_bundle")?,
+                extraction_started_at: opt_ts(&row.extraction_started_at)?,
+                extraction_completed_at: opt_ts(&row.extraction_completed_at)?,
+                verified_at: opt_ts(&row.verified_at)?,
+                whisper_model: row.whisper_model,
+                transcript_language: row.transcript_language,
+                llm_model: row.llm_model,
+                verification_score: row.verification_score,
+            },
             upload: UploadDetails {
                 local_storage_key: row
                     .local_storage_key

@@ -28,7 +28,7 @@ macro_rules! ts {
     };
 }
 
-/// The 21 columns as text, in [`RecordingRow`] order.
+/// The 32 columns as text, in [`RecordingRow`] order.
 macro_rules! columns {
     () => {
         concat!(
@@ -43,7 +43,19 @@ macro_rules! columns {
             ts!("processed_at"),
             " AS processed_at, transcript, verification_results::text AS verification_results, \
              local_storage_key::text AS local_storage_key, draft_transcript, final_transcript, \
-             upload_attempts, audio_sha256, audio_content_type"
+             upload_attempts, audio_sha256, audio_content_type, whisper_model, ",
+            ts!("transcription_started_at"),
+            " AS transcription_started_at, ",
+            ts!("transcription_completed_at"),
+            " AS transcription_completed_at, transcript_language, \
+             transcript_segments::text AS transcript_segments, fhir_bundle::text AS fhir_bundle, \
+             llm_model, ",
+            ts!("extraction_started_at"),
+            " AS extraction_started_at, ",
+            ts!("extraction_completed_at"),
+            " AS extraction_completed_at, verification_score, ",
+            ts!("verified_at"),
+            " AS verified_at"
         )
     };
 }
@@ -136,43 +148,7 @@ impl RecordingStore for PgRecordings {
 
     /// Inserts many complete recordings in one statement: all or none.
     async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
-        if recordings.is_empty() {
-            return Ok(());
-        }
-        let text =
-            |f: fn(&Recording) -> Option<String>| recordings.iter().map(f).collect::<Vec<_>>();
-        let int = |f: fn(&Recording) -> Option<i64>| recordings.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(INSERT_MANY)
-            .bind(text(|r| Some(r.id.hyphenated().to_string())))
-            .bind(text(|r| Some(r.patient_id.clone())))
-            .bind(text(|r| Some(r.clinician_id.clone())))
-            .bind(text(|r| r.audio_file_path.clone()))
-            .bind(int(|r| r.audio_file_size))
-            .bind(int(|r| r.duration_seconds))
-            .bind(text(|r| Some(r.status.as_str().to_owned())))
-            .bind(text(|r| r.error_message.clone()))
-            .bind(int(|r| Some(r.retry_count)))
-            .bind(text(|r| Some(r.created_at.to_string())))
-            .bind(text(|r| Some(r.updated_at.to_string())))
-            .bind(text(|r| r.uploaded_at.map(|t| t.to_string())))
-            .bind(text(|r| r.processed_at.map(|t| t.to_string())))
-            .bind(text(|r| r.transcript.clone()))
-            .bind(text(|r| {
-                r.verification_results.as_ref().map(|v| v.to_string())
-            }))
-            .bind(text(|r| {
-                r.upload
-                    .local_storage_key
-                    .map(|k| k.hyphenated().to_string())
-            }))
-            .bind(text(|r| r.upload.draft_transcript.clone()))
-            .bind(text(|r| r.upload.final_transcript.clone()))
-            .bind(int(|r| Some(r.upload.upload_attempts)))
-            .bind(text(|r| r.upload.audio_sha256.clone()))
-            .bind(text(|r| r.upload.audio_content_type.clone()))
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        insert_rows(self.db.pool(), recordings).await
     }
 
     /// The recording with this id.
@@ -256,7 +232,17 @@ impl RecordingStore for PgRecordings {
 
     /// Inserts one recording; PostgreSQL's commit is durable (`synchronous_commit=on`).
     async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
-        self.insert_batch(std::slice::from_ref(r)).await
+        let mut tx = self.db.pool().begin().await?;
+        insert_rows(&mut *tx, std::slice::from_ref(r)).await?;
+        if r.status == RecordingStatus::Queued {
+            sqlx::query(crate::jobs::store::postgres::ENQUEUE)
+                .bind(r.id.hyphenated().to_string())
+                .bind(r.updated_at.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The clinician's recording of the dictation `key`, if any.
@@ -310,4 +296,47 @@ impl RecordingStore for PgRecordings {
             .fetch_one(self.db.pool())
             .await?)
     }
+}
+
+/// Inserts recordings in one statement on `executor` (the pool, or a transaction).
+async fn insert_rows(
+    executor: impl sqlx::PgExecutor<'_>,
+    recordings: &[Recording],
+) -> Result<(), StoreError> {
+    if recordings.is_empty() {
+        return Ok(());
+    }
+    let text = |f: fn(&Recording) -> Option<String>| recordings.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&Recording) -> Option<i64>| recordings.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_MANY)
+        .bind(text(|r| Some(r.id.hyphenated().to_string())))
+        .bind(text(|r| Some(r.patient_id.clone())))
+        .bind(text(|r| Some(r.clinician_id.clone())))
+        .bind(text(|r| r.audio_file_path.clone()))
+        .bind(int(|r| r.audio_file_size))
+        .bind(int(|r| r.duration_seconds))
+        .bind(text(|r| Some(r.status.as_str().to_owned())))
+        .bind(text(|r| r.error_message.clone()))
+        .bind(int(|r| Some(r.retry_count)))
+        .bind(text(|r| Some(r.created_at.to_string())))
+        .bind(text(|r| Some(r.updated_at.to_string())))
+        .bind(text(|r| r.uploaded_at.map(|t| t.to_string())))
+        .bind(text(|r| r.processed_at.map(|t| t.to_string())))
+        .bind(text(|r| r.transcript.clone()))
+        .bind(text(|r| {
+            r.verification_results.as_ref().map(|v| v.to_string())
+        }))
+        .bind(text(|r| {
+            r.upload
+                .local_storage_key
+                .map(|k| k.hyphenated().to_string())
+        }))
+        .bind(text(|r| r.upload.draft_transcript.clone()))
+        .bind(text(|r| r.upload.final_transcript.clone()))
+        .bind(int(|r| Some(r.upload.upload_attempts)))
+        .bind(text(|r| r.upload.audio_sha256.clone()))
+        .bind(text(|r| r.upload.audio_content_type.clone()))
+        .execute(executor)
+        .await?;
+    Ok(())
 }

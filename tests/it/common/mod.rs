@@ -5,6 +5,7 @@
 //!
 //! [`on_both_backends!`] runs a test on each backend.
 
+pub mod fake_engine;
 mod server;
 
 pub use server::{ServerProcess, binary};

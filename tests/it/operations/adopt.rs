@@ -38,11 +38,75 @@ fn expected_rows() -> Vec<Value> {
                 object.insert(field.into(), Value::Null);
             }
             object.insert("upload_attempts".into(), 0.into());
+            insert_later_columns(object);
             row
         })
         .collect();
     rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     assert_eq!(rows.len() as u64, doc["count"].as_u64().unwrap());
+    rows
+}
+
+/// The columns the original's first version lacked, as adoption leaves them:
+/// its migration's default model, the rest empty.
+fn insert_later_columns(object: &mut serde_json::Map<String, Value>) {
+    object.insert("whisper_model".into(), "base".into());
+    for field in [
+        "transcription_started_at",
+        "transcription_completed_at",
+        "transcript_language",
+        "transcript_segments",
+        "fhir_bundle",
+        "llm_model",
+        "extraction_started_at",
+        "extraction_completed_at",
+        "verification_score",
+        "verified_at",
+    ] {
+        object.entry(field).or_insert(Value::Null);
+    }
+}
+
+/// The rows of `original-head.json` (the original's latest version, 28
+/// columns) as adoption must leave them: ids hyphenated, times RFC 3339 UTC,
+/// every value otherwise equal; the columns only we have, empty.
+fn expected_head_rows() -> Vec<Value> {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/original-head.json").unwrap(),
+    )
+    .unwrap();
+    let mut rows: Vec<Value> = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut row = r.clone();
+            let object = row.as_object_mut().unwrap();
+            assert_eq!(
+                object.len(),
+                28,
+                "the original's latest version has 28 columns"
+            );
+            for (name, value) in object.iter_mut() {
+                if let Value::String(text) = value {
+                    if name == "id" {
+                        *text = uuid::Uuid::parse_str(text)
+                            .unwrap()
+                            .hyphenated()
+                            .to_string();
+                    } else if name.ends_with("_at") {
+                        assert_eq!(text.len(), 26, "{name}: {text}");
+                        *text = format!("{}Z", text.replacen(' ', "T", 1));
+                    }
+                }
+            }
+            object.insert("audio_sha256".into(), Value::Null);
+            object.insert("audio_content_type".into(), Value::Null);
+            insert_later_columns(object);
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     rows
 }
 
@@ -227,4 +291,89 @@ async fn a_failed_adoption_leaves_the_original_as_it_was() {
     let out = run_cli(&db_path, &["migrate"]);
     assert_eq!(out.code, Some(1));
     assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn the_latest_originals_database_is_adopted_with_every_column_of_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    std::fs::copy("tests/fixtures/original-head.db", &db_path).unwrap();
+    assert_eq!(
+        adopt::identify(&db_path).await.unwrap(),
+        DatabaseKind::Original
+    );
+    let report = adopt::adopt_if_original(&db_path).await.unwrap().unwrap();
+    assert_eq!((report.recordings, report.keys_cleared.len()), (8, 0));
+    let expected = expected_head_rows();
+    let adopted = all_recordings(&db_path).await;
+    assert_eq!(adopted.len(), 8);
+    for (got, want) in adopted.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+    // Four uploads kept their dictation keys, their drafts, and the original's error.
+    let with_keys = adopted
+        .iter()
+        .filter(|r| !r["local_storage_key"].is_null())
+        .count();
+    assert_eq!(with_keys, 4);
+    assert!(
+        adopted
+            .iter()
+            .any(|r| r["draft_transcript"] == "Patient reports chest pain")
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_local_storage_key_is_kept_by_the_oldest_row_and_no_row_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    std::fs::copy("tests/fixtures/original-head.db", &db_path).unwrap();
+    // The original's column was not unique: two uploads of one dictation.
+    let (older, newer) = (
+        "925708e9db50494685fe04712b6492b1",
+        "9f443420a5874be8b5e10953c7a74906",
+    );
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE recordings SET local_storage_key = \
+             (SELECT local_storage_key FROM recordings WHERE id = ?1) WHERE id = ?2",
+        )
+        .bind(older)
+        .bind(newer)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let report = adopt::adopt_if_original(&db_path).await.unwrap().unwrap();
+    let newer_id = uuid::Uuid::parse_str(newer)
+        .unwrap()
+        .hyphenated()
+        .to_string();
+    assert_eq!(report.recordings, 8);
+    assert_eq!(report.keys_cleared, vec![newer_id.clone()]);
+
+    let mut expected = expected_head_rows();
+    let older_key = expected
+        .iter()
+        .find(|r| {
+            r["id"]
+                == uuid::Uuid::parse_str(older)
+                    .unwrap()
+                    .hyphenated()
+                    .to_string()
+        })
+        .unwrap()["local_storage_key"]
+        .clone();
+    assert_eq!(older_key, "f4436a6e-45b9-4e1f-a060-53d1b1afddf4");
+    for row in &mut expected {
+        if row["id"] == newer_id.as_str() {
+            row["local_storage_key"] = Value::Null;
+        }
+    }
+    assert_eq!(all_recordings(&db_path).await, expected);
 }

@@ -17,7 +17,7 @@ use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Recording, RecordingStatus};
 use crate::timestamp::Timestamp;
 
-/// The 21 columns, in [`RecordingRow`] order, prepended to a static SQL tail
+/// The 32 columns, in [`RecordingRow`] order, prepended to a static SQL tail
 /// (static strings only: sqlx refuses SQL built at run time, and rightly so).
 macro_rules! recording_sql {
     ($head:literal, $tail:literal) => {
@@ -26,7 +26,10 @@ macro_rules! recording_sql {
             " id, patient_id, clinician_id, audio_file_path, audio_file_size, \
              duration_seconds, status, error_message, retry_count, created_at, updated_at, \
              uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
-             draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type ",
+             draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type, \
+             whisper_model, transcription_started_at, transcription_completed_at, \
+             transcript_language, transcript_segments, fhir_bundle, llm_model, \
+             extraction_started_at, extraction_completed_at, verification_score, verified_at ",
             $tail
         )
     };
@@ -45,7 +48,14 @@ macro_rules! recording_json {
          'verification_results', json(verification_results), \
          'local_storage_key', local_storage_key, 'draft_transcript', draft_transcript, \
          'final_transcript', final_transcript, 'upload_attempts', upload_attempts, \
-         'audio_sha256', audio_sha256, 'audio_content_type', audio_content_type)"
+         'audio_sha256', audio_sha256, 'audio_content_type', audio_content_type, \
+         'whisper_model', whisper_model, 'transcription_started_at', transcription_started_at, \
+         'transcription_completed_at', transcription_completed_at, \
+         'transcript_language', transcript_language, \
+         'transcript_segments', json(transcript_segments), 'fhir_bundle', json(fhir_bundle), \
+         'llm_model', llm_model, 'extraction_started_at', extraction_started_at, \
+         'extraction_completed_at', extraction_completed_at, \
+         'verification_score', verification_score, 'verified_at', verified_at)"
     };
 }
 
@@ -281,6 +291,14 @@ impl RecordingStore for SqliteRecordings {
         let outcome = async {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
             insert_many(&mut tx, std::slice::from_ref(r)).await?;
+            // A dictation stored is a dictation queued: its job in the same commit.
+            if r.status == RecordingStatus::Queued {
+                sqlx::query(crate::jobs::store::sqlite::ENQUEUE)
+                    .bind(r.id.hyphenated().to_string())
+                    .bind(r.updated_at.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             Ok::<_, StoreError>(())
         }

@@ -1,0 +1,24 @@
+//! The durable job queue: the work still to do on stored dictations (today,
+//! transcribing them), in the database, so that none is lost or done twice.
+//!
+//! - A job is written in the same transaction that makes a recording
+//!   `queued` (its upload completing; a retry after `error`).
+//! - A worker *claims* a job with a lease (the job becomes `running`, the
+//!   recording `processing`) and extends the lease while it works. On
+//!   PostgreSQL several instances claim side by side (`FOR UPDATE SKIP
+//!   LOCKED`); on SQLite one server holds the database.
+//! - A job whose worker died (kill -9, a lost instance) is claimed again once
+//!   its lease expires; every claim counts as an attempt.
+//! - The result is stored only by the holder of the lease, in one transaction
+//!   with the job's end: a worker that lost its lease (it stalled, another took
+//!   over) stores nothing, so a transcript is stored exactly once.
+//! - A failure that may pass (a server error, a timeout) is retried with
+//!   exponential backoff up to the configured attempts; then, or at once for
+//!   one that cannot pass (undecodable audio), the recording goes to `error`
+//!   with the reason.
+
+pub mod model;
+pub mod store;
+
+pub use model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+pub use store::JobStore;

@@ -1,0 +1,83 @@
+//! What the queue hands out and takes back.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::db::StoreError;
+
+/// A job a worker holds the lease of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The recording to work on.
+    pub recording_id: Uuid,
+    /// This claim's attempt number (1 for the first).
+    pub attempt: u32,
+    /// Where the server stored the recording's audio (its object key), if it did.
+    pub audio_key: Option<String>,
+    /// The stored audio's MIME type.
+    pub audio_content_type: Option<String>,
+}
+
+/// A finished transcription, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    /// The engine's text (stored as `transcript` and `final_transcript`).
+    pub text: String,
+    /// The language the engine heard.
+    pub language: Option<String>,
+    /// The timed segments as a JSON array.
+    pub segments_json: String,
+    /// The model that transcribed it (stored as `whisper_model`).
+    pub model: String,
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JobCounts {
+    /// Waiting (including those waiting to be retried).
+    pub queued: i64,
+    /// Held by a worker.
+    pub running: i64,
+    /// Finished.
+    pub done: i64,
+    /// Given up (the recording is in `error`).
+    pub failed: i64,
+}
+
+/// Why a recording cannot be put back in the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum RequeueError {
+    /// No such recording.
+    #[error("Recording not found")]
+    NotFound,
+    /// Only a recording in `error` can be retried.
+    #[error("only a recording in status 'error' can be retried; this one is '{0}'")]
+    NotInError(String),
+    /// The database refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The delay before attempt `attempt + 1` after attempt `attempt` failed:
+/// `base` doubled per attempt, at most `max`, at least what the engine asked
+/// for (`Retry-After`).
+pub fn backoff(attempt: u32, base: Duration, max: Duration, asked: Option<Duration>) -> Duration {
+    let doubled = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    doubled.min(max).max(asked.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_honours_retry_after() {
+        let s = Duration::from_secs;
+        assert_eq!(backoff(1, s(5), s(600), None), s(5));
+        assert_eq!(backoff(2, s(5), s(600), None), s(10));
+        assert_eq!(backoff(4, s(5), s(600), None), s(40));
+        assert_eq!(backoff(40, s(5), s(600), None), s(600));
+        assert_eq!(backoff(1, s(5), s(600), Some(s(30))), s(30));
+    }
+}

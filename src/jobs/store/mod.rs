@@ -1,0 +1,104 @@
+//! The `jobs` table (and the columns of `recordings` a job's end sets). One
+//! implementation per backend behind [`JobStore`]: the claim differs (SQLite
+//! has one writer; PostgreSQL's instances skip each other's locked rows), and
+//! PostgreSQL's columns are typed.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+use crate::db::{Database, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Reads and writes `jobs`. Every method that ends or changes a claimed job
+/// takes its `owner` and does nothing (answers `false`) when that owner no
+/// longer holds the lease.
+#[async_trait]
+pub trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Takes the job that is due first (queued and due, or running with an
+    /// expired lease) for `owner` until `lease` from now; the recording
+    /// becomes `processing`. None when there is nothing to do.
+    async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError>;
+
+    /// Extends `owner`'s lease on a job; false when it lost it.
+    async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Stores a transcript and ends the job, in one transaction; the recording
+    /// becomes `completed`. False (nothing stored) when `owner` lost the lease.
+    async fn complete(&self, id: Uuid, owner: &str, result: &JobResult)
+    -> Result<bool, StoreError>;
+
+    /// Puts a failed attempt's job back in the queue, due after `delay`; the
+    /// recording is `queued` again with the failure as its `error_message`.
+    async fn retry_later(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        delay: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a job up; the recording becomes `error` with `error`.
+    async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError>;
+
+    /// Puts a recording in `error` back in the queue with a fresh job (its
+    /// `retry_count` + 1), in one transaction.
+    async fn requeue(&self, id: Uuid) -> Result<(), RequeueError>;
+
+    /// Jobs per state.
+    async fn counts(&self) -> Result<JobCounts, StoreError>;
+}
+
+/// The store for `db`.
+pub fn open(db: &Database) -> Arc<dyn JobStore> {
+    match db {
+        Database::Sqlite(db) => Arc::new(sqlite::SqliteJobs::new(db.clone())),
+        Database::Postgres(db) => Arc::new(postgres::PgJobs::new(db.clone())),
+    }
+}
+
+/// The end of a lease taken now.
+fn lease_until(lease: Duration) -> String {
+    Timestamp::after(lease).to_string()
+}
+
+/// `(state, count)` rows as [`JobCounts`].
+fn counts_from(rows: Vec<(String, i64)>) -> JobCounts {
+    let mut counts = JobCounts::default();
+    for (state, n) in rows {
+        match state.as_str() {
+            "queued" => counts.queued = n,
+            "running" => counts.running = n,
+            "done" => counts.done = n,
+            "failed" => counts.failed = n,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The claimed job from `(recording_id, attempts, audio key, content type, sha256)`.
+fn claimed(
+    row: (String, i64, Option<String>, Option<String>, Option<String>),
+) -> Result<ClaimedJob, StoreError> {
+    let (id, attempts, key, content_type, sha256) = row;
+    Ok(ClaimedJob {
+        recording_id: Uuid::parse_str(&id)
+            .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        // Only audio the server stored itself (it has a checksum) is ours to open.
+        audio_key: key.filter(|_| sha256.is_some()),
+        audio_content_type: content_type,
+    })
+}
+
+/// SQL both backends run as it is.
+mod shared_sql {
+    pub const COUNTS: &str = "SELECT state, count(*) FROM jobs GROUP BY state";
+}

@@ -1,0 +1,232 @@
+//! `jobs` on PostgreSQL: instances claim side by side, each skipping the rows
+//! another has locked, so no job is claimed twice at the same time.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{JobStore, claimed, counts_from, lease_until, shared_sql};
+use crate::db::StoreError;
+use crate::db::postgres::PgDatabase;
+use crate::jobs::model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+use crate::timestamp::Timestamp;
+
+/// As SQLite's [`super::sqlite::ENQUEUE`], with PostgreSQL's types.
+pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
+    created_at, updated_at) VALUES ($1::uuid, 'transcribe', 'queued', 0, $2::timestamptz, \
+    $2::timestamptz, $2::timestamptz) \
+    ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
+    run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
+    last_error = NULL, updated_at = excluded.updated_at";
+
+/// The job due first: queued and due, or running with an expired lease;
+/// rows another instance has locked are skipped, not waited for.
+const CLAIM: &str = "WITH next AS ( \
+        SELECT recording_id, kind FROM jobs \
+        WHERE (state = 'queued' AND run_after <= $3::timestamptz) \
+           OR (state = 'running' AND lease_expires_at < $3::timestamptz) \
+        ORDER BY run_after LIMIT 1 FOR UPDATE SKIP LOCKED) \
+    UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_owner = $1, \
+        lease_expires_at = $2::timestamptz, updated_at = $3::timestamptz \
+    FROM next WHERE jobs.recording_id = next.recording_id AND jobs.kind = next.kind \
+    RETURNING jobs.recording_id::text, jobs.attempts";
+const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', \
+    transcription_started_at = $2::timestamptz, updated_at = $2::timestamptz \
+    WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256";
+const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = $3::timestamptz \
+    WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
+    AND lease_owner = $2";
+const END: &str = "UPDATE jobs SET state = $3, last_error = $4, \
+    run_after = coalesce($5::timestamptz, run_after), \
+    lease_expires_at = NULL, updated_at = $6::timestamptz \
+    WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
+    AND lease_owner = $2";
+const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', \
+    error_message = NULL, transcript = $2, final_transcript = $2, transcript_language = $3, \
+    transcript_segments = $4::jsonb, whisper_model = $5, \
+    transcription_completed_at = $6::timestamptz, processed_at = $6::timestamptz, \
+    updated_at = $6::timestamptz WHERE id = $1::uuid";
+const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message = $3, \
+    updated_at = $4::timestamptz, \
+    processed_at = CASE WHEN $2 = 'error' THEN $4::timestamptz ELSE processed_at END \
+    WHERE id = $1::uuid";
+const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, \
+    retry_count = retry_count + 1, updated_at = $2::timestamptz \
+    WHERE id = $1::uuid AND status = 'error'";
+const STATUS: &str = "SELECT status FROM recordings WHERE id = $1::uuid";
+
+/// `jobs` in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgJobs {
+    db: PgDatabase,
+}
+
+type PgQuery = sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl PgJobs {
+    /// The store over `db`.
+    pub fn new(db: PgDatabase) -> Self {
+        Self { db }
+    }
+
+    /// Ends `owner`'s job as `state` and sets the recording: one transaction.
+    async fn end(
+        &self,
+        id: Uuid,
+        owner: &str,
+        state: &str,
+        error: Option<&str>,
+        due: Option<String>,
+        recording: impl FnOnce(String, String) -> PgQuery + Send,
+    ) -> Result<bool, StoreError> {
+        let id = id.hyphenated().to_string();
+        let now = Timestamp::now().to_string();
+        let mut tx = self.db.pool().begin().await?;
+        let ended = sqlx::query(END)
+            .bind(&id)
+            .bind(owner)
+            .bind(state)
+            .bind(error)
+            .bind(due)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if ended == 0 {
+            return Ok(false);
+        }
+        recording(id, now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl JobStore for PgJobs {
+    async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError> {
+        let now = Timestamp::now().to_string();
+        let mut tx = self.db.pool().begin().await?;
+        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+            .bind(owner)
+            .bind(lease_until(lease))
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, attempts)) = job else {
+            return Ok(None);
+        };
+        let audio: Option<(Option<String>, Option<String>, Option<String>)> =
+            sqlx::query_as(START_PROCESSING)
+                .bind(&id)
+                .bind(&now)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let (key, content_type, sha256) = audio.unwrap_or_default();
+        claimed((id, attempts, key, content_type, sha256)).map(Some)
+    }
+
+    async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let extended = sqlx::query(HEARTBEAT)
+            .bind(id.hyphenated().to_string())
+            .bind(owner)
+            .bind(lease_until(lease))
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(extended == 1)
+    }
+
+    async fn complete(
+        &self,
+        id: Uuid,
+        owner: &str,
+        result: &JobResult,
+    ) -> Result<bool, StoreError> {
+        let result = result.clone();
+        self.end(id, owner, "done", None, None, move |id, now| {
+            sqlx::query(STORE_TRANSCRIPT)
+                .bind(id)
+                .bind(result.text)
+                .bind(result.language)
+                .bind(result.segments_json)
+                .bind(result.model)
+                .bind(now)
+        })
+        .await
+    }
+
+    async fn retry_later(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        delay: Duration,
+    ) -> Result<bool, StoreError> {
+        let message = error.to_owned();
+        self.end(
+            id,
+            owner,
+            "queued",
+            Some(error),
+            Some(Timestamp::after(delay).to_string()),
+            move |id, now| {
+                sqlx::query(SET_FAILED_STATE)
+                    .bind(id)
+                    .bind("queued")
+                    .bind(message)
+                    .bind(now)
+            },
+        )
+        .await
+    }
+
+    async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError> {
+        let message = error.to_owned();
+        self.end(id, owner, "failed", Some(error), None, move |id, now| {
+            sqlx::query(SET_FAILED_STATE)
+                .bind(id)
+                .bind("error")
+                .bind(message)
+                .bind(now)
+        })
+        .await
+    }
+
+    async fn requeue(&self, id: Uuid) -> Result<(), RequeueError> {
+        let id = id.hyphenated().to_string();
+        let now = Timestamp::now().to_string();
+        let mut tx = self.db.pool().begin().await.map_err(StoreError::from)?;
+        let changed = sqlx::query(REQUEUE)
+            .bind(&id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected();
+        if changed == 0 {
+            let status: Option<String> = sqlx::query_scalar(STATUS)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+            return Err(status.map_or(RequeueError::NotFound, RequeueError::NotInError));
+        }
+        sqlx::query(ENQUEUE)
+            .bind(&id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let rows = sqlx::query_as(shared_sql::COUNTS)
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(counts_from(rows))
+    }
+}

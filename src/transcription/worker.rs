@@ -1,0 +1,253 @@
+//! A transcription worker: claims a job, holds its lease while the engine
+//! works, and stores the transcript or the failure. `PWA_TRANSCRIBE_WORKERS`
+//! of them run under the server's supervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{AudioInput, EngineError, TranscriptionEngine};
+use crate::audio::sniff::extension;
+use crate::audio::storage::AudioStore;
+use crate::config::TranscribeSettings;
+use crate::jobs::model::backoff;
+use crate::jobs::{ClaimedJob, JobResult, JobStore};
+
+/// How often an idle worker looks for work.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// One worker.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    jobs: Arc<dyn JobStore>,
+    audio: AudioStore,
+    engine: Arc<dyn TranscriptionEngine>,
+    settings: TranscribeSettings,
+    /// Names this worker in leases: which instance and which worker.
+    owner: String,
+}
+
+/// How one job ended, for the log.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Completed,
+    RetryLater,
+    Failed,
+    /// Another worker took the job over meanwhile: nothing was stored.
+    LostLease,
+    /// The server is stopping: the job goes back to the queue.
+    Interrupted,
+}
+
+impl Worker {
+    /// Worker number `n` of this instance.
+    pub fn new(
+        jobs: Arc<dyn JobStore>,
+        audio: AudioStore,
+        engine: Arc<dyn TranscriptionEngine>,
+        settings: TranscribeSettings,
+        instance: &str,
+        n: usize,
+    ) -> Self {
+        Self {
+            jobs,
+            audio,
+            engine,
+            settings,
+            owner: format!("{instance}/{n}"),
+        }
+    }
+
+    /// Takes and does jobs until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            match self.jobs.claim(&self.owner, self.settings.lease).await {
+                Ok(Some(job)) => {
+                    let id = job.recording_id;
+                    let attempt = job.attempt;
+                    let outcome = self.process(job, &stop).await;
+                    tracing::info!(recording = %id, attempt, outcome = ?outcome, "transcription job");
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim a transcription job; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does one claimed job.
+    async fn process(&self, job: ClaimedJob, stop: &CancellationToken) -> Outcome {
+        let id = job.recording_id;
+        let max = self.settings.max_attempts;
+        if job.attempt > max {
+            return self
+                .fail(
+                    id,
+                    &format!(
+                        "transcription failed after {max} attempts: the worker transcribing it stopped"
+                    ),
+                )
+                .await;
+        }
+        let Some(key) = job.audio_key.clone() else {
+            return self
+                .fail(id, "no audio was stored on this server for this recording")
+                .await;
+        };
+        let local = match self.audio.local_file(&key).await {
+            Ok(local) => local,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self
+                    .fail(id, "the recording's audio is missing from the audio store")
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .after_error(
+                        &job,
+                        EngineError::transient(format!("cannot read the audio: {e}")),
+                    )
+                    .await;
+            }
+        };
+        let content_type = job
+            .audio_content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let input = AudioInput {
+            path: local.path().to_path_buf(),
+            file_name: format!("{id}.{}", extension(&content_type)),
+            content_type,
+        };
+
+        // The engine works while the lease is renewed; whichever ends first wins.
+        let transcribing = self.engine.transcribe(&input);
+        let heartbeat = self.hold_lease(&job);
+        let transcript = tokio::select! {
+            result = transcribing => result,
+            () = heartbeat => return Outcome::LostLease,
+            () = stop.cancelled() => {
+                let _ = self
+                    .jobs
+                    .retry_later(id, &self.owner, "interrupted: the server stopped", Duration::ZERO)
+                    .await;
+                return Outcome::Interrupted;
+            }
+        };
+        drop(local);
+        match transcript {
+            Ok(transcript) => {
+                let segments_json = match serde_json::to_string(&transcript.segments) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        return self
+                            .fail(id, &format!("cannot encode the segments: {e}"))
+                            .await;
+                    }
+                };
+                let result = JobResult {
+                    text: transcript.text,
+                    language: transcript.language,
+                    segments_json,
+                    model: transcript.model,
+                };
+                match self.jobs.complete(id, &self.owner, &result).await {
+                    Ok(true) => Outcome::Completed,
+                    Ok(false) => Outcome::LostLease,
+                    Err(e) => {
+                        // The lease runs out and the job is done again: nothing half-stored.
+                        tracing::warn!(recording = %id, error = %e, "cannot store a transcript");
+                        Outcome::Interrupted
+                    }
+                }
+            }
+            Err(e) => self.after_error(&job, e).await,
+        }
+    }
+
+    /// Renews the lease every third of it; returns when it is lost.
+    async fn hold_lease(&self, job: &ClaimedJob) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self
+                .jobs
+                .heartbeat(job.recording_id, &self.owner, self.settings.lease)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                // A database hiccup: the lease still runs; try again next time.
+                Err(e) => tracing::warn!(error = %e, "cannot renew a transcription lease"),
+            }
+        }
+    }
+
+    /// Retries a transient failure while attempts remain; otherwise gives up.
+    async fn after_error(&self, job: &ClaimedJob, error: EngineError) -> Outcome {
+        let max = self.settings.max_attempts;
+        match error {
+            EngineError::Transient {
+                message,
+                retry_after,
+            } if job.attempt < max => {
+                let delay = backoff(job.attempt, self.settings.backoff, MAX_BACKOFF, retry_after);
+                let message = format!(
+                    "attempt {} of {max} failed: {message}; retrying in {} s",
+                    job.attempt,
+                    delay.as_secs()
+                );
+                match self
+                    .jobs
+                    .retry_later(job.recording_id, &self.owner, &message, delay)
+                    .await
+                {
+                    Ok(true) => Outcome::RetryLater,
+                    Ok(false) => Outcome::LostLease,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot requeue a transcription job");
+                        Outcome::Interrupted
+                    }
+                }
+            }
+            EngineError::Transient { message, .. } => {
+                self.fail(
+                    job.recording_id,
+                    &format!("transcription failed after {max} attempts: {message}"),
+                )
+                .await
+            }
+            EngineError::Permanent(message) => {
+                self.fail(
+                    job.recording_id,
+                    &format!("transcription failed: {message}"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn fail(&self, id: uuid::Uuid, message: &str) -> Outcome {
+        match self.jobs.fail(id, &self.owner, message).await {
+            Ok(true) => Outcome::Failed,
+            Ok(false) => Outcome::LostLease,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a failed transcription job");
+                Outcome::Interrupted
+            }
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Transcription through the remote engines, on the real binary: a stored
+//! dictation becomes a transcript exactly once; failures are retried with
+//! backoff and then end in `error` with the reason; `retry` queues it again;
+//! a worker killed mid-job is replaced once its lease expires; two PostgreSQL
+//! instances share the queue. The engines are the fake in
+//! `common/fake_engine.rs`, a real HTTP server speaking their APIs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::fake_engine::{AVG_LOGPROBS, Behaviour, FakeEngine};
+use crate::common::{PgTestDb, ServerProcess, client, postgres_or_skip, webm};
+use clinscribe::config::DatabaseSettings;
+use clinscribe::db::Database;
+
+const TEXT: &str = "Patient started metformin 500 mg twice daily and lisinopril 10 mg";
+
+/// Settings that keep the retries of a test short.
+fn engine_env<'a>(engine: &'a str, url_var: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("PWA_TRANSCRIBE_ENGINE", engine),
+        (url_var, url),
+        ("PWA_TRANSCRIBE_BACKOFF", "1s"),
+        ("PWA_TRANSCRIBE_MAX_ATTEMPTS", "3"),
+        ("PWA_TRANSCRIBE_LEASE", "3s"),
+        ("PWA_TRANSCRIBE_TIMEOUT", "2s"),
+    ]
+}
+
+/// Uploads a fresh dictation; its recording.
+async fn upload(server: &ServerProcess, seed: u64) -> Value {
+    let key = uuid::Uuid::new_v4().to_string();
+    let (status, body) = server.upload("patient-tx", &webm(40_000, seed), &key).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "queued");
+    body
+}
+
+/// Polls the recording until its status is `want` (panics after `within`).
+async fn wait_for(server: &ServerProcess, id: &str, want: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let recording: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
+        if recording["status"] == want {
+            return recording;
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {} after {within:?}, not {want}: {recording}",
+            recording["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(state, attempts, lease_owner)` of a recording's job.
+async fn job(database_url: &str, id: &str) -> (String, i64, Option<String>) {
+    let settings = DatabaseSettings::parse(database_url, "normal").unwrap();
+    let db = Database::open_without_migrating(&settings).await.unwrap();
+    let sql = "SELECT state, attempts, lease_owner FROM jobs WHERE CAST(recording_id AS TEXT) = $1";
+    let row = match &db {
+        Database::Sqlite(db) => sqlx::query_as(sql).bind(id).fetch_one(db.readers()).await,
+        Database::Postgres(db) => sqlx::query_as(sql).bind(id).fetch_one(db.pool()).await,
+    }
+    .unwrap();
+    db.close().await;
+    row
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("clinical.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whisper_service_transcribes_a_stored_dictation_exactly_once() {
+    let fake = FakeEngine::start(vec![], Behaviour::Transcribe(TEXT)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let server = ServerProcess::start_url(
+        &url,
+        &engine_env("whisper-service", "WHISPER_URL", &fake.url),
+    );
+    let health: Value = server.get_json("/api/v1/health").await;
+    assert_eq!(
+        health["components"]["transcription"],
+        format!("whisper-service ({}/transcribe)", fake.url)
+    );
+
+    let created = upload(&server, 1).await;
+    let id = created["id"].as_str().unwrap();
+    let done = wait_for(&server, id, "completed", Duration::from_secs(20)).await;
+    assert_eq!(done["transcript"], TEXT);
+    assert_eq!(done["final_transcript"], TEXT);
+    assert_eq!(done["whisper_model"], "base");
+    assert_eq!(done["transcript_language"], "en");
+    assert!(done["error_message"].is_null());
+    assert!(
+        done["transcription_started_at"].as_str().unwrap()
+            <= done["transcription_completed_at"].as_str().unwrap()
+    );
+    assert_eq!(done["processed_at"], done["transcription_completed_at"]);
+    let segments = done["transcript_segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 2);
+    assert_eq!(segments[1]["start"], 1.5);
+    for (segment, logprob) in segments.iter().zip(AVG_LOGPROBS) {
+        let confidence = segment["confidence"].as_f64().unwrap();
+        assert!((confidence - logprob.exp()).abs() < 1e-9, "{confidence}");
+    }
+
+    // The container got the stored audio, once, under the original's field name.
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    let (field, file_name, sha) = received[0].audio.clone().unwrap();
+    assert_eq!(
+        (field.as_str(), received[0].path.as_str()),
+        ("audio", "/transcribe")
+    );
+    assert_eq!(file_name, format!("{id}.webm"));
+    assert_eq!(sha, created["audio_sha256"].as_str().unwrap());
+    assert_eq!(job(&url, id).await.0, "done");
+
+    // Retrying a completed recording is refused; an unknown one is 404.
+    let retry = |id: String| {
+        let url = server.url(&format!("/api/v1/recordings/{id}/retry"));
+        async move { client().post(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(retry(id.to_owned()).await, 409);
+    assert_eq!(retry(uuid::Uuid::new_v4().to_string()).await, 404);
+    assert_eq!(retry("not-a-uuid".into()).await, 422);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.received().len(), 1, "transcribed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_engine_is_retried_after_500_and_429_then_completes() {
+    let fake = FakeEngine::start(
+        vec![
+            Behaviour::Status(500, None),
+            Behaviour::Status(429, Some(1)),
+        ],
+        Behaviour::Transcribe(TEXT),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let mut env = engine_env("openai", "PWA_TRANSCRIBE_URL", &fake.url);
+    env.push(("PWA_TRANSCRIBE_API_KEY", "sk-test-secret"));
+    env.push(("PWA_TRANSCRIBE_MODEL", "whisper-large-v3"));
+    let log = dir.path().join("server.log");
+    let env_log: Vec<(&str, &str)> = env.iter().copied().chain([("PWA_LOG", "info")]).collect();
+    let server = ServerProcess::start_logging(&url, &env_log, Some(&log));
+
+    let created = upload(&server, 2).await;
+    let id = created["id"].as_str().unwrap();
+    let done = wait_for(&server, id, "completed", Duration::from_secs(30)).await;
+    assert_eq!(done["transcript"], TEXT);
+    assert_eq!(done["whisper_model"], "whisper-large-v3");
+    assert_eq!(done["transcript_language"], "english");
+    assert_eq!(job(&url, id).await.1, 3, "three attempts");
+
+    let received = fake.received();
+    assert_eq!(received.len(), 3);
+    for request in &received {
+        assert_eq!(request.path, "/v1/audio/transcriptions");
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer sk-test-secret")
+        );
+        assert!(
+            request
+                .fields
+                .contains(&("model".into(), "whisper-large-v3".into()))
+        );
+        assert!(
+            request
+                .fields
+                .contains(&("response_format".into(), "verbose_json".into()))
+        );
+        assert_eq!(request.audio.as_ref().unwrap().0, "file");
+    }
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains("sk-test-secret"),
+        "the API key is never logged"
+    );
+    assert!(!log.contains("metformin"), "no transcript in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
+    let fake = FakeEngine::start(vec![], Behaviour::Status(503, None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let server = ServerProcess::start_url(
+        &url,
+        &engine_env("whisper-service", "WHISPER_URL", &fake.url),
+    );
+    let id = upload(&server, 3).await["id"].as_str().unwrap().to_owned();
+
+    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    let reason = failed["error_message"].as_str().unwrap();
+    assert!(
+        reason.contains("after 3 attempts") && reason.contains("503"),
+        "{reason}"
+    );
+    assert_eq!(fake.received().len(), 3);
+    assert_eq!(job(&url, &id).await.0, "failed");
+
+    // Malformed answers are retried too, and then end the same way.
+    fake.set(Behaviour::Malformed);
+    let response = client()
+        .post(server.url(&format!("/api/v1/recordings/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let queued: Value = response.json().await.unwrap();
+    assert_eq!(
+        (queued["status"].as_str(), queued["retry_count"].as_i64()),
+        (Some("queued"), Some(1))
+    );
+    assert!(queued["error_message"].is_null());
+    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("not a transcript"),
+        "{failed}"
+    );
+
+    // A server that answers too slowly.
+    fake.set(Behaviour::Slow(Duration::from_secs(5), TEXT));
+    client()
+        .post(server.url(&format!("/api/v1/recordings/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    let failed = wait_for(&server, &id, "error", Duration::from_secs(40)).await;
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{failed}"
+    );
+
+    // Once the engine works, a retry completes.
+    fake.set(Behaviour::Transcribe(TEXT));
+    client()
+        .post(server.url(&format!("/api/v1/recordings/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    let done = wait_for(&server, &id, "completed", Duration::from_secs(20)).await;
+    assert_eq!(
+        (done["transcript"].as_str(), done["retry_count"].as_i64()),
+        (Some(TEXT), Some(3))
+    );
+
+    // A refusal that retrying cannot fix ends at once.
+    fake.set(Behaviour::Status(400, None));
+    let other = upload(&server, 4).await["id"].as_str().unwrap().to_owned();
+    let failed = wait_for(&server, &other, "error", Duration::from_secs(20)).await;
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{failed}"
+    );
+    assert_eq!(job(&url, &other).await.1, 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_cannot_be_reached_is_retried_then_error() {
+    // A port nothing listens on.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let server =
+        ServerProcess::start_url(&url, &engine_env("openai", "PWA_TRANSCRIBE_URL", &closed));
+    let id = upload(&server, 5).await["id"].as_str().unwrap().to_owned();
+    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    let reason = failed["error_message"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot be reached") && reason.contains("after 3 attempts"),
+        "{reason}"
+    );
+    assert_eq!(job(&url, &id).await.1, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_job_leaves_it_to_the_next_after_the_lease() {
+    // The first request hangs long enough for the kill; the next succeeds.
+    let fake = FakeEngine::start(
+        vec![Behaviour::Slow(Duration::from_secs(30), TEXT)],
+        Behaviour::Transcribe(TEXT),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let audio_dir = dir.path().join("audio");
+    let audio_dir = audio_dir.to_str().unwrap();
+    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    env.retain(|(k, _)| *k != "PWA_TRANSCRIBE_TIMEOUT");
+    // The restarted server must find the same audio.
+    env.push(("PWA_AUDIO_DIR", audio_dir));
+    let server = ServerProcess::start_url(&url, &env);
+    let id = upload(&server, 6).await["id"].as_str().unwrap().to_owned();
+    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
+    while fake.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill_9();
+
+    let server = ServerProcess::start_url(&url, &env);
+    let done = wait_for(&server, &id, "completed", Duration::from_secs(30)).await;
+    assert_eq!(done["transcript"], TEXT);
+    let (state, attempts, _) = job(&url, &id).await;
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("done", 2),
+        "the killed attempt counts"
+    );
+    assert_eq!(fake.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_postgresql_instances_transcribe_twenty_dictations_each_once() {
+    let Some(admin) = postgres_or_skip("two_postgresql_instances_transcribe") else {
+        return;
+    };
+    let pg = PgTestDb::create(&admin).await;
+    let fake = FakeEngine::start(vec![], Behaviour::Slow(Duration::from_millis(150), TEXT)).await;
+    let env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    let servers = [
+        ServerProcess::start_url(&pg.url, &env),
+        ServerProcess::start_url(&pg.url, &env),
+    ];
+    let mut ids = Vec::new();
+    for n in 0..20u64 {
+        ids.push(
+            upload(&servers[(n % 2) as usize], 100 + n).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut owners = std::collections::HashSet::new();
+    for id in &ids {
+        wait_for(&servers[0], id, "completed", Duration::from_secs(60)).await;
+        let (state, attempts, owner) = job(&pg.url, id).await;
+        assert_eq!((state.as_str(), attempts), ("done", 1));
+        // `host:pid@addr/worker`: the instance is what precedes the worker number.
+        let owner = owner.unwrap();
+        owners.insert(owner.rsplit_once('/').unwrap().0.to_owned());
+    }
+    assert_eq!(owners.len(), 2, "both instances took some: {owners:?}");
+    let received = fake.received();
+    assert_eq!(received.len(), 20, "each transcribed exactly once");
+    let names: std::collections::HashSet<_> = received
+        .iter()
+        .map(|r| r.audio.clone().unwrap().1)
+        .collect();
+    assert_eq!(names.len(), 20);
+}
