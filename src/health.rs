@@ -243,8 +243,8 @@ pub struct Components {
 /// Which transcription engine this instance runs, for health.
 #[derive(Debug, Clone, Default)]
 pub struct TranscriptionStatus {
-    /// The engine's description; None when there is none.
-    pub engine: Option<Arc<str>>,
+    /// The engine; None when there is none.
+    pub engine: Option<Arc<dyn crate::transcription::TranscriptionEngine>>,
 }
 
 /// The health route.
@@ -293,9 +293,8 @@ pub async fn health(
             database: detail.clone().unwrap_or_else(|| "ok".into()),
             transcription: transcription
                 .engine
-                .as_deref()
-                .unwrap_or("no engine")
-                .to_owned(),
+                .as_ref()
+                .map_or_else(|| "no engine".to_owned(), |e| e.describe()),
         },
         backend: db.backend(),
         database_latency_ms: latency,

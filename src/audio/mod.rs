@@ -2,6 +2,7 @@
 //! and keeping it ([`objects`]: on disk or in a bucket), all through
 //! [`storage::AudioStore`].
 
+pub mod decode;
 pub mod objects;
 pub mod partial;
 pub mod receiving;

@@ -16,6 +16,7 @@ mod backup;
 mod maintenance;
 mod migrate;
 mod migrate_data;
+mod model;
 mod seed;
 mod serve;
 
@@ -90,6 +91,8 @@ enum Command {
     Check,
     /// Update statistics, checkpoint the WAL and compact the database.
     Vacuum(maintenance::VacuumArgs),
+    /// Whisper models for the embedded transcription engine (import, fetch).
+    Model(model::ModelArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -169,6 +172,7 @@ enum Job {
     ),
     Check,
     Vacuum(maintenance::VacuumArgs),
+    Model(model::ModelArgs),
 }
 
 impl Job {
@@ -185,6 +189,7 @@ impl Job {
             }
             Command::Check => Self::Check,
             Command::Vacuum(args) => Self::Vacuum(args),
+            Command::Model(args) => Self::Model(args),
         })
     }
 
@@ -198,6 +203,7 @@ impl Job {
             Self::MigrateData(from, to, args) => migrate_data::run(from, to, args).await,
             Self::Check => maintenance::check(database).await,
             Self::Vacuum(args) => maintenance::vacuum(database, args).await,
+            Self::Model(args) => tokio::task::spawn_blocking(move || model::run(args)).await?,
         }
     }
 }

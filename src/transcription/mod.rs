@@ -7,7 +7,11 @@
 //! Whisper container) are in [`remote`]; with `none`, dictations wait in the
 //! queue and health says so.
 
+pub mod ct2;
+pub mod embedded;
 pub mod engine;
+pub mod ggml;
+pub mod models;
 pub mod remote;
 pub mod worker;
 
@@ -37,5 +41,12 @@ pub fn engine_for(
             url,
             settings.timeout,
         )?)),
+        EngineChoice::Embedded {
+            model,
+            model_dir,
+            fetch,
+        } => Some(Arc::new(embedded::ModelLoader::new(
+            model, model_dir, *fetch,
+        ))),
     })
 }

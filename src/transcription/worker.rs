@@ -64,6 +64,12 @@ impl Worker {
     /// Takes and does jobs until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
         while !stop.is_cancelled() {
+            if !self.engine.ready() {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(POLL_INTERVAL) => continue,
+                }
+            }
             match self.jobs.claim(&self.owner, self.settings.lease).await {
                 Ok(Some(job)) => {
                     let id = job.recording_id;

