@@ -6,7 +6,7 @@
 // Each scenario fails on any console error except those it names as expected
 // (a refused request shows up in the console by design).
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -21,6 +21,24 @@ const OUT = process.env.E2E_OUT || join(ROOT, 'target/e2e');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = join(OUT, 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
+// The Whisper model the server transcribes with (tiny.en, as the Rust tests
+// obtain it); fetched here when missing.
+const MODEL_DIR = join(ROOT, 'target/test-models');
+const MODEL = process.env.E2E_WHISPER_MODEL || join(MODEL_DIR, 'ggml-tiny.en.bin');
+// What the fake microphone says (espeak-ng, 16 kHz mono WAV, looped by Chromium).
+const SPOKEN_TEXT = 'The patient takes metformin five hundred milligrams twice daily.';
+
+function prepareSpeech() {
+  if (!process.env.E2E_WHISPER_MODEL) {
+    execFileSync(BIN, ['model', 'fetch', 'tiny.en', '--model-dir', MODEL_DIR], { stdio: 'inherit' });
+  }
+  const raw = join(OUT, 'spoken-raw.wav');
+  const wav = join(OUT, 'spoken.wav');
+  execFileSync('espeak-ng', ['-s', '140', '-w', raw, SPOKEN_TEXT]);
+  // A second of silence after the words, so the looped file has a pause.
+  execFileSync('sox', [raw, '-r', '16000', '-c', '1', '-b', '16', wav, 'pad', '0', '1']);
+  return wav;
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -61,6 +79,8 @@ class Server {
         PWA_DATABASE_URL: `sqlite://${join(this.dir, 'clinical.db')}`,
         PWA_AUDIO_DIR: join(this.dir, 'audio'),
         PWA_LOG: 'warn',
+        PWA_TRANSCRIBE_ENGINE: 'embedded',
+        PWA_WHISPER_MODEL: MODEL,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -171,6 +191,63 @@ scenario('record 5 s online: the server holds exactly the recorded bytes', async
   await page.waitForSelector(`#local-list li[data-key="${recorded.key}"][data-state="uploaded"]`);
   await page.waitForSelector(`#server-list li[data-id="${recording.id}"]`);
   shared.recordingId = recording.id;
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('dictate with the fake microphone speaking: the transcript appears on the recording page, and the queue follows it', async ({ browser, server }) => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await newPage(context);
+  await page.goto(server.url + '/record/patient-speech');
+  await ready(page);
+  // The file plays from its start when capture begins: one pass of the words.
+  const recorded = await recordOnce(page, 6500);
+  const [recording] = await waitFor('the upload on the server', async () => {
+    const found = await server.recordingsWithKey(recorded.key);
+    return found.length ? found : null;
+  });
+  assert(recording.audio_content_type === 'audio/webm', `Chromium records WebM: ${recording.audio_content_type}`);
+
+  // The queue shows its progress and then its end, without a reload.
+  await page.goto(server.url + '/queue');
+  await ready(page);
+  await page.waitForSelector(`#server-list li[data-id="${recording.id}"]`);
+  await page.waitForSelector(`#server-list li[data-id="${recording.id}"].status-completed`, { timeout: 120000 });
+
+  // The recording page, opened before it is done elsewhere, shows the transcript.
+  await page.goto(`${server.url}/recordings/${recording.id}`);
+  await ready(page);
+  const text = (await (await page.waitForSelector('#transcript', { timeout: 60000 })).textContent()).toLowerCase();
+  for (const word of ['patient', 'milligrams', 'twice daily']) {
+    assert(text.includes(word), `"${word}" in the transcript: ${text}`);
+  }
+  assert(/metformin|500/.test(text), `the drug or its dose in the transcript: ${text}`);
+  assert((await page.textContent('#recording-status')) === 'Transcribed', 'status label');
+  await page.screenshot({ path: join(SHOTS, 'transcript.png'), fullPage: true });
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
+scenario('a recording whose transcription failed shows the reason and a Retry button that queues it again', async ({ browser, server }) => {
+  // A WebM signature and nothing decodable after it: stored, then `error`.
+  const bytes = Buffer.concat([Buffer.from([0x1a, 0x45, 0xdf, 0xa3]), Buffer.alloc(3000, 0x55)]);
+  const form = new FormData();
+  form.append('patient_id', 'patient-broken');
+  form.append('duration_seconds', '3');
+  form.append('audio', new Blob([bytes], { type: 'audio/webm' }), 'broken.webm');
+  const created = await (await fetch(`${server.url}/api/v1/recordings/upload`, { method: 'POST', body: form })).json();
+  const context = await browser.newContext();
+  const page = await newPage(context);
+  await page.goto(`${server.url}/recordings/${created.id}`);
+  await ready(page);
+  await page.waitForSelector('#recording-status:text("Error")', { timeout: 60000 });
+  assert((await page.textContent('#recording-error')).includes('cannot be decoded'), 'the reason shows');
+  await page.click('button.retry');
+  // Queued again, then (still undecodable) error again, retry_count 1.
+  await waitFor('the retry on the server', async () => {
+    const r = await (await fetch(`${server.url}/api/v1/recordings/${created.id}`)).json();
+    return r.retry_count === 1 && r.status === 'error' ? r : null;
+  }, 60000);
   assertNoConsoleErrors(page);
   await context.close();
 });
@@ -630,6 +707,7 @@ scenario('screenshots of every page at 390×844 and 1280×800; accessible names'
 // ---------------------------------------------------------------- main
 
 async function main() {
+  const spoken = prepareSpeech();
   const dir = mkdtempSync(join(tmpdir(), 'clinscribe-e2e-'));
   const server = new Server(dir);
   await server.start();
@@ -639,6 +717,7 @@ async function main() {
       '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-quic',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      `--use-file-for-fake-audio-capture=${spoken}`,
     ],
   });
   const shared = {};

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::config;
+use crate::transcription::embedded::EmbeddedEngine;
 use crate::transcription::models;
 
 #[derive(Debug, Args)]
@@ -29,6 +30,20 @@ enum ModelAction {
         /// The ggml file to write (default: <model dir>/ggml-<name>.bin).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Where models are kept.
+        #[arg(long, env = "PWA_MODEL_DIR", default_value = config::DEFAULT_MODEL_DIR)]
+        model_dir: PathBuf,
+    },
+    /// Transcribe audio files with the embedded engine and print one JSON
+    /// line per file (text, segments, and seconds of audio per second of
+    /// work): a check that a model works, and the benchmark's tool.
+    Transcribe {
+        /// Audio files (WAV, FLAC, Ogg, WebM, MP4).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The model, by name (kept in the model directory) or as a ggml file.
+        #[arg(long, default_value = config::DEFAULT_TRANSCRIBE_MODEL_NAME)]
+        model: String,
         /// Where models are kept.
         #[arg(long, env = "PWA_MODEL_DIR", default_value = config::DEFAULT_MODEL_DIR)]
         model_dir: PathBuf,
@@ -65,6 +80,38 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
                 }
             };
             println!("imported Whisper {name} as {}", target.display());
+        }
+        ModelAction::Transcribe {
+            files,
+            model,
+            model_dir,
+        } => {
+            let (path, name) = if model.ends_with(".bin") {
+                (PathBuf::from(&model), model.clone())
+            } else {
+                (models::cached_path(&model_dir, &model), model.clone())
+            };
+            let engine = EmbeddedEngine::load(&path, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for file in files {
+                let started = std::time::Instant::now();
+                let transcript = engine
+                    .transcribe_blocking(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                let seconds = started.elapsed().as_secs_f64();
+                let audio_seconds = transcript.segments.last().map_or(0.0, |s| s.end);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": file.display().to_string(),
+                        "model": transcript.model,
+                        "text": transcript.text,
+                        "language": transcript.language,
+                        "segments": transcript.segments,
+                        "wall_seconds": seconds,
+                        "audio_seconds": audio_seconds,
+                    })
+                );
+            }
         }
         ModelAction::Fetch { name, model_dir } => {
             let path = models::fetch(&name, &model_dir).context("obtaining the model")?;

@@ -63,6 +63,19 @@ impl EmbeddedEngine {
         })
     }
 
+    /// Transcribes a file (blocking), its type found by probing.
+    pub fn transcribe_blocking(&self, path: &Path) -> Result<Transcript, EngineError> {
+        let content_type = match path.extension().and_then(|e| e.to_str()) {
+            Some("wav") => "audio/wav",
+            Some("flac") => "audio/flac",
+            Some("ogg") => "audio/ogg",
+            Some("webm") => "audio/webm",
+            Some("m4a" | "mp4") => "audio/mp4",
+            _ => "application/octet-stream",
+        };
+        self.transcribe_file(path.to_path_buf(), content_type.to_owned())
+    }
+
     /// Transcribes a decoded file (blocking: run it off the async threads).
     fn transcribe_file(
         &self,

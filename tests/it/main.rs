@@ -9,6 +9,7 @@ mod common;
 
 mod api;
 mod database;
+mod embedded;
 mod hostile;
 mod openapi;
 mod operations;

