@@ -274,7 +274,8 @@ fn start_transcription(
     let Some(engine) = crate::transcription::engine_for(&settings)
         .context("preparing the transcription engine")?
     else {
-        tracing::warn!(
+        // `none` is chosen explicitly (the default is the embedded engine).
+        tracing::info!(
             "transcription: no engine; dictations wait in the queue (set PWA_TRANSCRIBE_ENGINE, \
              see docs/OPERATIONS.md)"
         );

@@ -33,6 +33,8 @@ pub struct EmbeddedEngine {
     threads: i32,
     /// One transcription at a time per engine: whisper.cpp already uses every core.
     busy: Arc<Mutex<()>>,
+    /// The longest piece transcribed at once, in seconds.
+    window_seconds: usize,
 }
 
 impl std::fmt::Debug for EmbeddedEngine {
@@ -64,7 +66,15 @@ impl EmbeddedEngine {
             english_only,
             threads,
             busy: Arc::default(),
+            window_seconds: WINDOW_SECONDS,
         })
+    }
+
+    /// The same engine transcribing in windows of at most `seconds` (at least
+    /// twice the stretch searched for a quiet cut).
+    pub fn with_window(mut self, seconds: usize) -> Self {
+        self.window_seconds = seconds.max(2 * CUT_SEARCH_SECONDS);
+        self
     }
 
     /// Transcribes a file (blocking), its type found by probing.
@@ -95,7 +105,7 @@ impl EmbeddedEngine {
             .context
             .create_state()
             .map_err(|e| EngineError::transient(format!("whisper state: {e}")))?;
-        let window = WINDOW_SECONDS * TARGET_RATE as usize;
+        let window = self.window_seconds * TARGET_RATE as usize;
         let mut pending: Vec<f32> = Vec::new();
         let mut offset_samples = 0usize;
         let mut segments = Vec::new();
@@ -234,6 +244,7 @@ impl TranscriptionEngine for EmbeddedEngine {
             english_only: self.english_only,
             threads: self.threads,
             busy: self.busy.clone(),
+            window_seconds: self.window_seconds,
         };
         let (path, content_type) = (audio.path.clone(), audio.content_type.clone());
         let (done, result) = tokio::sync::oneshot::channel();

@@ -286,3 +286,70 @@ async fn a_spoken_dictation_becomes_a_transcript_on_postgresql() {
             .is_some_and(|s| !s.is_empty())
     );
 }
+
+#[test]
+fn a_dictation_longer_than_a_window_is_cut_in_a_pause_and_timed_from_its_start() {
+    let model = test_model();
+    let dir = tempfile::tempdir().unwrap();
+    // Six sentences, each followed by three seconds of silence: about 40 s.
+    let sentences = [
+        "The patient reports a headache for three days.",
+        "There is no fever and no neck stiffness.",
+        "Blood pressure is normal today.",
+        "The neurological examination is normal.",
+        "Start paracetamol one gram four times a day.",
+        "Review in two weeks if the headache continues.",
+    ];
+    let mut padded = Vec::new();
+    for (i, sentence) in sentences.iter().enumerate() {
+        let part = dir.path().join(format!("part{i}"));
+        std::fs::create_dir(&part).unwrap();
+        let wav = spoken_wav(&part, sentence);
+        let with_pause = part.join("padded.wav");
+        let status = std::process::Command::new("sox")
+            .arg(&wav)
+            .arg(&with_pause)
+            .args(["pad", "0", "3"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        padded.push(with_pause);
+    }
+    let long = dir.path().join("long.wav");
+    let status = std::process::Command::new("sox")
+        .args(&padded)
+        .arg(&long)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let seconds = decode_all(&long, "audio/wav").len() as f64 / f64::from(TARGET_RATE);
+
+    // Windows of 20 s: the dictation takes two, cut in a pause.
+    let engine = clinscribe::transcription::embedded::EmbeddedEngine::load(&model, "tiny.en")
+        .unwrap()
+        .with_window(20);
+    let transcript = engine.transcribe_blocking(&long).unwrap();
+    let text = words(&transcript.text);
+    for word in [
+        "headache",
+        "fever",
+        "neurological",
+        "paracetamol",
+        "2 weeks",
+    ] {
+        assert!(text.contains(word), "{word:?} not in {text:?}");
+    }
+    // Segments are timed from the dictation's start, in order, past the first window.
+    let ends: Vec<f64> = transcript.segments.iter().map(|s| s.end).collect();
+    assert!(ends.windows(2).all(|w| w[0] <= w[1]), "{ends:?}");
+    assert!(seconds > 30.0, "{seconds} s: longer than one window");
+    let last = transcript.segments.last().unwrap();
+    assert!(
+        last.start > 20.0 && last.end <= seconds + 1.0,
+        "{last:?}, {seconds} s"
+    );
+    assert!(
+        text.matches("paracetamol").count() == 1,
+        "no sentence twice: {text:?}"
+    );
+}
