@@ -97,11 +97,7 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             model,
             model_dir,
         } => {
-            let (path, name) = if model.ends_with(".bin") {
-                (PathBuf::from(&model), model.clone())
-            } else {
-                (models::cached_path(&model_dir, &model), model.clone())
-            };
+            let (path, name) = models::resolve(&model, &model_dir);
             let engine = EmbeddedEngine::load(&path, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
             for file in files {
                 let started = std::time::Instant::now();

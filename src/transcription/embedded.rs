@@ -25,7 +25,8 @@ const TRANSCRIPTION_NICE: i32 = 19;
 /// The frame whose energy decides the cut.
 const CUT_FRAME: usize = TARGET_RATE as usize / 50;
 
-/// whisper.cpp with one model.
+/// whisper.cpp with one model (clones share it).
+#[derive(Clone)]
 pub struct EmbeddedEngine {
     context: Arc<WhisperContext>,
     name: String,
@@ -77,30 +78,23 @@ impl EmbeddedEngine {
         self
     }
 
-    /// Transcribes a file (blocking), its type found by probing.
+    /// Transcribes a file (blocking), its type found by probing its content.
     pub fn transcribe_blocking(&self, path: &Path) -> Result<Transcript, EngineError> {
-        let content_type = match path.extension().and_then(|e| e.to_str()) {
-            Some("wav") => "audio/wav",
-            Some("flac") => "audio/flac",
-            Some("ogg") => "audio/ogg",
-            Some("webm") => "audio/webm",
-            Some("m4a" | "mp4") => "audio/mp4",
-            _ => "application/octet-stream",
-        };
-        self.transcribe_file(path.to_path_buf(), content_type.to_owned())
+        self.transcribe_file(path, None)
     }
 
-    /// Transcribes a decoded file (blocking: run it off the async threads).
+    /// Transcribes a decoded file (blocking: run it off the async threads);
+    /// `content_type`, when known, helps the probe.
     fn transcribe_file(
         &self,
-        path: PathBuf,
-        content_type: String,
+        path: &Path,
+        content_type: Option<&str>,
     ) -> Result<Transcript, EngineError> {
         let _one_at_a_time = self
             .busy
             .lock()
             .map_err(|_| EngineError::transient("engine lock poisoned"))?;
-        let mut decoder = AudioDecoder::open(&path, Some(&content_type)).map_err(decode_error)?;
+        let mut decoder = AudioDecoder::open(path, content_type).map_err(decode_error)?;
         let mut state = self
             .context
             .create_state()
@@ -238,14 +232,7 @@ impl TranscriptionEngine for EmbeddedEngine {
     }
 
     async fn transcribe(&self, audio: &AudioInput) -> Result<Transcript, EngineError> {
-        let engine = Self {
-            context: self.context.clone(),
-            name: self.name.clone(),
-            english_only: self.english_only,
-            threads: self.threads,
-            busy: self.busy.clone(),
-            window_seconds: self.window_seconds,
-        };
+        let engine = self.clone();
         let (path, content_type) = (audio.path.clone(), audio.content_type.clone());
         let (done, result) = tokio::sync::oneshot::channel();
         // A thread of its own at a lower priority (whisper.cpp's threads
@@ -259,7 +246,7 @@ impl TranscriptionEngine for EmbeddedEngine {
                 {
                     tracing::debug!(error = %e, "cannot lower the transcription thread's priority");
                 }
-                let _ = done.send(engine.transcribe_file(path, content_type));
+                let _ = done.send(engine.transcribe_file(&path, Some(&content_type)));
             })
             .map_err(|e| {
                 EngineError::transient(format!("cannot start a transcription thread: {e}"))
@@ -324,17 +311,9 @@ struct ToLoad {
 impl ToLoad {
     /// Finds, obtains if allowed, and loads the model (blocking).
     fn load(&self) -> Result<EmbeddedEngine, String> {
-        let as_file = Path::new(&self.model);
-        if as_file.extension().is_some_and(|e| e == "bin") {
-            let name = as_file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .map_or("whisper", |s| s.trim_start_matches("ggml-"))
-                .to_owned();
-            return EmbeddedEngine::load(as_file, &name).map_err(|e| e.to_string());
-        }
-        let path = super::models::cached_path(&self.model_dir, &self.model);
-        if !path.exists() {
+        let (path, name) = super::models::resolve(&self.model, &self.model_dir);
+        // A named model (not a file the operator points at) may be obtained.
+        if !path.exists() && path == super::models::cached_path(&self.model_dir, &self.model) {
             if !self.fetch {
                 return Err(format!(
                     "{} is missing; run `clinscribe model fetch {}` (PWA_MODEL_FETCH is off)",
@@ -354,7 +333,7 @@ impl ToLoad {
                 )
             })?;
         }
-        EmbeddedEngine::load(&path, &self.model).map_err(|e| e.to_string())
+        EmbeddedEngine::load(&path, &name).map_err(|e| e.to_string())
     }
 }
 

@@ -230,6 +230,52 @@ fn tensors(model: &Model, h: &Hparams, precision: Precision) -> Result<Vec<Tenso
         )
     };
 
+    // What every block has: self-attention with its norm and output, and the MLP.
+    let self_attention_part =
+        |push: &mut dyn FnMut(String, &Variable, Storage) -> Result<(), Ct2Error>,
+         to: &str,
+         from: &str,
+         d: usize|
+         -> Result<(), Ct2Error> {
+            norm(
+                push,
+                &format!("{to}.attn_ln"),
+                &format!("{from}/self_attention/layer_norm"),
+            )?;
+            self_attention(
+                push,
+                &format!("{to}.attn"),
+                &format!("{from}/self_attention"),
+                model,
+                d,
+            )?;
+            linear(
+                push,
+                &format!("{to}.attn.out"),
+                &format!("{from}/self_attention/linear_1"),
+            )
+        };
+    let mlp_part = |push: &mut dyn FnMut(String, &Variable, Storage) -> Result<(), Ct2Error>,
+                    to: &str,
+                    from: &str|
+     -> Result<(), Ct2Error> {
+        norm(
+            push,
+            &format!("{to}.mlp_ln"),
+            &format!("{from}/ffn/layer_norm"),
+        )?;
+        linear(
+            push,
+            &format!("{to}.mlp.0"),
+            &format!("{from}/ffn/linear_0"),
+        )?;
+        linear(
+            push,
+            &format!("{to}.mlp.2"),
+            &format!("{from}/ffn/linear_1"),
+        )
+    };
+
     // Encoder.
     push(
         "encoder.positional_embedding".into(),
@@ -251,38 +297,8 @@ fn tensors(model: &Model, h: &Hparams, precision: Precision) -> Result<Vec<Tenso
     let d = h.n_audio_state;
     for i in 0..h.n_audio_layer {
         let (to, from) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
-        norm(
-            &mut push,
-            &format!("{to}.attn_ln"),
-            &format!("{from}/self_attention/layer_norm"),
-        )?;
-        self_attention(
-            &mut push,
-            &format!("{to}.attn"),
-            &format!("{from}/self_attention"),
-            model,
-            d,
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.attn.out"),
-            &format!("{from}/self_attention/linear_1"),
-        )?;
-        norm(
-            &mut push,
-            &format!("{to}.mlp_ln"),
-            &format!("{from}/ffn/layer_norm"),
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.mlp.0"),
-            &format!("{from}/ffn/linear_0"),
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.mlp.2"),
-            &format!("{from}/ffn/linear_1"),
-        )?;
+        self_attention_part(&mut push, &to, &from, d)?;
+        mlp_part(&mut push, &to, &from)?;
     }
 
     // Decoder.
@@ -300,23 +316,7 @@ fn tensors(model: &Model, h: &Hparams, precision: Precision) -> Result<Vec<Tenso
     let d = h.n_text_state;
     for i in 0..h.n_text_layer {
         let (to, from) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        norm(
-            &mut push,
-            &format!("{to}.attn_ln"),
-            &format!("{from}/self_attention/layer_norm"),
-        )?;
-        self_attention(
-            &mut push,
-            &format!("{to}.attn"),
-            &format!("{from}/self_attention"),
-            model,
-            d,
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.attn.out"),
-            &format!("{from}/self_attention/linear_1"),
-        )?;
+        self_attention_part(&mut push, &to, &from, d)?;
         norm(
             &mut push,
             &format!("{to}.cross_attn_ln"),
@@ -350,21 +350,7 @@ fn tensors(model: &Model, h: &Hparams, precision: Precision) -> Result<Vec<Tenso
             &format!("{to}.cross_attn.out"),
             &format!("{from}/attention/linear_2"),
         )?;
-        norm(
-            &mut push,
-            &format!("{to}.mlp_ln"),
-            &format!("{from}/ffn/layer_norm"),
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.mlp.0"),
-            &format!("{from}/ffn/linear_0"),
-        )?;
-        linear(
-            &mut push,
-            &format!("{to}.mlp.2"),
-            &format!("{from}/ffn/linear_1"),
-        )?;
+        mlp_part(&mut push, &to, &from)?;
     }
     Ok(out)
 }

