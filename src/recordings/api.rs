@@ -5,13 +5,15 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::model::{NewRecording, Recording, RecordingStatus};
-use super::store::{Cursor, ListQuery, RecordingStore, StoreError};
+use super::model::{NewRecording, Recording, RecordingPatch, RecordingStatus};
+use super::review::{self, ReviewError};
+use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
 use crate::error::ApiError;
+use crate::http::conditional;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
 use crate::identity::CurrentClinician;
@@ -36,7 +38,10 @@ where
             "/api/v1/recordings",
             get(list_recordings).post(create_recording),
         )
-        .route("/api/v1/recordings/{recording_id}", get(get_recording))
+        .route(
+            "/api/v1/recordings/{recording_id}",
+            get(get_recording).patch(patch_recording),
+        )
         .route(
             "/api/v1/recordings/{recording_id}/retry",
             post(retry_recording),
@@ -95,13 +100,22 @@ pub async fn create_recording(
 }
 
 /// Get one recording by id (hyphens optional, any case).
+///
+/// The `ETag` is the recording's version; with `If-None-Match` naming it the
+/// answer is 304 without a body.
 #[utoipa::path(
     get,
     path = "/api/v1/recordings/{recording_id}",
     tag = "recordings",
-    params(("recording_id" = uuid::Uuid, Path, description = "Recording UUID")),
+    params(
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds, e.g. `\"3\"`"),
+    ),
     responses(
-        (status = 200, description = "The recording", body = Recording),
+        (status = 200, description = "The recording", body = Recording,
+            headers(("ETag" = String, description = "The version, quoted: `\"3\"`"))),
+        (status = 304, description = "Not modified: the client's copy (`If-None-Match`) is current",
+            headers(("ETag" = String, description = "The version, quoted"))),
         (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
     )
@@ -110,11 +124,91 @@ pub async fn get_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    Ok(json_response(
+    let recording = recordings.get_json(id).await?;
+    if conditional::not_modified(&headers, recording.version) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response
+            .headers_mut()
+            .insert(header::ETAG, conditional::etag(recording.version));
+        return Ok(response);
+    }
+    Ok(recording_response(StatusCode::OK, recording))
+}
+
+/// A recording's JSON with its `ETag`.
+fn recording_response(status: StatusCode, recording: RecordingJson) -> Response {
+    let mut response = json_response(status, recording.json);
+    response
+        .headers_mut()
+        .insert(header::ETAG, conditional::etag(recording.version));
+    response
+}
+
+/// Change a recording: a JSON merge patch (RFC 7396) of `final_transcript`
+/// (the corrected text; `transcript` keeps the engine's), `patient_id`, or
+/// `status` (only a move the life-cycle allows a clinician: see docs/API.md).
+///
+/// `If-Match` must name the version the change was made to; if the recording
+/// has changed since, nothing is changed and the answer is 412 with the
+/// current recording, so the client can show both.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/recordings/{recording_id}",
+    tag = "recordings",
+    params(
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
+        ("If-Match" = String, Header, description = "The ETag of the version changed, e.g. `\"3\"`"),
+    ),
+    request_body(content = super::model::RecordingPatchBody, content_type = "application/merge-patch+json",
+        description = "Fields to change (`application/json` is accepted too)"),
+    responses(
+        (status = 200, description = "Changed (or nothing to change): the recording", body = Recording,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "A status move the life-cycle does not allow; the message names the allowed ones", body = crate::http::openapi::ErrorDetail),
+        (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
+            body = super::model::StaleBody,
+            headers(("ETag" = String, description = "The current version, quoted"))),
+        (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Validation error: a bad value, or a field that is unknown or read-only", body = crate::http::openapi::ValidationErrorBody),
+        (status = 428, description = "If-Match missing, or not one ETag of a version", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn patch_recording(
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    _clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let if_match = conditional::required_version(&headers)?;
+    let patch = RecordingPatch::from_json(&body).map_err(ApiError::Validation)?;
+    let recording = review::patch_recording(recordings.as_ref(), id, if_match, &patch).await?;
+    Ok(recording_response(
         StatusCode::OK,
-        recordings.get_json(id).await?,
+        RecordingJson::of(&recording)?,
     ))
+}
+
+impl From<ReviewError> for ApiError {
+    fn from(err: ReviewError) -> Self {
+        match err {
+            ReviewError::NotFound => Self::NotFound(super::store::RECORDING_NOT_FOUND),
+            e @ ReviewError::IllegalTransition(_) => Self::Conflict(e.to_string()),
+            ReviewError::Stale { seen, current } => Self::Stale {
+                message: format!(
+                    "The recording has changed since version {seen}: it is at version {}. \
+                     Nothing was changed; `current` holds it as it is now.",
+                    current.version
+                ),
+                current: current.json,
+                etag: conditional::etag(current.version),
+            },
+            ReviewError::Store(e) => e.into(),
+        }
+    }
 }
 
 /// List the current clinician's recordings, newest first, one page at a time.
@@ -250,10 +344,6 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
     }
 }
 
-/// Storage errors at the HTTP boundary: a missing row is a 404 naming what
-/// was missing, a busy or closed database a 503, a full disk a 507 (logged
-/// once per episode by `StorageHealth`, not per request), a taken key a 409;
-/// anything else a logged 500 that never leaks internals.
 /// Put a recording whose processing failed back in the transcription queue.
 ///
 /// Only a recording in `error` can be retried; its `retry_count` goes up by
@@ -277,7 +367,7 @@ pub async fn retry_recording(
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
     jobs.requeue(id).await?;
-    Ok(json_response(
+    Ok(recording_response(
         StatusCode::ACCEPTED,
         recordings.get_json(id).await?,
     ))
@@ -293,6 +383,10 @@ impl From<RequeueError> for ApiError {
     }
 }
 
+/// Storage errors at the HTTP boundary: a missing row is a 404 naming what
+/// was missing, a busy or closed database a 503, a full disk a 507 (logged
+/// once per episode by `StorageHealth`, not per request), a taken key a 409;
+/// anything else a logged 500 that never leaks internals.
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod model;
+pub mod review;
 pub mod seed;
 pub mod store;
 

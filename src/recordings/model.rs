@@ -58,6 +58,237 @@ impl RecordingStatus {
     }
 }
 
+/// Who moves a recording from one status to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusActor {
+    /// The transcription worker.
+    Worker,
+    /// A clinician, with `PATCH /api/v1/recordings/{id}` (or `POST …/retry`).
+    Clinician,
+}
+
+/// The life-cycle, written down once: every move a recording's status can
+/// make, and who makes it (docs/API.md shows the same table). A recording is
+/// born `pending` (created without audio; it stays so) or `queued` (its audio
+/// stored); `uploading` is found only in the original's data. Nothing else
+/// moves a status.
+pub const STATUS_TRANSITIONS: [(RecordingStatus, RecordingStatus, StatusActor); 5] = {
+    use RecordingStatus::{Completed, Error, Processing, Queued};
+    use StatusActor::{Clinician, Worker};
+    [
+        (Queued, Processing, Worker),
+        (Processing, Completed, Worker),
+        (Processing, Error, Worker),
+        // An attempt failed and will be retried, or the server stopped mid-job.
+        (Processing, Queued, Worker),
+        // Transcribe again after a failure (what `POST …/retry` does).
+        (Error, Queued, Clinician),
+    ]
+};
+
+impl RecordingStatus {
+    /// The statuses a clinician may move a recording in this status to.
+    pub fn clinician_moves(self) -> Vec<Self> {
+        STATUS_TRANSITIONS
+            .iter()
+            .filter(|(from, _, actor)| *from == self && *actor == StatusActor::Clinician)
+            .map(|(_, to, _)| *to)
+            .collect()
+    }
+}
+
+/// A clinician's change to a recording (`PATCH /api/v1/recordings/{id}`, a
+/// JSON merge patch, RFC 7396): a field absent is unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingPatch {
+    /// The corrected text (`Some(None)`: cleared). `transcript` keeps the engine's.
+    pub final_transcript: Option<Option<String>>,
+    /// The patient, when the dictation was filed under the wrong one.
+    pub patient_id: Option<String>,
+    /// A move along [`STATUS_TRANSITIONS`] that a clinician may make.
+    pub status: Option<RecordingStatus>,
+}
+
+/// The body of `PATCH /api/v1/recordings/{id}`, as the API document shows it
+/// (requests are read by [`RecordingPatch::from_json`]).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingPatchBody {
+    /// The corrected text (null clears it); at most 200,000 characters.
+    #[schema(max_length = 200_000, nullable = true)]
+    pub final_transcript: Option<String>,
+    /// The patient the dictation is about.
+    #[schema(schema_with = patient_id_schema)]
+    pub patient_id: Option<String>,
+    /// A status move a clinician may make (see docs/API.md).
+    pub status: Option<RecordingStatus>,
+}
+
+/// A 412's body: why, and the recording as it is now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StaleBody {
+    /// What happened.
+    pub detail: String,
+    /// The current recording (its version is the new `ETag`).
+    pub current: Recording,
+}
+
+/// Every field of a recording's JSON, in order (a unit test checks that it
+/// lists them all).
+pub const RECORDING_FIELDS: [&str; 33] = [
+    "id",
+    "patient_id",
+    "clinician_id",
+    "audio_file_path",
+    "audio_file_size",
+    "duration_seconds",
+    "status",
+    "error_message",
+    "retry_count",
+    "created_at",
+    "updated_at",
+    "uploaded_at",
+    "processed_at",
+    "transcript",
+    "verification_results",
+    "local_storage_key",
+    "draft_transcript",
+    "final_transcript",
+    "upload_attempts",
+    "audio_sha256",
+    "audio_content_type",
+    "whisper_model",
+    "transcription_started_at",
+    "transcription_completed_at",
+    "transcript_language",
+    "transcript_segments",
+    "fhir_bundle",
+    "llm_model",
+    "extraction_started_at",
+    "extraction_completed_at",
+    "verification_score",
+    "verified_at",
+    "version",
+];
+/// The longest accepted `final_transcript`, in characters (hours of speech).
+pub const TRANSCRIPT_MAX_CHARS: usize = 200_000;
+
+impl RecordingPatch {
+    /// Validates a merge-patch body: every problem reported, unknown and
+    /// read-only fields named.
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let Some(object) = body.as_object() else {
+            return Err(vec![ValidationIssue::new(
+                "model_attributes_type",
+                vec![json!("body")],
+                "Input should be a valid dictionary or object to extract fields from",
+                body.clone(),
+            )]);
+        };
+        let mut issues = Vec::new();
+        let mut patch = Self::default();
+        for (field, value) in object {
+            match field.as_str() {
+                "final_transcript" => match value {
+                    Value::Null => patch.final_transcript = Some(None),
+                    v => {
+                        if let Some(text) = transcript_field(field, v, &mut issues) {
+                            patch.final_transcript = Some(Some(text));
+                        }
+                    }
+                },
+                "patient_id" => {
+                    patch.patient_id =
+                        text_field(field, value, 1, PATIENT_ID_MAX_CHARS, &mut issues);
+                }
+                "status" => match value.as_str().map(str::parse::<RecordingStatus>) {
+                    Some(Ok(status)) => patch.status = Some(status),
+                    _ => issues.push(
+                        ValidationIssue::new(
+                            "enum",
+                            body_loc(field),
+                            "Input should be 'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'",
+                            value.clone(),
+                        )
+                        .with_ctx(json!({
+                            "expected": "'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'"
+                        })),
+                    ),
+                },
+                other => {
+                    let msg = if RECORDING_FIELDS.contains(&other) {
+                        "This field is read-only; a patch may change final_transcript, patient_id and status"
+                    } else {
+                        "Extra inputs are not permitted; a patch may change final_transcript, patient_id and status"
+                    };
+                    issues.push(ValidationIssue::new(
+                        "extra_forbidden",
+                        body_loc(other),
+                        msg,
+                        value.clone(),
+                    ));
+                }
+            }
+        }
+        if issues.is_empty() {
+            Ok(patch)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// The same patch without the fields that would not change `current`.
+    pub fn changes_to(&self, current: &Recording) -> Self {
+        Self {
+            final_transcript: self
+                .final_transcript
+                .clone()
+                .filter(|t| *t != current.upload.final_transcript),
+            patient_id: self.patient_id.clone().filter(|p| *p != current.patient_id),
+            status: self.status.filter(|s| *s != current.status),
+        }
+    }
+
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Free text (a transcript): line breaks and tabs allowed, other control and
+/// invisible formatting characters not.
+fn transcript_field(
+    field: &str,
+    value: &Value,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<String> {
+    let issue = |kind, msg: &str| ValidationIssue::new(kind, body_loc(field), msg, value.clone());
+    let Some(s) = value.as_str() else {
+        issues.push(issue("string_type", "Input should be a valid string"));
+        return None;
+    };
+    if s.chars().count() > TRANSCRIPT_MAX_CHARS {
+        issues.push(
+            issue(
+                "string_too_long",
+                "String should have at most 200000 characters",
+            )
+            .with_ctx(json!({ "max_length": TRANSCRIPT_MAX_CHARS })),
+        );
+        return None;
+    }
+    if s.chars()
+        .any(|c| (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || is_format_character(c))
+    {
+        issues.push(issue(
+            "string_pattern_mismatch",
+            "String should not contain control characters (other than line breaks and tabs) or invisible formatting characters",
+        ));
+        return None;
+    }
+    Some(s.to_owned())
+}
+
 impl fmt::Display for RecordingStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
@@ -124,6 +355,10 @@ pub struct Recording {
     /// What processing made of it (flattened into the same JSON object).
     #[serde(flatten)]
     pub processing: Processing,
+    /// Grows by one on every change, by anyone (the clinician, an upload,
+    /// the transcription worker); also the recording's `ETag` (`"<version>"`).
+    #[schema(minimum = 1, example = 1)]
+    pub version: i64,
 }
 
 /// A recording's processing: the original's later columns, and what the
@@ -554,6 +789,7 @@ mod tests {
             transcript: Some("Patient reports mild headache.".into()),
             verification_results: Some(json!({"confidence": 0.93, "flags": []})),
             processing: Default::default(),
+            version: 1,
             upload: UploadDetails {
                 local_storage_key: Some(Uuid::nil()),
                 upload_attempts: 2,
@@ -564,8 +800,15 @@ mod tests {
         let object = value.as_object().unwrap();
         assert_eq!(
             object.len(),
-            32,
-            "15 original fields, 6 of the upload and 11 of processing"
+            33,
+            "15 original fields, 6 of the upload, 11 of processing, and the version"
+        );
+        let mut listed = RECORDING_FIELDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(
+            object.keys().map(String::as_str).collect::<Vec<_>>(),
+            listed,
+            "RECORDING_FIELDS lists them all"
         );
         assert_eq!(value["whisper_model"], "base");
         assert_eq!(value["upload_attempts"], 2);
@@ -681,5 +924,56 @@ mod tests {
             kinds(body(json!(""), json!("x"))),
             vec![("string_too_short", p_loc), ("int_parsing", d_loc)]
         );
+    }
+
+    #[test]
+    fn a_patch_names_unknown_and_read_only_fields_and_checks_the_rest() {
+        let issues = RecordingPatch::from_json(&json!({
+            "version": 3, "colour": "red", "patient_id": " ", "status": "done",
+            "final_transcript": "a\u{7}b"
+        }))
+        .unwrap_err();
+        let mut found: Vec<(String, &str)> = issues
+            .iter()
+            .map(|i| (i.loc[1].as_str().unwrap().to_owned(), i.kind))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("colour".into(), "extra_forbidden"),
+                ("final_transcript".into(), "string_pattern_mismatch"),
+                ("patient_id".into(), "string_too_short"),
+                ("status".into(), "enum"),
+                ("version".into(), "extra_forbidden"),
+            ]
+        );
+        let read_only = issues.iter().find(|i| i.loc[1] == "version").unwrap();
+        assert!(read_only.msg.contains("read-only"), "{}", read_only.msg);
+
+        let patch = RecordingPatch::from_json(&json!({
+            "final_transcript": "Line one.\nLine two.", "patient_id": "p-2"
+        }))
+        .unwrap();
+        assert_eq!(
+            patch.final_transcript,
+            Some(Some("Line one.\nLine two.".into()))
+        );
+        assert_eq!(patch.patient_id.as_deref(), Some("p-2"));
+        let cleared = RecordingPatch::from_json(&json!({"final_transcript": null})).unwrap();
+        assert_eq!(cleared.final_transcript, Some(None));
+        assert!(RecordingPatch::from_json(&json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_clinician_may_only_send_a_failed_recording_back_to_the_queue() {
+        for from in RecordingStatus::ALL {
+            let expected = if from == RecordingStatus::Error {
+                vec![RecordingStatus::Queued]
+            } else {
+                vec![]
+            };
+            assert_eq!(from.clinician_moves(), expected, "from {from}");
+        }
     }
 }

@@ -47,6 +47,7 @@ pub fn development_recordings(now: Timestamp) -> Vec<Recording> {
                     json!({"score": 0.93, "issues": [], "checked": ["dates", "drugs"], "note": "ok \u{2713}"})
                 }),
                 processing: Default::default(),
+            version: 1,
                 upload: Default::default(),
                 patient_id,
             }
@@ -181,6 +182,7 @@ impl Generator {
                 })
             }),
             processing: Default::default(),
+            version: 1,
             upload: Default::default(),
             status,
             clinician_id,

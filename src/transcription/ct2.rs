@@ -112,13 +112,27 @@ pub struct Model {
 pub enum Ct2Error {
     /// Reading failed.
     #[error("cannot read the model: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+    /// The data ends before the model does: a damaged download, or a model
+    /// split in parts with its last part missing.
+    #[error("the model is truncated: it ends before its last variable (a part missing?)")]
+    Truncated,
     /// Not CTranslate2's format, or damaged.
     #[error("not a CTranslate2 model.bin: {0}")]
     Format(String),
     /// Readable, but not something this converter handles.
     #[error("unsupported model: {0}")]
     Unsupported(String),
+}
+
+impl From<std::io::Error> for Ct2Error {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Self::Truncated
+        } else {
+            Self::Io(e)
+        }
+    }
 }
 
 fn read_u8(r: &mut impl Read) -> Result<u8, Ct2Error> {

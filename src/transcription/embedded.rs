@@ -14,6 +14,7 @@ use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextPar
 
 use super::engine::{AudioInput, EngineError, Transcript, TranscriptionEngine};
 use crate::audio::decode::{AudioDecoder, DecodeError, TARGET_RATE};
+use crate::config::EmbeddedOptions;
 use crate::recordings::model::Segment;
 
 /// The longest piece of audio transcribed at once.
@@ -30,10 +31,9 @@ const CUT_FRAME: usize = TARGET_RATE as usize / 50;
 pub struct EmbeddedEngine {
     context: Arc<WhisperContext>,
     name: String,
-    english_only: bool,
+    /// The spoken language; None: detected in a dictation's first window.
+    language: Option<String>,
     threads: i32,
-    /// One transcription at a time per engine: whisper.cpp already uses every core.
-    busy: Arc<Mutex<()>>,
     /// The longest piece transcribed at once, in seconds.
     window_seconds: usize,
 }
@@ -48,8 +48,10 @@ impl std::fmt::Debug for EmbeddedEngine {
 
 impl EmbeddedEngine {
     /// Loads the ggml model at `path`; `name` is what recordings record as
-    /// their `whisper_model`.
-    pub fn load(path: &Path, name: &str) -> Result<Self, EngineError> {
+    /// their `whisper_model`. Each dictation runs on `options.threads`
+    /// threads; dictations run side by side as the workers call (their
+    /// number is `PWA_TRANSCRIBE_CONCURRENCY`), sharing the model.
+    pub fn load(path: &Path, name: &str, options: &EmbeddedOptions) -> Result<Self, EngineError> {
         whisper_rs::install_logging_hooks();
         // Flash attention stays off: slower on this project's CPUs
         // (docs/BENCHMARKS.md, "Transcription").
@@ -57,16 +59,23 @@ impl EmbeddedEngine {
             .map_err(|e| {
                 EngineError::Permanent(format!("cannot load the model {}: {e}", path.display()))
             })?;
-        let english_only = !context.is_multilingual();
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(8) as i32;
+        let language = if context.is_multilingual() {
+            options.language.clone()
+        } else {
+            Some("en".to_owned())
+        };
+        if let Some(code) = &language
+            && whisper_rs::get_lang_id(code).is_none()
+        {
+            return Err(EngineError::Permanent(format!(
+                "Whisper does not know the language {code:?} (PWA_TRANSCRIBE_LANGUAGE)"
+            )));
+        }
         Ok(Self {
             context: Arc::new(context),
             name: name.to_owned(),
-            english_only,
-            threads,
-            busy: Arc::default(),
+            language,
+            threads: i32::try_from(options.threads).unwrap_or(1),
             window_seconds: WINDOW_SECONDS,
         })
     }
@@ -90,10 +99,6 @@ impl EmbeddedEngine {
         path: &Path,
         content_type: Option<&str>,
     ) -> Result<Transcript, EngineError> {
-        let _one_at_a_time = self
-            .busy
-            .lock()
-            .map_err(|_| EngineError::transient("engine lock poisoned"))?;
         let mut decoder = AudioDecoder::open(path, content_type).map_err(decode_error)?;
         let mut state = self
             .context
@@ -103,7 +108,9 @@ impl EmbeddedEngine {
         let mut pending: Vec<f32> = Vec::new();
         let mut offset_samples = 0usize;
         let mut segments = Vec::new();
-        let mut language = None;
+        // Detected once, in the first window, then kept: one language per
+        // dictation, and no detection pass per window.
+        let mut language = self.language.clone();
         let mut ended = false;
         let mut decoded_any = false;
         while !ended || !pending.is_empty() {
@@ -127,7 +134,7 @@ impl EmbeddedEngine {
                 quiet_cut(&pending[..window.min(pending.len())])
             };
             let piece: Vec<f32> = pending.drain(..cut).collect();
-            let heard = self.run(&mut state, &piece, offset_samples)?;
+            let heard = self.run(&mut state, &piece, offset_samples, language.as_deref())?;
             if language.is_none() {
                 language = heard.1;
             }
@@ -154,10 +161,11 @@ impl EmbeddedEngine {
         state: &mut whisper_rs::WhisperState,
         samples: &[f32],
         offset_samples: usize,
+        language: Option<&str>,
     ) -> Result<(Vec<Segment>, Option<String>), EngineError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         params.set_n_threads(self.threads);
-        params.set_language(Some(if self.english_only { "en" } else { "auto" }));
+        params.set_language(Some(language.unwrap_or("auto")));
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_special(false);
@@ -265,6 +273,7 @@ pub struct ModelLoader {
     model: String,
     model_dir: PathBuf,
     fetch: bool,
+    options: EmbeddedOptions,
     engine: std::sync::OnceLock<EmbeddedEngine>,
     problem: Arc<Mutex<String>>,
 }
@@ -279,11 +288,12 @@ impl std::fmt::Debug for ModelLoader {
 
 impl ModelLoader {
     /// The model `model` (a name or a file), kept in `model_dir`.
-    pub fn new(model: &str, model_dir: &Path, fetch: bool) -> Self {
+    pub fn new(model: &str, model_dir: &Path, fetch: bool, options: EmbeddedOptions) -> Self {
         Self {
             model: model.to_owned(),
             model_dir: model_dir.to_owned(),
             fetch,
+            options,
             engine: std::sync::OnceLock::new(),
             problem: Arc::new(Mutex::new("loading".into())),
         }
@@ -305,6 +315,7 @@ struct ToLoad {
     model: String,
     model_dir: PathBuf,
     fetch: bool,
+    options: EmbeddedOptions,
     problem: Arc<Mutex<String>>,
 }
 
@@ -333,7 +344,7 @@ impl ToLoad {
                 )
             })?;
         }
-        EmbeddedEngine::load(&path, &name).map_err(|e| e.to_string())
+        EmbeddedEngine::load(&path, &name, &self.options).map_err(|e| e.to_string())
     }
 }
 
@@ -367,6 +378,7 @@ impl TranscriptionEngine for ModelLoader {
             model: self.model.clone(),
             model_dir: self.model_dir.clone(),
             fetch: self.fetch,
+            options: self.options.clone(),
             problem: self.problem.clone(),
         };
         let loading = tokio::task::spawn_blocking(move || to_load.load())

@@ -45,8 +45,12 @@ pub fn engine_for(
             model,
             model_dir,
             fetch,
+            options,
         } => Some(Arc::new(embedded::ModelLoader::new(
-            model, model_dir, *fetch,
+            model,
+            model_dir,
+            *fetch,
+            options.clone(),
         ))),
     })
 }

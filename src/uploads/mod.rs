@@ -223,6 +223,7 @@ impl Uploads {
             transcript: None,
             verification_results: None,
             processing: Default::default(),
+            version: 1,
             upload: UploadDetails {
                 local_storage_key: meta.local_storage_key,
                 draft_transcript: meta.draft_transcript,

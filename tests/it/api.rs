@@ -59,9 +59,10 @@ async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones(a
     let body = r.body.as_object().unwrap();
     assert_eq!(
         body.len(),
-        32,
-        "the original's 15 fields, the 6 of uploads and the 11 of processing"
+        33,
+        "the original's 15 fields, the 6 of uploads, the 11 of processing and the version"
     );
+    assert_eq!(r.body["version"], 1);
     assert_eq!(r.body["upload_attempts"], 0);
     assert_eq!(r.body["local_storage_key"], Value::Null);
     assert_eq!(r.body["patient_id"], "patient-001");

@@ -164,6 +164,7 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
             "verified_at",
             "transcript_language",
             "transcript_segments",
+            "version",
         ]
     );
     let indexes: Vec<String> = sqlx::query_scalar(

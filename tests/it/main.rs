@@ -15,6 +15,7 @@ mod openapi;
 mod operations;
 mod postgres;
 mod process;
+mod review;
 mod s3;
 mod store;
 mod transcription;

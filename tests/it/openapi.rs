@@ -32,6 +32,7 @@ async fn openapi_covers_every_route_and_schema() {
         ("/api/v1/recordings", "get"),
         ("/api/v1/recordings", "post"),
         ("/api/v1/recordings/{recording_id}", "get"),
+        ("/api/v1/recordings/{recording_id}", "patch"),
         ("/api/v1/recordings/upload", "post"),
         ("/api/v1/recordings/{recording_id}/audio", "get"),
         ("/api/v1/uploads", "post"),
@@ -51,13 +52,15 @@ async fn openapi_covers_every_route_and_schema() {
         "ErrorDetail",
         "ValidationErrorBody",
         "UploadDetails",
+        "RecordingPatchBody",
+        "StaleBody",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
             "schema {schema} missing"
         );
     }
-    // The 15 original fields, and the upload's 6 flattened in (`allOf`).
+    // The 15 original fields and the version, and the upload's 6 flattened in (`allOf`).
     let parts = doc["components"]["schemas"]["Recording"]["allOf"]
         .as_array()
         .expect("Recording is allOf [UploadDetails, own fields]");
@@ -65,7 +68,7 @@ async fn openapi_covers_every_route_and_schema() {
         .iter()
         .find_map(|p| p["properties"].as_object())
         .expect("own properties");
-    assert_eq!(own.len(), 15);
+    assert_eq!(own.len(), 16);
     let upload = doc["components"]["schemas"]["UploadDetails"]["properties"]
         .as_object()
         .unwrap();

@@ -232,6 +232,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
             "issues": [], "nested": {"a": [1, 2.5, null, true, "x\u{2713}"]}, "note": "ok ✓"
         })),
         processing: Default::default(),
+        version: 1,
         upload: UploadDetails {
             local_storage_key: Some(Uuid::new_v4()),
             draft_transcript: Some("draft \u{1F600}".into()),
@@ -258,6 +259,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         transcript: None,
         verification_results: None,
         processing: Default::default(),
+        version: 1,
         upload: Default::default(),
     };
     store
@@ -266,7 +268,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         .unwrap();
     for r in [&odd, &plain] {
         let from_sql: serde_json::Value =
-            serde_json::from_str(&store.get_json(r.id).await.unwrap()).unwrap();
+            serde_json::from_str(&store.get_json(r.id).await.unwrap().json).unwrap();
         assert_eq!(from_sql, serde_json::to_value(r).unwrap());
         assert_eq!(&store.get(r.id).await.unwrap(), r);
     }

@@ -370,3 +370,122 @@ async fn two_postgresql_instances_transcribe_twenty_dictations_each_once() {
         .collect();
     assert_eq!(names.len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stopped_mid_job_puts_it_back_in_the_queue_at_once() {
+    let fake = FakeEngine::start(
+        vec![Behaviour::Slow(Duration::from_secs(30), TEXT)],
+        Behaviour::Transcribe(TEXT),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let audio_dir = dir.path().join("audio");
+    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    // A lease far longer than the test waits: only an orderly hand-back
+    // lets the restarted server take the job in time.
+    env.retain(|(k, _)| !matches!(*k, "PWA_TRANSCRIBE_TIMEOUT" | "PWA_TRANSCRIBE_LEASE"));
+    env.push(("PWA_TRANSCRIBE_LEASE", "120s"));
+    env.push(("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()));
+    let server = ServerProcess::start_url(&url, &env);
+    let id = upload(&server, 8).await["id"].as_str().unwrap().to_owned();
+    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
+    while fake.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "SIGTERM waited for the engine: {:?}",
+        stopping.elapsed()
+    );
+    let (state, attempts, _) = job(&url, &id).await;
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("queued", 1),
+        "handed back, due at once"
+    );
+
+    let server = ServerProcess::start_url(&url, &env);
+    let done = wait_for(&server, &id, "completed", Duration::from_secs(15)).await;
+    assert_eq!(done["transcript"], TEXT);
+    assert_eq!(job(&url, &id).await.1, 2);
+    assert_eq!(fake.received().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_returns() {
+    use crate::common::small_fs::{SmallFs, fill};
+    let Some(fs) = SmallFs::mount("12m", None) else {
+        return;
+    };
+    let fake = FakeEngine::start(
+        // Long enough for the disk to fill before the engine answers.
+        vec![Behaviour::Slow(Duration::from_secs(10), TEXT)],
+        Behaviour::Transcribe(TEXT),
+    )
+    .await;
+    let url = format!("sqlite://{}", fs.path().join("clinical.db").display());
+    let audio_dir = fs.path().join("audio");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
+    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    env.retain(|(k, _)| !matches!(*k, "PWA_TRANSCRIBE_TIMEOUT" | "PWA_TRANSCRIBE_LEASE"));
+    env.push(("PWA_TRANSCRIBE_LEASE", "120s"));
+    env.push(("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()));
+    env.push(("PWA_LOG", "info"));
+    let server = ServerProcess::start_logging(&url, &env, Some(&log));
+    let id = upload(&server, 9).await["id"].as_str().unwrap().to_owned();
+    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
+
+    // While the engine works, the disk fills up, to the last page of the WAL.
+    let filler = fs.path().join("filler");
+    fill(&filler);
+    let mut full = false;
+    for _ in 0..5000 {
+        let response = client()
+            .post(server.url("/api/v1/recordings"))
+            .json(&serde_json::json!({"patient_id": "patient-tx", "duration_seconds": 1}))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            201 => {}
+            507 => {
+                full = true;
+                break;
+            }
+            other => panic!("a write on a full disk answered {other}"),
+        }
+    }
+    assert!(full, "the disk never filled");
+    assert_eq!(fake.received().len(), 1, "the engine is still working");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("cannot store a transcript yet")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker never met the full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let meanwhile: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
+    assert_eq!(meanwhile["status"], "processing", "{meanwhile}");
+    assert_eq!(meanwhile["transcript"], Value::Null);
+
+    // Space returns: the transcript the engine already made is stored, once,
+    // without asking the engine again.
+    std::fs::remove_file(&filler).unwrap();
+    let done = wait_for(&server, &id, "completed", Duration::from_secs(15)).await;
+    assert_eq!(done["transcript"], TEXT);
+    let (state, attempts, _) = job(&url, &id).await;
+    assert_eq!((state.as_str(), attempts), ("done", 1));
+    assert_eq!(fake.received().len(), 1);
+    assert_eq!(server.terminate(), Some(0));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("transcript stored after all"), "{log}");
+    assert!(!log.contains(TEXT), "the transcript is never logged");
+}

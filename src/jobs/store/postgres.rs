@@ -31,7 +31,7 @@ const CLAIM: &str = "WITH next AS ( \
         lease_expires_at = $2::timestamptz, updated_at = $3::timestamptz \
     FROM next WHERE jobs.recording_id = next.recording_id AND jobs.kind = next.kind \
     RETURNING jobs.recording_id::text, jobs.attempts";
-const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', \
+const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = $2::timestamptz, updated_at = $2::timestamptz \
     WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = $3::timestamptz \
@@ -42,16 +42,16 @@ const END: &str = "UPDATE jobs SET state = $3, last_error = $4, \
     lease_expires_at = NULL, updated_at = $6::timestamptz \
     WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
     AND lease_owner = $2";
-const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', \
-    error_message = NULL, transcript = $2, final_transcript = $2, transcript_language = $3, \
+const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', version = version + 1, \
+    error_message = NULL, transcript = $2, final_transcript = coalesce(final_transcript, $2), transcript_language = $3, \
     transcript_segments = $4::jsonb, whisper_model = $5, \
     transcription_completed_at = $6::timestamptz, processed_at = $6::timestamptz, \
     updated_at = $6::timestamptz WHERE id = $1::uuid";
-const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message = $3, \
+const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message = $3, version = version + 1, \
     updated_at = $4::timestamptz, \
     processed_at = CASE WHEN $2 = 'error' THEN $4::timestamptz ELSE processed_at END \
     WHERE id = $1::uuid";
-const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, \
+const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, version = version + 1, \
     retry_count = retry_count + 1, updated_at = $2::timestamptz \
     WHERE id = $1::uuid AND status = 'error'";
 const STATUS: &str = "SELECT status FROM recordings WHERE id = $1::uuid";

@@ -29,7 +29,7 @@ const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1,
         SELECT recording_id, lease_expires_at FROM jobs WHERE state = 'running' AND lease_expires_at < ?3 \
     ) ORDER BY due LIMIT 1) \
     RETURNING recording_id, attempts";
-const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', \
+const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = ?2, updated_at = ?2 WHERE id = ?1 \
     RETURNING audio_file_path, audio_content_type, audio_sha256";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?3 \
@@ -38,15 +38,15 @@ const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?3 \
 const END: &str = "UPDATE jobs SET state = ?3, last_error = ?4, run_after = coalesce(?5, run_after), \
     lease_expires_at = NULL, updated_at = ?6 \
     WHERE recording_id = ?1 AND kind = 'transcribe' AND state = 'running' AND lease_owner = ?2";
-const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', error_message = NULL, \
-    transcript = ?2, final_transcript = ?2, transcript_language = ?3, transcript_segments = ?4, \
+const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', error_message = NULL, version = version + 1, \
+    transcript = ?2, final_transcript = coalesce(final_transcript, ?2), transcript_language = ?3, transcript_segments = ?4, \
     whisper_model = ?5, transcription_completed_at = ?6, processed_at = ?6, updated_at = ?6 \
     WHERE id = ?1";
 /// The recording's state after a failed attempt (`?2` status, `?3` error, `?4` now).
-const SET_FAILED_STATE: &str = "UPDATE recordings SET status = ?2, error_message = ?3, \
+const SET_FAILED_STATE: &str = "UPDATE recordings SET status = ?2, error_message = ?3, version = version + 1, \
     updated_at = ?4, processed_at = CASE WHEN ?2 = 'error' THEN ?4 ELSE processed_at END \
     WHERE id = ?1";
-const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, \
+const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, version = version + 1, \
     retry_count = retry_count + 1, updated_at = ?2 WHERE id = ?1 AND status = 'error'";
 const STATUS: &str = "SELECT status FROM recordings WHERE id = ?1";
 

@@ -14,7 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::model::{NewRecording, Processing, Recording, RecordingStatus, UploadDetails};
+use super::model::{
+    NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, UploadDetails,
+};
 use crate::db::Database;
 pub use crate::db::StoreError;
 use crate::timestamp::Timestamp;
@@ -55,6 +57,26 @@ impl Cursor {
         Ok(Self {
             created_at: Timestamp::from_unix_micros(micros).ok_or(InvalidCursor)?,
             id: Uuid::from_slice(id).map_err(|_| InvalidCursor)?,
+        })
+    }
+}
+
+/// A recording as the API's JSON object, and its version (its `ETag`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingJson {
+    /// The JSON object.
+    pub json: String,
+    /// `version`.
+    pub version: i64,
+}
+
+impl RecordingJson {
+    /// The JSON of a typed recording.
+    pub fn of(recording: &Recording) -> Result<Self, StoreError> {
+        Ok(Self {
+            json: serde_json::to_string(recording)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            version: recording.version,
         })
     }
 }
@@ -102,7 +124,18 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, id: Uuid) -> Result<Recording, StoreError>;
 
     /// The recording with this id as the API's JSON object.
-    async fn get_json(&self, id: Uuid) -> Result<String, StoreError>;
+    async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError>;
+
+    /// Applies a clinician's patch (only fields that change) if the recording
+    /// is still at `expected_version`, growing the version by one; None when
+    /// it is not (or is gone). A move to `queued` counts a retry and writes
+    /// the recording's job in the same transaction.
+    async fn patch(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        patch: &RecordingPatch,
+    ) -> Result<Option<Recording>, StoreError>;
 
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers.
@@ -181,6 +214,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
             transcript: None,
             verification_results: None,
             processing: Default::default(),
+            version: 1,
             upload: Default::default(),
         };
         self.insert(&recording).await?;
@@ -275,6 +309,7 @@ struct RecordingRow {
     extraction_completed_at: Option<String>,
     verification_score: Option<f64>,
     verified_at: Option<String>,
+    version: i64,
 }
 
 impl TryFrom<RecordingRow> for Recording {
@@ -342,6 +377,7 @@ impl TryFrom<RecordingRow> for Recording {
             error_message: row.error_message,
             retry_count: row.retry_count,
             transcript: row.transcript,
+            version: row.version,
         })
     }
 }

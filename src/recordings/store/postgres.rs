@@ -10,11 +10,11 @@ use uuid::Uuid;
 use async_trait::async_trait;
 
 use super::{
-    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, RecordingStore, StoreError,
-    shared_sql,
+    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow, RecordingStore,
+    StoreError, shared_sql,
 };
 use crate::db::postgres::PgDatabase;
-use crate::recordings::model::{Recording, RecordingStatus};
+use crate::recordings::model::{Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
 
 /// A `timestamptz` column as the API's text (UTC, microseconds, `Z`).
@@ -28,7 +28,7 @@ macro_rules! ts {
     };
 }
 
-/// The 32 columns as text, in [`RecordingRow`] order.
+/// The 33 columns as text, in [`RecordingRow`] order.
 macro_rules! columns {
     () => {
         concat!(
@@ -55,7 +55,7 @@ macro_rules! columns {
             ts!("extraction_completed_at"),
             " AS extraction_completed_at, verification_score, ",
             ts!("verified_at"),
-            " AS verified_at"
+            " AS verified_at, version"
         )
     };
 }
@@ -93,8 +93,19 @@ pub const LIST_BY_STATUS_AFTER: &str = list_sql!(
     " AND status = $2 AND (created_at, id) < ($3::timestamptz, $4::uuid)",
     "$5"
 );
+/// A clinician's patch at an expected version, returning the updated row.
+const PATCH: &str = concat!(
+    "UPDATE recordings SET patient_id = coalesce($1, patient_id), \
+     final_transcript = CASE WHEN $2 THEN $3 ELSE final_transcript END, \
+     status = coalesce($4, status), \
+     error_message = CASE WHEN $4 = 'queued' THEN NULL ELSE error_message END, \
+     retry_count = retry_count + CASE WHEN $4 = 'queued' THEN 1 ELSE 0 END, \
+     updated_at = $5::timestamptz, version = version + 1 \
+     WHERE id = $6::uuid AND version = $7 RETURNING ",
+    columns!()
+);
 const UPDATE_STATUS: &str = concat!(
-    "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, \
+    "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, version = version + 1, \
      processed_at = CASE WHEN $4 THEN $3::timestamptz ELSE processed_at END \
      WHERE id = $5::uuid RETURNING ",
     columns!()
@@ -105,7 +116,7 @@ const BY_LOCAL_STORAGE_KEY: &str = concat!(
     " FROM recordings WHERE clinician_id = $1 AND local_storage_key = $2::uuid"
 );
 const RECORD_UPLOAD_ATTEMPT: &str = concat!(
-    "UPDATE recordings SET upload_attempts = upload_attempts + 1 WHERE id = $1::uuid RETURNING ",
+    "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = $1::uuid RETURNING ",
     columns!()
 );
 /// Many rows in one statement: one array per column, unnested into rows.
@@ -162,9 +173,41 @@ impl RecordingStore for PgRecordings {
     }
 
     /// The recording with this id as the API's JSON object.
-    async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
-        let recording = self.get(id).await?;
-        serde_json::to_string(&recording).map_err(|e| StoreError::Corrupt(e.to_string()))
+    async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
+        RecordingJson::of(&self.get(id).await?)
+    }
+
+    async fn patch(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        patch: &RecordingPatch,
+    ) -> Result<Option<Recording>, StoreError> {
+        let now = Timestamp::now().to_string();
+        let id_text = id.hyphenated().to_string();
+        let mut tx = self.db.pool().begin().await?;
+        let row: Option<RecordingRow> = sqlx::query_as(PATCH)
+            .bind(patch.patient_id.as_deref())
+            .bind(patch.final_transcript.is_some())
+            .bind(patch.final_transcript.clone().flatten())
+            .bind(patch.status.map(RecordingStatus::as_str))
+            .bind(&now)
+            .bind(&id_text)
+            .bind(expected_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if patch.status == Some(RecordingStatus::Queued) {
+            sqlx::query(crate::jobs::store::postgres::ENQUEUE)
+                .bind(&id_text)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        row.try_into().map(Some)
     }
 
     /// One page of a clinician's recordings, newest first.

@@ -7,6 +7,7 @@
 
 pub mod fake_engine;
 mod server;
+pub mod small_fs;
 
 pub use server::{ServerProcess, binary};
 

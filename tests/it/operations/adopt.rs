@@ -48,9 +48,10 @@ fn expected_rows() -> Vec<Value> {
 }
 
 /// The columns the original's first version lacked, as adoption leaves them:
-/// its migration's default model, the rest empty.
+/// its migration's default model, version 1, the rest empty.
 fn insert_later_columns(object: &mut serde_json::Map<String, Value>) {
     object.insert("whisper_model".into(), "base".into());
+    object.insert("version".into(), 1.into());
     for field in [
         "transcription_started_at",
         "transcription_completed_at",

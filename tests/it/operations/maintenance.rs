@@ -14,7 +14,7 @@ async fn check_reports_a_row_that_breaks_a_check_constraint() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query("UPDATE recordings SET created_at = '28/11/2026' WHERE patient_id = 'patient-001'")
+    sqlx::query("UPDATE recordings SET created_at = '28/11/2026', version = version + 1 WHERE patient_id = 'patient-001'")
         .execute(&mut *conn)
         .await
         .unwrap();

@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use insert_queue::InsertQueue;
 
 use super::{
-    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingRow, RecordingStore, StoreError,
-    shared_sql,
+    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow, RecordingStore,
+    StoreError, shared_sql,
 };
 use crate::db::{self, SqliteDatabase};
-use crate::recordings::model::{Recording, RecordingStatus};
+use crate::recordings::model::{Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
 
-/// The 32 columns, in [`RecordingRow`] order, prepended to a static SQL tail
+/// The 33 columns, in [`RecordingRow`] order, prepended to a static SQL tail
 /// (static strings only: sqlx refuses SQL built at run time, and rightly so).
 macro_rules! recording_sql {
     ($head:literal, $tail:literal) => {
@@ -29,7 +29,8 @@ macro_rules! recording_sql {
              draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type, \
              whisper_model, transcription_started_at, transcription_completed_at, \
              transcript_language, transcript_segments, fhir_bundle, llm_model, \
-             extraction_started_at, extraction_completed_at, verification_score, verified_at ",
+             extraction_started_at, extraction_completed_at, verification_score, verified_at, \
+             version ",
             $tail
         )
     };
@@ -55,7 +56,8 @@ macro_rules! recording_json {
          'transcript_segments', json(transcript_segments), 'fhir_bundle', json(fhir_bundle), \
          'llm_model', llm_model, 'extraction_started_at', extraction_started_at, \
          'extraction_completed_at', extraction_completed_at, \
-         'verification_score', verification_score, 'verified_at', verified_at)"
+         'verification_score', verification_score, 'verified_at', verified_at, \
+         'version', version)"
     };
 }
 
@@ -103,7 +105,7 @@ pub mod sql {
     pub const GET: &str = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
     /// One recording as the API's JSON object.
     pub const GET_JSON: &str = concat!(
-        "SELECT ",
+        "SELECT version, ",
         recording_json!(),
         " FROM recordings WHERE id = ?1"
     );
@@ -129,12 +131,22 @@ pub mod sql {
     );
     /// One more upload attempt, returning the row.
     pub const RECORD_UPLOAD_ATTEMPT: &str = recording_sql!(
-        "UPDATE recordings SET upload_attempts = upload_attempts + 1 WHERE id = ?1 RETURNING",
+        "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = ?1 RETURNING",
+        ""
+    );
+    /// A clinician's patch at an expected version, returning the updated row.
+    pub const PATCH: &str = recording_sql!(
+        "UPDATE recordings SET patient_id = coalesce(?1, patient_id), \
+         final_transcript = CASE WHEN ?2 THEN ?3 ELSE final_transcript END, \
+         status = coalesce(?4, status), \
+         error_message = CASE WHEN ?4 = 'queued' THEN NULL ELSE error_message END, \
+         retry_count = retry_count + CASE WHEN ?4 = 'queued' THEN 1 ELSE 0 END, \
+         updated_at = ?5, version = version + 1 WHERE id = ?6 AND version = ?7 RETURNING",
         ""
     );
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
-        "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, \
+        "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, version = version + 1, \
          processed_at = CASE WHEN ?4 THEN ?3 ELSE processed_at END \
          WHERE id = ?5 RETURNING",
         ""
@@ -184,12 +196,46 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// The recording with this id as the API's JSON object (built by SQLite).
-    async fn get_json(&self, id: Uuid) -> Result<String, StoreError> {
-        sqlx::query_scalar(sql::GET_JSON)
+    async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
+        let (version, json) = sqlx::query_as(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
-            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
+        Ok(RecordingJson { json, version })
+    }
+
+    async fn patch(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        patch: &RecordingPatch,
+    ) -> Result<Option<Recording>, StoreError> {
+        let now = Timestamp::now().to_string();
+        let id_text = id.hyphenated().to_string();
+        let mut tx = self.db.begin_write().await?;
+        let row: Option<RecordingRow> = sqlx::query_as(sql::PATCH)
+            .bind(patch.patient_id.as_deref())
+            .bind(patch.final_transcript.is_some())
+            .bind(patch.final_transcript.clone().flatten())
+            .bind(patch.status.map(RecordingStatus::as_str))
+            .bind(&now)
+            .bind(&id_text)
+            .bind(expected_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if patch.status == Some(RecordingStatus::Queued) {
+            sqlx::query(crate::jobs::store::sqlite::ENQUEUE)
+                .bind(&id_text)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        row.try_into().map(Some)
     }
 
     /// One page of a clinician's recordings, newest first, optionally of one
