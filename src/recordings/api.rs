@@ -159,7 +159,7 @@ fn recording_response(status: StatusCode, recording: RecordingJson) -> Response 
     tag = "recordings",
     params(
         ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
-        ("If-Match" = String, Header, description = "The ETag of the version changed, e.g. `\"3\"`"),
+        ("If-Match" = String, Header, pattern = r#"^"[1-9][0-9]{0,17}"$"#, description = "The ETag of the version changed, e.g. `\"3\"`"),
     ),
     request_body(content = super::model::RecordingPatchBody, content_type = "application/merge-patch+json",
         description = "Fields to change (`application/json` is accepted too)"),
