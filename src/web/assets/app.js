@@ -131,9 +131,13 @@ function startView() {
 let activeRecorder = null;
 let backgroundSync = null;
 
-/** Asks the browser to fire a sync (upload) when it can, should this page close first. */
-function requestBackgroundSync() {
-  if (backgroundSync) backgroundSync.register('upload').catch(() => {});
+/**
+ * Asks the browser to fire a sync (upload) when it can, should this page close
+ * first. Resolves once the browser holds the request, so that a page closed
+ * right after "Saved" still uploads.
+ */
+async function requestBackgroundSync() {
+  if (backgroundSync) await backgroundSync.register('upload').catch(() => {});
 }
 
 function recordView(patientId) {
@@ -213,6 +217,8 @@ async function showReview(section, dictation, recordBtn, status) {
   section.hidden = false;
   save.addEventListener('click', async () => {
     await store.updateDictation(dictation.key, { state: store.State.RECORDED, sha256: digest });
+    // Before saying "saved": the page may be closed the moment it does.
+    await requestBackgroundSync();
     URL.revokeObjectURL(url);
     section.hidden = true;
     recordBtn.disabled = false;
@@ -221,7 +227,6 @@ async function showReview(section, dictation, recordBtn, status) {
       : 'Saved on this device. It will upload when you are back online.';
     announce('Dictation saved');
     uploads.kick();
-    requestBackgroundSync();
   });
   discard.addEventListener('click', async () => {
     if (!confirm('Discard this dictation? It cannot be recovered.')) return;
