@@ -20,5 +20,5 @@
 pub mod model;
 pub mod store;
 
-pub use model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+pub use model::{ClaimedJob, JobCounts, JobResult};
 pub use store::JobStore;

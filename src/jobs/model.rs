@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::db::StoreError;
-
 /// A job a worker holds the lease of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -44,20 +42,6 @@ pub struct JobCounts {
     pub done: i64,
     /// Given up (the recording is in `error`).
     pub failed: i64,
-}
-
-/// Why a recording cannot be put back in the queue.
-#[derive(Debug, thiserror::Error)]
-pub enum RequeueError {
-    /// No such recording.
-    #[error("Recording not found")]
-    NotFound,
-    /// Only a recording in `error` can be retried.
-    #[error("only a recording in status 'error' can be retried; this one is '{0}'")]
-    NotInError(String),
-    /// The database refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// The delay before attempt `attempt + 1` after attempt `attempt` failed:

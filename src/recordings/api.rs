@@ -17,7 +17,6 @@ use crate::http::conditional;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
 use crate::identity::CurrentClinician;
-use crate::jobs::{JobStore, RequeueError};
 use crate::validation::ValidationIssue;
 
 /// Items per page when the client does not say.
@@ -31,7 +30,6 @@ where
     S: Clone + Send + Sync + 'static,
     Arc<dyn RecordingStore>: FromRef<S>,
     Idempotency: FromRef<S>,
-    Arc<dyn JobStore>: FromRef<S>,
 {
     Router::new()
         .route(
@@ -128,21 +126,23 @@ pub async fn get_recording(
 ) -> Result<Response, ApiError> {
     let recording = recordings.get_json(id).await?;
     if conditional::not_modified(&headers, recording.version) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response
-            .headers_mut()
-            .insert(header::ETAG, conditional::etag(recording.version));
-        return Ok(response);
+        return Ok(with_etag(
+            StatusCode::NOT_MODIFIED.into_response(),
+            recording.version,
+        ));
     }
     Ok(recording_response(StatusCode::OK, recording))
 }
 
 /// A recording's JSON with its `ETag`.
 fn recording_response(status: StatusCode, recording: RecordingJson) -> Response {
-    let mut response = json_response(status, recording.json);
+    with_etag(json_response(status, recording.json), recording.version)
+}
+
+fn with_etag(mut response: Response, version: i64) -> Response {
     response
         .headers_mut()
-        .insert(header::ETAG, conditional::etag(recording.version));
+        .insert(header::ETAG, conditional::etag(version));
     response
 }
 
@@ -166,6 +166,7 @@ fn recording_response(status: StatusCode, recording: RecordingJson) -> Response 
     responses(
         (status = 200, description = "Changed (or nothing to change): the recording", body = Recording,
             headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
         (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
         (status = 409, description = "A status move the life-cycle does not allow; the message names the allowed ones", body = crate::http::openapi::ErrorDetail),
         (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
@@ -196,15 +197,20 @@ impl From<ReviewError> for ApiError {
     fn from(err: ReviewError) -> Self {
         match err {
             ReviewError::NotFound => Self::NotFound(super::store::RECORDING_NOT_FOUND),
-            e @ ReviewError::IllegalTransition(_) => Self::Conflict(e.to_string()),
-            ReviewError::Stale { seen, current } => Self::Stale {
-                message: format!(
-                    "The recording has changed since version {seen}: it is at version {}. \
-                     Nothing was changed; `current` holds it as it is now.",
-                    current.version
-                ),
-                current: current.json,
-                etag: conditional::etag(current.version),
+            e @ (ReviewError::IllegalTransition(_) | ReviewError::NotRetryable(_)) => {
+                Self::Conflict(e.to_string())
+            }
+            ReviewError::Stale { seen, current } => match RecordingJson::of(&current) {
+                Ok(current) => Self::Stale {
+                    message: format!(
+                        "The recording has changed since version {seen}: it is at version {}. \
+                         Nothing was changed; `current` holds it as it is now.",
+                        current.version
+                    ),
+                    etag: conditional::etag(current.version),
+                    current: current.json,
+                },
+                Err(e) => e.into(),
             },
             ReviewError::Store(e) => e.into(),
         }
@@ -272,17 +278,10 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
     let status = last("status").and_then(|s| match s.parse::<RecordingStatus>() {
         Ok(status) => Some(status),
         Err(_) => {
-            issues.push(
-                ValidationIssue::new(
-                    "enum",
-                    loc("status"),
-                    "Input should be 'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'",
-                    Value::String(s.to_owned()),
-                )
-                .with_ctx(json!({
-                    "expected": "'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'"
-                })),
-            );
+            issues.push(RecordingStatus::issue(
+                loc("status"),
+                Value::String(s.to_owned()),
+            ));
             None
         }
     });
@@ -354,33 +353,23 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
     tag = "recordings",
     params(("recording_id" = uuid::Uuid, Path, description = "Recording UUID")),
     responses(
-        (status = 202, description = "Queued again", body = Recording),
+        (status = 202, description = "Queued again", body = Recording,
+            headers(("ETag" = String, description = "The new version, quoted"))),
         (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
         (status = 409, description = "The recording is not in status `error`", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
 pub async fn retry_recording(
-    State(jobs): State<Arc<dyn JobStore>>,
     State(recordings): State<Arc<dyn RecordingStore>>,
     _clinician: CurrentClinician,
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
-    jobs.requeue(id).await?;
+    let recording = review::retry(recordings.as_ref(), id).await?;
     Ok(recording_response(
         StatusCode::ACCEPTED,
-        recordings.get_json(id).await?,
+        RecordingJson::of(&recording)?,
     ))
-}
-
-impl From<RequeueError> for ApiError {
-    fn from(err: RequeueError) -> Self {
-        match err {
-            RequeueError::NotFound => Self::NotFound(super::store::RECORDING_NOT_FOUND),
-            e @ RequeueError::NotInError(_) => Self::Conflict(e.to_string()),
-            RequeueError::Store(e) => e.into(),
-        }
-    }
 }
 
 /// Storage errors at the HTTP boundary: a missing row is a 404 naming what

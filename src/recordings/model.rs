@@ -87,6 +87,14 @@ pub const STATUS_TRANSITIONS: [(RecordingStatus, RecordingStatus, StatusActor); 
 };
 
 impl RecordingStatus {
+    /// The issue for a value that is not a status, as pydantic words it.
+    pub fn issue(loc: Vec<Value>, input: Value) -> ValidationIssue {
+        const EXPECTED: &str =
+            "'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'";
+        ValidationIssue::new("enum", loc, format!("Input should be {EXPECTED}"), input)
+            .with_ctx(json!({ "expected": EXPECTED }))
+    }
+
     /// The statuses a clinician may move a recording in this status to.
     pub fn clinician_moves(self) -> Vec<Self> {
         STATUS_TRANSITIONS
@@ -114,14 +122,27 @@ pub struct RecordingPatch {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingPatchBody {
-    /// The corrected text (null clears it); at most 200,000 characters.
-    #[schema(max_length = 200_000, nullable = true)]
+    /// The corrected text (null clears it).
+    #[schema(schema_with = final_transcript_schema)]
     pub final_transcript: Option<String>,
     /// The patient the dictation is about.
     #[schema(schema_with = patient_id_schema)]
     pub patient_id: Option<String>,
     /// A status move a clinician may make (see docs/API.md).
     pub status: Option<RecordingStatus>,
+}
+
+/// The schema of a corrected transcript: see [`FREE_TEXT_PATTERN`].
+pub fn final_transcript_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(TRANSCRIPT_MAX_CHARS))
+        .pattern(Some(FREE_TEXT_PATTERN))
+        .description(Some(
+            "The corrected text (null clears it): at most 200,000 characters, no control characters but tab and line breaks",
+        ))
+        .build()
 }
 
 /// A 412's body: why, and the recording as it is now.
@@ -177,14 +198,7 @@ impl RecordingPatch {
     /// Validates a merge-patch body: every problem reported, unknown and
     /// read-only fields named.
     pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
-        let Some(object) = body.as_object() else {
-            return Err(vec![ValidationIssue::new(
-                "model_attributes_type",
-                vec![json!("body")],
-                "Input should be a valid dictionary or object to extract fields from",
-                body.clone(),
-            )]);
-        };
+        let object = body_object(body)?;
         let mut issues = Vec::new();
         let mut patch = Self::default();
         for (field, value) in object {
@@ -203,17 +217,7 @@ impl RecordingPatch {
                 }
                 "status" => match value.as_str().map(str::parse::<RecordingStatus>) {
                     Some(Ok(status)) => patch.status = Some(status),
-                    _ => issues.push(
-                        ValidationIssue::new(
-                            "enum",
-                            body_loc(field),
-                            "Input should be 'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'",
-                            value.clone(),
-                        )
-                        .with_ctx(json!({
-                            "expected": "'pending', 'uploading', 'queued', 'processing', 'completed' or 'error'"
-                        })),
-                    ),
+                    _ => issues.push(RecordingStatus::issue(body_loc(field), value.clone())),
                 },
                 other => {
                     let msg = if RECORDING_FIELDS.contains(&other) {
@@ -255,8 +259,8 @@ impl RecordingPatch {
     }
 }
 
-/// Free text (a transcript): line breaks and tabs allowed, other control and
-/// invisible formatting characters not.
+/// A corrected transcript: free text (see [`free_text_issue`]) of at most
+/// [`TRANSCRIPT_MAX_CHARS`].
 fn transcript_field(
     field: &str,
     value: &Value,
@@ -277,16 +281,13 @@ fn transcript_field(
         );
         return None;
     }
-    if s.chars()
-        .any(|c| (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || is_format_character(c))
-    {
-        issues.push(issue(
-            "string_pattern_mismatch",
-            "String should not contain control characters (other than line breaks and tabs) or invisible formatting characters",
-        ));
-        return None;
+    match free_text_issue(body_loc(field), s) {
+        Some(refused) => {
+            issues.push(refused);
+            None
+        }
+        None => Some(s.to_owned()),
     }
-    Some(s.to_owned())
 }
 
 impl fmt::Display for RecordingStatus {
@@ -543,14 +544,7 @@ impl NewRecording {
     /// Validates a JSON request body the way the original's pydantic model did,
     /// minus its bugs (see docs/API.md): one issue per bad field, all reported.
     pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
-        let Some(object) = body.as_object() else {
-            return Err(vec![ValidationIssue::new(
-                "model_attributes_type",
-                vec![json!("body")],
-                "Input should be a valid dictionary or object to extract fields from",
-                body.clone(),
-            )]);
-        };
+        let object = body_object(body)?;
         let mut issues = Vec::new();
         let patient_id = required(object, body, "patient_id", &mut issues)
             .and_then(|v| text_field("patient_id", v, 1, PATIENT_ID_MAX_CHARS, &mut issues));
@@ -575,6 +569,18 @@ impl NewRecording {
             _ => Err(issues),
         }
     }
+}
+
+/// A JSON body's object, or pydantic's issue for anything else.
+fn body_object(body: &Value) -> Result<&Map<String, Value>, Vec<ValidationIssue>> {
+    body.as_object().ok_or_else(|| {
+        vec![ValidationIssue::new(
+            "model_attributes_type",
+            vec![json!("body")],
+            "Input should be a valid dictionary or object to extract fields from",
+            body.clone(),
+        )]
+    })
 }
 
 fn body_loc(field: &str) -> Vec<Value> {
@@ -960,6 +966,10 @@ mod tests {
             Some(Some("Line one.\nLine two.".into()))
         );
         assert_eq!(patch.patient_id.as_deref(), Some("p-2"));
+        // Free text as a draft is: a zero-width non-joiner (Persian) is text.
+        let persian = "می\u{200c}خواهم";
+        let kept = RecordingPatch::from_json(&json!({"final_transcript": persian})).unwrap();
+        assert_eq!(kept.final_transcript, Some(Some(persian.into())));
         let cleared = RecordingPatch::from_json(&json!({"final_transcript": null})).unwrap();
         assert_eq!(cleared.final_transcript, Some(None));
         assert!(RecordingPatch::from_json(&json!({})).unwrap().is_empty());

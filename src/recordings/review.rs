@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::model::{Recording, RecordingPatch, RecordingStatus};
-use super::store::{RecordingJson, RecordingStore, StoreError};
+use super::store::{RecordingStore, StoreError};
 
 /// Why a patch was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +20,14 @@ pub enum ReviewError {
         /// The version the client sent.
         seen: i64,
         /// The recording as it is now.
-        current: RecordingJson,
+        current: Box<Recording>,
     },
     /// A status move the state machine does not allow a clinician.
     #[error("{0}")]
     IllegalTransition(String),
+    /// `POST …/retry` of a recording that is not in `error`.
+    #[error("only a recording in status 'error' can be retried; this one is '{0}'")]
+    NotRetryable(RecordingStatus),
     /// The database refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -41,7 +44,7 @@ pub async fn patch_recording(
 ) -> Result<Recording, ReviewError> {
     let current = get(store, id).await?;
     if current.version != if_match {
-        return Err(stale(if_match, &current)?);
+        return Err(stale(if_match, current));
     }
     let changes = patch.changes_to(&current);
     if changes.is_empty() {
@@ -53,7 +56,27 @@ pub async fn patch_recording(
     match store.patch(id, if_match, &changes).await? {
         Some(updated) => Ok(updated),
         // Changed (or deleted) between the read and the write.
-        None => Err(stale(if_match, &get(store, id).await?)?),
+        None => Err(stale(if_match, get(store, id).await?)),
+    }
+}
+
+/// Puts a recording in `error` back in the transcription queue
+/// (`POST …/retry`): the change a patch to `{"status": "queued"}` makes,
+/// at whatever version the recording is.
+pub async fn retry(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, ReviewError> {
+    let to_queue = RecordingPatch {
+        status: Some(RecordingStatus::Queued),
+        ..RecordingPatch::default()
+    };
+    loop {
+        let current = get(store, id).await?;
+        if current.status != RecordingStatus::Error {
+            return Err(ReviewError::NotRetryable(current.status));
+        }
+        if let Some(queued) = store.patch(id, current.version, &to_queue).await? {
+            return Ok(queued);
+        }
+        // Changed between the read and the write: look again.
     }
 }
 
@@ -64,11 +87,11 @@ async fn get(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, ReviewEr
     }
 }
 
-fn stale(seen: i64, current: &Recording) -> Result<ReviewError, ReviewError> {
-    Ok(ReviewError::Stale {
+fn stale(seen: i64, current: Recording) -> ReviewError {
+    ReviewError::Stale {
         seen,
-        current: RecordingJson::of(current)?,
-    })
+        current: Box::new(current),
+    }
 }
 
 /// Refuses a move a clinician may not make, naming the ones they may.

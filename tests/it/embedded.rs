@@ -127,6 +127,17 @@ async fn finished(server: &ServerProcess, id: &str, within: Duration) -> Value {
     }
 }
 
+/// Uploads a file and waits until its transcription ends; the recording.
+async fn upload_and_finish(
+    server: &ServerProcess,
+    path: &Path,
+    name: &str,
+    within: Duration,
+) -> Value {
+    let created = upload_file(server, path, name).await;
+    finished(server, created["id"].as_str().unwrap(), within).await
+}
+
 async fn upload_file(server: &ServerProcess, path: &Path, name: &str) -> Value {
     let bytes = std::fs::read(path).unwrap();
     let key = uuid::Uuid::new_v4().to_string();
@@ -181,13 +192,7 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
         dir.path(),
         "Start amoxicillin five hundred milligrams three times a day for seven days.",
     );
-    let created = upload_file(&server, &wav, "a.wav").await;
-    let done = finished(
-        &server,
-        created["id"].as_str().unwrap(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let done = upload_and_finish(&server, &wav, "a.wav", Duration::from_secs(120)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let text = words(done["transcript"].as_str().unwrap());
     for word in ["500", "milligrams", "three times a day", "seven days"] {
@@ -209,13 +214,7 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
 
     // The same dictation in each browser's format.
     for name in ["dictation.webm", "dictation.opus.ogg", "dictation.m4a"] {
-        let created = upload_file(&server, &fixture(name), name).await;
-        let done = finished(
-            &server,
-            created["id"].as_str().unwrap(),
-            Duration::from_secs(120),
-        )
-        .await;
+        let done = upload_and_finish(&server, &fixture(name), name, Duration::from_secs(120)).await;
         assert_eq!(done["status"], "completed", "{name}: {done}");
         let text = words(done["transcript"].as_str().unwrap());
         // tiny.en on espeak's voice: the dose and the condition, every time.
@@ -230,13 +229,7 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
     bytes.truncate(64);
     bytes.extend(std::iter::repeat_n(0x55, 4000));
     std::fs::write(&broken, bytes).unwrap();
-    let created = upload_file(&server, &broken, "broken.webm").await;
-    let failed = finished(
-        &server,
-        created["id"].as_str().unwrap(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let failed = upload_and_finish(&server, &broken, "broken.webm", Duration::from_secs(30)).await;
     assert_eq!(failed["status"], "error", "{failed}");
     assert!(
         failed["error_message"]
@@ -268,13 +261,7 @@ async fn a_spoken_dictation_becomes_a_transcript_on_postgresql() {
         dir.path(),
         "Blood pressure is one hundred and forty over ninety. Continue lisinopril.",
     );
-    let created = upload_file(&server, &wav, "bp.wav").await;
-    let done = finished(
-        &server,
-        created["id"].as_str().unwrap(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let done = upload_and_finish(&server, &wav, "bp.wav", Duration::from_secs(120)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let text = words(done["transcript"].as_str().unwrap());
     for word in ["blood pressure", "140"] {

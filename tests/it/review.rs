@@ -26,6 +26,21 @@ async fn patch(app: &TestApp, id: &str, if_match: Option<&str>, body: Value) -> 
     .await
 }
 
+/// The recording as the API answers it now.
+async fn current(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/recordings/{id}")).await.body
+}
+
+/// The `If-Match` value for the version a client holds.
+fn tag_of(recording: &Value) -> String {
+    format!("\"{}\"", recording["version"])
+}
+
+async fn get_if_none_match(app: &TestApp, url: &str, tag: &str) -> TestResponse {
+    app.send_with(Method::GET, url, &[("if-none-match", tag)], Body::empty())
+        .await
+}
+
 fn etag(response: &TestResponse) -> &str {
     response.headers["etag"].to_str().unwrap()
 }
@@ -45,7 +60,7 @@ async fn in_status(app: &TestApp, status: RecordingStatus) -> Value {
             .await
             .unwrap();
     }
-    app.get(&format!("/api/v1/recordings/{id}")).await.body
+    current(app, &id.to_string()).await
 }
 
 async fn every_change_grows_the_version_and_get_answers_304_for_the_current_one(app: TestApp) {
@@ -56,14 +71,7 @@ async fn every_change_grows_the_version_and_get_answers_304_for_the_current_one(
     let first = app.get(&url).await;
     assert_eq!(etag(&first), "\"1\"");
 
-    let same = app
-        .send_with(
-            Method::GET,
-            &url,
-            &[("if-none-match", "\"1\"")],
-            Body::empty(),
-        )
-        .await;
+    let same = get_if_none_match(&app, &url, "\"1\"").await;
     assert_eq!(same.status, StatusCode::NOT_MODIFIED);
     assert_eq!(same.text, "");
     assert_eq!(etag(&same), "\"1\"");
@@ -77,14 +85,7 @@ async fn every_change_grows_the_version_and_get_answers_304_for_the_current_one(
         .await
         .unwrap();
     assert_eq!(changed.version, 2);
-    let now = app
-        .send_with(
-            Method::GET,
-            &url,
-            &[("if-none-match", "\"1\"")],
-            Body::empty(),
-        )
-        .await;
+    let now = get_if_none_match(&app, &url, "\"1\"").await;
     assert_eq!(now.status, StatusCode::OK);
     assert_eq!(etag(&now), "\"2\"");
     assert_eq!(now.body["version"], 2);
@@ -93,7 +94,7 @@ async fn every_change_grows_the_version_and_get_answers_304_for_the_current_one(
 async fn a_second_client_with_a_stale_version_gets_412_with_the_first_ones_result(app: TestApp) {
     let recording = in_status(&app, RecordingStatus::Completed).await;
     let id = recording["id"].as_str().unwrap();
-    let seen = format!("\"{}\"", recording["version"]);
+    let seen = tag_of(&recording);
 
     let first = patch(
         &app,
@@ -137,7 +138,7 @@ async fn a_second_client_with_a_stale_version_gets_412_with_the_first_ones_resul
         second.text
     );
     assert_eq!(etag(&second), format!("\"{after_first}\""));
-    let unchanged = app.get(&format!("/api/v1/recordings/{id}")).await.body;
+    let unchanged = current(&app, id).await;
     assert_eq!(unchanged, first.body, "a refused patch changes nothing");
 
     // With the fresh ETag, the second client's change goes through.
@@ -181,7 +182,7 @@ async fn a_second_client_with_a_stale_version_gets_412_with_the_first_ones_resul
 async fn a_patch_without_if_match_or_with_bad_fields_changes_nothing(app: TestApp) {
     let recording = in_status(&app, RecordingStatus::Completed).await;
     let id = recording["id"].as_str().unwrap();
-    let tag = format!("\"{}\"", recording["version"]);
+    let tag = tag_of(&recording);
     let body = json!({"final_transcript": "changed"});
 
     let missing = patch(&app, id, None, body.clone()).await;
@@ -231,7 +232,7 @@ async fn a_patch_without_if_match_or_with_bad_fields_changes_nothing(app: TestAp
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body, json!({"detail": "Recording not found"}));
 
-    let after = app.get(&format!("/api/v1/recordings/{id}")).await.body;
+    let after = current(&app, id).await;
     assert_eq!(after, recording, "nothing changed");
 }
 
@@ -240,9 +241,9 @@ async fn status_moves_follow_the_life_cycle_and_the_rest_are_409(app: TestApp) {
         for to in RecordingStatus::ALL {
             let recording = in_status(&app, from).await;
             let id = recording["id"].as_str().unwrap();
-            let tag = format!("\"{}\"", recording["version"]);
+            let tag = tag_of(&recording);
             let response = patch(&app, id, Some(&tag), json!({"status": to.as_str()})).await;
-            let after = app.get(&format!("/api/v1/recordings/{id}")).await.body;
+            let after = current(&app, id).await;
             if from == to {
                 assert_eq!(response.status, StatusCode::OK, "{from} -> {to}");
                 assert_eq!(after, recording, "{from} -> {to} changes nothing");
@@ -304,7 +305,7 @@ async fn the_worker_finishing_keeps_the_text_a_clinician_wrote_meanwhile(app: Te
     let requeued = patch(
         &app,
         id,
-        Some(&format!("\"{}\"", failed["version"])),
+        Some(&tag_of(&failed)),
         json!({"status": "queued"}),
     )
     .await;
@@ -344,7 +345,7 @@ async fn the_worker_finishing_keeps_the_text_a_clinician_wrote_meanwhile(app: Te
             .await
             .unwrap()
     );
-    let done = app.get(&format!("/api/v1/recordings/{id}")).await.body;
+    let done = current(&app, id).await;
     assert_eq!(done["status"], "completed");
     assert_eq!(done["transcript"], "the engine's words");
     assert_eq!(

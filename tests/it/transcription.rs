@@ -28,6 +28,38 @@ fn engine_env<'a>(engine: &'a str, url_var: &'a str, url: &'a str) -> Vec<(&'a s
     ]
 }
 
+/// Settings for a server whose engine call outlasts the test's waits: no
+/// engine timeout, a lease of `lease` (None: the short one), and the audio in
+/// `audio_dir`, so that a restarted server finds it.
+fn long_job_env<'a>(
+    fake_url: &'a str,
+    lease: Option<&'a str>,
+    audio_dir: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = engine_env("whisper-service", "WHISPER_URL", fake_url);
+    env.retain(|(k, _)| {
+        *k != "PWA_TRANSCRIBE_TIMEOUT" && (lease.is_none() || *k != "PWA_TRANSCRIBE_LEASE")
+    });
+    if let Some(lease) = lease {
+        env.push(("PWA_TRANSCRIBE_LEASE", lease));
+    }
+    env.push(("PWA_AUDIO_DIR", audio_dir));
+    env
+}
+
+/// Uploads a fresh dictation and waits until the engine is working on it; its id.
+async fn upload_to_the_engine(server: &ServerProcess, fake: &FakeEngine, seed: u64) -> String {
+    let id = upload(server, seed).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(server, &id, "processing", Duration::from_secs(10)).await;
+    while fake.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    id
+}
+
 /// Uploads a fresh dictation; its recording.
 async fn upload(server: &ServerProcess, seed: u64) -> Value {
     let key = uuid::Uuid::new_v4().to_string();
@@ -306,17 +338,9 @@ async fn a_server_killed_mid_job_leaves_it_to_the_next_after_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir);
     let audio_dir = dir.path().join("audio");
-    let audio_dir = audio_dir.to_str().unwrap();
-    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
-    env.retain(|(k, _)| *k != "PWA_TRANSCRIBE_TIMEOUT");
-    // The restarted server must find the same audio.
-    env.push(("PWA_AUDIO_DIR", audio_dir));
+    let env = long_job_env(&fake.url, None, audio_dir.to_str().unwrap());
     let server = ServerProcess::start_url(&url, &env);
-    let id = upload(&server, 6).await["id"].as_str().unwrap().to_owned();
-    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
-    while fake.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = upload_to_the_engine(&server, &fake, 6).await;
     server.kill_9();
 
     let server = ServerProcess::start_url(&url, &env);
@@ -381,18 +405,11 @@ async fn a_server_stopped_mid_job_puts_it_back_in_the_queue_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(&dir);
     let audio_dir = dir.path().join("audio");
-    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
     // A lease far longer than the test waits: only an orderly hand-back
     // lets the restarted server take the job in time.
-    env.retain(|(k, _)| !matches!(*k, "PWA_TRANSCRIBE_TIMEOUT" | "PWA_TRANSCRIBE_LEASE"));
-    env.push(("PWA_TRANSCRIBE_LEASE", "120s"));
-    env.push(("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()));
+    let env = long_job_env(&fake.url, Some("120s"), audio_dir.to_str().unwrap());
     let server = ServerProcess::start_url(&url, &env);
-    let id = upload(&server, 8).await["id"].as_str().unwrap().to_owned();
-    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
-    while fake.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = upload_to_the_engine(&server, &fake, 8).await;
     let stopping = Instant::now();
     assert_eq!(server.terminate(), Some(0));
     assert!(
@@ -430,14 +447,10 @@ async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_retur
     let audio_dir = fs.path().join("audio");
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("server.log");
-    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
-    env.retain(|(k, _)| !matches!(*k, "PWA_TRANSCRIBE_TIMEOUT" | "PWA_TRANSCRIBE_LEASE"));
-    env.push(("PWA_TRANSCRIBE_LEASE", "120s"));
-    env.push(("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()));
+    let mut env = long_job_env(&fake.url, Some("120s"), audio_dir.to_str().unwrap());
     env.push(("PWA_LOG", "info"));
     let server = ServerProcess::start_logging(&url, &env, Some(&log));
-    let id = upload(&server, 9).await["id"].as_str().unwrap().to_owned();
-    wait_for(&server, &id, "processing", Duration::from_secs(10)).await;
+    let id = upload_to_the_engine(&server, &fake, 9).await;
 
     // While the engine works, the disk fills up, to the last page of the WAL.
     let filler = fs.path().join("filler");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+use super::model::{ClaimedJob, JobCounts, JobResult};
 use crate::db::{Database, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -46,10 +46,6 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Gives a job up; the recording becomes `error` with `error`.
     async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError>;
-
-    /// Puts a recording in `error` back in the queue with a fresh job (its
-    /// `retry_count` + 1), in one transaction.
-    async fn requeue(&self, id: Uuid) -> Result<(), RequeueError>;
 
     /// Jobs per state.
     async fn counts(&self) -> Result<JobCounts, StoreError>;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{JobStore, claimed, counts_from, lease_until, shared_sql};
 use crate::db::{SqliteDatabase, StoreError};
-use crate::jobs::model::{ClaimedJob, JobCounts, JobResult, RequeueError};
+use crate::jobs::model::{ClaimedJob, JobCounts, JobResult};
 use crate::timestamp::Timestamp;
 
 /// A job for a recording that has just become `queued` (`?1` its id, `?2`
@@ -46,9 +46,6 @@ const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', erro
 const SET_FAILED_STATE: &str = "UPDATE recordings SET status = ?2, error_message = ?3, version = version + 1, \
     updated_at = ?4, processed_at = CASE WHEN ?2 = 'error' THEN ?4 ELSE processed_at END \
     WHERE id = ?1";
-const REQUEUE: &str = "UPDATE recordings SET status = 'queued', error_message = NULL, version = version + 1, \
-    retry_count = retry_count + 1, updated_at = ?2 WHERE id = ?1 AND status = 'error'";
-const STATUS: &str = "SELECT status FROM recordings WHERE id = ?1";
 
 /// `jobs` in SQLite.
 #[derive(Debug, Clone)]
@@ -191,35 +188,6 @@ impl JobStore for SqliteJobs {
                 .bind(now)
         })
         .await
-    }
-
-    async fn requeue(&self, id: Uuid) -> Result<(), RequeueError> {
-        let id = id.hyphenated().to_string();
-        let now = Timestamp::now().to_string();
-        let mut tx = self.db.begin_write().await.map_err(StoreError::from)?;
-        let changed = sqlx::query(REQUEUE)
-            .bind(&id)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?
-            .rows_affected();
-        if changed == 0 {
-            let status: Option<String> = sqlx::query_scalar(STATUS)
-                .bind(&id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-            return Err(status.map_or(RequeueError::NotFound, RequeueError::NotInError));
-        }
-        sqlx::query(ENQUEUE)
-            .bind(&id)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(())
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
