@@ -270,6 +270,9 @@ pub struct UploadSettings {
     /// `PWA_UPLOAD_EXPIRY`: chunked uploads idle this long, and files left by
     /// uploads a crash cut off, are deleted.
     pub expiry: std::time::Duration,
+    /// `PWA_DELETED_RETENTION`: a deleted recording's audio is purged this
+    /// long after its deletion.
+    pub deleted_retention: std::time::Duration,
 }
 
 /// Default `PWA_AUDIO_DIR`.
@@ -278,6 +281,8 @@ pub const DEFAULT_AUDIO_DIR: &str = "./data/audio";
 pub const DEFAULT_MAX_UPLOAD_MB: &str = "200";
 /// Default `PWA_UPLOAD_EXPIRY`.
 pub const DEFAULT_UPLOAD_EXPIRY: &str = "24h";
+/// Default `PWA_DELETED_RETENTION`.
+pub const DEFAULT_DELETED_RETENTION: &str = "30d";
 
 impl UploadSettings {
     /// Validates raw setting values.
@@ -320,7 +325,14 @@ impl UploadSettings {
             audio_store,
             max_bytes,
             expiry: parse_interval("PWA_UPLOAD_EXPIRY", expiry)?,
+            deleted_retention: parse_interval("PWA_DELETED_RETENTION", DEFAULT_DELETED_RETENTION)?,
         })
+    }
+
+    /// With `PWA_DELETED_RETENTION`.
+    pub fn with_deleted_retention(mut self, retention: &str) -> Result<Self, ConfigError> {
+        self.deleted_retention = parse_interval("PWA_DELETED_RETENTION", retention)?;
+        Ok(self)
     }
 
     /// Defaults, with audio under `dir` (handy for tests and tools).
@@ -331,6 +343,9 @@ impl UploadSettings {
             max_bytes: leading_number(DEFAULT_MAX_UPLOAD_MB) as u64 * 1024 * 1024,
             expiry: std::time::Duration::from_secs(
                 leading_number(DEFAULT_UPLOAD_EXPIRY) as u64 * 3600,
+            ),
+            deleted_retention: std::time::Duration::from_secs(
+                leading_number(DEFAULT_DELETED_RETENTION) as u64 * 86_400,
             ),
         }
     }

@@ -111,9 +111,16 @@ impl AudioStore {
         drop(received);
     }
 
-    /// Deletes a stored object (its row was not committed).
+    /// Deletes a stored object (its row was not committed); a failure is logged.
     pub async fn remove(&self, key: &str) {
-        self.objects.remove(key).await;
+        if let Err(e) = self.objects.delete(key).await {
+            tracing::warn!(error = %e, "cannot delete an audio object");
+        }
+    }
+
+    /// Deletes a stored object; one already gone is fine.
+    pub async fn delete(&self, key: &str) -> std::io::Result<()> {
+        self.objects.delete(key).await
     }
 
     /// The length of a stored object.

@@ -59,6 +59,11 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "PWA_UPLOAD_EXPIRY", default_value = config::DEFAULT_UPLOAD_EXPIRY)]
     upload_expiry: String,
 
+    /// A deleted recording's audio is purged this long after the deletion
+    /// (e.g. `30d`; the tombstone stays for the change feed).
+    #[arg(long, env = "PWA_DELETED_RETENTION", default_value = config::DEFAULT_DELETED_RETENTION)]
+    deleted_retention: String,
+
     /// A request's headers must arrive within this, from its first byte.
     #[arg(long, env = "PWA_HEADER_TIMEOUT", default_value = config::DEFAULT_HEADER_TIMEOUT)]
     header_timeout: String,
@@ -184,7 +189,8 @@ impl ServeArgs {
             self.audio_store.as_deref(),
             &self.max_upload_mb,
             &self.upload_expiry,
-        )?;
+        )?
+        .with_deleted_retention(&self.deleted_retention)?;
         let connections = ConnectionSettings::parse(
             &self.header_timeout,
             &self.body_timeout,

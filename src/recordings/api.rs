@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::model::{NewRecording, Recording, RecordingPatch, RecordingStatus};
+use super::model::{AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus};
 use super::review::{self, ReviewError};
 use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
 use crate::error::ApiError;
@@ -38,8 +41,19 @@ where
         )
         .route(
             "/api/v1/recordings/{recording_id}",
-            get(get_recording).patch(patch_recording),
+            get(get_recording)
+                .patch(patch_recording)
+                .delete(delete_recording),
         )
+        .route(
+            "/api/v1/recordings/{recording_id}/sign",
+            post(sign_recording),
+        )
+        .route(
+            "/api/v1/recordings/{recording_id}/amendments",
+            post(amend_recording),
+        )
+        .route("/api/v1/changes", get(list_changes))
         .route(
             "/api/v1/recordings/{recording_id}/retry",
             post(retry_recording),
@@ -193,13 +207,196 @@ pub async fn patch_recording(
     ))
 }
 
+/// Sign a completed note: its text becomes final.
+///
+/// Keeps `signed_at`, `signed_by` and `signed_sha256` (the SHA-256 of
+/// `final_transcript`); from then on the text and the patient cannot be
+/// patched (409) and the note cannot be deleted: a correction is an amendment.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recordings/{recording_id}/sign",
+    tag = "recordings",
+    params(
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
+        ("If-Match" = String, Header, pattern = r#"^"[1-9][0-9]{0,17}"$"#, description = "The ETag of the version signed, e.g. `\"3\"`"),
+    ),
+    responses(
+        (status = 200, description = "Signed: the recording", body = Recording,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "Not `completed`, no text, or already signed", body = crate::http::openapi::ErrorDetail),
+        (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
+            body = super::model::StaleBody,
+            headers(("ETag" = String, description = "The current version, quoted"))),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+        (status = 428, description = "If-Match missing, or not one ETag of a version", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn sign_recording(
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let if_match = conditional::required_version(&headers)?;
+    let recording = review::sign(recordings.as_ref(), id, if_match, clinician.id()).await?;
+    Ok(recording_response(
+        StatusCode::OK,
+        RecordingJson::of(&recording)?,
+    ))
+}
+
+/// Amend a signed note: a correction kept beside the signed text, with its
+/// author, time and reason, never in its place.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recordings/{recording_id}/amendments",
+    tag = "recordings",
+    params(
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
+        ("If-Match" = String, Header, pattern = r#"^"[1-9][0-9]{0,17}"$"#, description = "The ETag of the version amended, e.g. `\"3\"`"),
+    ),
+    request_body = AmendmentRequest,
+    responses(
+        (status = 201, description = "Amended: the recording, its `amendments` ending with this one", body = Recording,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "The note is not signed (patch it instead)", body = crate::http::openapi::ErrorDetail),
+        (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
+            body = super::model::StaleBody,
+            headers(("ETag" = String, description = "The current version, quoted"))),
+        (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Validation error", body = crate::http::openapi::ValidationErrorBody),
+        (status = 428, description = "If-Match missing, or not one ETag of a version", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn amend_recording(
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let if_match = conditional::required_version(&headers)?;
+    let request = AmendmentRequest::from_json(&body).map_err(ApiError::Validation)?;
+    let recording =
+        review::amend(recordings.as_ref(), id, if_match, clinician.id(), request).await?;
+    Ok(recording_response(
+        StatusCode::CREATED,
+        RecordingJson::of(&recording)?,
+    ))
+}
+
+/// Delete a recording (not a signed note).
+///
+/// The recording disappears from reads and lists (404) at once, stays in
+/// the change feed as a deletion so that other devices drop it too, and its
+/// audio is purged after `PWA_DELETED_RETENTION`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/recordings/{recording_id}",
+    tag = "recordings",
+    params(
+        ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
+        ("If-Match" = String, Header, pattern = r#"^"[1-9][0-9]{0,17}"$"#, description = "The ETag of the version deleted, e.g. `\"3\"`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "A signed note cannot be deleted", body = crate::http::openapi::ErrorDetail),
+        (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
+            body = super::model::StaleBody,
+            headers(("ETag" = String, description = "The current version, quoted"))),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+        (status = 428, description = "If-Match missing, or not one ETag of a version", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn delete_recording(
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    _clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let if_match = conditional::required_version(&headers)?;
+    review::delete(recordings.as_ref(), id, if_match).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The change feed's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangesBody {
+    /// Changes after `since`, in commit order: each recording at most once,
+    /// as it is now.
+    pub changes: Vec<ChangeBody>,
+    /// Where the next request starts (`since`); the same as `since` when
+    /// nothing is new.
+    #[schema(example = "42")]
+    pub next: String,
+}
+
+/// One change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeBody {
+    /// The recording's id.
+    pub id: uuid::Uuid,
+    /// Its version after the change.
+    pub version: i64,
+    /// Whether it was deleted (then `recording` is null).
+    pub deleted: bool,
+    /// The recording as it is now; null for a deletion.
+    pub recording: Option<Recording>,
+}
+
+/// The current clinician's recordings created, changed or deleted after a
+/// cursor, in commit order: an offline client stores `next` and asks again
+/// with it, and sees every change exactly once (docs/API.md says why none
+/// can be missed).
+#[utoipa::path(
+    get,
+    path = "/api/v1/changes",
+    tag = "recordings",
+    params(
+        ("since" = Option<String>, Query, pattern = r"^[0-9]{1,18}$", description = "`next` of the previous answer (absent: from the beginning)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many changes (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Changes and the next cursor", body = ChangesBody),
+        (status = 422, description = "Bad query parameter", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn list_changes(
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    clinician: CurrentClinician,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<ChangesBody>, ApiError> {
+    let (since, limit) = parse_changes_query(raw.as_deref().unwrap_or(""))?;
+    let changes = recordings.changes(clinician.id(), since, limit).await?;
+    let next = changes.last().map_or(since, |c| c.seq).to_string();
+    Ok(Json(ChangesBody {
+        changes: changes
+            .into_iter()
+            .map(|c| ChangeBody {
+                id: c.id,
+                version: c.version,
+                deleted: c.recording.is_none(),
+                recording: c.recording,
+            })
+            .collect(),
+        next,
+    }))
+}
+
 impl From<ReviewError> for ApiError {
     fn from(err: ReviewError) -> Self {
         match err {
             ReviewError::NotFound => Self::NotFound(super::store::RECORDING_NOT_FOUND),
-            e @ (ReviewError::IllegalTransition(_) | ReviewError::NotRetryable(_)) => {
-                Self::Conflict(e.to_string())
-            }
+            e @ (ReviewError::IllegalTransition(_)
+            | ReviewError::NotRetryable(_)
+            | ReviewError::Signed { .. }
+            | ReviewError::NotSignable(_)
+            | ReviewError::NothingToSign
+            | ReviewError::NotSigned) => Self::Conflict(e.to_string()),
             ReviewError::Stale { seen, current } => match RecordingJson::of(&current) {
                 Ok(current) => Self::Stale {
                     message: format!(
@@ -260,19 +457,30 @@ pub async fn list_recordings(
     Ok(response)
 }
 
+/// A query string's pairs, or 400 when it cannot be decoded.
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))
+}
+
+/// The value of a parameter: the last one when repeated, as FastAPI takes it.
+fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn query_loc(name: &str) -> Vec<Value> {
+    vec![json!("query"), json!(name)]
+}
+
 /// Reads `status`, `limit` and `cursor`; other parameters are ignored, as in FastAPI.
 fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-        .map_err(|e| ApiError::BadRequest(format!("Malformed query string: {e}")))?;
-    // FastAPI takes the last value of a repeated scalar parameter.
-    let last = |name: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let loc = |name: &str| vec![json!("query"), json!(name)];
+    let pairs = query_pairs(raw)?;
+    let last = |name: &str| last(&pairs, name);
+    let loc = query_loc;
     let mut issues = Vec::new();
 
     let status = last("status").and_then(|s| match s.parse::<RecordingStatus>() {
@@ -286,38 +494,7 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
         }
     });
 
-    let limit = match last("limit") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(s) => match s.trim().parse::<i64>() {
-            Ok(n) if (1..=i64::from(MAX_PAGE_SIZE)).contains(&n) => n as u32,
-            Ok(n) => {
-                let (kind, msg, ctx) = if n < 1 {
-                    (
-                        "greater_than_equal",
-                        "Input should be greater than or equal to 1",
-                        json!({"ge": 1}),
-                    )
-                } else {
-                    (
-                        "less_than_equal",
-                        "Input should be less than or equal to 1000",
-                        json!({"le": MAX_PAGE_SIZE}),
-                    )
-                };
-                issues.push(ValidationIssue::new(kind, loc("limit"), msg, json!(s)).with_ctx(ctx));
-                DEFAULT_PAGE_SIZE
-            }
-            Err(_) => {
-                issues.push(ValidationIssue::new(
-                    "int_parsing",
-                    loc("limit"),
-                    "Input should be a valid integer, unable to parse string as an integer",
-                    json!(s),
-                ));
-                DEFAULT_PAGE_SIZE
-            }
-        },
-    };
+    let limit = page_size(last("limit"), &mut issues);
 
     let after = last("cursor").and_then(|s| match Cursor::decode(s) {
         Ok(cursor) => Some(cursor),
@@ -338,6 +515,71 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
             limit,
             after,
         })
+    } else {
+        Err(ApiError::Validation(issues))
+    }
+}
+
+/// `limit`: 1 to [`MAX_PAGE_SIZE`], [`DEFAULT_PAGE_SIZE`] when absent.
+fn page_size(value: Option<&str>, issues: &mut Vec<ValidationIssue>) -> u32 {
+    match value {
+        None => DEFAULT_PAGE_SIZE,
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(n) if (1..=i64::from(MAX_PAGE_SIZE)).contains(&n) => n as u32,
+            Ok(n) => {
+                let (kind, msg, ctx) = if n < 1 {
+                    (
+                        "greater_than_equal",
+                        "Input should be greater than or equal to 1",
+                        json!({"ge": 1}),
+                    )
+                } else {
+                    (
+                        "less_than_equal",
+                        "Input should be less than or equal to 1000",
+                        json!({"le": MAX_PAGE_SIZE}),
+                    )
+                };
+                issues.push(
+                    ValidationIssue::new(kind, query_loc("limit"), msg, json!(s)).with_ctx(ctx),
+                );
+                DEFAULT_PAGE_SIZE
+            }
+            Err(_) => {
+                issues.push(ValidationIssue::new(
+                    "int_parsing",
+                    query_loc("limit"),
+                    "Input should be a valid integer, unable to parse string as an integer",
+                    json!(s),
+                ));
+                DEFAULT_PAGE_SIZE
+            }
+        },
+    }
+}
+
+/// Reads the change feed's `since` and `limit`; other parameters are ignored.
+fn parse_changes_query(raw: &str) -> Result<(i64, u32), ApiError> {
+    let pairs = query_pairs(raw)?;
+    let mut issues = Vec::new();
+    let since = match last(&pairs, "since") {
+        None => 0,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n >= 0 && s.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                issues.push(ValidationIssue::new(
+                    "value_error",
+                    query_loc("since"),
+                    "Value error, invalid cursor: use `next` of the previous answer",
+                    json!(s),
+                ));
+                0
+            }
+        },
+    };
+    let limit = page_size(last(&pairs, "limit"), &mut issues);
+    if issues.is_empty() {
+        Ok((since, limit))
     } else {
         Err(ApiError::Validation(issues))
     }

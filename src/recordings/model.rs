@@ -128,7 +128,8 @@ pub struct RecordingPatchBody {
     /// The patient the dictation is about.
     #[schema(schema_with = patient_id_schema)]
     pub patient_id: Option<String>,
-    /// A status move a clinician may make (see docs/API.md).
+    /// A status move a clinician may make (see docs/API.md); never null.
+    #[schema(nullable = false)]
     pub status: Option<RecordingStatus>,
 }
 
@@ -156,7 +157,7 @@ pub struct StaleBody {
 
 /// Every field of a recording's JSON, in order (a unit test checks that it
 /// lists them all).
-pub const RECORDING_FIELDS: [&str; 33] = [
+pub const RECORDING_FIELDS: [&str; 37] = [
     "id",
     "patient_id",
     "clinician_id",
@@ -189,6 +190,10 @@ pub const RECORDING_FIELDS: [&str; 33] = [
     "extraction_completed_at",
     "verification_score",
     "verified_at",
+    "signed_at",
+    "signed_by",
+    "signed_sha256",
+    "amendments",
     "version",
 ];
 /// The longest accepted `final_transcript`, in characters (hours of speech).
@@ -356,6 +361,9 @@ pub struct Recording {
     /// What processing made of it (flattened into the same JSON object).
     #[serde(flatten)]
     pub processing: Processing,
+    /// Its signature and amendments (flattened into the same JSON object).
+    #[serde(flatten)]
+    pub signoff: SignOff,
     /// Grows by one on every change, by anyone (the clinician, an upload,
     /// the transcription worker); also the recording's `ETag` (`"<version>"`).
     #[schema(minimum = 1, example = 1)]
@@ -395,6 +403,130 @@ pub struct Processing {
     /// When it was verified (the original's column; not yet filled).
     #[schema(value_type = Option<String>, format = DateTime)]
     pub verified_at: Option<Timestamp>,
+}
+
+/// A note's signature, and the corrections made after it.
+///
+/// Once signed, a note's text, patient and signature never change (the
+/// database refuses it too); a correction is an [`Amendment`], added after
+/// the signed text and never in its place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignOff {
+    /// When the note was signed (null: not yet).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub signed_at: Option<Timestamp>,
+    /// The clinician who signed it.
+    pub signed_by: Option<String>,
+    /// SHA-256 (lower-case hex) of the text signed, `final_transcript` as UTF-8.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub signed_sha256: Option<String>,
+    /// Corrections made after signing, oldest first.
+    pub amendments: Vec<Amendment>,
+}
+
+/// A correction to a signed note: kept beside it with its author and time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Amendment {
+    /// The correction, as the clinician wrote it.
+    pub text: String,
+    /// Why it was needed.
+    pub reason: String,
+    /// The clinician who made it.
+    pub author: String,
+    /// When it was made.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// The longest accepted reason for an amendment, in characters.
+pub const AMENDMENT_REASON_MAX_CHARS: usize = 1000;
+
+/// The body of `POST /api/v1/recordings/{id}/amendments` (read by
+/// [`AmendmentRequest::from_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmendmentRequest {
+    /// The correction: 1–200,000 characters, not only whitespace, no control
+    /// characters but tab and line breaks.
+    #[schema(schema_with = amendment_text_schema)]
+    pub text: String,
+    /// Why: 1–1,000 characters, not only whitespace, no control characters.
+    #[schema(schema_with = amendment_reason_schema)]
+    pub reason: String,
+}
+
+impl AmendmentRequest {
+    /// Validates a body: every problem reported at once.
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let object = body_object(body)?;
+        let mut issues = Vec::new();
+        let text = required(object, body, "text", &mut issues).and_then(|v| {
+            let text = transcript_field("text", v, &mut issues)?;
+            // Blank as the schema's `\s` sees it (which counts U+FEFF).
+            if text.chars().all(|c| c.is_whitespace() || c == '\u{feff}') {
+                issues.push(
+                    ValidationIssue::new(
+                        "string_too_short",
+                        body_loc("text"),
+                        "String should have at least 1 character (and not only whitespace)",
+                        v.clone(),
+                    )
+                    .with_ctx(json!({ "min_length": 1 })),
+                );
+                return None;
+            }
+            Some(text)
+        });
+        let reason = required(object, body, "reason", &mut issues)
+            .and_then(|v| text_field("reason", v, 1, AMENDMENT_REASON_MAX_CHARS, &mut issues));
+        for field in object
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "text" | "reason"))
+        {
+            issues.push(ValidationIssue::new(
+                "extra_forbidden",
+                body_loc(field),
+                "Extra inputs are not permitted; an amendment has text and reason",
+                object[field].clone(),
+            ));
+        }
+        match (text, reason) {
+            (Some(text), Some(reason)) if issues.is_empty() => Ok(Self { text, reason }),
+            _ => Err(issues),
+        }
+    }
+}
+
+/// What an amendment's text must match: free text (see
+/// [`FREE_TEXT_PATTERN`]) with at least one character that is not whitespace.
+pub const AMENDMENT_TEXT_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+
+/// The schema of an amendment's text: see [`AMENDMENT_TEXT_PATTERN`].
+pub fn amendment_text_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(TRANSCRIPT_MAX_CHARS))
+        .pattern(Some(AMENDMENT_TEXT_PATTERN))
+        .description(Some(
+            "The correction: 1–200,000 characters, not only whitespace, no control characters but tab and line breaks",
+        ))
+        .build()
+}
+
+/// The schema of an amendment's reason: a patient id's rules, longer.
+pub fn amendment_reason_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(AMENDMENT_REASON_MAX_CHARS))
+        .pattern(Some(PATIENT_ID_PATTERN))
+        .description(Some(
+            "Why: 1–1,000 characters, not only whitespace, no control or invisible formatting characters",
+        ))
+        .build()
 }
 
 /// The default model name the original stored for every recording.
@@ -796,6 +928,7 @@ mod tests {
             verification_results: Some(json!({"confidence": 0.93, "flags": []})),
             processing: Default::default(),
             version: 1,
+            signoff: Default::default(),
             upload: UploadDetails {
                 local_storage_key: Some(Uuid::nil()),
                 upload_attempts: 2,
@@ -806,8 +939,8 @@ mod tests {
         let object = value.as_object().unwrap();
         assert_eq!(
             object.len(),
-            33,
-            "15 original fields, 6 of the upload, 11 of processing, and the version"
+            37,
+            "15 original fields, 6 of the upload, 11 of processing, 4 of sign-off, and the version"
         );
         let mut listed = RECORDING_FIELDS.to_vec();
         listed.sort_unstable();

@@ -3,10 +3,12 @@
 //! clinician saw (`If-Match`); otherwise they get the current recording back
 //! and decide.
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{Recording, RecordingPatch, RecordingStatus};
-use super::store::{RecordingStore, StoreError};
+use super::model::{Amendment, AmendmentRequest, Recording, RecordingPatch, RecordingStatus};
+use super::store::{RecordingStore, Signature, StoreError};
+use crate::timestamp::Timestamp;
 
 /// Why a patch was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,26 @@ pub enum ReviewError {
     /// `POST …/retry` of a recording that is not in `error`.
     #[error("only a recording in status 'error' can be retried; this one is '{0}'")]
     NotRetryable(RecordingStatus),
+    /// A change to a signed note's text, patient or existence.
+    #[error(
+        "This note was signed at {signed_at} by {signed_by} and cannot change; \
+         add an amendment instead (POST /api/v1/recordings/{{id}}/amendments)"
+    )]
+    Signed {
+        /// When it was signed.
+        signed_at: Timestamp,
+        /// Who signed it.
+        signed_by: String,
+    },
+    /// Signing a recording that is not `completed`.
+    #[error("Only a completed recording can be signed; this one is '{0}'")]
+    NotSignable(RecordingStatus),
+    /// Signing a recording whose text was cleared.
+    #[error("There is no text to sign: final_transcript is empty")]
+    NothingToSign,
+    /// Amending a note that is not signed (it can simply be patched).
+    #[error("Only a signed note takes amendments; change this one with PATCH")]
+    NotSigned,
     /// The database refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -42,22 +64,22 @@ pub async fn patch_recording(
     if_match: i64,
     patch: &RecordingPatch,
 ) -> Result<Recording, ReviewError> {
-    let current = get(store, id).await?;
-    if current.version != if_match {
-        return Err(stale(if_match, current));
-    }
+    let current = current_at(store, id, if_match).await?;
     let changes = patch.changes_to(&current);
     if changes.is_empty() {
         return Ok(current);
     }
+    refuse_if_signed(&current)?;
     if let Some(to) = changes.status {
         check_move(current.status, to)?;
     }
-    match store.patch(id, if_match, &changes).await? {
-        Some(updated) => Ok(updated),
-        // Changed (or deleted) between the read and the write.
-        None => Err(stale(if_match, get(store, id).await?)),
-    }
+    written(
+        store,
+        id,
+        if_match,
+        store.patch(id, if_match, &changes).await?,
+    )
+    .await
 }
 
 /// Puts a recording in `error` back in the transcription queue
@@ -77,6 +99,119 @@ pub async fn retry(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, Re
             return Ok(queued);
         }
         // Changed between the read and the write: look again.
+    }
+}
+
+/// Signs a completed note at version `if_match` as `clinician`: from then
+/// on its text is final, and the SHA-256 of that text is kept with it.
+pub async fn sign(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    if_match: i64,
+    clinician: &str,
+) -> Result<Recording, ReviewError> {
+    let current = current_at(store, id, if_match).await?;
+    refuse_if_signed(&current)?;
+    if current.status != RecordingStatus::Completed {
+        return Err(ReviewError::NotSignable(current.status));
+    }
+    let text = current
+        .upload
+        .final_transcript
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or(ReviewError::NothingToSign)?;
+    let signature = Signature {
+        at: Timestamp::now(),
+        by: clinician.to_owned(),
+        sha256: crate::digest::hex(&Sha256::digest(text.as_bytes())),
+    };
+    written(
+        store,
+        id,
+        if_match,
+        store.sign(id, if_match, &signature).await?,
+    )
+    .await
+}
+
+/// Adds an amendment to a signed note at version `if_match`, by `clinician`.
+pub async fn amend(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    if_match: i64,
+    clinician: &str,
+    request: AmendmentRequest,
+) -> Result<Recording, ReviewError> {
+    let current = current_at(store, id, if_match).await?;
+    if current.signoff.signed_at.is_none() {
+        return Err(ReviewError::NotSigned);
+    }
+    let amendment = Amendment {
+        text: request.text,
+        reason: request.reason,
+        author: clinician.to_owned(),
+        created_at: Timestamp::now(),
+    };
+    written(
+        store,
+        id,
+        if_match,
+        store.amend(id, if_match, &amendment).await?,
+    )
+    .await
+}
+
+/// Deletes a recording at version `if_match`: it becomes a tombstone that
+/// the change feed reports, and its audio is purged after the retention
+/// period. A signed note cannot be deleted.
+pub async fn delete(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    if_match: i64,
+) -> Result<(), ReviewError> {
+    let current = current_at(store, id, if_match).await?;
+    refuse_if_signed(&current)?;
+    match store.delete(id, if_match, Timestamp::now()).await? {
+        Some(_) => Ok(()),
+        None => Err(stale(if_match, get(store, id).await?)),
+    }
+}
+
+/// The recording, if it is at version `if_match`.
+async fn current_at(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    if_match: i64,
+) -> Result<Recording, ReviewError> {
+    let current = get(store, id).await?;
+    if current.version != if_match {
+        return Err(stale(if_match, current));
+    }
+    Ok(current)
+}
+
+/// The outcome of a conditional write: the recording written, or, when it
+/// changed (or was deleted) between the read and the write, the 412 (or 404).
+async fn written(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    if_match: i64,
+    outcome: Option<Recording>,
+) -> Result<Recording, ReviewError> {
+    match outcome {
+        Some(recording) => Ok(recording),
+        None => Err(stale(if_match, get(store, id).await?)),
+    }
+}
+
+fn refuse_if_signed(current: &Recording) -> Result<(), ReviewError> {
+    match (&current.signoff.signed_at, &current.signoff.signed_by) {
+        (Some(at), by) => Err(ReviewError::Signed {
+            signed_at: *at,
+            signed_by: by.clone().unwrap_or_default(),
+        }),
+        (None, _) => Ok(()),
     }
 }
 

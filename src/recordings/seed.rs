@@ -48,6 +48,7 @@ pub fn development_recordings(now: Timestamp) -> Vec<Recording> {
                 }),
                 processing: Default::default(),
             version: 1,
+            signoff: Default::default(),
                 upload: Default::default(),
                 patient_id,
             }
@@ -183,6 +184,7 @@ impl Generator {
             }),
             processing: Default::default(),
             version: 1,
+            signoff: Default::default(),
             upload: Default::default(),
             status,
             clinician_id,

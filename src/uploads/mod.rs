@@ -224,6 +224,7 @@ impl Uploads {
             verification_results: None,
             processing: Default::default(),
             version: 1,
+            signoff: Default::default(),
             upload: UploadDetails {
                 local_storage_key: meta.local_storage_key,
                 draft_transcript: meta.draft_transcript,
@@ -332,7 +333,37 @@ impl Uploads {
         report.temporary_files = self.audio.sweep_temporary(grace).await;
         report.orphaned_objects = self.sweep_orphans(cutoff.unix_micros()).await?;
         report.idempotency_keys = self.idempotency.forget_expired().await?;
+        report.deleted_audio = self.purge_deleted_audio().await?;
         Ok(report)
+    }
+
+    /// Deletes the audio of recordings deleted more than
+    /// `PWA_DELETED_RETENTION` ago; the tombstone then forgets it. An object
+    /// that cannot be deleted is kept in the list and tried at the next sweep.
+    async fn purge_deleted_audio(&self) -> Result<usize, UploadError> {
+        const BATCH: u32 = 100;
+        let cutoff = Timestamp::ago(self.settings.deleted_retention);
+        let mut purged = 0;
+        loop {
+            let batch = self.recordings.deleted_with_audio(cutoff, BATCH).await?;
+            let mut progressed = false;
+            for (id, content_type) in &batch {
+                let key = AudioStore::object_key(*id, content_type);
+                match self.audio.delete(&key).await {
+                    Ok(()) => {
+                        self.recordings.forget_audio(*id).await?;
+                        purged += 1;
+                        progressed = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot purge a deleted recording's audio; retrying later")
+                    }
+                }
+            }
+            if batch.len() < BATCH as usize || !progressed {
+                return Ok(purged);
+            }
+        }
     }
 
     /// Deletes objects older than `until` whose row was never committed. The
@@ -367,8 +398,8 @@ impl Uploads {
 
     /// Runs [`Uploads::sweep`] now and then every so often, until `stop`.
     pub async fn sweep_periodically(self, stop: crate::tasks::CancellationToken) {
-        let every =
-            (self.settings.expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let every = (self.settings.expiry.min(self.settings.deleted_retention) / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(600));
         loop {
             if stop.is_cancelled() {
                 return;
@@ -379,6 +410,7 @@ impl Uploads {
                     temporary_files = r.temporary_files,
                     orphaned_objects = r.orphaned_objects,
                     idempotency_keys = r.idempotency_keys,
+                    deleted_audio = r.deleted_audio,
                     "upload cleanup"
                 ),
                 Ok(_) => {}
@@ -404,4 +436,6 @@ pub struct SweepReport {
     pub orphaned_objects: usize,
     /// Expired idempotency keys.
     pub idempotency_keys: u64,
+    /// Audio of recordings deleted longer ago than `PWA_DELETED_RETENTION`.
+    pub deleted_audio: usize,
 }

@@ -165,6 +165,12 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
             "transcript_language",
             "transcript_segments",
             "version",
+            "signed_at",
+            "signed_by",
+            "signed_sha256",
+            "amendments",
+            "deleted_at",
+            "change_seq",
         ]
     );
     let indexes: Vec<String> = sqlx::query_scalar(
@@ -181,6 +187,8 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
         "ix_recordings_clinician_created",
         "ix_recordings_clinician_status_created",
         "ux_recordings_clinician_local_storage_key",
+        "ix_recordings_changes",
+        "ix_recordings_deleted",
     ] {
         assert!(
             indexes.iter().any(|i| i == expected),

@@ -8,6 +8,7 @@
 mod common;
 
 mod api;
+mod changes;
 mod database;
 mod embedded;
 mod hostile;
@@ -17,6 +18,7 @@ mod postgres;
 mod process;
 mod review;
 mod s3;
+mod signoff;
 mod store;
 mod transcription;
 mod uploads;

@@ -12,7 +12,12 @@ use crate::common::{self, TestApp, TestResponse};
 use clinscribe::jobs::JobResult;
 use clinscribe::recordings::RecordingStatus;
 
-async fn patch(app: &TestApp, id: &str, if_match: Option<&str>, body: Value) -> TestResponse {
+pub(crate) async fn patch(
+    app: &TestApp,
+    id: &str,
+    if_match: Option<&str>,
+    body: Value,
+) -> TestResponse {
     let mut headers = vec![("content-type", "application/merge-patch+json")];
     if let Some(tag) = if_match {
         headers.push(("if-match", tag));
@@ -27,12 +32,12 @@ async fn patch(app: &TestApp, id: &str, if_match: Option<&str>, body: Value) -> 
 }
 
 /// The recording as the API answers it now.
-async fn current(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn current(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/recordings/{id}")).await.body
 }
 
 /// The `If-Match` value for the version a client holds.
-fn tag_of(recording: &Value) -> String {
+pub(crate) fn tag_of(recording: &Value) -> String {
     format!("\"{}\"", recording["version"])
 }
 
@@ -41,12 +46,12 @@ async fn get_if_none_match(app: &TestApp, url: &str, tag: &str) -> TestResponse 
         .await
 }
 
-fn etag(response: &TestResponse) -> &str {
+pub(crate) fn etag(response: &TestResponse) -> &str {
     response.headers["etag"].to_str().unwrap()
 }
 
 /// Moves a fresh recording to `status` the way the system does (not by patch).
-async fn in_status(app: &TestApp, status: RecordingStatus) -> Value {
+pub(crate) async fn in_status(app: &TestApp, status: RecordingStatus) -> Value {
     let created = app.create("patient-review", 30).await;
     let id = uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
     if status != RecordingStatus::Pending {

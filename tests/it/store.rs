@@ -233,6 +233,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         })),
         processing: Default::default(),
         version: 1,
+        signoff: Default::default(),
         upload: UploadDetails {
             local_storage_key: Some(Uuid::new_v4()),
             draft_transcript: Some("draft \u{1F600}".into()),
@@ -260,6 +261,7 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
         verification_results: None,
         processing: Default::default(),
         version: 1,
+        signoff: Default::default(),
         upload: Default::default(),
     };
     store

@@ -437,10 +437,13 @@ async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_retur
     let Some(fs) = SmallFs::mount("12m", None) else {
         return;
     };
+    // Long enough to need more pages than the refused write left in the WAL
+    // (a later, smaller write would fit in them).
+    let long_text: &'static str = Box::leak([TEXT; 2000].join(". ").into_boxed_str());
     let fake = FakeEngine::start(
-        // Long enough for the disk to fill before the engine answers.
-        vec![Behaviour::Slow(Duration::from_secs(10), TEXT)],
-        Behaviour::Transcribe(TEXT),
+        // Slow enough for the disk to fill before the engine answers.
+        vec![Behaviour::Slow(Duration::from_secs(10), long_text)],
+        Behaviour::Transcribe(long_text),
     )
     .await;
     let url = format!("sqlite://{}", fs.path().join("clinical.db").display());
@@ -493,7 +496,10 @@ async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_retur
     // without asking the engine again.
     std::fs::remove_file(&filler).unwrap();
     let done = wait_for(&server, &id, "completed", Duration::from_secs(15)).await;
-    assert_eq!(done["transcript"], TEXT);
+    assert!(
+        done["transcript"] == long_text,
+        "the whole transcript is stored"
+    );
     let (state, attempts, _) = job(&url, &id).await;
     assert_eq!((state.as_str(), attempts), ("done", 1));
     assert_eq!(fake.received().len(), 1);

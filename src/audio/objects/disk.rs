@@ -51,12 +51,10 @@ impl ObjectBackend for DiskObjects {
         Some(self.root.join(key))
     }
 
-    async fn remove(&self, key: &str) {
-        let path = self.root.join(key);
-        if let Err(e) = fs::remove_file(&path).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(error = %e, path = %path.display(), "cannot delete an audio object");
+    async fn delete(&self, key: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.root.join(key)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 

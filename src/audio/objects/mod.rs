@@ -25,8 +25,8 @@ pub trait ObjectBackend: Send + Sync + std::fmt::Debug {
     /// The object as a local file, when it is one (on disk).
     fn local_path(&self, key: &str) -> Option<std::path::PathBuf>;
 
-    /// Deletes an object; a failure is logged, an object already gone is fine.
-    async fn remove(&self, key: &str);
+    /// Deletes an object; an object already gone is fine.
+    async fn delete(&self, key: &str) -> std::io::Result<()>;
 
     /// The object's length.
     async fn len(&self, key: &str) -> std::io::Result<u64>;

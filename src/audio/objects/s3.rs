@@ -80,9 +80,10 @@ impl ObjectBackend for S3Objects {
         None
     }
 
-    async fn remove(&self, key: &str) {
-        if let Err(e) = self.store.delete(&self.path(key)).await {
-            tracing::warn!(error = %e, key, "cannot delete an audio object");
+    async fn delete(&self, key: &str) -> std::io::Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::other(e)),
         }
     }
 

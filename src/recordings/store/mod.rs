@@ -15,7 +15,8 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::model::{
-    NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, UploadDetails,
+    Amendment, NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, SignOff,
+    UploadDetails,
 };
 use crate::db::Database;
 pub use crate::db::StoreError;
@@ -81,6 +82,65 @@ impl RecordingJson {
     }
 }
 
+/// A signature: who signed, when, and the hash of the text signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// When.
+    pub at: Timestamp,
+    /// The clinician.
+    pub by: String,
+    /// SHA-256 (hex) of the signed text.
+    pub sha256: String,
+}
+
+/// One entry of the change feed: a recording as it is now, or its tombstone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Its change number (the feed's position after it).
+    pub seq: i64,
+    /// The recording's id.
+    pub id: Uuid,
+    /// Its version.
+    pub version: i64,
+    /// The recording; None for a deletion.
+    pub recording: Option<Recording>,
+}
+
+/// A row of the change feed: the change number, whether it is a tombstone,
+/// and the recording's columns.
+#[derive(FromRow)]
+struct ChangeRow {
+    change_seq: i64,
+    deleted: bool,
+    #[sqlx(flatten)]
+    row: RecordingRow,
+}
+
+impl TryFrom<ChangeRow> for Change {
+    type Error = StoreError;
+
+    fn try_from(change: ChangeRow) -> Result<Self, Self::Error> {
+        let recording = Recording::try_from(change.row)?;
+        Ok(Self {
+            seq: change.change_seq,
+            id: recording.id,
+            version: recording.version,
+            recording: (!change.deleted).then_some(recording),
+        })
+    }
+}
+
+/// `(id, text)` rows with the ids parsed.
+fn parse_ids(rows: Vec<(String, String)>) -> Result<Vec<(Uuid, String)>, StoreError> {
+    rows.into_iter()
+        .map(|(id, text)| {
+            Uuid::parse_str(&id)
+                .map(|id| (id, text))
+                .map_err(|e| StoreError::Corrupt(format!("recording id {id:?}: {e}")))
+        })
+        .collect()
+}
+
 /// Which page of a clinician's recordings to list.
 #[derive(Debug, Clone, Copy)]
 pub struct ListQuery {
@@ -136,6 +196,55 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         expected_version: i64,
         patch: &RecordingPatch,
     ) -> Result<Option<Recording>, StoreError>;
+
+    /// Signs the recording if it is still at `expected_version` (None when
+    /// it is not, or is gone).
+    async fn sign(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        signature: &Signature,
+    ) -> Result<Option<Recording>, StoreError>;
+
+    /// Appends an amendment if the recording is still at `expected_version`
+    /// (None when it is not, or is gone).
+    async fn amend(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        amendment: &Amendment,
+    ) -> Result<Option<Recording>, StoreError>;
+
+    /// Makes the recording a tombstone (`deleted_at`) if it is still at
+    /// `expected_version`, and ends its pending job in the same transaction;
+    /// returns the tombstone's version (None when it is not at that version,
+    /// or is gone).
+    async fn delete(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        at: Timestamp,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// A clinician's recordings changed after change number `since`, in
+    /// change order, at most `limit` (tombstones included).
+    async fn changes(
+        &self,
+        clinician_id: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// Tombstones deleted before `cutoff` whose audio is still kept: `(id,
+    /// audio_content_type)`, at most `limit`.
+    async fn deleted_with_audio(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError>;
+
+    /// Records that a tombstone's audio is gone (`audio_content_type` null).
+    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError>;
 
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers.
@@ -214,6 +323,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
             transcript: None,
             verification_results: None,
             processing: Default::default(),
+            signoff: SignOff::default(),
             version: 1,
             upload: Default::default(),
         };
@@ -265,11 +375,11 @@ pub fn open(db: &Database) -> Arc<dyn RecordingStore> {
 /// SQL both backends run as it is.
 pub(crate) mod shared_sql {
     /// `(status, count)` per status.
-    pub const STATUS_COUNTS: &str = "SELECT status, count(*) FROM recordings GROUP BY status";
+    pub const STATUS_COUNTS: &str =
+        "SELECT status, count(*) FROM recordings WHERE deleted_at IS NULL GROUP BY status";
     /// `(clinician_id, count)` per clinician.
-    pub const CLINICIAN_COUNTS: &str =
-        "SELECT clinician_id, count(*) FROM recordings GROUP BY clinician_id";
-    /// Number of rows.
+    pub const CLINICIAN_COUNTS: &str = "SELECT clinician_id, count(*) FROM recordings WHERE deleted_at IS NULL GROUP BY clinician_id";
+    /// Number of rows (tombstones of deleted recordings included).
     pub const COUNT: &str = "SELECT count(*) FROM recordings";
 }
 
@@ -309,6 +419,10 @@ struct RecordingRow {
     extraction_completed_at: Option<String>,
     verification_score: Option<f64>,
     verified_at: Option<String>,
+    signed_at: Option<String>,
+    signed_by: Option<String>,
+    signed_sha256: Option<String>,
+    amendments: String,
     version: i64,
 }
 
@@ -368,6 +482,13 @@ impl TryFrom<RecordingRow> for Recording {
                 upload_attempts: row.upload_attempts,
                 audio_sha256: row.audio_sha256,
                 audio_content_type: row.audio_content_type,
+            },
+            signoff: SignOff {
+                signed_at: opt_ts(&row.signed_at)?,
+                signed_by: row.signed_by,
+                signed_sha256: row.signed_sha256,
+                amendments: serde_json::from_str(&row.amendments)
+                    .map_err(|e| corrupt("amendments", &e))?,
             },
             patient_id: row.patient_id,
             clinician_id: row.clinician_id,

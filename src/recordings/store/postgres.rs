@@ -10,11 +10,11 @@ use uuid::Uuid;
 use async_trait::async_trait;
 
 use super::{
-    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow, RecordingStore,
-    StoreError, shared_sql,
+    Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
+    RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
 use crate::db::postgres::PgDatabase;
-use crate::recordings::model::{Recording, RecordingPatch, RecordingStatus};
+use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
 
 /// A `timestamptz` column as the API's text (UTC, microseconds, `Z`).
@@ -28,7 +28,7 @@ macro_rules! ts {
     };
 }
 
-/// The 33 columns as text, in [`RecordingRow`] order.
+/// The 37 columns as text, in [`RecordingRow`] order.
 macro_rules! columns {
     () => {
         concat!(
@@ -55,7 +55,9 @@ macro_rules! columns {
             ts!("extraction_completed_at"),
             " AS extraction_completed_at, verification_score, ",
             ts!("verified_at"),
-            " AS verified_at, version"
+            " AS verified_at, ",
+            ts!("signed_at"),
+            " AS signed_at, signed_by, signed_sha256, amendments::text AS amendments, version"
         )
     };
 }
@@ -67,7 +69,7 @@ macro_rules! list_sql {
         concat!(
             "SELECT ",
             columns!(),
-            " FROM recordings WHERE clinician_id = $1",
+            " FROM recordings WHERE clinician_id = $1 AND deleted_at IS NULL",
             $filter,
             // Qualified: a bare `created_at` here would be the text column of
             // the select list, and sorting by it cannot use the index.
@@ -80,7 +82,7 @@ macro_rules! list_sql {
 const GET: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM recordings WHERE id = $1::uuid"
+    " FROM recordings WHERE id = $1::uuid AND deleted_at IS NULL"
 );
 /// A clinician's first page (public, like the others below, for the query-plan test).
 pub const LIST: &str = list_sql!("", "$2");
@@ -101,22 +103,49 @@ const PATCH: &str = concat!(
      error_message = CASE WHEN $4 = 'queued' THEN NULL ELSE error_message END, \
      retry_count = retry_count + CASE WHEN $4 = 'queued' THEN 1 ELSE 0 END, \
      updated_at = $5::timestamptz, version = version + 1 \
-     WHERE id = $6::uuid AND version = $7 RETURNING ",
+     WHERE id = $6::uuid AND version = $7 AND deleted_at IS NULL RETURNING ",
     columns!()
 );
+const SIGN: &str = concat!(
+    "UPDATE recordings SET signed_at = $1::timestamptz, signed_by = $2, signed_sha256 = $3, \
+     updated_at = $1::timestamptz, version = version + 1 \
+     WHERE id = $4::uuid AND version = $5 AND deleted_at IS NULL RETURNING ",
+    columns!()
+);
+const AMEND: &str = concat!(
+    "UPDATE recordings SET amendments = amendments || jsonb_build_array($1::jsonb), \
+     updated_at = $2::timestamptz, version = version + 1 \
+     WHERE id = $3::uuid AND version = $4 AND deleted_at IS NULL RETURNING ",
+    columns!()
+);
+const DELETE: &str = "UPDATE recordings SET deleted_at = $1::timestamptz, updated_at = $1::timestamptz, \
+     version = version + 1 WHERE id = $2::uuid AND version = $3 AND deleted_at IS NULL RETURNING version";
+const END_JOB_OF_DELETED: &str = "UPDATE jobs SET state = 'failed', \
+     last_error = 'the recording was deleted', lease_owner = NULL, lease_expires_at = NULL, \
+     updated_at = $1::timestamptz WHERE recording_id = $2::uuid AND state IN ('queued', 'running')";
+const CHANGES: &str = concat!(
+    "SELECT change_seq, deleted_at IS NOT NULL AS deleted, ",
+    columns!(),
+    " FROM recordings WHERE clinician_id = $1 AND change_seq > $2 ORDER BY change_seq LIMIT $3"
+);
+const DELETED_WITH_AUDIO: &str = "SELECT id::text, audio_content_type FROM recordings \
+     WHERE deleted_at IS NOT NULL AND deleted_at < $1::timestamptz AND audio_content_type IS NOT NULL \
+     LIMIT $2";
+const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, version = version + 1 \
+     WHERE id = $1::uuid AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL";
 const UPDATE_STATUS: &str = concat!(
     "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, version = version + 1, \
      processed_at = CASE WHEN $4 THEN $3::timestamptz ELSE processed_at END \
-     WHERE id = $5::uuid RETURNING ",
+     WHERE id = $5::uuid AND deleted_at IS NULL RETURNING ",
     columns!()
 );
 const BY_LOCAL_STORAGE_KEY: &str = concat!(
     "SELECT ",
     columns!(),
-    " FROM recordings WHERE clinician_id = $1 AND local_storage_key = $2::uuid"
+    " FROM recordings WHERE clinician_id = $1 AND local_storage_key = $2::uuid AND deleted_at IS NULL"
 );
 const RECORD_UPLOAD_ATTEMPT: &str = concat!(
-    "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = $1::uuid RETURNING ",
+    "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = $1::uuid AND deleted_at IS NULL RETURNING ",
     columns!()
 );
 /// Many rows in one statement: one array per column, unnested into rows.
@@ -208,6 +237,102 @@ impl RecordingStore for PgRecordings {
         }
         tx.commit().await?;
         row.try_into().map(Some)
+    }
+
+    async fn sign(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        signature: &Signature,
+    ) -> Result<Option<Recording>, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(SIGN)
+            .bind(signature.at.to_string())
+            .bind(&signature.by)
+            .bind(&signature.sha256)
+            .bind(id.hyphenated().to_string())
+            .bind(expected_version)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    async fn amend(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        amendment: &Amendment,
+    ) -> Result<Option<Recording>, StoreError> {
+        let json =
+            serde_json::to_string(amendment).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row: Option<RecordingRow> = sqlx::query_as(AMEND)
+            .bind(json)
+            .bind(amendment.created_at.to_string())
+            .bind(id.hyphenated().to_string())
+            .bind(expected_version)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    async fn delete(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        at: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let (at, id) = (at.to_string(), id.hyphenated().to_string());
+        let mut tx = self.db.pool().begin().await?;
+        let version: Option<i64> = sqlx::query_scalar(DELETE)
+            .bind(&at)
+            .bind(&id)
+            .bind(expected_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if version.is_some() {
+            sqlx::query(END_JOB_OF_DELETED)
+                .bind(&at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(version)
+    }
+
+    async fn changes(
+        &self,
+        clinician_id: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(CHANGES)
+            .bind(clinician_id)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.into_iter().map(Change::try_from).collect()
+    }
+
+    async fn deleted_with_audio(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(DELETED_WITH_AUDIO)
+            .bind(cutoff.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        parse_ids(rows)
+    }
+
+    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(FORGET_AUDIO)
+            .bind(id.hyphenated().to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
     }
 
     /// One page of a clinician's recordings, newest first.

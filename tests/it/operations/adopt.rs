@@ -52,7 +52,11 @@ fn expected_rows() -> Vec<Value> {
 fn insert_later_columns(object: &mut serde_json::Map<String, Value>) {
     object.insert("whisper_model".into(), "base".into());
     object.insert("version".into(), 1.into());
+    object.insert("amendments".into(), Value::Array(Vec::new()));
     for field in [
+        "signed_at",
+        "signed_by",
+        "signed_sha256",
         "transcription_started_at",
         "transcription_completed_at",
         "transcript_language",
@@ -255,7 +259,7 @@ async fn a_table_rebuild_migration_keeps_every_row() {
     .fetch_one(db.readers())
     .await
     .unwrap();
-    assert_eq!(indexes, 7, "indexes recreated");
+    assert_eq!(indexes, 9, "indexes recreated");
     db.close().await;
     assert_eq!(all_recordings(&db_path).await, before);
     assert_eq!(integrity(&db_path).await, "ok");

@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use insert_queue::InsertQueue;
 
 use super::{
-    Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow, RecordingStore,
-    StoreError, shared_sql,
+    Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
+    RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
 use crate::db::{self, SqliteDatabase};
-use crate::recordings::model::{Recording, RecordingPatch, RecordingStatus};
+use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
 
-/// The 33 columns, in [`RecordingRow`] order, prepended to a static SQL tail
+/// The 37 columns, in [`RecordingRow`] order, prepended to a static SQL tail
 /// (static strings only: sqlx refuses SQL built at run time, and rightly so).
 macro_rules! recording_sql {
     ($head:literal, $tail:literal) => {
@@ -30,7 +30,7 @@ macro_rules! recording_sql {
              whisper_model, transcription_started_at, transcription_completed_at, \
              transcript_language, transcript_segments, fhir_bundle, llm_model, \
              extraction_started_at, extraction_completed_at, verification_score, verified_at, \
-             version ",
+             signed_at, signed_by, signed_sha256, amendments, version ",
             $tail
         )
     };
@@ -57,7 +57,8 @@ macro_rules! recording_json {
          'llm_model', llm_model, 'extraction_started_at', extraction_started_at, \
          'extraction_completed_at', extraction_completed_at, \
          'verification_score', verification_score, 'verified_at', verified_at, \
-         'version', version)"
+         'signed_at', signed_at, 'signed_by', signed_by, 'signed_sha256', signed_sha256, \
+         'amendments', json(amendments), 'version', version)"
     };
 }
 
@@ -81,7 +82,7 @@ macro_rules! list_json_sql {
             "SELECT coalesce(group_concat(doc, ','), ''), count(*), \
              min(created_at || ' ' || id) FROM (SELECT created_at, id, ",
             recording_json!(),
-            " AS doc FROM recordings WHERE clinician_id = ?",
+            " AS doc FROM recordings WHERE clinician_id = ? AND deleted_at IS NULL",
             $filter,
             " ORDER BY created_at DESC, id DESC LIMIT ? + 0)"
         )
@@ -92,7 +93,7 @@ macro_rules! list_json_sql {
 macro_rules! list_more_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT EXISTS (SELECT 1 FROM recordings WHERE clinician_id = ?",
+            "SELECT EXISTS (SELECT 1 FROM recordings WHERE clinician_id = ? AND deleted_at IS NULL",
             $filter,
             " AND (created_at, id) < (?, ?))"
         )
@@ -102,12 +103,15 @@ macro_rules! list_more_sql {
 /// The store's SQL, public so that tests can check each statement's query plan.
 pub mod sql {
     /// One recording by id.
-    pub const GET: &str = recording_sql!("SELECT", "FROM recordings WHERE id = ?1");
+    pub const GET: &str = recording_sql!(
+        "SELECT",
+        "FROM recordings WHERE id = ?1 AND deleted_at IS NULL"
+    );
     /// One recording as the API's JSON object.
     pub const GET_JSON: &str = concat!(
         "SELECT version, ",
         recording_json!(),
-        " FROM recordings WHERE id = ?1"
+        " FROM recordings WHERE id = ?1 AND deleted_at IS NULL"
     );
     // Four static list shapes rather than `(? IS NULL OR status = ?)`, which
     // would stop SQLite from using the (clinician_id, status, created_at, id) index.
@@ -127,11 +131,11 @@ pub mod sql {
     /// A clinician's recording of one dictation.
     pub const BY_LOCAL_STORAGE_KEY: &str = recording_sql!(
         "SELECT",
-        "FROM recordings WHERE clinician_id = ?1 AND local_storage_key = ?2"
+        "FROM recordings WHERE clinician_id = ?1 AND local_storage_key = ?2 AND deleted_at IS NULL"
     );
     /// One more upload attempt, returning the row.
     pub const RECORD_UPLOAD_ATTEMPT: &str = recording_sql!(
-        "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = ?1 RETURNING",
+        "UPDATE recordings SET upload_attempts = upload_attempts + 1, version = version + 1 WHERE id = ?1 AND deleted_at IS NULL RETURNING",
         ""
     );
     /// A clinician's patch at an expected version, returning the updated row.
@@ -141,14 +145,46 @@ pub mod sql {
          status = coalesce(?4, status), \
          error_message = CASE WHEN ?4 = 'queued' THEN NULL ELSE error_message END, \
          retry_count = retry_count + CASE WHEN ?4 = 'queued' THEN 1 ELSE 0 END, \
-         updated_at = ?5, version = version + 1 WHERE id = ?6 AND version = ?7 RETURNING",
+         updated_at = ?5, version = version + 1 WHERE id = ?6 AND version = ?7 AND deleted_at IS NULL RETURNING",
         ""
     );
+    /// A signature at an expected version, returning the updated row.
+    pub const SIGN: &str = recording_sql!(
+        "UPDATE recordings SET signed_at = ?1, signed_by = ?2, signed_sha256 = ?3, updated_at = ?1, \
+         version = version + 1 WHERE id = ?4 AND version = ?5 AND deleted_at IS NULL RETURNING",
+        ""
+    );
+    /// An amendment (JSON) appended at an expected version, returning the updated row.
+    pub const AMEND: &str = recording_sql!(
+        "UPDATE recordings SET amendments = json_insert(amendments, '$[#]', json(?1)), \
+         updated_at = ?2, version = version + 1 \
+         WHERE id = ?3 AND version = ?4 AND deleted_at IS NULL RETURNING",
+        ""
+    );
+    /// A recording made a tombstone at an expected version, returning its version.
+    pub const DELETE: &str = "UPDATE recordings SET deleted_at = ?1, updated_at = ?1, \
+         version = version + 1 WHERE id = ?2 AND version = ?3 AND deleted_at IS NULL RETURNING version";
+    /// The pending job of a deleted recording, ended (a worker holding it
+    /// loses its lease, so its result is dropped).
+    pub const END_JOB_OF_DELETED: &str = "UPDATE jobs SET state = 'failed', \
+         last_error = 'the recording was deleted', lease_owner = NULL, lease_expires_at = NULL, \
+         updated_at = ?1 WHERE recording_id = ?2 AND state IN ('queued', 'running')";
+    /// A clinician's rows changed after a change number, in change order.
+    pub const CHANGES: &str = recording_sql!(
+        "SELECT change_seq, deleted_at IS NOT NULL AS deleted,",
+        "FROM recordings WHERE clinician_id = ?1 AND change_seq > ?2 ORDER BY change_seq LIMIT ?3"
+    );
+    /// Tombstones deleted before a time whose audio is still kept.
+    pub const DELETED_WITH_AUDIO: &str = "SELECT id, audio_content_type FROM recordings \
+         WHERE deleted_at IS NOT NULL AND deleted_at < ?1 AND audio_content_type IS NOT NULL LIMIT ?2";
+    /// A tombstone's audio is gone.
+    pub const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, \
+         version = version + 1 WHERE id = ?1 AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL";
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, version = version + 1, \
          processed_at = CASE WHEN ?4 THEN ?3 ELSE processed_at END \
-         WHERE id = ?5 RETURNING",
+         WHERE id = ?5 AND deleted_at IS NULL RETURNING",
         ""
     );
 }
@@ -236,6 +272,102 @@ impl RecordingStore for SqliteRecordings {
         }
         tx.commit().await?;
         row.try_into().map(Some)
+    }
+
+    async fn sign(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        signature: &Signature,
+    ) -> Result<Option<Recording>, StoreError> {
+        let row: Option<RecordingRow> = sqlx::query_as(sql::SIGN)
+            .bind(signature.at.to_string())
+            .bind(&signature.by)
+            .bind(&signature.sha256)
+            .bind(id.hyphenated().to_string())
+            .bind(expected_version)
+            .fetch_optional(self.db.writer())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    async fn amend(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        amendment: &Amendment,
+    ) -> Result<Option<Recording>, StoreError> {
+        let json =
+            serde_json::to_string(amendment).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row: Option<RecordingRow> = sqlx::query_as(sql::AMEND)
+            .bind(json)
+            .bind(amendment.created_at.to_string())
+            .bind(id.hyphenated().to_string())
+            .bind(expected_version)
+            .fetch_optional(self.db.writer())
+            .await?;
+        row.map(Recording::try_from).transpose()
+    }
+
+    async fn delete(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        at: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let (at, id) = (at.to_string(), id.hyphenated().to_string());
+        let mut tx = self.db.begin_write().await?;
+        let version: Option<i64> = sqlx::query_scalar(sql::DELETE)
+            .bind(&at)
+            .bind(&id)
+            .bind(expected_version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if version.is_some() {
+            sqlx::query(sql::END_JOB_OF_DELETED)
+                .bind(&at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(version)
+    }
+
+    async fn changes(
+        &self,
+        clinician_id: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(sql::CHANGES)
+            .bind(clinician_id)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(self.db.readers())
+            .await?;
+        rows.into_iter().map(Change::try_from).collect()
+    }
+
+    async fn deleted_with_audio(
+        &self,
+        cutoff: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(sql::DELETED_WITH_AUDIO)
+            .bind(cutoff.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(self.db.readers())
+            .await?;
+        parse_ids(rows)
+    }
+
+    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(sql::FORGET_AUDIO)
+            .bind(id.hyphenated().to_string())
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
     }
 
     /// One page of a clinician's recordings, newest first, optionally of one
