@@ -42,6 +42,7 @@ static ASSETS: &[Asset] = &[
     asset!("recorder.js", "text/javascript; charset=utf-8"),
     asset!("uploader.js", "text/javascript; charset=utf-8"),
     asset!("legacy.js", "text/javascript; charset=utf-8"),
+    asset!("review.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon-192.png", "image/png"),
     asset!("icon-512.png", "image/png"),

@@ -9,6 +9,7 @@ import * as legacy from './legacy.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
+import { sendSavedEdits, transcriptSection } from './review.js';
 
 const main = document.getElementById('main');
 const uploads = new UploadManager();
@@ -298,6 +299,29 @@ function correction(d) {
   h('button', { type: 'submit', class: 'small' }, 'Send again'));
 }
 
+/**
+ * The clinician's recordings on the server, kept current from the change
+ * feed: each poll fetches only what changed since the last one (deletions
+ * included), instead of the whole list. Kept in memory for this page load.
+ */
+const serverCopy = { next: '0', byId: new Map() };
+
+async function followChangeFeed() {
+  const PAGE = 1000;
+  for (;;) {
+    const page = await api(`/api/v1/changes?since=${encodeURIComponent(serverCopy.next)}&limit=${PAGE}`);
+    for (const change of page.changes) {
+      if (change.deleted) serverCopy.byId.delete(change.id);
+      else serverCopy.byId.set(change.id, change.recording);
+    }
+    serverCopy.next = page.next;
+    if (page.changes.length < PAGE) break;
+  }
+  // Newest first, as the list endpoint orders them.
+  return [...serverCopy.byId.values()]
+    .sort((a, b) => (a.created_at === b.created_at ? (a.id < b.id ? 1 : -1) : a.created_at < b.created_at ? 1 : -1));
+}
+
 async function queueView() {
   const localList = h('ul', { class: 'list', id: 'local-list', 'aria-live': 'polite' });
   const serverList = h('ul', { class: 'list', id: 'server-list' });
@@ -336,7 +360,7 @@ async function queueView() {
   };
   const renderServer = async () => {
     try {
-      const recordings = await api('/api/v1/recordings?limit=100');
+      const recordings = (await followChangeFeed()).slice(0, 100);
       serverNote.textContent = recordings.length ? '' : 'No recordings yet.';
       serverList.replaceChildren(...recordings.map((r) => h('li', { class: `item status-${r.status}`, dataset: { id: r.id, key: r.local_storage_key || '' } },
         h('div', { class: 'item-main' },
@@ -392,6 +416,8 @@ async function recordingView(id) {
     if (stopped) return;
     const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
     const transcript = r.final_transcript || r.transcript;
+    const review = await transcriptSection(h, r, render);
+    if (stopped) return;
     show(`Recording for ${r.patient_id}`,
       h('section', { class: 'card' },
         h('dl', { class: 'facts' },
@@ -408,19 +434,17 @@ async function recordingView(id) {
         ? h('section', { class: 'card' }, h('h2', {}, 'Audio'),
           h('audio', { controls: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/audio`, class: 'player' }))
         : null,
-      h('section', { class: 'card' }, h('h2', {}, 'Transcript'),
-        transcript
-          ? h('p', { class: 'transcript', id: 'transcript' }, transcript)
-          : h('p', { class: 'muted', id: 'transcript-pending' },
-            IN_PROGRESS.has(r.status) ? `${SERVER_LABELS[r.status]} The transcript appears here when it is ready.`
-              : r.draft_transcript ? `Draft from the device: ${r.draft_transcript}` : 'Not transcribed yet.')),
+      review ?? h('section', { class: 'card' }, h('h2', {}, 'Transcript'),
+        h('p', { class: 'muted', id: 'transcript-pending' },
+          IN_PROGRESS.has(r.status) ? `${SERVER_LABELS[r.status]} The transcript appears here when it is ready.`
+            : r.draft_transcript ? `Draft from the device: ${r.draft_transcript}` : 'Not transcribed yet.')),
       h('section', { class: 'card' }, h('h2', {}, 'Verification'),
         r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
       h('section', { class: 'card' }, h('h2', {}, 'History'),
         h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
       h('p', {}, link('/queue', '← Dictations')));
-    // Follow the transcription without a reload.
-    if (IN_PROGRESS.has(r.status) || r.status === 'pending') timer = setTimeout(render, 2000);
+    // Follow the transcription without a reload (not while the clinician edits).
+    if (!review && (IN_PROGRESS.has(r.status) || r.status === 'pending')) timer = setTimeout(render, 2000);
   };
   await render();
 }
@@ -494,6 +518,14 @@ async function boot() {
   route();
   uploads.kick();
   setInterval(() => uploads.run(), 5000);
+  // Transcript edits saved offline go out when the network returns; the page
+  // of a note they concern shows the outcome (saved, or a conflict).
+  const sendEdits = async () => {
+    const handled = await sendSavedEdits().catch(() => 0);
+    if (handled && location.pathname.startsWith('/recordings/')) route();
+  };
+  addEventListener('online', sendEdits);
+  sendEdits();
   if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   if ('serviceWorker' in navigator) {
     try {

@@ -1,13 +1,15 @@
 // The device's dictations, in IndexedDB: what makes "never lose a dictation" true.
 //
-// Two object stores:
+// Three object stores:
 // - `dictations` (key: local_storage_key): metadata and upload state;
 // - `chunks` (key: [local_storage_key, seq]): the audio, appended every second
-//   while recording, so a closed tab or a crash loses at most the last second.
+//   while recording, so a closed tab or a crash loses at most the last second;
+// - `edits` (key: recording id): a transcript corrected while offline, with the
+//   version it was made to, until the server has it (review.js).
 // Chunks are deleted only once the server has acknowledged a durable upload.
 
 const DB_NAME = 'clinscribe';
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 
 /** Local states of a dictation. */
 export const State = Object.freeze({
@@ -50,8 +52,15 @@ export function open() {
         if (!db.objectStoreNames.contains('chunks')) {
           db.createObjectStore('chunks', { keyPath: ['key', 'seq'] });
         }
+        if (!db.objectStoreNames.contains('edits')) {
+          db.createObjectStore('edits', { keyPath: 'id' });
+        }
       };
-      req.onsuccess = () => resolve(req.result);
+      req.onsuccess = () => {
+        // A newer version of the app upgrading the database: let it.
+        req.result.onversionchange = () => { req.result.close(); opening = null; };
+        resolve(req.result);
+      };
       req.onerror = () => reject(req.error);
     });
   }
@@ -170,6 +179,51 @@ export async function deleteDictation(key) {
   tx.objectStore('dictations').delete(key);
   await done(tx);
   notify();
+}
+
+/**
+ * Keeps an edit made while offline. A second edit of the same note before the
+ * first was sent replaces its text but keeps the version the first was made
+ * to: that is the version the clinician saw.
+ */
+export async function saveEdit(edit) {
+  const db = await open();
+  const tx = db.transaction('edits', 'readwrite');
+  const edits = tx.objectStore('edits');
+  const earlier = await request(edits.get(edit.id));
+  edits.put(earlier ? { ...earlier, text: edit.text, saved_at: edit.saved_at } : edit);
+  await done(tx);
+}
+
+/** The edit kept for a note, if any. */
+export async function getEdit(id) {
+  const db = await open();
+  return request(db.transaction('edits').objectStore('edits').get(id));
+}
+
+/** Every kept edit, oldest first. */
+export async function listEdits() {
+  const db = await open();
+  const all = await request(db.transaction('edits').objectStore('edits').getAll());
+  return all.sort((a, b) => (a.saved_at < b.saved_at ? -1 : 1));
+}
+
+/** Applies `changes` to a kept edit. */
+export async function updateEdit(id, changes) {
+  const db = await open();
+  const tx = db.transaction('edits', 'readwrite');
+  const edits = tx.objectStore('edits');
+  const current = await request(edits.get(id));
+  if (current) edits.put({ ...current, ...changes });
+  await done(tx);
+}
+
+/** Forgets a kept edit (sent, or given up for the server's version). */
+export async function deleteEdit(id) {
+  const db = await open();
+  const tx = db.transaction('edits', 'readwrite');
+  tx.objectStore('edits').delete(id);
+  await done(tx);
 }
 
 // Other parts of the page (and other tabs) listen for changes.
