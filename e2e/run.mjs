@@ -790,6 +790,34 @@ scenario('a transcript edited offline is sent when the network returns; a confli
   await context.close();
 });
 
+scenario('a recording deleted on one device leaves the other device’s list through the change feed', async ({ browser, server }) => {
+  const form = new FormData();
+  form.append('patient_id', 'patient-delete');
+  form.append('duration_seconds', '3');
+  form.append('audio', new Blob([readFileSync(join(OUT, 'spoken.wav'))], { type: 'audio/wav' }), 'spoken.wav');
+  const created = await (await fetch(`${server.url}/api/v1/recordings/upload`, { method: 'POST', body: form })).json();
+  const watching = await browser.newContext();
+  const deleting = await browser.newContext();
+  const list = await newPage(watching);
+  await list.goto(server.url + '/queue');
+  await ready(list);
+  await list.waitForSelector(`#server-list li[data-id="${created.id}"]`);
+
+  const page = await newPage(deleting);
+  await page.goto(`${server.url}/recordings/${created.id}`);
+  await ready(page);
+  await page.click('#delete');
+  await page.click('#confirm-delete');
+  await page.waitForURL('**/queue');
+  const gone = await fetch(`${server.url}/api/v1/recordings/${created.id}`);
+  assert(gone.status === 404, `deleted: ${gone.status}`);
+  await list.waitForSelector(`#server-list li[data-id="${created.id}"]`, { state: 'detached', timeout: 30000 });
+  assertNoConsoleErrors(list);
+  assertNoConsoleErrors(page);
+  await watching.close();
+  await deleting.close();
+});
+
 scenario('screenshots of every page at 390×844 and 1280×800; accessible names', async ({ browser, server, shared }) => {
   for (const [w, hgt] of [[390, 844], [1280, 800]]) {
     const context = await browser.newContext({ viewport: { width: w, height: hgt } });

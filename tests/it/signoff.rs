@@ -449,3 +449,72 @@ crate::on_both_backends!(
     only_a_completed_note_with_text_is_signed_and_only_a_signed_one_amended,
     the_database_itself_refuses_to_change_a_signed_note,
 );
+
+/// The purge runs by itself in the server: a real process with a short
+/// `PWA_DELETED_RETENTION` deletes a deleted recording's audio file, keeps the
+/// others', and the feed still reports the deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_purges_deleted_audio_by_itself_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let audio_dir = dir.path().join("audio");
+    let server = common::ServerProcess::start_with_env(
+        &dir.path().join("clinical.db"),
+        &[
+            ("PWA_AUDIO_DIR", audio_dir.to_str().unwrap()),
+            ("PWA_DELETED_RETENTION", "2s"),
+        ],
+    );
+    let (status, doomed) = common::upload_to(
+        &server.base_url,
+        "patient-purge",
+        &webm(40_000, 1),
+        "6d0d1d5e-0000-4000-8000-000000000001",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, kept) = common::upload_to(
+        &server.base_url,
+        "patient-purge",
+        &webm(40_000, 2),
+        "6d0d1d5e-0000-4000-8000-000000000002",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let objects = || common::files_under(&audio_dir.join("objects"));
+    assert_eq!(objects().len(), 2);
+
+    let id = doomed["id"].as_str().unwrap();
+    let deleted = common::client()
+        .delete(server.url(&format!("/api/v1/recordings/{id}")))
+        .header("if-match", tag_of(&doomed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let started = std::time::Instant::now();
+    while objects().len() == 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the audio was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = objects();
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0]
+            .to_str()
+            .unwrap()
+            .contains(kept["id"].as_str().unwrap())
+    );
+    let feed: Value = server.get_json("/api/v1/changes").await;
+    let tombstone = feed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .expect("the deletion in the feed");
+    assert_eq!(tombstone["deleted"], true);
+    assert_eq!(tombstone["recording"], Value::Null);
+    assert_eq!(server.terminate(), Some(0));
+}

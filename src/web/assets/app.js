@@ -9,7 +9,7 @@ import * as legacy from './legacy.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
-import { sendSavedEdits, transcriptSection } from './review.js';
+import { deleteControl, sendSavedEdits, transcriptSection } from './review.js';
 
 const main = document.getElementById('main');
 const uploads = new UploadManager();
@@ -442,6 +442,7 @@ async function recordingView(id) {
         r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
       h('section', { class: 'card' }, h('h2', {}, 'History'),
         h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
+      deleteControl(h, r, () => { announce('Recording deleted.'); go('/queue'); }),
       h('p', {}, link('/queue', '← Dictations')));
     // Follow the transcription without a reload (not while the clinician edits).
     if (!review && (IN_PROGRESS.has(r.status) || r.status === 'pending')) timer = setTimeout(render, 2000);

@@ -91,7 +91,7 @@ export async function transcriptSection(h, r, refresh) {
   const baseVersion = pending ? pending.base_version : r.version;
   const dirty = () => editor.value !== current;
 
-  const save = h('button', { type: 'button', id: 'save-transcript' }, 'Save');
+  const save = h('button', { type: 'button', class: 'primary', id: 'save-transcript' }, 'Save');
   const useEngine = h('button', { type: 'button', class: 'secondary', id: 'use-engine-text' }, 'Use the engine’s text');
   const sign = h('button', { type: 'button', class: 'secondary', id: 'sign' }, 'Sign');
   const updateButtons = () => {
@@ -155,13 +155,47 @@ export async function transcriptSection(h, r, refresh) {
 }
 
 /**
+ * Deleting a recording that is not signed: a second click confirms. Other
+ * devices drop it from their lists through the change feed.
+ */
+export function deleteControl(h, r, afterDelete) {
+  if (r.signed_at) return null;
+  const status = h('span', { class: 'muted', role: 'status', id: 'delete-state' });
+  const confirm = h('button', { type: 'button', class: 'danger', id: 'confirm-delete', hidden: true }, 'Yes, delete it');
+  const ask = h('button', { type: 'button', class: 'secondary', id: 'delete' }, 'Delete recording');
+  ask.addEventListener('click', () => {
+    ask.hidden = true;
+    confirm.hidden = false;
+    status.textContent = 'Delete this recording and its audio? This cannot be undone.';
+  });
+  confirm.addEventListener('click', async () => {
+    confirm.disabled = true;
+    try {
+      const { status: code, body } = await send(recordingUrl(r.id), 'DELETE', { ifMatch: r.version });
+      if (code === 204) {
+        await store.deleteEdit(r.id);
+        afterDelete();
+        return;
+      }
+      status.textContent = code === 412
+        ? 'This recording changed since you opened it: reload it before deleting.'
+        : `Not deleted: ${body?.detail ?? `HTTP ${code}`}`;
+    } catch (e) {
+      status.textContent = e.message === 'offline' ? 'Deleting needs a connection.' : e.message;
+    }
+    confirm.disabled = false;
+  });
+  return h('section', { class: 'card' }, h('h2', {}, 'Delete'), h('div', { class: 'actions' }, ask, confirm), status);
+}
+
+/**
  * Someone changed the note since the clinician's edit: both versions side by
  * side, and the choice. Nothing is sent until they choose.
  */
 function conflictSection(h, id, mine, theirs, refresh) {
   const theirsText = theirs.final_transcript ?? theirs.transcript ?? '';
   const status = h('p', { class: 'muted', role: 'status', id: 'conflict-state' });
-  const keepMine = h('button', { type: 'button', id: 'keep-mine' }, 'Keep mine');
+  const keepMine = h('button', { type: 'button', class: 'primary', id: 'keep-mine' }, 'Keep mine');
   const takeTheirs = h('button', { type: 'button', class: 'secondary', id: 'take-theirs' }, 'Take theirs');
   const copyMine = h('button', { type: 'button', class: 'secondary', id: 'copy-mine' }, 'Copy mine');
   const mineBox = h('textarea', { id: 'conflict-mine', readonly: true, rows: '6', 'aria-label': 'Your version' }, mine);
