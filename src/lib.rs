@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod audio;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;

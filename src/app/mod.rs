@@ -19,6 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::audio::OpenError;
 use crate::audio::storage::AudioStore;
+use crate::audit::AuditStore;
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub audio: AudioStore,
     /// The job queue.
     pub jobs: Arc<dyn JobStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditStore>,
     /// Which transcription engine runs here.
     pub transcription: TranscriptionStatus,
 }
@@ -75,6 +78,7 @@ impl AppState {
             uploads: Uploads::new(db.clone(), recordings.clone(), audio.clone(), uploads)?,
             audio,
             jobs: crate::jobs::store::open(&db),
+            audit: crate::audit::store::open(&db),
             transcription: TranscriptionStatus::default(),
             idempotency: Idempotency::new(&db),
             recordings,
@@ -101,6 +105,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::health::routes())
         .merge(crate::recordings::api::routes())
+        .merge(crate::audit::api::routes())
         .merge(crate::uploads::api::routes())
         .merge(crate::web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))

@@ -26,7 +26,7 @@ pub(super) struct VacuumArgs {
 }
 
 /// Opens an existing database (never creates one) without migrating it.
-async fn open_existing(database: &DatabaseSettings) -> anyhow::Result<Database> {
+pub(super) async fn open_existing(database: &DatabaseSettings) -> anyhow::Result<Database> {
     if let Some(path) = sqlite_path(database)
         && !path.is_file()
     {

@@ -12,6 +12,7 @@ macro_rules! out {
     }};
 }
 
+mod audit;
 mod backup;
 mod maintenance;
 mod migrate;
@@ -93,6 +94,8 @@ enum Command {
     Vacuum(maintenance::VacuumArgs),
     /// Whisper models for the embedded transcription engine (import, fetch).
     Model(model::ModelArgs),
+    /// The audit trail: verify its hash chain, export events.
+    Audit(audit::AuditArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -173,6 +176,7 @@ enum Job {
     Check,
     Vacuum(maintenance::VacuumArgs),
     Model(model::ModelArgs),
+    Audit(audit::AuditArgs),
 }
 
 impl Job {
@@ -190,6 +194,7 @@ impl Job {
             Command::Check => Self::Check,
             Command::Vacuum(args) => Self::Vacuum(args),
             Command::Model(args) => Self::Model(args),
+            Command::Audit(args) => Self::Audit(args),
         })
     }
 
@@ -204,6 +209,7 @@ impl Job {
             Self::Check => maintenance::check(database).await,
             Self::Vacuum(args) => maintenance::vacuum(database, args).await,
             Self::Model(args) => tokio::task::spawn_blocking(move || model::run(args)).await?,
+            Self::Audit(args) => audit::run(database, args).await,
         }
     }
 }

@@ -190,6 +190,8 @@ async fn serve_one(
     mut stopped: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
+    // The client's address, for the audit trail (axum's ConnectInfo).
+    let peer = stream.peer_addr().ok();
     let io = TokioIo::new(WatchedIo {
         inner: stream,
         activity: activity.clone(),
@@ -199,13 +201,18 @@ async fn serve_one(
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&service_activity);
         // A request without a body (most GETs) needs no timer.
-        let request = request.map(|body| {
+        let mut request = request.map(|body| {
             if hyper::body::Body::is_end_stream(&body) {
                 Body::new(body)
             } else {
                 Body::new(TimeoutBody::new(body_timeout, body))
             }
         });
+        if let Some(peer) = peer {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
         let router = router.clone();
         async move {
             let response = router.oneshot(request).await;

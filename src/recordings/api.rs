@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::model::{AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus};
 use super::review::{self, ReviewError};
 use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::http::conditional;
 use crate::http::extract::{JsonBody, RecordingId};
@@ -193,14 +194,15 @@ fn with_etag(mut response: Response, version: i64) -> Response {
 )]
 pub async fn patch_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
-    _clinician: CurrentClinician,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let if_match = conditional::required_version(&headers)?;
     let patch = RecordingPatch::from_json(&body).map_err(ApiError::Validation)?;
-    let recording = review::patch_recording(recordings.as_ref(), id, if_match, &patch).await?;
+    let recording =
+        review::patch_recording(recordings.as_ref(), id, if_match, &patch, &context).await?;
     Ok(recording_response(
         StatusCode::OK,
         RecordingJson::of(&recording)?,
@@ -234,12 +236,12 @@ pub async fn patch_recording(
 )]
 pub async fn sign_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
-    clinician: CurrentClinician,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let if_match = conditional::required_version(&headers)?;
-    let recording = review::sign(recordings.as_ref(), id, if_match, clinician.id()).await?;
+    let recording = review::sign(recordings.as_ref(), id, if_match, &context).await?;
     Ok(recording_response(
         StatusCode::OK,
         RecordingJson::of(&recording)?,
@@ -273,15 +275,14 @@ pub async fn sign_recording(
 )]
 pub async fn amend_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
-    clinician: CurrentClinician,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let if_match = conditional::required_version(&headers)?;
     let request = AmendmentRequest::from_json(&body).map_err(ApiError::Validation)?;
-    let recording =
-        review::amend(recordings.as_ref(), id, if_match, clinician.id(), request).await?;
+    let recording = review::amend(recordings.as_ref(), id, if_match, &context, request).await?;
     Ok(recording_response(
         StatusCode::CREATED,
         RecordingJson::of(&recording)?,
@@ -314,12 +315,12 @@ pub async fn amend_recording(
 )]
 pub async fn delete_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
-    _clinician: CurrentClinician,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let if_match = conditional::required_version(&headers)?;
-    review::delete(recordings.as_ref(), id, if_match).await?;
+    review::delete(recordings.as_ref(), id, if_match, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -604,10 +605,10 @@ fn parse_changes_query(raw: &str) -> Result<(i64, u32), ApiError> {
 )]
 pub async fn retry_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
-    _clinician: CurrentClinician,
+    context: AuditContext,
     RecordingId(id): RecordingId,
 ) -> Result<Response, ApiError> {
-    let recording = review::retry(recordings.as_ref(), id).await?;
+    let recording = review::retry(recordings.as_ref(), id, &context).await?;
     Ok(recording_response(
         StatusCode::ACCEPTED,
         RecordingJson::of(&recording)?,

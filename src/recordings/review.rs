@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::model::{Amendment, AmendmentRequest, Recording, RecordingPatch, RecordingStatus};
 use super::store::{RecordingStore, Signature, StoreError};
+use crate::audit::{AuditAction, AuditContext, Audited};
 use crate::timestamp::Timestamp;
 
 /// Why a patch was not applied.
@@ -63,6 +64,7 @@ pub async fn patch_recording(
     id: Uuid,
     if_match: i64,
     patch: &RecordingPatch,
+    context: &AuditContext,
 ) -> Result<Recording, ReviewError> {
     let current = current_at(store, id, if_match).await?;
     let changes = patch.changes_to(&current);
@@ -73,11 +75,12 @@ pub async fn patch_recording(
     if let Some(to) = changes.status {
         check_move(current.status, to)?;
     }
+    let audited = audited(context, AuditAction::Update, &current);
     written(
         store,
         id,
         if_match,
-        store.patch(id, if_match, &changes).await?,
+        store.patch(id, if_match, &changes, &audited).await?,
     )
     .await
 }
@@ -85,7 +88,11 @@ pub async fn patch_recording(
 /// Puts a recording in `error` back in the transcription queue
 /// (`POST …/retry`): the change a patch to `{"status": "queued"}` makes,
 /// at whatever version the recording is.
-pub async fn retry(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, ReviewError> {
+pub async fn retry(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    context: &AuditContext,
+) -> Result<Recording, ReviewError> {
     let to_queue = RecordingPatch {
         status: Some(RecordingStatus::Queued),
         ..RecordingPatch::default()
@@ -95,7 +102,11 @@ pub async fn retry(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, Re
         if current.status != RecordingStatus::Error {
             return Err(ReviewError::NotRetryable(current.status));
         }
-        if let Some(queued) = store.patch(id, current.version, &to_queue).await? {
+        let audited = audited(context, AuditAction::Retry, &current);
+        if let Some(queued) = store
+            .patch(id, current.version, &to_queue, &audited)
+            .await?
+        {
             return Ok(queued);
         }
         // Changed between the read and the write: look again.
@@ -108,7 +119,7 @@ pub async fn sign(
     store: &dyn RecordingStore,
     id: Uuid,
     if_match: i64,
-    clinician: &str,
+    context: &AuditContext,
 ) -> Result<Recording, ReviewError> {
     let current = current_at(store, id, if_match).await?;
     refuse_if_signed(&current)?;
@@ -123,14 +134,15 @@ pub async fn sign(
         .ok_or(ReviewError::NothingToSign)?;
     let signature = Signature {
         at: Timestamp::now(),
-        by: clinician.to_owned(),
+        by: context.actor.clone(),
         sha256: crate::digest::hex(&Sha256::digest(text.as_bytes())),
     };
+    let audited = audited(context, AuditAction::Sign, &current);
     written(
         store,
         id,
         if_match,
-        store.sign(id, if_match, &signature).await?,
+        store.sign(id, if_match, &signature, &audited).await?,
     )
     .await
 }
@@ -140,7 +152,7 @@ pub async fn amend(
     store: &dyn RecordingStore,
     id: Uuid,
     if_match: i64,
-    clinician: &str,
+    context: &AuditContext,
     request: AmendmentRequest,
 ) -> Result<Recording, ReviewError> {
     let current = current_at(store, id, if_match).await?;
@@ -150,14 +162,15 @@ pub async fn amend(
     let amendment = Amendment {
         text: request.text,
         reason: request.reason,
-        author: clinician.to_owned(),
+        author: context.actor.clone(),
         created_at: Timestamp::now(),
     };
+    let audited = audited(context, AuditAction::Amend, &current);
     written(
         store,
         id,
         if_match,
-        store.amend(id, if_match, &amendment).await?,
+        store.amend(id, if_match, &amendment, &audited).await?,
     )
     .await
 }
@@ -169,10 +182,15 @@ pub async fn delete(
     store: &dyn RecordingStore,
     id: Uuid,
     if_match: i64,
+    context: &AuditContext,
 ) -> Result<(), ReviewError> {
     let current = current_at(store, id, if_match).await?;
     refuse_if_signed(&current)?;
-    match store.delete(id, if_match, Timestamp::now()).await? {
+    let audited = audited(context, AuditAction::Delete, &current);
+    match store
+        .delete(id, if_match, Timestamp::now(), &audited)
+        .await?
+    {
         Some(_) => Ok(()),
         None => Err(stale(if_match, get(store, id).await?)),
     }
@@ -202,6 +220,18 @@ async fn written(
     match outcome {
         Some(recording) => Ok(recording),
         None => Err(stale(if_match, get(store, id).await?)),
+    }
+}
+
+fn audited<'a>(
+    context: &'a AuditContext,
+    action: AuditAction,
+    before: &'a Recording,
+) -> Audited<'a> {
+    Audited {
+        context,
+        action,
+        before,
     }
 }
 

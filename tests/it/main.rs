@@ -8,6 +8,7 @@
 mod common;
 
 mod api;
+mod audit;
 mod changes;
 mod database;
 mod embedded;

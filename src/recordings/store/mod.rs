@@ -18,6 +18,7 @@ use super::model::{
     Amendment, NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, SignOff,
     UploadDetails,
 };
+use crate::audit::Audited;
 use crate::db::Database;
 pub use crate::db::StoreError;
 use crate::timestamp::Timestamp;
@@ -189,12 +190,14 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// Applies a clinician's patch (only fields that change) if the recording
     /// is still at `expected_version`, growing the version by one; None when
     /// it is not (or is gone). A move to `queued` counts a retry and writes
-    /// the recording's job in the same transaction.
+    /// the recording's job in the same transaction. Each of the clinician's
+    /// changes below writes its audit event (`audited`) in its transaction.
     async fn patch(
         &self,
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError>;
 
     /// Signs the recording if it is still at `expected_version` (None when
@@ -204,6 +207,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         id: Uuid,
         expected_version: i64,
         signature: &Signature,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError>;
 
     /// Appends an amendment if the recording is still at `expected_version`
@@ -213,6 +217,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         id: Uuid,
         expected_version: i64,
         amendment: &Amendment,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError>;
 
     /// Makes the recording a tombstone (`deleted_at`) if it is still at
@@ -224,6 +229,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         id: Uuid,
         expected_version: i64,
         at: Timestamp,
+        audited: &Audited<'_>,
     ) -> Result<Option<i64>, StoreError>;
 
     /// A clinician's recordings changed after change number `since`, in

@@ -13,6 +13,8 @@ use super::{
     Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
+use crate::audit::Audited;
+use crate::audit::store::postgres as audit;
 use crate::db::postgres::PgDatabase;
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -166,6 +168,22 @@ const INSERT_MANY: &str = "INSERT INTO recordings (id, patient_id, clinician_id,
      updated_at, uploaded_at, processed_at, transcript, verification_results, local_storage_key, \
      draft_transcript, final_transcript, upload_attempts, audio_sha256, audio_content_type)";
 
+/// Ends a conditional write: with the row written, its audit event and the
+/// commit; without (another version), nothing.
+async fn audited_write(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    row: Option<RecordingRow>,
+    audited: &Audited<'_>,
+) -> Result<Option<Recording>, StoreError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let after = Recording::try_from(row)?;
+    audit::append(&mut tx, &audited.event(&after)).await?;
+    tx.commit().await?;
+    Ok(Some(after))
+}
+
 /// Reads and writes recordings in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgRecordings {
@@ -211,6 +229,7 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
@@ -235,8 +254,7 @@ impl RecordingStore for PgRecordings {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        row.try_into().map(Some)
+        audited_write(tx, Some(row), audited).await
     }
 
     async fn sign(
@@ -244,16 +262,18 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         signature: &Signature,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
         let row: Option<RecordingRow> = sqlx::query_as(SIGN)
             .bind(signature.at.to_string())
             .bind(&signature.by)
             .bind(&signature.sha256)
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Recording::try_from).transpose()
+        audited_write(tx, row, audited).await
     }
 
     async fn amend(
@@ -261,17 +281,19 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         amendment: &Amendment,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
         let json =
             serde_json::to_string(amendment).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.db.pool().begin().await?;
         let row: Option<RecordingRow> = sqlx::query_as(AMEND)
             .bind(json)
             .bind(amendment.created_at.to_string())
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Recording::try_from).transpose()
+        audited_write(tx, row, audited).await
     }
 
     async fn delete(
@@ -279,7 +301,9 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         at: Timestamp,
+        audited: &Audited<'_>,
     ) -> Result<Option<i64>, StoreError> {
+        let event = audited.deletion(at);
         let (at, id) = (at.to_string(), id.hyphenated().to_string());
         let mut tx = self.db.pool().begin().await?;
         let version: Option<i64> = sqlx::query_scalar(DELETE)
@@ -294,6 +318,7 @@ impl RecordingStore for PgRecordings {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            audit::append(&mut tx, &event).await?;
             tx.commit().await?;
         }
         Ok(version)

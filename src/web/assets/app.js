@@ -9,7 +9,7 @@ import * as legacy from './legacy.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
-import { deleteControl, sendSavedEdits, transcriptSection } from './review.js';
+import { deleteControl, historySection, sendSavedEdits, transcriptSection } from './review.js';
 
 const main = document.getElementById('main');
 const uploads = new UploadManager();
@@ -417,6 +417,7 @@ async function recordingView(id) {
     const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
     const transcript = r.final_transcript || r.transcript;
     const review = await transcriptSection(h, r, render);
+    const history = await historySection(h, r.id);
     if (stopped) return;
     show(`Recording for ${r.patient_id}`,
       h('section', { class: 'card' },
@@ -440,8 +441,7 @@ async function recordingView(id) {
             : r.draft_transcript ? `Draft from the device: ${r.draft_transcript}` : 'Not transcribed yet.')),
       h('section', { class: 'card' }, h('h2', {}, 'Verification'),
         r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
-      h('section', { class: 'card' }, h('h2', {}, 'History'),
-        h('p', { class: 'muted' }, 'A change history is not recorded yet.')),
+      history,
       deleteControl(h, r, () => { announce('Recording deleted.'); go('/queue'); }),
       h('p', {}, link('/queue', '← Dictations')));
     // Follow the transcription without a reload (not while the clinician edits).

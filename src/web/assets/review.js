@@ -279,3 +279,27 @@ function signedSection(h, r, refresh) {
       : null,
     form);
 }
+
+const ACTION_LABELS = {
+  update: 'Edited', sign: 'Signed', amend: 'Amended', delete: 'Deleted', retry: 'Queued again',
+};
+
+/** The note's audit history: who changed what, and when, oldest first. */
+export async function historySection(h, id) {
+  let events = null;
+  try {
+    const { status, body } = await send(`${recordingUrl(id)}/history`, 'GET');
+    if (status === 200) events = body;
+  } catch {
+    // offline: said below
+  }
+  return h('section', { class: 'card' }, h('h2', {}, 'History'),
+    events === null
+      ? h('p', { class: 'muted' }, 'The history shows when you are online.')
+      : events.length
+        ? h('ol', { id: 'history', class: 'history' }, events.map((e) => h('li', {},
+          `${ACTION_LABELS[e.action] ?? e.action} by ${e.actor}, ${formatWhen(e.at)}`,
+          Object.keys(e.changes).length
+            ? h('span', { class: 'muted' }, ` — ${Object.keys(e.changes).join(', ')}`) : null)))
+        : h('p', { class: 'muted' }, 'No changes since it was stored.'));
+}

@@ -13,6 +13,8 @@ use super::{
     Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
+use crate::audit::Audited;
+use crate::audit::store::sqlite as audit;
 use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -246,6 +248,7 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
@@ -270,8 +273,7 @@ impl RecordingStore for SqliteRecordings {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        row.try_into().map(Some)
+        audited_write(tx, Some(row), audited).await
     }
 
     async fn sign(
@@ -279,16 +281,18 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         signature: &Signature,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
         let row: Option<RecordingRow> = sqlx::query_as(sql::SIGN)
             .bind(signature.at.to_string())
             .bind(&signature.by)
             .bind(&signature.sha256)
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
-            .fetch_optional(self.db.writer())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Recording::try_from).transpose()
+        audited_write(tx, row, audited).await
     }
 
     async fn amend(
@@ -296,17 +300,19 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         amendment: &Amendment,
+        audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
         let json =
             serde_json::to_string(amendment).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.db.begin_write().await?;
         let row: Option<RecordingRow> = sqlx::query_as(sql::AMEND)
             .bind(json)
             .bind(amendment.created_at.to_string())
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
-            .fetch_optional(self.db.writer())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.map(Recording::try_from).transpose()
+        audited_write(tx, row, audited).await
     }
 
     async fn delete(
@@ -314,7 +320,9 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         at: Timestamp,
+        audited: &Audited<'_>,
     ) -> Result<Option<i64>, StoreError> {
+        let event = audited.deletion(at);
         let (at, id) = (at.to_string(), id.hyphenated().to_string());
         let mut tx = self.db.begin_write().await?;
         let version: Option<i64> = sqlx::query_scalar(sql::DELETE)
@@ -329,6 +337,7 @@ impl RecordingStore for SqliteRecordings {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            audit::append(&mut tx, &event).await?;
             tx.commit().await?;
         }
         Ok(version)
@@ -543,6 +552,22 @@ impl RecordingStore for SqliteRecordings {
             .fetch_one(self.db.readers())
             .await?)
     }
+}
+
+/// Ends a conditional write: with the row written, its audit event and the
+/// commit; without (another version), nothing.
+async fn audited_write(
+    mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    row: Option<RecordingRow>,
+    audited: &Audited<'_>,
+) -> Result<Option<Recording>, StoreError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let after = Recording::try_from(row)?;
+    audit::append(&mut tx, &audited.event(&after)).await?;
+    tx.commit().await?;
+    Ok(Some(after))
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;

@@ -1,0 +1,11 @@
+//! The audit trail: every change to patient data, who made it, when and from
+//! where, written in the transaction of the change, chained by hashes, and
+//! never changed afterwards (see `model` for the chain, docs/API.md for what
+//! is audited).
+
+pub mod api;
+pub mod model;
+pub mod store;
+
+pub use model::{AuditAction, AuditContext, AuditEvent, Audited, BrokenLink, NewAuditEvent};
+pub use store::AuditStore;

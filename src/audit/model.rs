@@ -1,0 +1,339 @@
+//! Audit events: who did what to which recording, when, from where, with
+//! every changed field before and after; chained by hashes so that an event
+//! changed, removed or forged afterwards is found.
+//!
+//! The hash of event `n` is SHA-256 over the hash of event `n - 1` (64 hex
+//! digits; 64 zeros before the first) followed by the event's canonical
+//! content: the compact JSON array `[seq, at, actor, action, recording_id,
+//! patient_id, changes, request_id, client_addr]`, `changes` with its keys
+//! sorted. Anyone can recompute it from an export.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::recordings::model::Recording;
+use crate::timestamp::Timestamp;
+
+/// The `prev_hash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditAction {
+    /// A clinician's change to a recording's fields (`PATCH`).
+    Update,
+    /// A note signed.
+    Sign,
+    /// An amendment added to a signed note.
+    Amend,
+    /// A recording deleted.
+    Delete,
+    /// A failed recording queued again.
+    Retry,
+    /// An export of audit events (`clinscribe audit export`).
+    Export,
+}
+
+impl AuditAction {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Update => "update",
+            Self::Sign => "sign",
+            Self::Amend => "amend",
+            Self::Delete => "delete",
+            Self::Retry => "retry",
+            Self::Export => "export",
+        }
+    }
+}
+
+/// Who acts, and through which request: the clinician from the one identity
+/// extractor (or `system:<component>`), the request id and client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditContext {
+    /// The clinician id, or `system:<component>`.
+    pub actor: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: Option<String>,
+    /// The client's address, when known.
+    pub client_addr: Option<String>,
+}
+
+impl AuditContext {
+    /// A component of the server or the command line acting by itself.
+    pub fn system(component: &str) -> Self {
+        Self {
+            actor: format!("system:{component}"),
+            request_id: None,
+            client_addr: None,
+        }
+    }
+}
+
+/// An event before it takes its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: AuditAction,
+    /// The recording concerned.
+    pub recording_id: Option<Uuid>,
+    /// Its patient.
+    pub patient_id: Option<String>,
+    /// `{field: [before, after]}`.
+    pub changes: Value,
+    /// The request it came in.
+    pub request_id: Option<String>,
+    /// From where.
+    pub client_addr: Option<String>,
+}
+
+/// An event as stored: its place in the chain and its hashes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Its position in the chain, from 1.
+    pub seq: i64,
+    /// When (RFC 3339 UTC, microseconds).
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// The recording concerned.
+    pub recording_id: Option<String>,
+    /// Its patient.
+    pub patient_id: Option<String>,
+    /// `{field: [before, after]}`.
+    pub changes: Value,
+    /// The request it came in.
+    pub request_id: Option<String>,
+    /// From where.
+    pub client_addr: Option<String>,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// `new` as event `seq` after the event whose hash is `prev_hash`.
+    pub fn chain(new: &NewAuditEvent, seq: i64, prev_hash: &str) -> Self {
+        let mut event = Self {
+            seq,
+            at: new.at.to_string(),
+            actor: new.actor.clone(),
+            action: new.action.as_str().to_owned(),
+            recording_id: new.recording_id.map(|id| id.hyphenated().to_string()),
+            patient_id: new.patient_id.clone(),
+            changes: new.changes.clone(),
+            request_id: new.request_id.clone(),
+            client_addr: new.client_addr.clone(),
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        event.hash = event.expected_hash();
+        event
+    }
+
+    /// The canonical content the hash covers.
+    pub fn canonical(&self) -> String {
+        json!([
+            self.seq,
+            self.at,
+            self.actor,
+            self.action,
+            self.recording_id,
+            self.patient_id,
+            self.changes,
+            self.request_id,
+            self.client_addr,
+        ])
+        .to_string()
+    }
+
+    /// SHA-256 over `prev_hash` and the canonical content, as it should be.
+    pub fn expected_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash.as_bytes());
+        hasher.update(self.canonical().as_bytes());
+        crate::digest::hex(&hasher.finalize())
+    }
+}
+
+/// Fields that change with every write and say nothing by themselves.
+const BOOKKEEPING: [&str; 2] = ["updated_at", "version"];
+
+/// `{field: [before, after]}` for every field of the recording that differs.
+pub fn changes(before: &Recording, after: &Recording) -> Value {
+    let (Ok(Value::Object(before)), Ok(Value::Object(after))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Value::Object(Map::new());
+    };
+    let mut changes = Map::new();
+    for (field, new) in &after {
+        let old = before.get(field).unwrap_or(&Value::Null);
+        if old != new && !BOOKKEEPING.contains(&field.as_str()) {
+            changes.insert(field.clone(), json!([old, new]));
+        }
+    }
+    Value::Object(changes)
+}
+
+/// A change to a recording, to be audited in the transaction that makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited<'a> {
+    /// Who and through which request.
+    pub context: &'a AuditContext,
+    /// What.
+    pub action: AuditAction,
+    /// The recording before the change.
+    pub before: &'a Recording,
+}
+
+impl Audited<'_> {
+    /// The event of a change that left the recording as `after`.
+    pub fn event(&self, after: &Recording) -> NewAuditEvent {
+        self.event_with(changes(self.before, after))
+    }
+
+    /// The event of the recording's deletion at `at`.
+    pub fn deletion(&self, at: Timestamp) -> NewAuditEvent {
+        self.event_with(json!({ "deleted_at": [Value::Null, at.to_string()] }))
+    }
+
+    fn event_with(&self, changes: Value) -> NewAuditEvent {
+        NewAuditEvent {
+            at: Timestamp::now(),
+            actor: self.context.actor.clone(),
+            action: self.action,
+            recording_id: Some(self.before.id),
+            patient_id: Some(self.before.patient_id.clone()),
+            changes,
+            request_id: self.context.request_id.clone(),
+            client_addr: self.context.client_addr.clone(),
+        }
+    }
+}
+
+/// Where a chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    /// The first event that does not follow from the ones before it.
+    pub seq: i64,
+    /// How.
+    pub reason: String,
+}
+
+/// Follows a chain event by event.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    expected_seq: i64,
+    prev_hash: String,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the next event; the first broken link, if this is it.
+    pub fn next(&mut self, event: &AuditEvent) -> Result<(), BrokenLink> {
+        let broken = |reason: String| BrokenLink {
+            seq: event.seq,
+            reason,
+        };
+        if event.seq != self.expected_seq {
+            return Err(broken(format!(
+                "expected event {} here: an event is missing or was inserted",
+                self.expected_seq
+            )));
+        }
+        if event.prev_hash != self.prev_hash {
+            return Err(broken(
+                "its prev_hash is not the previous event's hash: an event before it was changed, removed or forged".into(),
+            ));
+        }
+        if event.hash != event.expected_hash() {
+            return Err(broken(
+                "its hash does not match its content: the event was changed".into(),
+            ));
+        }
+        self.expected_seq += 1;
+        self.prev_hash.clone_from(&event.hash);
+        Ok(())
+    }
+
+    /// How many events were checked.
+    pub fn count(&self) -> i64 {
+        self.expected_seq - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, prev: &str) -> AuditEvent {
+        AuditEvent::chain(
+            &NewAuditEvent {
+                at: Timestamp::parse("2026-12-01T10:00:00.000001Z").unwrap(),
+                actor: "dr-a".into(),
+                action: AuditAction::Update,
+                recording_id: Some(Uuid::nil()),
+                patient_id: Some("p-1".into()),
+                changes: json!({"final_transcript": [null, "x"]}),
+                request_id: None,
+                client_addr: None,
+            },
+            seq,
+            prev,
+        )
+    }
+
+    #[test]
+    fn a_chain_verifies_and_any_change_breaks_it_at_that_event() {
+        let first = event(1, GENESIS_HASH);
+        let second = event(2, &first.hash);
+        let third = event(3, &second.hash);
+        let mut check = ChainCheck::default();
+        for e in [&first, &second, &third] {
+            check.next(e).unwrap();
+        }
+        assert_eq!(check.count(), 3);
+
+        let mut edited = second.clone();
+        edited.changes = json!({"final_transcript": [null, "y"]});
+        let mut check = ChainCheck::default();
+        check.next(&first).unwrap();
+        assert_eq!(check.next(&edited).unwrap_err().seq, 2);
+
+        let mut check = ChainCheck::default();
+        check.next(&first).unwrap();
+        assert_eq!(check.next(&third).unwrap_err().seq, 3, "a missing event");
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_previous_hash_and_the_canonical_content() {
+        let e = event(1, GENESIS_HASH);
+        assert_eq!(
+            e.canonical(),
+            r#"[1,"2026-12-01T10:00:00.000001Z","dr-a","update","00000000-0000-0000-0000-000000000000","p-1",{"final_transcript":[null,"x"]},null,null]"#
+        );
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{GENESIS_HASH}{}", e.canonical()).as_bytes());
+        assert_eq!(e.hash, crate::digest::hex(&hasher.finalize()));
+    }
+}

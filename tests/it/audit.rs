@@ -1,0 +1,479 @@
+//! The audit trail: each change a clinician makes leaves exactly one event
+//! (actor, action, every changed field before and after, request id) in the
+//! transaction of the change; a refused request leaves none; the table
+//! refuses UPDATE and DELETE; `clinscribe audit verify` finds an event
+//! changed, removed or forged by hand; `audit export` writes JSON lines or
+//! CSV and is itself audited.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{self, TestApp, run_cli};
+use crate::review::{current, in_status, patch, tag_of};
+use clinscribe::audit::AuditEvent;
+use clinscribe::recordings::RecordingStatus;
+
+/// Every event of the database, in chain order.
+async fn events(app: &TestApp) -> Vec<AuditEvent> {
+    app.state.audit.export(None, None, None).await.unwrap()
+}
+
+async fn post(app: &TestApp, url: &str, tag: &str, body: Option<Value>) -> common::TestResponse {
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    app.send_with(
+        Method::POST,
+        url,
+        &[("if-match", tag), ("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
+    let recording = in_status(&app, RecordingStatus::Completed).await;
+    let id = recording["id"].as_str().unwrap();
+    assert_eq!(events(&app).await, []);
+
+    // Refused requests: stale, invalid, without If-Match, an illegal move.
+    let stale = patch(&app, id, Some("\"99\""), json!({"final_transcript": "x"})).await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    let invalid = patch(&app, id, Some(&tag_of(&recording)), json!({"version": 3})).await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing = patch(&app, id, None, json!({"final_transcript": "x"})).await;
+    assert_eq!(missing.status, StatusCode::PRECONDITION_REQUIRED);
+    let illegal = patch(
+        &app,
+        id,
+        Some(&tag_of(&recording)),
+        json!({"status": "queued"}),
+    )
+    .await;
+    assert_eq!(illegal.status, StatusCode::CONFLICT);
+    assert_eq!(events(&app).await, [], "a refused request leaves no event");
+
+    let edited = patch(
+        &app,
+        id,
+        Some(&tag_of(&recording)),
+        json!({"final_transcript": "Amlodipine 5 mg daily.", "patient_id": "patient-moved"}),
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::OK);
+    let request_id = edited.headers["x-request-id"].to_str().unwrap().to_owned();
+    let signed = post(
+        &app,
+        &format!("/api/v1/recordings/{id}/sign"),
+        &tag_of(&edited.body),
+        None,
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::OK);
+    let amended = post(
+        &app,
+        &format!("/api/v1/recordings/{id}/amendments"),
+        &tag_of(&signed.body),
+        Some(json!({"text": "And review in 4 weeks.", "reason": "Omitted"})),
+    )
+    .await;
+    assert_eq!(amended.status, StatusCode::CREATED);
+
+    let all = events(&app).await;
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["update", "sign", "amend"]);
+    let update = &all[0];
+    assert_eq!(update.seq, 1);
+    assert_eq!(update.actor, "current-clinician");
+    assert_eq!(update.recording_id.as_deref(), Some(id));
+    assert_eq!(
+        update.patient_id.as_deref(),
+        Some("patient-review"),
+        "the patient before the change"
+    );
+    assert_eq!(
+        update.changes,
+        json!({
+            "final_transcript": [null, "Amlodipine 5 mg daily."],
+            "patient_id": ["patient-review", "patient-moved"],
+        })
+    );
+    assert_eq!(update.request_id.as_deref(), Some(request_id.as_str()));
+    let sign = &all[1];
+    assert_eq!(
+        sign.changes["signed_by"],
+        json!([null, "current-clinician"])
+    );
+    assert_eq!(
+        sign.changes["signed_sha256"][1],
+        common::sha256_hex("Amlodipine 5 mg daily.".as_bytes())
+    );
+    assert_eq!(sign.prev_hash, update.hash);
+    let amend = &all[2];
+    assert_eq!(amend.changes["amendments"][0], json!([]));
+    assert_eq!(amend.changes["amendments"][1][0]["reason"], "Omitted");
+
+    // The history endpoint: the same events, oldest first, as the API shows them.
+    let history = app.get(&format!("/api/v1/recordings/{id}/history")).await;
+    assert_eq!(history.status, StatusCode::OK);
+    let history = history.body.as_array().unwrap().clone();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0]["action"], "update");
+    assert_eq!(history[0]["actor"], "current-clinician");
+    assert_eq!(history[0]["at"], update.at.as_str());
+    assert_eq!(history[0]["changes"], update.changes);
+    assert_eq!(
+        app.get(&format!(
+            "/api/v1/recordings/{}/history",
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Retry and delete, on another recording.
+    let failed = in_status(&app, RecordingStatus::Error).await;
+    let failed_id = failed["id"].as_str().unwrap();
+    let retried = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/recordings/{failed_id}/retry"),
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED);
+    let deleted = app
+        .send_with(
+            Method::DELETE,
+            &format!("/api/v1/recordings/{failed_id}"),
+            &[("if-match", &tag_of(&retried.body))],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let all = events(&app).await;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[3].action, "retry");
+    assert_eq!(all[3].changes["status"], json!(["error", "queued"]));
+    assert_eq!(all[3].changes["retry_count"], json!([0, 1]));
+    assert_eq!(all[4].action, "delete");
+    assert_eq!(all[4].changes["deleted_at"][0], Value::Null);
+    assert_eq!(all[4].recording_id.as_deref(), Some(failed_id));
+    assert_eq!(app.state.audit.verify().await.unwrap(), (5, None));
+    assert_eq!(current(&app, id).await, amended.body);
+}
+
+/// Runs one statement on the app's database, as someone with a SQL shell would.
+async fn execute(app: &TestApp, sql: &str) -> Result<u64, String> {
+    use clinscribe::db::Database;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match &app.state.db {
+        Database::Sqlite(db) => sqlx::query(sql)
+            .execute(db.writer())
+            .await
+            .map(|r| r.rows_affected()),
+        Database::Postgres(db) => sqlx::query(sql)
+            .execute(db.pool())
+            .await
+            .map(|r| r.rows_affected()),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Four audited changes on a fresh recording.
+async fn four_events(app: &TestApp) {
+    let mut r = in_status(app, RecordingStatus::Completed).await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    for text in ["one", "two", "three", "four"] {
+        let answer = patch(
+            app,
+            &id,
+            Some(&tag_of(&r)),
+            json!({"final_transcript": text}),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        r = answer.body;
+    }
+}
+
+async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged(app: TestApp) {
+    four_events(&app).await;
+    assert_eq!(app.state.audit.verify().await.unwrap(), (4, None));
+    for sql in [
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+        "DELETE FROM audit_events WHERE seq = 3",
+    ] {
+        let error = execute(&app, sql).await.expect_err(sql);
+        assert!(error.contains("append-only"), "{sql}: {error}");
+    }
+
+    // With the triggers dropped, by someone with full access to the database.
+    let drop = match app.backend {
+        common::Backend::Sqlite => vec![
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ],
+        common::Backend::Postgres => vec![
+            "DROP TRIGGER audit_events_no_update ON audit_events",
+            "DROP TRIGGER audit_events_no_delete ON audit_events",
+        ],
+    };
+    for sql in drop {
+        execute(&app, sql).await.unwrap();
+    }
+    let original: String = app.state.audit.export(None, None, None).await.unwrap()[1]
+        .changes
+        .to_string();
+    execute(
+        &app,
+        r#"UPDATE audit_events SET changes = '{"final_transcript":["one","TWO"]}' WHERE seq = 2"#,
+    )
+    .await
+    .unwrap();
+    let (checked, broken) = app.state.audit.verify().await.unwrap();
+    assert_eq!(
+        (checked, broken.as_ref().map(|b| b.seq)),
+        (1, Some(2)),
+        "{broken:?}"
+    );
+    assert!(broken.unwrap().reason.contains("changed"));
+    execute(
+        &app,
+        &format!("UPDATE audit_events SET changes = '{original}' WHERE seq = 2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        app.state.audit.verify().await.unwrap(),
+        (4, None),
+        "put back"
+    );
+
+    // A forged event at the end, with a hash that does not follow.
+    execute(
+        &app,
+        "INSERT INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
+         request_id, client_addr, prev_hash, hash) SELECT 5, at, 'mallory', 'update', recording_id, \
+         patient_id, '{}', NULL, NULL, hash, hash FROM audit_events WHERE seq = 4",
+    )
+    .await
+    .unwrap();
+    let (_, broken) = app.state.audit.verify().await.unwrap();
+    assert_eq!(broken.map(|b| b.seq), Some(5));
+    execute(&app, "DELETE FROM audit_events WHERE seq = 5")
+        .await
+        .unwrap();
+
+    // A removed event: the next one no longer follows.
+    execute(&app, "DELETE FROM audit_events WHERE seq = 3")
+        .await
+        .unwrap();
+    let (checked, broken) = app.state.audit.verify().await.unwrap();
+    let broken = broken.unwrap();
+    assert_eq!((checked, broken.seq), (2, 4));
+    assert!(
+        broken.reason.contains("expected event 3"),
+        "{}",
+        broken.reason
+    );
+}
+
+crate::on_both_backends!(
+    each_change_leaves_one_event_and_a_refused_request_none,
+    the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged,
+);
+
+/// The commands, on a server's database file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_and_export_from_the_command_line() {
+    let app = TestApp::new().await;
+    four_events(&app).await;
+    let db_path = app.db_path();
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stderr);
+    assert!(
+        verified.stdout.contains("intact: 4 event(s)"),
+        "{}",
+        verified.stdout
+    );
+
+    let jsonl = run_cli(
+        &db_path,
+        &["audit", "export", "--patient", "patient-review"],
+    );
+    assert_eq!(jsonl.code, Some(0), "{}", jsonl.stderr);
+    let lines: Vec<Value> = jsonl
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[3]["changes"]["final_transcript"],
+        json!(["three", "four"])
+    );
+    let none = run_cli(
+        &db_path,
+        &["audit", "export", "--patient", "nobody", "--format", "csv"],
+    );
+    assert_eq!(
+        none.stdout.lines().count(),
+        1,
+        "the header only: {}",
+        none.stdout
+    );
+    let csv = run_cli(
+        &db_path,
+        &[
+            "audit",
+            "export",
+            "--format",
+            "csv",
+            "--since",
+            "2000-01-01T00:00:00Z",
+        ],
+    );
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(
+        rows[0],
+        "seq,at,actor,action,recording_id,patient_id,changes,request_id,client_addr,prev_hash,hash"
+    );
+    assert_eq!(
+        rows.len(),
+        1 + 4 + 2,
+        "4 changes and the 2 exports before this one"
+    );
+    assert!(
+        rows[1].contains(r#""{""final_transcript"":[null,""one""]}""#),
+        "{}",
+        rows[1]
+    );
+    let bad = run_cli(&db_path, &["audit", "export", "--since", "yesterday"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+
+    // Each export is an event of its own, and the chain still holds.
+    let exports: Vec<AuditEvent> = events(&app)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "export")
+        .collect();
+    assert_eq!(exports.len(), 3);
+    assert_eq!(exports[0].actor, "system:cli");
+    assert_eq!(exports[0].patient_id.as_deref(), Some("patient-review"));
+    assert_eq!(exports[0].changes["events"], 4);
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert!(
+        verified.stdout.contains("intact: 7 event(s)"),
+        "{}",
+        verified.stdout
+    );
+
+    // A changed event: exit 1, naming it.
+    sqlx::query("DROP TRIGGER audit_events_no_update")
+        .execute(app.sqlite().writer())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET actor = 'mallory' WHERE seq = 3")
+        .execute(app.sqlite().writer())
+        .await
+        .unwrap();
+    let broken = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(broken.code, Some(1));
+    assert!(
+        broken.stdout.contains("BROKEN at event 3"),
+        "{}",
+        broken.stdout
+    );
+}
+
+/// kill -9 in the middle of a burst of patches: afterwards every recording's
+/// version says how many patches committed, and exactly that many `update`
+/// events exist for it (change and event together, or neither); the chain
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_write_leaves_each_change_with_its_event_or_neither() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    let server = common::ServerProcess::start(&db_path);
+    let http = common::client();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let created: Value = http
+            .post(server.url("/api/v1/recordings"))
+            .json(&json!({"patient_id": format!("patient-kill-{i}"), "duration_seconds": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut writers = Vec::new();
+    for id in ids.clone() {
+        let (http, url) = (
+            http.clone(),
+            server.url(&format!("/api/v1/recordings/{id}")),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut version = 1;
+            for n in 0.. {
+                let sent = http
+                    .patch(&url)
+                    .header("if-match", format!("\"{version}\""))
+                    .json(&json!({"final_transcript": format!("revision {n}")}))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => version += 1,
+                    _ => return version,
+                }
+            }
+            version
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill_9();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.push(w.await.unwrap());
+    }
+
+    let db = common::open_db(&db_path).await;
+    let mut patches = 0;
+    for (id, acked) in ids.iter().zip(&acknowledged) {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM recordings WHERE id = ?1")
+            .bind(id)
+            .fetch_one(db.readers())
+            .await
+            .unwrap();
+        let events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE recording_id = ?1 AND action = 'update'",
+        )
+        .bind(id)
+        .fetch_one(db.readers())
+        .await
+        .unwrap();
+        assert!(
+            version >= *acked,
+            "an acknowledged patch survives: {version} < {acked}"
+        );
+        assert_eq!(events, version - 1, "{id}: one event per committed patch");
+        patches += version - 1;
+    }
+    assert!(patches > 50, "the burst wrote: {patches} patches");
+    db.close().await;
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+    assert!(
+        verified
+            .stdout
+            .contains(&format!("intact: {patches} event(s)")),
+        "{}",
+        verified.stdout
+    );
+}
