@@ -33,6 +33,8 @@ pub enum AuditAction {
     Delete,
     /// A failed recording queued again.
     Retry,
+    /// The transcription worker's changes (taken, transcribed, failed).
+    Transcribe,
     /// An export of audit events (`clinscribe audit export`).
     Export,
 }
@@ -46,6 +48,7 @@ impl AuditAction {
             Self::Amend => "amend",
             Self::Delete => "delete",
             Self::Retry => "retry",
+            Self::Transcribe => "transcribe",
             Self::Export => "export",
         }
     }

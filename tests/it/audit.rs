@@ -164,23 +164,6 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
     assert_eq!(current(&app, id).await, amended.body);
 }
 
-/// Runs one statement on the app's database, as someone with a SQL shell would.
-async fn execute(app: &TestApp, sql: &str) -> Result<u64, String> {
-    use clinscribe::db::Database;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match &app.state.db {
-        Database::Sqlite(db) => sqlx::query(sql)
-            .execute(db.writer())
-            .await
-            .map(|r| r.rows_affected()),
-        Database::Postgres(db) => sqlx::query(sql)
-            .execute(db.pool())
-            .await
-            .map(|r| r.rows_affected()),
-    }
-    .map_err(|e| e.to_string())
-}
-
 /// Four audited changes on a fresh recording.
 async fn four_events(app: &TestApp) {
     let mut r = in_status(app, RecordingStatus::Completed).await;
@@ -205,7 +188,7 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
         "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
         "DELETE FROM audit_events WHERE seq = 3",
     ] {
-        let error = execute(&app, sql).await.expect_err(sql);
+        let error = common::execute(&app, sql).await.expect_err(sql);
         assert!(error.contains("append-only"), "{sql}: {error}");
     }
 
@@ -221,12 +204,12 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
         ],
     };
     for sql in drop {
-        execute(&app, sql).await.unwrap();
+        common::execute(&app, sql).await.unwrap();
     }
     let original: String = app.state.audit.export(None, None, None).await.unwrap()[1]
         .changes
         .to_string();
-    execute(
+    common::execute(
         &app,
         r#"UPDATE audit_events SET changes = '{"final_transcript":["one","TWO"]}' WHERE seq = 2"#,
     )
@@ -239,7 +222,7 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
         "{broken:?}"
     );
     assert!(broken.unwrap().reason.contains("changed"));
-    execute(
+    common::execute(
         &app,
         &format!("UPDATE audit_events SET changes = '{original}' WHERE seq = 2"),
     )
@@ -252,7 +235,7 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     );
 
     // A forged event at the end, with a hash that does not follow.
-    execute(
+    common::execute(
         &app,
         "INSERT INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
          request_id, client_addr, prev_hash, hash) SELECT 5, at, 'mallory', 'update', recording_id, \
@@ -262,12 +245,12 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     .unwrap();
     let (_, broken) = app.state.audit.verify().await.unwrap();
     assert_eq!(broken.map(|b| b.seq), Some(5));
-    execute(&app, "DELETE FROM audit_events WHERE seq = 5")
+    common::execute(&app, "DELETE FROM audit_events WHERE seq = 5")
         .await
         .unwrap();
 
     // A removed event: the next one no longer follows.
-    execute(&app, "DELETE FROM audit_events WHERE seq = 3")
+    common::execute(&app, "DELETE FROM audit_events WHERE seq = 3")
         .await
         .unwrap();
     let (checked, broken) = app.state.audit.verify().await.unwrap();
@@ -279,11 +262,6 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
         broken.reason
     );
 }
-
-crate::on_both_backends!(
-    each_change_leaves_one_event_and_a_refused_request_none,
-    the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged,
-);
 
 /// The commands, on a server's database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,3 +455,130 @@ async fn kill_9_mid_write_leaves_each_change_with_its_event_or_neither() {
         verified.stdout
     );
 }
+
+async fn the_transcription_worker_s_changes_are_events_of_system_transcription(app: TestApp) {
+    use clinscribe::jobs::JobResult;
+    use std::time::Duration;
+    let upload = |key: &'static str| {
+        let (content_type, body) = common::multipart(&[
+            ("patient_id", None, b"patient-worker"),
+            ("duration_seconds", None, b"5"),
+            ("local_storage_key", None, key.as_bytes()),
+            ("audio", Some("dictation.webm"), &common::webm(20_000, 3)),
+        ]);
+        let app = &app;
+        async move {
+            let r = app
+                .send_with(
+                    Method::POST,
+                    "/api/v1/recordings/upload",
+                    &[("content-type", &content_type)],
+                    body,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            r.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let done = upload("7e6c5b4a-0000-4000-8000-000000000001").await;
+    let lease = Duration::from_secs(60);
+    let job = app
+        .state
+        .jobs
+        .claim("worker-1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.recording_id.to_string(), done);
+    let result = JobResult {
+        text: "Blood pressure 130 over 85.".into(),
+        language: Some("en".into()),
+        segments_json: "[]".into(),
+        model: "tiny.en".into(),
+    };
+    assert!(
+        app.state
+            .jobs
+            .complete(job.recording_id, "worker-1", &result)
+            .await
+            .unwrap()
+    );
+    let failed = upload("7e6c5b4a-0000-4000-8000-000000000002").await;
+    let job = app
+        .state
+        .jobs
+        .claim("worker-1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.state
+            .jobs
+            .retry_later(job.recording_id, "worker-1", "engine busy", Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let job = app
+        .state
+        .jobs
+        .claim("worker-1", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.state
+            .jobs
+            .fail(job.recording_id, "worker-1", "cannot decode")
+            .await
+            .unwrap()
+    );
+    // A worker that lost its lease stores nothing, and so audits nothing.
+    assert!(
+        !app.state
+            .jobs
+            .fail(job.recording_id, "worker-2", "late")
+            .await
+            .unwrap()
+    );
+
+    let all = events(&app).await;
+    assert!(
+        all.iter()
+            .all(|e| e.actor == "system:transcription" && e.action == "transcribe")
+    );
+    let of = |id: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|e| e.recording_id.as_deref() == Some(id))
+            .map(|e| e.changes.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(&done),
+        [
+            json!({"status": ["queued", "processing"]}),
+            json!({
+                "status": ["processing", "completed"],
+                "transcript": [null, "Blood pressure 130 over 85."],
+                "final_transcript": [null, "Blood pressure 130 over 85."],
+                "transcript_language": [null, "en"],
+                "whisper_model": ["base", "tiny.en"],
+            }),
+        ]
+    );
+    assert_eq!(
+        of(&failed),
+        [
+            json!({"status": ["queued", "processing"]}),
+            json!({"status": ["processing", "queued"], "error_message": [null, "engine busy"]}),
+            json!({"status": ["queued", "processing"]}),
+            json!({"status": ["processing", "error"], "error_message": ["engine busy", "cannot decode"]}),
+        ]
+    );
+    assert_eq!(app.state.audit.verify().await.unwrap(), (6, None));
+}
+
+crate::on_both_backends!(
+    each_change_leaves_one_event_and_a_refused_request_none,
+    the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged,
+    the_transcription_worker_s_changes_are_events_of_system_transcription,
+);

@@ -231,23 +231,6 @@ async fn only_a_completed_note_with_text_is_signed_and_only_a_signed_one_amended
     );
 }
 
-/// Runs one statement on the app's database, as someone with a SQL shell would.
-async fn execute(app: &TestApp, sql: &str) -> Result<u64, String> {
-    use clinscribe::db::Database;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match &app.state.db {
-        Database::Sqlite(db) => sqlx::query(sql)
-            .execute(db.writer())
-            .await
-            .map(|r| r.rows_affected()),
-        Database::Postgres(db) => sqlx::query(sql)
-            .execute(db.pool())
-            .await
-            .map(|r| r.rows_affected()),
-    }
-    .map_err(|e| e.to_string())
-}
-
 async fn the_database_itself_refuses_to_change_a_signed_note(app: TestApp) {
     let note = completed_with_text(&app, SIGNED_TEXT).await;
     let id = note["id"].as_str().unwrap();
@@ -267,7 +250,7 @@ async fn the_database_itself_refuses_to_change_a_signed_note(app: TestApp) {
         "signed_at = NULL",
         "amendments = '[]'",
     ] {
-        let error = execute(
+        let error = common::execute(
             &app,
             &format!("UPDATE recordings SET {set}, version = version + 1 WHERE id = '{id}'"),
         )

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::model::{ClaimedJob, JobCounts, JobResult};
+use crate::audit::{AuditAction, NewAuditEvent};
 use crate::db::{Database, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -56,6 +58,84 @@ pub fn open(db: &Database) -> Arc<dyn JobStore> {
     match db {
         Database::Sqlite(db) => Arc::new(sqlite::SqliteJobs::new(db.clone())),
         Database::Postgres(db) => Arc::new(postgres::PgJobs::new(db.clone())),
+    }
+}
+
+/// The fields of a recording a worker changes, as they were before, read in
+/// the worker's transaction (for its audit event).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BeforeWork {
+    patient_id: String,
+    status: String,
+    transcript: Option<String>,
+    final_transcript: Option<String>,
+    error_message: Option<String>,
+    transcript_language: Option<String>,
+    whisper_model: String,
+}
+
+/// What a worker does to a recording.
+#[derive(Debug, Clone)]
+pub enum Work<'a> {
+    /// Takes it: `processing`.
+    Start,
+    /// Stores its transcript: `completed`.
+    Transcribed(&'a JobResult),
+    /// An attempt failed: `queued` again or `error`, with the reason.
+    Failed {
+        /// The new status.
+        status: &'a str,
+        /// The reason.
+        error: &'a str,
+    },
+}
+
+/// The audit event of `work` on recording `id` (`system:transcription`,
+/// action `transcribe`): every field it changes, before and after. The
+/// segments are left out (the transcript says what they hold).
+fn work_event(id: Uuid, before: &BeforeWork, work: &Work<'_>) -> NewAuditEvent {
+    let mut changes = Map::new();
+    let mut change = |field: &str, old: Value, new: Value| {
+        if old != new {
+            changes.insert(field.to_owned(), json!([old, new]));
+        }
+    };
+    match work {
+        Work::Start => change("status", json!(before.status), json!("processing")),
+        Work::Transcribed(result) => {
+            change("status", json!(before.status), json!("completed"));
+            change("transcript", json!(before.transcript), json!(result.text));
+            change(
+                "final_transcript",
+                json!(before.final_transcript),
+                json!(before.final_transcript.as_deref().unwrap_or(&result.text)),
+            );
+            change(
+                "transcript_language",
+                json!(before.transcript_language),
+                json!(result.language),
+            );
+            change(
+                "whisper_model",
+                json!(before.whisper_model),
+                json!(result.model),
+            );
+            change("error_message", json!(before.error_message), Value::Null);
+        }
+        Work::Failed { status, error } => {
+            change("status", json!(before.status), json!(status));
+            change("error_message", json!(before.error_message), json!(error));
+        }
+    }
+    NewAuditEvent {
+        at: Timestamp::now(),
+        actor: "system:transcription".into(),
+        action: AuditAction::Transcribe,
+        recording_id: Some(id),
+        patient_id: Some(before.patient_id.clone()),
+        changes: Value::Object(changes),
+        request_id: None,
+        client_addr: None,
     }
 }
 

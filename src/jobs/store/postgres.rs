@@ -6,7 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{JobStore, claimed, counts_from, lease_until, shared_sql};
+use super::{
+    BeforeWork, JobStore, Work, claimed, counts_from, lease_until, shared_sql, work_event,
+};
+use crate::audit::store::postgres as audit;
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
 use crate::jobs::model::{ClaimedJob, JobCounts, JobResult};
@@ -52,6 +55,10 @@ const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message
     processed_at = CASE WHEN $2 = 'error' THEN $4::timestamptz ELSE processed_at END \
     WHERE id = $1::uuid";
 
+/// A recording's fields as a worker finds them (see [`BeforeWork`]).
+const BEFORE_WORK: &str = "SELECT patient_id, status, transcript, final_transcript, error_message, \
+    transcript_language, whisper_model FROM recordings WHERE id = $1::uuid";
+
 /// `jobs` in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgJobs {
@@ -74,8 +81,10 @@ impl PgJobs {
         state: &str,
         error: Option<&str>,
         due: Option<String>,
+        work: Work<'_>,
         recording: impl FnOnce(String, String) -> PgQuery + Send,
     ) -> Result<bool, StoreError> {
+        let uuid = id;
         let id = id.hyphenated().to_string();
         let now = Timestamp::now().to_string();
         let mut tx = self.db.pool().begin().await?;
@@ -92,7 +101,14 @@ impl PgJobs {
         if ended == 0 {
             return Ok(false);
         }
+        let before: Option<BeforeWork> = sqlx::query_as(BEFORE_WORK)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
         recording(id, now).execute(&mut *tx).await?;
+        if let Some(before) = before {
+            audit::append(&mut tx, &work_event(uuid, &before, &work)).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -112,12 +128,19 @@ impl JobStore for PgJobs {
         let Some((id, attempts)) = job else {
             return Ok(None);
         };
+        let before: Option<BeforeWork> = sqlx::query_as(BEFORE_WORK)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let audio: Option<(Option<String>, Option<String>, Option<String>)> =
             sqlx::query_as(START_PROCESSING)
                 .bind(&id)
                 .bind(&now)
                 .fetch_optional(&mut *tx)
                 .await?;
+        if let (Some(before), Ok(uuid)) = (before, Uuid::parse_str(&id)) {
+            audit::append(&mut tx, &work_event(uuid, &before, &Work::Start)).await?;
+        }
         tx.commit().await?;
         let (key, content_type, sha256) = audio.unwrap_or_default();
         claimed((id, attempts, key, content_type, sha256)).map(Some)
@@ -140,8 +163,9 @@ impl JobStore for PgJobs {
         owner: &str,
         result: &JobResult,
     ) -> Result<bool, StoreError> {
+        let work = Work::Transcribed(result);
         let result = result.clone();
-        self.end(id, owner, "done", None, None, move |id, now| {
+        self.end(id, owner, "done", None, None, work, move |id, now| {
             sqlx::query(STORE_TRANSCRIPT)
                 .bind(id)
                 .bind(result.text)
@@ -167,6 +191,10 @@ impl JobStore for PgJobs {
             "queued",
             Some(error),
             Some(Timestamp::after(delay).to_string()),
+            Work::Failed {
+                status: "queued",
+                error,
+            },
             move |id, now| {
                 sqlx::query(SET_FAILED_STATE)
                     .bind(id)
@@ -180,13 +208,25 @@ impl JobStore for PgJobs {
 
     async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError> {
         let message = error.to_owned();
-        self.end(id, owner, "failed", Some(error), None, move |id, now| {
-            sqlx::query(SET_FAILED_STATE)
-                .bind(id)
-                .bind("error")
-                .bind(message)
-                .bind(now)
-        })
+        let work = Work::Failed {
+            status: "error",
+            error,
+        };
+        self.end(
+            id,
+            owner,
+            "failed",
+            Some(error),
+            None,
+            work,
+            move |id, now| {
+                sqlx::query(SET_FAILED_STATE)
+                    .bind(id)
+                    .bind("error")
+                    .bind(message)
+                    .bind(now)
+            },
+        )
         .await
     }
 

@@ -526,3 +526,20 @@ pub async fn upload_to(base_url: &str, patient: &str, audio: &[u8], key: &str) -
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
 }
+
+/// Runs one statement on the app's database, as someone with a SQL shell
+/// would (bypassing the stores): the statement's rows affected, or the error.
+pub async fn execute(app: &TestApp, sql: &str) -> Result<u64, String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match &app.state.db {
+        Database::Sqlite(db) => sqlx::query(sql)
+            .execute(db.writer())
+            .await
+            .map(|r| r.rows_affected()),
+        Database::Postgres(db) => sqlx::query(sql)
+            .execute(db.pool())
+            .await
+            .map(|r| r.rows_affected()),
+    }
+    .map_err(|e| e.to_string())
+}
