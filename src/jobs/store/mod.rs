@@ -90,6 +90,28 @@ pub enum Work<'a> {
     },
 }
 
+impl Work<'_> {
+    /// The job's state after this work ends it.
+    fn job_state(&self) -> &'static str {
+        match self {
+            Self::Start => "running",
+            Self::Transcribed(_) => "done",
+            Self::Failed {
+                status: "queued", ..
+            } => "queued",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// The job's `last_error` after it.
+    fn job_error(&self) -> Option<&str> {
+        match self {
+            Self::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The audit event of `work` on recording `id` (`system:transcription`,
 /// action `transcribe`): every field it changes, before and after. The
 /// segments are left out (the transcript says what they hold).

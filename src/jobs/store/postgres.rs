@@ -73,15 +73,14 @@ impl PgJobs {
         Self { db }
     }
 
-    /// Ends `owner`'s job as `state` and sets the recording: one transaction.
+    /// Ends `owner`'s job after `work` (its state and error follow from it),
+    /// sets the recording, and audits the change: one transaction.
     async fn end(
         &self,
         id: Uuid,
         owner: &str,
-        state: &str,
-        error: Option<&str>,
-        due: Option<String>,
         work: Work<'_>,
+        due: Option<String>,
         recording: impl FnOnce(String, String) -> PgQuery + Send,
     ) -> Result<bool, StoreError> {
         let uuid = id;
@@ -91,8 +90,8 @@ impl PgJobs {
         let ended = sqlx::query(END)
             .bind(&id)
             .bind(owner)
-            .bind(state)
-            .bind(error)
+            .bind(work.job_state())
+            .bind(work.job_error())
             .bind(due)
             .bind(&now)
             .execute(&mut *tx)
@@ -165,7 +164,7 @@ impl JobStore for PgJobs {
     ) -> Result<bool, StoreError> {
         let work = Work::Transcribed(result);
         let result = result.clone();
-        self.end(id, owner, "done", None, None, work, move |id, now| {
+        self.end(id, owner, work, None, move |id, now| {
             sqlx::query(STORE_TRANSCRIPT)
                 .bind(id)
                 .bind(result.text)
@@ -188,13 +187,11 @@ impl JobStore for PgJobs {
         self.end(
             id,
             owner,
-            "queued",
-            Some(error),
-            Some(Timestamp::after(delay).to_string()),
             Work::Failed {
                 status: "queued",
                 error,
             },
+            Some(Timestamp::after(delay).to_string()),
             move |id, now| {
                 sqlx::query(SET_FAILED_STATE)
                     .bind(id)
@@ -212,21 +209,13 @@ impl JobStore for PgJobs {
             status: "error",
             error,
         };
-        self.end(
-            id,
-            owner,
-            "failed",
-            Some(error),
-            None,
-            work,
-            move |id, now| {
-                sqlx::query(SET_FAILED_STATE)
-                    .bind(id)
-                    .bind("error")
-                    .bind(message)
-                    .bind(now)
-            },
-        )
+        self.end(id, owner, work, None, move |id, now| {
+            sqlx::query(SET_FAILED_STATE)
+                .bind(id)
+                .bind("error")
+                .bind(message)
+                .bind(now)
+        })
         .await
     }
 
