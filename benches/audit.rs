@@ -26,7 +26,7 @@ fn main() {
         let db = SqliteDatabase::open(&DatabaseSettings::sqlite(dir.path().join("audit.db")))
             .await
             .expect("open");
-        let text = "Patient reports improved breathing; continue salbutamol as needed and review in two weeks. ".repeat(2);
+        let text = "Patient reports improved breathing; continue salbutamol as needed and review in two weeks. ".repeat(3);
         let started = Instant::now();
         let mut tx = db.begin_write().await.expect("begin");
         for n in 0..events {

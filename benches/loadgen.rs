@@ -534,7 +534,7 @@ async fn raw_inserts(store: &Arc<dyn RecordingStore>, d: Duration) -> f64 {
     while started.elapsed() < d {
         store
             .create(
-                "storage-bench",
+                &clinscribe::audit::AuditContext::clinician("storage-bench"),
                 NewRecording {
                     patient_id: format!("p-{n}"),
                     duration_seconds: 60,

@@ -43,7 +43,15 @@ fn store_paths(c: &mut Criterion) {
                 duration_seconds: 60,
                 audio_file_path: None,
             };
-            black_box(store.create("bench-clinician", new).await.expect("create"))
+            black_box(
+                store
+                    .create(
+                        &clinscribe::audit::AuditContext::clinician("bench-clinician"),
+                        new,
+                    )
+                    .await
+                    .expect("create"),
+            )
         })
     });
     group.bench_function("get (typed)", |b| {

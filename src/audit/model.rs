@@ -23,6 +23,10 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditAction {
+    /// A recording created (metadata, no audio yet).
+    Create,
+    /// A recording created with its audio (an upload completed).
+    Upload,
     /// A clinician's change to a recording's fields (`PATCH`).
     Update,
     /// A note signed.
@@ -43,6 +47,8 @@ impl AuditAction {
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Create => "create",
+            Self::Upload => "upload",
             Self::Update => "update",
             Self::Sign => "sign",
             Self::Amend => "amend",
@@ -67,6 +73,38 @@ pub struct AuditContext {
 }
 
 impl AuditContext {
+    /// A clinician acting outside a request (tests, tools).
+    pub fn clinician(id: &str) -> Self {
+        Self {
+            actor: id.to_owned(),
+            request_id: None,
+            client_addr: None,
+        }
+    }
+
+    /// The event of creating `recording` (`create` or `upload`): every field
+    /// it was created with, as `[null, value]`.
+    pub fn creation(&self, action: AuditAction, recording: &Recording) -> NewAuditEvent {
+        let changes = match serde_json::to_value(recording) {
+            Ok(Value::Object(fields)) => fields
+                .into_iter()
+                .filter(|(field, value)| !value.is_null() && !BOOKKEEPING.contains(&field.as_str()))
+                .map(|(field, value)| (field, json!([Value::Null, value])))
+                .collect(),
+            _ => Map::new(),
+        };
+        NewAuditEvent {
+            at: Timestamp::now(),
+            actor: self.actor.clone(),
+            action,
+            recording_id: Some(recording.id),
+            patient_id: Some(recording.patient_id.clone()),
+            changes: Value::Object(changes),
+            request_id: self.request_id.clone(),
+            client_addr: self.client_addr.clone(),
+        }
+    }
+
     /// A component of the server or the command line acting by itself.
     pub fn system(component: &str) -> Self {
         Self {

@@ -82,24 +82,25 @@ where
 pub async fn create_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
     State(idempotency): State<Idempotency>,
-    clinician: CurrentClinician,
+    context: AuditContext,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let recordings = &recordings;
-    let clinician = clinician.id();
+    let context = &context;
+    let clinician = context.actor.as_str();
     let body = &body;
     idempotency
         .respond_once(clinician, key.as_ref(), body, |key| async move {
             let new = NewRecording::from_json(body).map_err(ApiError::Validation)?;
             let recording = match key {
-                None => recordings.create(clinician, new).await?,
+                None => recordings.create(context, new).await?,
                 // The id follows from the key: should this request die after
                 // creating the recording, a retry finds it instead of making another.
                 Some(key) => {
                     let id = idempotency::recording_id(clinician, key.as_str());
-                    match recordings.create_with_id(id, clinician, new).await {
+                    match recordings.create_with_id(id, context, new).await {
                         Err(StoreError::Duplicate(_)) => recordings.get(id).await?,
                         other => other?,
                     }

@@ -4,6 +4,7 @@
 //! `PUT /api/v1/uploads/{key}` (append a chunk; the last one stores the
 //! dictation, exactly once).
 
+use crate::audit::AuditContext;
 use axum::body::Bytes;
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
@@ -135,7 +136,7 @@ impl Uploads {
     /// byte stores the dictation.
     pub async fn append_chunk<S, E>(
         &self,
-        clinician_id: &str,
+        context: &AuditContext,
         key: Uuid,
         range: ChunkRange,
         body: S,
@@ -144,6 +145,7 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        let clinician_id = context.actor.as_str();
         let Some(session) = self.sessions.get(clinician_id, key).await? else {
             return match self
                 .recordings
@@ -195,7 +197,9 @@ impl Uploads {
                 recording: None,
             }));
         }
-        Ok(ChunkOutcome::Stored(self.complete(&session, key).await?))
+        Ok(ChunkOutcome::Stored(
+            self.complete(context, &session, key).await?,
+        ))
     }
 
     /// Ends a chunked upload whose first bytes are not audio, deleting it.

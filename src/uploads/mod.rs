@@ -20,7 +20,8 @@ mod chunked;
 pub mod model;
 pub mod store;
 
-pub use chunked::{ChunkOutcome, SessionState};
+pub use crate::audit::{AuditAction, AuditContext};
+use chunked::{ChunkOutcome, SessionState};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -183,10 +184,11 @@ impl Uploads {
     /// recording per `local_storage_key`, durable before this returns.
     pub async fn store(
         &self,
-        clinician_id: &str,
+        context: &AuditContext,
         meta: UploadMeta,
         received: Received,
     ) -> Result<Stored, UploadError> {
+        let clinician_id = context.actor.as_str();
         if let Some(key) = meta.local_storage_key
             && let Some(existing) = self
                 .recordings
@@ -234,7 +236,8 @@ impl Uploads {
                 audio_content_type: Some(received.content_type.to_owned()),
             },
         };
-        match self.recordings.insert_durable(&recording).await {
+        let event = context.creation(AuditAction::Upload, &recording);
+        match self.recordings.insert_durable(&recording, &event).await {
             Ok(()) => Ok(Stored {
                 recording,
                 created: true,
@@ -295,7 +298,12 @@ impl Uploads {
 
     /// Completes a session whose bytes have all arrived: the recording is
     /// created (or found) exactly once and the session ends.
-    async fn complete(&self, session: &UploadSession, key: Uuid) -> Result<Stored, UploadError> {
+    async fn complete(
+        &self,
+        context: &AuditContext,
+        session: &UploadSession,
+        key: Uuid,
+    ) -> Result<Stored, UploadError> {
         let path = self.audio.partial_path(&session.clinician_id, key);
         let received = match self.audio.receive_partial(&path).await {
             Ok(r) => r,
@@ -311,7 +319,7 @@ impl Uploads {
             local_storage_key: Some(key),
             draft_transcript: session.draft_transcript.clone(),
         };
-        let stored = self.store(&session.clinician_id, meta, received).await?;
+        let stored = self.store(context, meta, received).await?;
         self.sessions.delete(&session.clinician_id, key).await?;
         Ok(stored)
     }

@@ -33,7 +33,17 @@ async fn post(app: &TestApp, url: &str, tag: &str, body: Option<Value>) -> commo
 async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
     let recording = in_status(&app, RecordingStatus::Completed).await;
     let id = recording["id"].as_str().unwrap();
-    assert_eq!(events(&app).await, []);
+    // Its creation (POST /api/v1/recordings) is the first event.
+    let created = events(&app).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].action, "create");
+    assert_eq!(created[0].actor, "current-clinician");
+    assert_eq!(
+        created[0].changes["patient_id"],
+        json!([null, "patient-review"])
+    );
+    assert_eq!(created[0].changes["status"], json!([null, "pending"]));
+    assert!(created[0].changes.get("version").is_none());
 
     // Refused requests: stale, invalid, without If-Match, an illegal move.
     let stale = patch(&app, id, Some("\"99\""), json!({"final_transcript": "x"})).await;
@@ -50,7 +60,11 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
     )
     .await;
     assert_eq!(illegal.status, StatusCode::CONFLICT);
-    assert_eq!(events(&app).await, [], "a refused request leaves no event");
+    assert_eq!(
+        events(&app).await,
+        created,
+        "a refused request leaves no event"
+    );
 
     let edited = patch(
         &app,
@@ -78,11 +92,11 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
     .await;
     assert_eq!(amended.status, StatusCode::CREATED);
 
-    let all = events(&app).await;
+    let all: Vec<AuditEvent> = events(&app).await.split_off(1);
     let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["update", "sign", "amend"]);
     let update = &all[0];
-    assert_eq!(update.seq, 1);
+    assert_eq!(update.seq, 2);
     assert_eq!(update.actor, "current-clinician");
     assert_eq!(update.recording_id.as_deref(), Some(id));
     assert_eq!(
@@ -116,11 +130,12 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
     let history = app.get(&format!("/api/v1/recordings/{id}/history")).await;
     assert_eq!(history.status, StatusCode::OK);
     let history = history.body.as_array().unwrap().clone();
-    assert_eq!(history.len(), 3);
-    assert_eq!(history[0]["action"], "update");
-    assert_eq!(history[0]["actor"], "current-clinician");
-    assert_eq!(history[0]["at"], update.at.as_str());
-    assert_eq!(history[0]["changes"], update.changes);
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[0]["action"], "create");
+    assert_eq!(history[1]["action"], "update");
+    assert_eq!(history[1]["actor"], "current-clinician");
+    assert_eq!(history[1]["at"], update.at.as_str());
+    assert_eq!(history[1]["changes"], update.changes);
     assert_eq!(
         app.get(&format!(
             "/api/v1/recordings/{}/history",
@@ -153,18 +168,19 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let all = events(&app).await;
-    assert_eq!(all.len(), 5);
-    assert_eq!(all[3].action, "retry");
-    assert_eq!(all[3].changes["status"], json!(["error", "queued"]));
-    assert_eq!(all[3].changes["retry_count"], json!([0, 1]));
-    assert_eq!(all[4].action, "delete");
-    assert_eq!(all[4].changes["deleted_at"][0], Value::Null);
-    assert_eq!(all[4].recording_id.as_deref(), Some(failed_id));
-    assert_eq!(app.state.audit.verify().await.unwrap(), (5, None));
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[4].action, "create");
+    assert_eq!(all[5].action, "retry");
+    assert_eq!(all[5].changes["status"], json!(["error", "queued"]));
+    assert_eq!(all[5].changes["retry_count"], json!([0, 1]));
+    assert_eq!(all[6].action, "delete");
+    assert_eq!(all[6].changes["deleted_at"][0], Value::Null);
+    assert_eq!(all[6].recording_id.as_deref(), Some(failed_id));
+    assert_eq!(app.state.audit.verify().await.unwrap(), (7, None));
     assert_eq!(current(&app, id).await, amended.body);
 }
 
-/// Four audited changes on a fresh recording.
+/// A recording created, then four audited changes: five events.
 async fn four_events(app: &TestApp) {
     let mut r = in_status(app, RecordingStatus::Completed).await;
     let id = r["id"].as_str().unwrap().to_owned();
@@ -183,7 +199,7 @@ async fn four_events(app: &TestApp) {
 
 async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged(app: TestApp) {
     four_events(&app).await;
-    assert_eq!(app.state.audit.verify().await.unwrap(), (4, None));
+    assert_eq!(app.state.audit.verify().await.unwrap(), (5, None));
     for sql in [
         "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
         "DELETE FROM audit_events WHERE seq = 3",
@@ -230,7 +246,7 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     .unwrap();
     assert_eq!(
         app.state.audit.verify().await.unwrap(),
-        (4, None),
+        (5, None),
         "put back"
     );
 
@@ -238,14 +254,14 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     common::execute(
         &app,
         "INSERT INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
-         request_id, client_addr, prev_hash, hash) SELECT 5, at, 'mallory', 'update', recording_id, \
-         patient_id, '{}', NULL, NULL, hash, hash FROM audit_events WHERE seq = 4",
+         request_id, client_addr, prev_hash, hash) SELECT 6, at, 'mallory', 'update', recording_id, \
+         patient_id, '{}', NULL, NULL, hash, hash FROM audit_events WHERE seq = 5",
     )
     .await
     .unwrap();
     let (_, broken) = app.state.audit.verify().await.unwrap();
-    assert_eq!(broken.map(|b| b.seq), Some(5));
-    common::execute(&app, "DELETE FROM audit_events WHERE seq = 5")
+    assert_eq!(broken.map(|b| b.seq), Some(6));
+    common::execute(&app, "DELETE FROM audit_events WHERE seq = 6")
         .await
         .unwrap();
 
@@ -272,7 +288,7 @@ async fn audit_verify_and_export_from_the_command_line() {
     let verified = run_cli(&db_path, &["audit", "verify"]);
     assert_eq!(verified.code, Some(0), "{}", verified.stderr);
     assert!(
-        verified.stdout.contains("intact: 4 event(s)"),
+        verified.stdout.contains("intact: 5 event(s)"),
         "{}",
         verified.stdout
     );
@@ -287,9 +303,10 @@ async fn audit_verify_and_export_from_the_command_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["action"], "create");
     assert_eq!(
-        lines[3]["changes"]["final_transcript"],
+        lines[4]["changes"]["final_transcript"],
         json!(["three", "four"])
     );
     let none = run_cli(
@@ -320,13 +337,13 @@ async fn audit_verify_and_export_from_the_command_line() {
     );
     assert_eq!(
         rows.len(),
-        1 + 4 + 2,
-        "4 changes and the 2 exports before this one"
+        1 + 5 + 2,
+        "5 events and the 2 exports before this one"
     );
     assert!(
-        rows[1].contains(r#""{""final_transcript"":[null,""one""]}""#),
+        rows[2].contains(r#""{""final_transcript"":[null,""one""]}""#),
         "{}",
-        rows[1]
+        rows[2]
     );
     let bad = run_cli(&db_path, &["audit", "export", "--since", "yesterday"]);
     assert_eq!(bad.code, Some(1));
@@ -341,10 +358,10 @@ async fn audit_verify_and_export_from_the_command_line() {
     assert_eq!(exports.len(), 3);
     assert_eq!(exports[0].actor, "system:cli");
     assert_eq!(exports[0].patient_id.as_deref(), Some("patient-review"));
-    assert_eq!(exports[0].changes["events"], 4);
+    assert_eq!(exports[0].changes["events"], 5);
     let verified = run_cli(&db_path, &["audit", "verify"]);
     assert!(
-        verified.stdout.contains("intact: 7 event(s)"),
+        verified.stdout.contains("intact: 8 event(s)"),
         "{}",
         verified.stdout
     );
@@ -450,7 +467,7 @@ async fn kill_9_mid_write_leaves_each_change_with_its_event_or_neither() {
     assert!(
         verified
             .stdout
-            .contains(&format!("intact: {patches} event(s)")),
+            .contains(&format!("intact: {} event(s)", patches + ids.len() as i64)),
         "{}",
         verified.stdout
     );
@@ -542,6 +559,15 @@ async fn the_transcription_worker_s_changes_are_events_of_system_transcription(a
     );
 
     let all = events(&app).await;
+    let uploads: Vec<&AuditEvent> = all.iter().filter(|e| e.action == "upload").collect();
+    assert_eq!(uploads.len(), 2);
+    assert_eq!(uploads[0].actor, "current-clinician");
+    assert_eq!(uploads[0].changes["status"], json!([null, "queued"]));
+    assert_eq!(
+        uploads[0].changes["audio_content_type"],
+        json!([null, "audio/webm"])
+    );
+    let all: Vec<AuditEvent> = all.into_iter().filter(|e| e.action != "upload").collect();
     assert!(
         all.iter()
             .all(|e| e.actor == "system:transcription" && e.action == "transcribe")
@@ -574,7 +600,7 @@ async fn the_transcription_worker_s_changes_are_events_of_system_transcription(a
             json!({"status": ["processing", "error"], "error_message": ["engine busy", "cannot decode"]}),
         ]
     );
-    assert_eq!(app.state.audit.verify().await.unwrap(), (6, None));
+    assert_eq!(app.state.audit.verify().await.unwrap(), (8, None));
 }
 
 crate::on_both_backends!(

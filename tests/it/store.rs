@@ -6,6 +6,7 @@ use crate::common;
 use std::collections::HashSet;
 
 use crate::common::TestApp;
+use clinscribe::audit::AuditContext;
 use clinscribe::recordings::store::Cursor;
 use clinscribe::recordings::{
     ListQuery, NewRecording, RecordingStatus, RecordingStore, StoreError,
@@ -31,7 +32,10 @@ fn all(status: Option<RecordingStatus>) -> ListQuery {
 async fn create_then_get_returns_the_same_recording(app: TestApp) {
     let store = &app.state.recordings;
     let created = store
-        .create("clinician-1", new("patient-001", 120))
+        .create(
+            &AuditContext::clinician("clinician-1"),
+            new("patient-001", 120),
+        )
         .await
         .unwrap();
     assert_eq!(created.status, RecordingStatus::Pending);
@@ -58,12 +62,15 @@ async fn list_is_per_clinician_newest_first_and_filters_by_status(app: TestApp) 
     for i in 0..5 {
         mine.push(
             store
-                .create("alice", new(&format!("p{i}"), i))
+                .create(&AuditContext::clinician("alice"), new(&format!("p{i}"), i))
                 .await
                 .unwrap(),
         );
     }
-    store.create("bob", new("p-bob", 1)).await.unwrap();
+    store
+        .create(&AuditContext::clinician("bob"), new("p-bob", 1))
+        .await
+        .unwrap();
     store
         .update_status(mine[1].id, RecordingStatus::Completed, None)
         .await
@@ -101,7 +108,7 @@ async fn keyset_pages_cover_everything_exactly_once(app: TestApp) {
     for i in 0..23 {
         created.push(
             store
-                .create("alice", new(&format!("p{i}"), i))
+                .create(&AuditContext::clinician("alice"), new(&format!("p{i}"), i))
                 .await
                 .unwrap()
                 .id,
@@ -138,7 +145,10 @@ async fn keyset_pages_cover_everything_exactly_once(app: TestApp) {
 
 async fn update_status_maintains_timestamps_and_error_message(app: TestApp) {
     let store = &app.state.recordings;
-    let r = store.create("alice", new("p", 10)).await.unwrap();
+    let r = store
+        .create(&AuditContext::clinician("alice"), new("p", 10))
+        .await
+        .unwrap();
 
     let processing = store
         .update_status(r.id, RecordingStatus::Processing, None)
@@ -182,7 +192,7 @@ async fn a_thousand_concurrent_creates_from_16_tasks_all_succeed(app: TestApp) {
                     // 16 × 63 = 1008 ≥ 1000
                     let r = store
                         .create(
-                            &format!("clinician-{}", t % 4),
+                            &AuditContext::clinician(&format!("clinician-{}", t % 4)),
                             new(&format!("p-{t}-{i}"), i),
                         )
                         .await
@@ -285,7 +295,10 @@ async fn json_from_the_store_equals_the_serde_representation(app: TestApp) {
 /// when its row is stored (a false failure would make a client retry: a duplicate).
 async fn a_bad_row_in_a_group_commit_fails_alone(app: TestApp) {
     let store = app.state.recordings.clone();
-    let first = store.create("alice", new("p-0", 1)).await.unwrap();
+    let first = store
+        .create(&AuditContext::clinician("alice"), new("p-0", 1))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..300 {
         let store = store.clone();

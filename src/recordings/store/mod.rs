@@ -18,7 +18,7 @@ use super::model::{
     Amendment, NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, SignOff,
     UploadDetails,
 };
-use crate::audit::Audited;
+use crate::audit::{AuditAction, AuditContext, Audited, NewAuditEvent};
 use crate::db::Database;
 pub use crate::db::StoreError;
 use crate::timestamp::Timestamp;
@@ -174,8 +174,12 @@ impl Page {
 /// the one for a database. Services hold an `Arc<dyn RecordingStore>`.
 #[async_trait]
 pub trait RecordingStore: Send + Sync + std::fmt::Debug {
-    /// Inserts a complete recording as given.
+    /// Inserts a complete recording as given, without an audit event (rows
+    /// that already existed elsewhere: tests, imports).
     async fn insert(&self, r: &Recording) -> Result<(), StoreError>;
+
+    /// Inserts a new recording and its audit event in one transaction.
+    async fn insert_audited(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError>;
 
     /// Inserts many complete recordings in one transaction (seeding, imports):
     /// all or none.
@@ -269,11 +273,12 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         error_message: Option<&str>,
     ) -> Result<Recording, StoreError>;
 
-    /// Inserts an uploaded recording and answers only once its commit is on
+    /// Inserts an uploaded recording, and its audit event in the same
+    /// transaction, and answers only once its commit is on
     /// disk even through a power loss (SQLite: that commit with
     /// `synchronous=FULL`; PostgreSQL commits so by default). A taken
     /// `local_storage_key` is [`StoreError::Duplicate`].
-    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError>;
+    async fn insert_durable(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError>;
 
     /// The clinician's recording of the dictation `local_storage_key`, if any.
     async fn find_by_local_storage_key(
@@ -297,10 +302,14 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// Number of recordings (all clinicians).
     async fn count(&self) -> Result<i64, StoreError>;
 
-    /// Creates a `pending` recording for `clinician_id`.
-    async fn create(&self, clinician_id: &str, new: NewRecording) -> Result<Recording, StoreError> {
+    /// Creates a `pending` recording for the clinician of `context`, audited.
+    async fn create(
+        &self,
+        context: &AuditContext,
+        new: NewRecording,
+    ) -> Result<Recording, StoreError> {
         // Time-ordered ids keep inserts at the right edge of the primary-key index.
-        self.create_with_id(Uuid::now_v7(), clinician_id, new).await
+        self.create_with_id(Uuid::now_v7(), context, new).await
     }
 
     /// Creates a `pending` recording with a given id (an id taken is
@@ -308,9 +317,10 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     async fn create_with_id(
         &self,
         id: Uuid,
-        clinician_id: &str,
+        context: &AuditContext,
         new: NewRecording,
     ) -> Result<Recording, StoreError> {
+        let clinician_id = context.actor.as_str();
         let now = Timestamp::now();
         let recording = Recording {
             id,
@@ -333,7 +343,8 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
             version: 1,
             upload: Default::default(),
         };
-        self.insert(&recording).await?;
+        let event = context.creation(AuditAction::Create, &recording);
+        self.insert_audited(&recording, &event).await?;
         Ok(recording)
     }
 

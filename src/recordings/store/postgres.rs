@@ -13,8 +13,8 @@ use super::{
     Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
-use crate::audit::Audited;
 use crate::audit::store::postgres as audit;
+use crate::audit::{Audited, NewAuditEvent};
 use crate::db::postgres::PgDatabase;
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -202,6 +202,15 @@ impl RecordingStore for PgRecordings {
     /// Inserts one complete recording (PostgreSQL batches concurrent commits itself).
     async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.insert_batch(std::slice::from_ref(r)).await
+    }
+
+    /// Inserts a new recording and its audit event in one transaction.
+    async fn insert_audited(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        insert_rows(&mut *tx, std::slice::from_ref(r)).await?;
+        audit::append(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Inserts many complete recordings in one statement: all or none.
@@ -424,7 +433,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Inserts one recording; PostgreSQL's commit is durable (`synchronous_commit=on`).
-    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert_durable(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         insert_rows(&mut *tx, std::slice::from_ref(r)).await?;
         if r.status == RecordingStatus::Queued {
@@ -434,6 +443,7 @@ impl RecordingStore for PgRecordings {
                 .execute(&mut *tx)
                 .await?;
         }
+        audit::append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }

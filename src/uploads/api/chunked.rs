@@ -9,6 +9,7 @@
 //! 3. `HEAD` or `GET /api/v1/uploads/{local_storage_key}` says how many bytes
 //!    the server holds (`Upload-Offset`), after a dropped connection.
 
+use crate::audit::AuditContext;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -114,7 +115,7 @@ pub async fn upload_status(
 )]
 pub async fn upload_chunk(
     State(uploads): State<Uploads>,
-    clinician: CurrentClinician,
+    context: AuditContext,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -125,7 +126,7 @@ pub async fn upload_chunk(
         .map(|v| v.to_str().unwrap_or(""));
     let range = ChunkRange::parse(range).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let outcome = uploads
-        .append_chunk(clinician.id(), key, range, body.into_data_stream())
+        .append_chunk(&context, key, range, body.into_data_stream())
         .await?;
     match outcome {
         ChunkOutcome::Partial(session) => session_response(StatusCode::ACCEPTED, &session),

@@ -1,5 +1,6 @@
 //! `POST /api/v1/recordings/upload`: the original's multipart upload.
 
+use crate::audit::AuditContext;
 use std::collections::HashMap;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -11,7 +12,6 @@ use uuid::Uuid;
 use super::stored_response;
 use crate::audio::receiving::Received;
 use crate::error::ApiError;
-use crate::identity::CurrentClinician;
 use crate::recordings::model::{free_text_issue, patient_id_schema};
 use crate::recordings::{NewRecording, Recording};
 use crate::uploads::model::{draft_transcript_schema, key_issue};
@@ -62,7 +62,7 @@ struct UploadForm {
 )]
 pub async fn upload_recording(
     State(uploads): State<Uploads>,
-    clinician: CurrentClinician,
+    context: AuditContext,
     request: Request,
 ) -> Result<Response, ApiError> {
     let uploads = &uploads;
@@ -76,7 +76,7 @@ pub async fn upload_recording(
         return Err(missing_fields(&["audio", "patient_id", "duration_seconds"]));
     };
     let (meta, received) = read_form(uploads, form).await?;
-    stored_response(uploads.store(clinician.id(), meta, received).await?)
+    stored_response(uploads.store(&context, meta, received).await?)
 }
 
 /// Reads the form: its audio into a temporary file (deleted if the form is

@@ -14,6 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::StoreError;
 use super::{insert_many, insert_one};
+use crate::audit::NewAuditEvent;
+use crate::audit::store::sqlite as audit;
 use crate::db::SqliteDatabase;
 use crate::recordings::model::Recording;
 
@@ -22,6 +24,9 @@ pub const MAX_BATCH: usize = 256;
 
 struct Job {
     recording: Recording,
+    /// Its audit event, written in the same transaction (None: not audited,
+    /// e.g. rows brought in by an import).
+    event: Option<NewAuditEvent>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -49,10 +54,18 @@ impl InsertQueue {
     }
 
     /// Inserts `recording`; returns once the row is committed.
-    pub async fn insert(&self, recording: Recording) -> Result<(), StoreError> {
+    pub async fn insert(
+        &self,
+        recording: Recording,
+        event: Option<NewAuditEvent>,
+    ) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job { recording, done })
+            .send(Job {
+                recording,
+                event,
+                done,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -83,7 +96,7 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
     };
     let rows: Vec<&Recording> = batch.iter().map(|job| &job.recording).collect();
     let all_at_once = match sqlx::Connection::begin(&mut *tx).await {
-        Ok(mut savepoint) => match insert_many(&mut savepoint, &rows).await {
+        Ok(mut savepoint) => match insert_with_events(&mut savepoint, &rows, batch).await {
             Ok(()) => savepoint.commit().await.map_err(StoreError::from),
             Err(e) => match savepoint.rollback().await {
                 Ok(()) => Err(e),
@@ -127,12 +140,45 @@ async fn row_by_row(
 ) -> Vec<Result<(), StoreError>> {
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        results.push(insert_one(tx, &job.recording).await);
+        // A savepoint per row: its event goes with it, or neither.
+        let outcome = match sqlx::Connection::begin(&mut **tx).await {
+            Ok(mut savepoint) => {
+                let written = async {
+                    insert_one(&mut savepoint, &job.recording).await?;
+                    if let Some(event) = &job.event {
+                        audit::append(&mut savepoint, event).await?;
+                    }
+                    Ok::<_, StoreError>(())
+                }
+                .await;
+                match written {
+                    Ok(()) => savepoint.commit().await.map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = savepoint.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(StoreError::from(e)),
+        };
+        results.push(outcome);
     }
     results
 }
 
-/// Answers every job of the batch with the same error.
+/// The batch's rows, then their audit events in the same order.
+async fn insert_with_events(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[&Recording],
+    batch: &[Job],
+) -> Result<(), StoreError> {
+    insert_many(conn, rows).await?;
+    for event in batch.iter().filter_map(|job| job.event.as_ref()) {
+        audit::append(conn, event).await?;
+    }
+    Ok(())
+}
+
 fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {
     let e = Arc::new(e);
     for job in batch.drain(..) {

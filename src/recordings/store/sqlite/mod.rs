@@ -13,8 +13,8 @@ use super::{
     Change, ChangeRow, Cursor, ListQuery, Page, RECORDING_NOT_FOUND, RecordingJson, RecordingRow,
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
-use crate::audit::Audited;
 use crate::audit::store::sqlite as audit;
+use crate::audit::{Audited, NewAuditEvent};
 use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -212,7 +212,12 @@ impl SqliteRecordings {
 impl RecordingStore for SqliteRecordings {
     /// Inserts a complete recording as given, through the group-commit queue.
     async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
-        self.inserts.insert(r.clone()).await
+        self.inserts.insert(r.clone(), None).await
+    }
+
+    /// Inserts a new recording and its audit event, through the group-commit queue.
+    async fn insert_audited(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
+        self.inserts.insert(r.clone(), Some(event.clone())).await
     }
 
     /// Inserts many complete recordings in one transaction: all or none.
@@ -466,7 +471,7 @@ impl RecordingStore for SqliteRecordings {
 
     /// Inserts one recording in a transaction of its own whose commit is
     /// fsynced (`synchronous=FULL` for that commit when the database runs `normal`).
-    async fn insert_durable(&self, r: &Recording) -> Result<(), StoreError> {
+    async fn insert_durable(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         use crate::config::SqliteSynchronous;
         let mut conn = self.db.writer().acquire().await?;
         let switch = self.db.synchronous() == SqliteSynchronous::Normal;
@@ -486,6 +491,7 @@ impl RecordingStore for SqliteRecordings {
                     .execute(&mut *tx)
                     .await?;
             }
+            audit::append(&mut tx, event).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(())
         }
