@@ -185,21 +185,98 @@ impl AuditEvent {
 
     /// The canonical content the hash covers.
     pub fn canonical(&self) -> String {
-        json!([
-            self.seq,
-            self.at,
-            self.actor,
-            self.action,
-            self.recording_id,
-            self.patient_id,
-            self.changes,
-            self.request_id,
-            self.client_addr,
-        ])
-        .to_string()
+        self.stored().canonical()
     }
 
     /// SHA-256 over `prev_hash` and the canonical content, as it should be.
+    pub fn expected_hash(&self) -> String {
+        self.stored().expected_hash()
+    }
+
+    /// The event as the table stores it (`changes` as its JSON text).
+    pub fn stored(&self) -> StoredEvent {
+        StoredEvent {
+            seq: self.seq,
+            at: self.at.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            recording_id: self.recording_id.clone(),
+            patient_id: self.patient_id.clone(),
+            // Compact, keys sorted (serde_json's map is ordered): what is stored.
+            changes: self.changes.to_string(),
+            request_id: self.request_id.clone(),
+            client_addr: self.client_addr.clone(),
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+/// An event as the table stores it: `changes` is the JSON text written,
+/// hashed as it is (so verification needs no JSON parsing, and a row whose
+/// text was edited, even into equivalent JSON, no longer matches).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// The recording.
+    pub recording_id: Option<String>,
+    /// Its patient.
+    pub patient_id: Option<String>,
+    /// `{field: [before, after]}` as JSON text.
+    pub changes: String,
+    /// The request.
+    pub request_id: Option<String>,
+    /// From where.
+    pub client_addr: Option<String>,
+    /// The previous event's hash.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+}
+
+impl StoredEvent {
+    /// The canonical content: the compact JSON array of the fields, with
+    /// `changes` as stored.
+    pub fn canonical(&self) -> String {
+        fn text(out: &mut String, value: &str) {
+            // Writing a string as JSON into a String cannot fail.
+            out.push_str(&serde_json::to_string(value).unwrap_or_default());
+        }
+        fn optional(out: &mut String, value: Option<&str>) {
+            match value {
+                Some(v) => text(out, v),
+                None => out.push_str("null"),
+            }
+        }
+        let mut out = String::with_capacity(256 + self.changes.len());
+        out.push('[');
+        out.push_str(&self.seq.to_string());
+        for field in [&self.at, &self.actor, &self.action] {
+            out.push(',');
+            text(&mut out, field);
+        }
+        for field in [&self.recording_id, &self.patient_id] {
+            out.push(',');
+            optional(&mut out, field.as_deref());
+        }
+        out.push(',');
+        out.push_str(&self.changes);
+        for field in [&self.request_id, &self.client_addr] {
+            out.push(',');
+            optional(&mut out, field.as_deref());
+        }
+        out.push(']');
+        out
+    }
+
+    /// SHA-256 over `prev_hash` and the canonical content.
     pub fn expected_hash(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
@@ -291,7 +368,7 @@ impl Default for ChainCheck {
 
 impl ChainCheck {
     /// Checks the next event; the first broken link, if this is it.
-    pub fn next(&mut self, event: &AuditEvent) -> Result<(), BrokenLink> {
+    pub fn next(&mut self, event: &StoredEvent) -> Result<(), BrokenLink> {
         let broken = |reason: String| BrokenLink {
             seq: event.seq,
             reason,
@@ -351,19 +428,23 @@ mod tests {
         let third = event(3, &second.hash);
         let mut check = ChainCheck::default();
         for e in [&first, &second, &third] {
-            check.next(e).unwrap();
+            check.next(&e.stored()).unwrap();
         }
         assert_eq!(check.count(), 3);
 
         let mut edited = second.clone();
         edited.changes = json!({"final_transcript": [null, "y"]});
         let mut check = ChainCheck::default();
-        check.next(&first).unwrap();
-        assert_eq!(check.next(&edited).unwrap_err().seq, 2);
+        check.next(&first.stored()).unwrap();
+        assert_eq!(check.next(&edited.stored()).unwrap_err().seq, 2);
 
         let mut check = ChainCheck::default();
-        check.next(&first).unwrap();
-        assert_eq!(check.next(&third).unwrap_err().seq, 3, "a missing event");
+        check.next(&first.stored()).unwrap();
+        assert_eq!(
+            check.next(&third.stored()).unwrap_err().seq,
+            3,
+            "a missing event"
+        );
     }
 
     #[test]

@@ -95,8 +95,8 @@ struct AuditRow {
 }
 
 impl From<AuditRow> for AuditEvent {
-    /// `changes` that are not JSON (edited by hand) become a string, which
-    /// no longer matches the hash: verification reports the event.
+    /// `changes` that are not JSON (edited by hand) become a string (shown as
+    /// such; verification, which hashes the stored text, reports the event).
     fn from(row: AuditRow) -> Self {
         Self {
             seq: row.seq,

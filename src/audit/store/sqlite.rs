@@ -6,7 +6,7 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use super::{AuditRow, AuditStore, bind_event, next_event, sql};
-use crate::audit::model::{AuditEvent, BrokenLink, ChainCheck, NewAuditEvent};
+use crate::audit::model::{AuditEvent, BrokenLink, ChainCheck, NewAuditEvent, StoredEvent};
 use crate::db::{SqliteDatabase, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -70,9 +70,9 @@ impl AuditStore for SqliteAudit {
 
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
         let mut check = ChainCheck::default();
-        let mut rows = sqlx::query_as::<_, AuditRow>(sql::ALL).fetch(self.db.readers());
+        let mut rows = sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.readers());
         while let Some(row) = rows.try_next().await? {
-            if let Err(broken) = check.next(&AuditEvent::from(row)) {
+            if let Err(broken) = check.next(&row) {
                 return Ok((check.count(), Some(broken)));
             }
         }
