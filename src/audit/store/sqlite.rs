@@ -23,6 +23,60 @@ pub async fn append(
     Ok(chained)
 }
 
+/// Appends `events` to the chain, in order, inside the caller's write
+/// transaction: one read of the chain's end and multi-row INSERTs (the group
+/// commit's batch; one statement per event would cost a round trip to
+/// SQLite's thread each).
+pub async fn append_many(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[&NewAuditEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut last: Option<(i64, String)> =
+        sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
+    let mut chained = Vec::with_capacity(events.len());
+    for event in events {
+        let next = next_event(event, last.take());
+        last = Some((next.seq, next.hash.clone()));
+        chained.push(next);
+    }
+    // Statements of a few fixed sizes, so that few are prepared and cached.
+    const SIZES: [usize; 4] = [64, 16, 4, 1];
+    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+    let mut rest = chained.as_slice();
+    while !rest.is_empty() {
+        let (i, size) = SIZES
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, size)| *size <= rest.len())
+            .unwrap_or((SIZES.len() - 1, 1));
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let statement = SQL[i].get_or_init(|| insert_rows_sql(size));
+        // Made only of the static fragments in `insert_rows_sql`.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(statement.as_str()));
+        for event in chunk {
+            q = bind_event(q, event);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `INSERT INTO audit_events … VALUES (…), (…)` for `rows` events.
+fn insert_rows_sql(rows: usize) -> String {
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let mut sql = String::from(
+        "INSERT INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
+         request_id, client_addr, prev_hash, hash) VALUES ",
+    );
+    sql.push_str(&vec![one; rows].join(", "));
+    sql
+}
+
 /// Reads and appends audit events in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteAudit {

@@ -173,10 +173,8 @@ async fn insert_with_events(
     batch: &[Job],
 ) -> Result<(), StoreError> {
     insert_many(conn, rows).await?;
-    for event in batch.iter().filter_map(|job| job.event.as_ref()) {
-        audit::append(conn, event).await?;
-    }
-    Ok(())
+    let events: Vec<&NewAuditEvent> = batch.iter().filter_map(|job| job.event.as_ref()).collect();
+    audit::append_many(conn, &events).await
 }
 
 fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {
