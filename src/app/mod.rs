@@ -105,7 +105,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::health::routes())
         .merge(crate::recordings::api::routes())
-        .merge(crate::audit::api::routes())
         .merge(crate::uploads::api::routes())
         .merge(crate::web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))

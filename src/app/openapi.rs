@@ -27,7 +27,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::recordings::api::amend_recording,
         crate::recordings::api::delete_recording,
         crate::recordings::api::list_changes,
-        crate::audit::api::history,
+        crate::recordings::api::history,
         crate::uploads::api::multipart::upload_recording,
         crate::uploads::api::download::download_audio,
         crate::uploads::api::chunked::start_upload,

@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::recordings::model::Recording;
 use crate::timestamp::Timestamp;
 
 /// The `prev_hash` of the first event.
@@ -82,10 +81,16 @@ impl AuditContext {
         }
     }
 
-    /// The event of creating `recording` (`create` or `upload`): every field
-    /// it was created with, as `[null, value]`.
-    pub fn creation(&self, action: AuditAction, recording: &Recording) -> NewAuditEvent {
-        let changes = match serde_json::to_value(recording) {
+    /// The event of creating a recording (`create` or `upload`) whose JSON
+    /// is `fields`: every field it was created with, as `[null, value]`.
+    pub fn creation(
+        &self,
+        action: AuditAction,
+        recording_id: Uuid,
+        patient_id: &str,
+        fields: &impl Serialize,
+    ) -> NewAuditEvent {
+        let changes = match serde_json::to_value(fields) {
             Ok(Value::Object(fields)) => fields
                 .into_iter()
                 .filter(|(field, value)| !value.is_null() && !BOOKKEEPING.contains(&field.as_str()))
@@ -97,8 +102,8 @@ impl AuditContext {
             at: Timestamp::now(),
             actor: self.actor.clone(),
             action,
-            recording_id: Some(recording.id),
-            patient_id: Some(recording.patient_id.clone()),
+            recording_id: Some(recording_id),
+            patient_id: Some(patient_id.to_owned()),
             changes: Value::Object(changes),
             request_id: self.request_id.clone(),
             client_addr: self.client_addr.clone(),
@@ -288,15 +293,14 @@ impl StoredEvent {
 /// Fields that change with every write and say nothing by themselves.
 const BOOKKEEPING: [&str; 2] = ["updated_at", "version"];
 
-/// `{field: [before, after]}` for every field of the recording that differs.
-pub fn changes(before: &Recording, after: &Recording) -> Value {
-    let (Ok(Value::Object(before)), Ok(Value::Object(after))) =
-        (serde_json::to_value(before), serde_json::to_value(after))
-    else {
+/// `{field: [before, after]}` for every field that differs between two JSON
+/// objects (a recording before and after a change).
+pub fn changes(before: &Value, after: &Value) -> Value {
+    let (Value::Object(before), Value::Object(after)) = (before, after) else {
         return Value::Object(Map::new());
     };
     let mut changes = Map::new();
-    for (field, new) in &after {
+    for (field, new) in after {
         let old = before.get(field).unwrap_or(&Value::Null);
         if old != new && !BOOKKEEPING.contains(&field.as_str()) {
             changes.insert(field.clone(), json!([old, new]));
@@ -306,20 +310,43 @@ pub fn changes(before: &Recording, after: &Recording) -> Value {
 }
 
 /// A change to a recording, to be audited in the transaction that makes it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Audited<'a> {
     /// Who and through which request.
     pub context: &'a AuditContext,
     /// What.
     pub action: AuditAction,
-    /// The recording before the change.
-    pub before: &'a Recording,
+    /// The recording.
+    pub recording_id: Uuid,
+    /// Its patient, before the change.
+    pub patient_id: String,
+    /// The recording before the change, as JSON.
+    pub before: Value,
 }
 
-impl Audited<'_> {
+impl<'a> Audited<'a> {
+    /// A change by `context` to the recording `id` of `patient_id`, which is
+    /// `before` (its JSON) until the change.
+    pub fn new(
+        context: &'a AuditContext,
+        action: AuditAction,
+        id: Uuid,
+        patient_id: &str,
+        before: &impl Serialize,
+    ) -> Self {
+        Self {
+            context,
+            action,
+            recording_id: id,
+            patient_id: patient_id.to_owned(),
+            before: serde_json::to_value(before).unwrap_or(Value::Null),
+        }
+    }
+
     /// The event of a change that left the recording as `after`.
-    pub fn event(&self, after: &Recording) -> NewAuditEvent {
-        self.event_with(changes(self.before, after))
+    pub fn event(&self, after: &impl Serialize) -> NewAuditEvent {
+        let after = serde_json::to_value(after).unwrap_or(Value::Null);
+        self.event_with(changes(&self.before, &after))
     }
 
     /// The event of the recording's deletion at `at`.
@@ -332,8 +359,8 @@ impl Audited<'_> {
             at: Timestamp::now(),
             actor: self.context.actor.clone(),
             action: self.action,
-            recording_id: Some(self.before.id),
-            patient_id: Some(self.before.patient_id.clone()),
+            recording_id: Some(self.recording_id),
+            patient_id: Some(self.patient_id.clone()),
             changes,
             request_id: self.context.request_id.clone(),
             client_addr: self.context.client_addr.clone(),

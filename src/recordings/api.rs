@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 use super::model::{AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus};
 use super::review::{self, ReviewError};
 use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
-use crate::audit::AuditContext;
+use crate::audit::api::HistoryEntry;
+use crate::audit::{AuditContext, AuditStore};
 use crate::error::ApiError;
 use crate::http::conditional;
 use crate::http::extract::{JsonBody, RecordingId};
@@ -33,6 +34,7 @@ pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Arc<dyn RecordingStore>: FromRef<S>,
+    Arc<dyn AuditStore>: FromRef<S>,
     Idempotency: FromRef<S>,
 {
     Router::new()
@@ -55,6 +57,7 @@ where
             post(amend_recording),
         )
         .route("/api/v1/changes", get(list_changes))
+        .route("/api/v1/recordings/{recording_id}/history", get(history))
         .route(
             "/api/v1/recordings/{recording_id}/retry",
             post(retry_recording),
@@ -387,6 +390,46 @@ pub async fn list_changes(
             .collect(),
         next,
     }))
+}
+
+/// A recording's audit history, oldest first: every audited change with who
+/// made it and when.
+#[utoipa::path(
+    get,
+    path = "/api/v1/recordings/{recording_id}/history",
+    tag = "recordings",
+    params(("recording_id" = uuid::Uuid, Path, description = "Recording UUID")),
+    responses(
+        (status = 200, description = "The events, oldest first", body = Vec<crate::audit::api::HistoryEntry>),
+        (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn history(
+    State(audit): State<Arc<dyn AuditStore>>,
+    State(recordings): State<Arc<dyn RecordingStore>>,
+    _clinician: CurrentClinician,
+    RecordingId(id): RecordingId,
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    // A recording that is not there (or was deleted) has no history to show.
+    match recordings.get(id).await {
+        Err(StoreError::NotFound(_)) => {
+            return Err(ApiError::NotFound(super::store::RECORDING_NOT_FOUND));
+        }
+        other => other?,
+    };
+    let events = audit.history(id).await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e| HistoryEntry {
+                action: e.action,
+                actor: e.actor,
+                at: e.at,
+                changes: e.changes,
+            })
+            .collect(),
+    ))
 }
 
 impl From<ReviewError> for ApiError {

@@ -223,16 +223,8 @@ async fn written(
     }
 }
 
-fn audited<'a>(
-    context: &'a AuditContext,
-    action: AuditAction,
-    before: &'a Recording,
-) -> Audited<'a> {
-    Audited {
-        context,
-        action,
-        before,
-    }
+fn audited<'a>(context: &'a AuditContext, action: AuditAction, before: &Recording) -> Audited<'a> {
+    Audited::new(context, action, before.id, &before.patient_id, before)
 }
 
 fn refuse_if_signed(current: &Recording) -> Result<(), ReviewError> {

@@ -236,7 +236,7 @@ impl Uploads {
                 audio_content_type: Some(received.content_type.to_owned()),
             },
         };
-        let event = context.creation(AuditAction::Upload, &recording);
+        let event = context.creation(AuditAction::Upload, id, &recording.patient_id, &recording);
         match self.recordings.insert_durable(&recording, &event).await {
             Ok(()) => Ok(Stored {
                 recording,

@@ -343,7 +343,7 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
             version: 1,
             upload: Default::default(),
         };
-        let event = context.creation(AuditAction::Create, &recording);
+        let event = context.creation(AuditAction::Create, id, &recording.patient_id, &recording);
         self.insert_audited(&recording, &event).await?;
         Ok(recording)
     }
