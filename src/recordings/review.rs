@@ -113,7 +113,7 @@ pub async fn retry(
     }
 }
 
-/// Signs a completed note at version `if_match` as `clinician`: from then
+/// Signs a completed note at version `if_match` for the clinician acting: from then
 /// on its text is final, and the SHA-256 of that text is kept with it.
 pub async fn sign(
     store: &dyn RecordingStore,
@@ -147,7 +147,7 @@ pub async fn sign(
     .await
 }
 
-/// Adds an amendment to a signed note at version `if_match`, by `clinician`.
+/// Adds an amendment to a signed note at version `if_match`, by the clinician acting.
 pub async fn amend(
     store: &dyn RecordingStore,
     id: Uuid,
