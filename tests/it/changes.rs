@@ -253,8 +253,11 @@ async fn a_reader_of_the_feed_ends_with_exactly_the_state_writers_left(servers: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_of_the_feed_misses_nothing_while_8_writers_commit_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("clinical.db"));
+    let db_path = dir.path().join("clinical.db");
+    let server = ServerProcess::start(&db_path);
     a_reader_of_the_feed_ends_with_exactly_the_state_writers_left(&[server]).await;
+    let verified = common::run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -266,4 +269,9 @@ async fn a_reader_of_the_feed_misses_nothing_while_8_writers_commit_on_two_postg
     let first = ServerProcess::start_url(&db.url, &[]);
     let second = ServerProcess::start_url(&db.url, &[]);
     a_reader_of_the_feed_ends_with_exactly_the_state_writers_left(&[first, second]).await;
+    // Both instances appended to one audit chain, without forking it.
+    let dir = tempfile::tempdir().unwrap();
+    let verified = common::run_cli_url(&db.url, dir.path(), &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+    assert!(verified.stdout.contains("intact"), "{}", verified.stdout);
 }

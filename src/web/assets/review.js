@@ -281,7 +281,7 @@ function signedSection(h, r, refresh) {
 }
 
 const ACTION_LABELS = {
-  update: 'Edited', sign: 'Signed', amend: 'Amended', delete: 'Deleted', retry: 'Queued again',
+  create: 'Created', upload: 'Uploaded', transcribe: 'Transcription', update: 'Edited', sign: 'Signed', amend: 'Amended', delete: 'Deleted', retry: 'Queued again',
 };
 
 /** The note's audit history: who changed what, and when, oldest first. */
