@@ -40,6 +40,8 @@ pub enum AuditAction {
     Transcribe,
     /// An export of audit events (`clinscribe audit export`).
     Export,
+    /// The database replaced by a backup (`clinscribe restore`).
+    Restore,
 }
 
 impl AuditAction {
@@ -55,6 +57,7 @@ impl AuditAction {
             Self::Retry => "retry",
             Self::Transcribe => "transcribe",
             Self::Export => "export",
+            Self::Restore => "restore",
         }
     }
 }

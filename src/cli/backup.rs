@@ -7,9 +7,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::{POSTGRES_BACKUPS, human_bytes, progress_bar, sqlite_path};
+use crate::audit::{AuditAction, AuditContext, NewAuditEvent};
 use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::restore;
+use crate::timestamp::Timestamp;
 
 #[derive(Debug, Args)]
 pub(super) struct BackupArgs {
@@ -102,5 +104,29 @@ pub(super) async fn restore(
         None => out!("previous:   none (there was no database)"),
     }
     out!("recordings: {}", report.recordings);
+    // The restored database's audit trail says so (it is brought up to this
+    // version's schema first, as the next `serve` would).
+    let db = crate::db::Database::open(&database)
+        .await
+        .context("opening the restored database to audit the restore")?;
+    let event = crate::audit::store::open(&db)
+        .append(&NewAuditEvent {
+            at: Timestamp::now(),
+            actor: AuditContext::system("cli").actor,
+            action: AuditAction::Restore,
+            recording_id: None,
+            patient_id: None,
+            changes: serde_json::json!({
+                "restored_from": args.file.display().to_string(),
+                "previous_kept_as": report.previous.as_ref().map(|p| p.display().to_string()),
+                "recordings": report.recordings,
+            }),
+            request_id: None,
+            client_addr: None,
+        })
+        .await
+        .context("auditing the restore")?;
+    db.close().await;
+    out!("audit:      event {} records the restore", event.seq);
     Ok(ExitCode::SUCCESS)
 }

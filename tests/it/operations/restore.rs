@@ -58,6 +58,25 @@ async fn restore_round_trip_brings_back_exactly_the_backed_up_rows() {
         "{}",
         restored.stdout
     );
+    // The restored trail: the backup's events, then one saying it was restored.
+    let db = crate::common::open_db(&db_path).await;
+    let (seq, actor, action, changes): (i64, String, String, String) = sqlx::query_as(
+        "SELECT seq, actor, action, changes FROM audit_events ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(db.readers())
+    .await
+    .unwrap();
+    db.close().await;
+    assert_eq!((actor.as_str(), action.as_str()), ("system:cli", "restore"));
+    assert_eq!(seq, 3 + 1, "after the 3 creates in the backup");
+    assert!(changes.contains(r#""recordings":8"#), "{changes}");
+    assert!(
+        restored.stdout.contains("audit:      event 4"),
+        "{}",
+        restored.stdout
+    );
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
     assert_eq!(
         all_recordings(&db_path).await,
         backed_up,
