@@ -10,10 +10,10 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::FromRow;
+use futures_util::{Stream, TryStreamExt};
 use uuid::Uuid;
 
-use super::model::{AuditEvent, BrokenLink, NewAuditEvent};
+use super::model::{AuditEvent, BrokenLink, ChainCheck, NewAuditEvent, StoredEvent};
 use crate::db::{Database, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -55,7 +55,7 @@ mod sql {
     pub const INSERT: &str = "INSERT INTO audit_events (seq, at, actor, action, recording_id, \
         patient_id, changes, request_id, client_addr, prev_hash, hash) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-    /// The columns, in [`super::AuditRow`] order.
+    /// The columns, in [`StoredEvent`](crate::audit::model::StoredEvent) order.
     macro_rules! columns {
         () => {
             "seq, at, actor, action, recording_id, patient_id, changes, request_id, client_addr, prev_hash, hash"
@@ -78,26 +78,10 @@ mod sql {
     pub const ALL: &str = concat!("SELECT ", columns!(), " FROM audit_events ORDER BY seq");
 }
 
-/// A row as stored.
-#[derive(FromRow)]
-struct AuditRow {
-    seq: i64,
-    at: String,
-    actor: String,
-    action: String,
-    recording_id: Option<String>,
-    patient_id: Option<String>,
-    changes: String,
-    request_id: Option<String>,
-    client_addr: Option<String>,
-    prev_hash: String,
-    hash: String,
-}
-
-impl From<AuditRow> for AuditEvent {
+impl From<StoredEvent> for AuditEvent {
     /// `changes` that are not JSON (edited by hand) become a string (shown as
     /// such; verification, which hashes the stored text, reports the event).
-    fn from(row: AuditRow) -> Self {
+    fn from(row: StoredEvent) -> Self {
         Self {
             seq: row.seq,
             at: row.at,
@@ -144,4 +128,19 @@ where
         .bind(e.client_addr.as_deref())
         .bind(e.prev_hash.as_str())
         .bind(e.hash.as_str())
+}
+
+/// Recomputes the chain over `rows` (every event, in `seq` order): how many
+/// events verified, and the first broken link.
+async fn verify_rows(
+    rows: impl Stream<Item = Result<StoredEvent, sqlx::Error>>,
+) -> Result<(i64, Option<BrokenLink>), StoreError> {
+    let mut check = ChainCheck::default();
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await? {
+        if let Err(broken) = check.next(&row) {
+            return Ok((check.count(), Some(broken)));
+        }
+    }
+    Ok((check.count(), None))
 }

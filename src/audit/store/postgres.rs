@@ -4,11 +4,10 @@
 //! the appender commits.
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use super::{AuditRow, AuditStore, bind_event, next_event, sql};
-use crate::audit::model::{AuditEvent, BrokenLink, ChainCheck, NewAuditEvent, StoredEvent};
+use super::{AuditStore, bind_event, next_event, sql, verify_rows};
+use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
 use crate::timestamp::Timestamp;
@@ -56,7 +55,7 @@ impl AuditStore for PgAudit {
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sql::HISTORY)
+        let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
             .bind(recording_id.hyphenated().to_string())
             .fetch_all(self.db.pool())
             .await?;
@@ -69,7 +68,7 @@ impl AuditStore for PgAudit {
         until: Option<Timestamp>,
         patient_id: Option<&str>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sql::EXPORT)
+        let rows: Vec<StoredEvent> = sqlx::query_as(sql::EXPORT)
             .bind(since.map(|t| t.to_string()))
             .bind(until.map(|t| t.to_string()))
             .bind(patient_id)
@@ -79,13 +78,6 @@ impl AuditStore for PgAudit {
     }
 
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
-        let mut check = ChainCheck::default();
-        let mut rows = sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.pool());
-        while let Some(row) = rows.try_next().await? {
-            if let Err(broken) = check.next(&row) {
-                return Ok((check.count(), Some(broken)));
-            }
-        }
-        Ok((check.count(), None))
+        verify_rows(sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.pool())).await
     }
 }

@@ -2,11 +2,10 @@
 //! event, read in the writing transaction, is the one to follow.
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use super::{AuditRow, AuditStore, bind_event, next_event, sql};
-use crate::audit::model::{AuditEvent, BrokenLink, ChainCheck, NewAuditEvent, StoredEvent};
+use super::{AuditStore, bind_event, next_event, sql, verify_rows};
+use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::{SqliteDatabase, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -15,12 +14,10 @@ pub async fn append(
     conn: &mut sqlx::SqliteConnection,
     event: &NewAuditEvent,
 ) -> Result<AuditEvent, StoreError> {
-    let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
-    let chained = next_event(event, last);
-    bind_event(sqlx::query(sql::INSERT), &chained)
-        .execute(&mut *conn)
-        .await?;
-    Ok(chained)
+    let mut chained = append_many(conn, &[event]).await?;
+    chained
+        .pop()
+        .ok_or(StoreError::Corrupt("no event appended".into()))
 }
 
 /// Appends `events` to the chain, in order, inside the caller's write
@@ -30,9 +27,9 @@ pub async fn append(
 pub async fn append_many(
     conn: &mut sqlx::SqliteConnection,
     events: &[&NewAuditEvent],
-) -> Result<(), StoreError> {
+) -> Result<Vec<AuditEvent>, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut last: Option<(i64, String)> =
         sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
@@ -46,13 +43,7 @@ pub async fn append_many(
     const SIZES: [usize; 4] = [64, 16, 4, 1];
     static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
     let mut rest = chained.as_slice();
-    while !rest.is_empty() {
-        let (i, size) = SIZES
-            .iter()
-            .copied()
-            .enumerate()
-            .find(|(_, size)| *size <= rest.len())
-            .unwrap_or((SIZES.len() - 1, 1));
+    for (i, size) in crate::db::sqlite::fixed_size_chunks(rest.len(), &SIZES) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let statement = SQL[i].get_or_init(|| insert_rows_sql(size));
@@ -63,7 +54,7 @@ pub async fn append_many(
         }
         q.execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(chained)
 }
 
 /// `INSERT INTO audit_events … VALUES (…), (…)` for `rows` events.
@@ -100,7 +91,7 @@ impl AuditStore for SqliteAudit {
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sql::HISTORY)
+        let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
             .bind(recording_id.hyphenated().to_string())
             .fetch_all(self.db.readers())
             .await?;
@@ -113,7 +104,7 @@ impl AuditStore for SqliteAudit {
         until: Option<Timestamp>,
         patient_id: Option<&str>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<AuditRow> = sqlx::query_as(sql::EXPORT)
+        let rows: Vec<StoredEvent> = sqlx::query_as(sql::EXPORT)
             .bind(since.map(|t| t.to_string()))
             .bind(until.map(|t| t.to_string()))
             .bind(patient_id)
@@ -123,13 +114,6 @@ impl AuditStore for SqliteAudit {
     }
 
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
-        let mut check = ChainCheck::default();
-        let mut rows = sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.readers());
-        while let Some(row) = rows.try_next().await? {
-            if let Err(broken) = check.next(&row) {
-                return Ok((check.count(), Some(broken)));
-            }
-        }
-        Ok((check.count(), None))
+        verify_rows(sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.readers())).await
     }
 }

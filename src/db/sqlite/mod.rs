@@ -17,6 +17,25 @@ pub mod restore;
 
 pub use ffi::BackupProgress;
 
+/// Splits `len` rows into chunks of the given sizes (largest first, the last
+/// being 1): `(index of the size, size)` per chunk, in order. Multi-row
+/// statements then come in these few sizes only, so few are prepared and
+/// cached, whatever the number of rows.
+pub fn fixed_size_chunks(mut len: usize, sizes: &[usize]) -> Vec<(usize, usize)> {
+    let mut chunks = Vec::new();
+    while len > 0 {
+        let (i, size) = sizes
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, size)| *size <= len)
+            .unwrap_or((sizes.len() - 1, 1));
+        chunks.push((i, size));
+        len -= size;
+    }
+    chunks
+}
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -384,5 +403,26 @@ impl SqliteDatabase {
             .fetch_one(&self.readers)
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_split_into_the_fixed_sizes_largest_first() {
+        let sizes = [64, 16, 4, 1];
+        let sized = |len| -> Vec<usize> {
+            super::fixed_size_chunks(len, &sizes)
+                .into_iter()
+                .map(|(i, size)| {
+                    assert_eq!(sizes[i], size);
+                    size
+                })
+                .collect()
+        };
+        assert_eq!(sized(0), Vec::<usize>::new());
+        assert_eq!(sized(1), [1]);
+        assert_eq!(sized(85), [64, 16, 4, 1]);
+        assert_eq!(sized(135), [64, 64, 4, 1, 1, 1]);
     }
 }

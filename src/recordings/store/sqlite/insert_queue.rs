@@ -174,7 +174,8 @@ async fn insert_with_events(
 ) -> Result<(), StoreError> {
     insert_many(conn, rows).await?;
     let events: Vec<&NewAuditEvent> = batch.iter().filter_map(|job| job.event.as_ref()).collect();
-    audit::append_many(conn, &events).await
+    audit::append_many(conn, &events).await?;
+    Ok(())
 }
 
 fn fail_all(batch: &mut Vec<Job>, e: sqlx::Error) {

@@ -682,13 +682,7 @@ impl BoundInserts {
         static SQL: [std::sync::OnceLock<String>; 5] = [const { std::sync::OnceLock::new() }; 5];
         let mut statements = Vec::new();
         let mut rest = recordings;
-        while !rest.is_empty() {
-            let (i, size) = SIZES
-                .iter()
-                .copied()
-                .enumerate()
-                .find(|(_, size)| *size <= rest.len())
-                .unwrap_or((SIZES.len() - 1, 1));
+        for (i, size) in db::sqlite::fixed_size_chunks(rest.len(), &SIZES) {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
             let sql = SQL[i].get_or_init(|| insert_sql(size));
