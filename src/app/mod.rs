@@ -19,7 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::audio::OpenError;
 use crate::audio::storage::AudioStore;
-use crate::audit::AuditStore;
+use crate::audit::{AuditLog, AuditStore};
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
@@ -27,7 +27,7 @@ use crate::health::{HealthProbe, StorageHealth, TranscriptionStatus};
 use crate::http::{edge, guard, server};
 use crate::idempotency::Idempotency;
 use crate::jobs::JobStore;
-use crate::recordings::RecordingStore;
+use crate::recordings::{Reads, RecordingStore};
 use crate::uploads::Uploads;
 
 /// Everything a handler may need, cloned cheaply into each request.
@@ -53,6 +53,8 @@ pub struct AppState {
     pub jobs: Arc<dyn JobStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditStore>,
+    /// Reads of patient data, each recorded in the audit trail.
+    pub reads: Reads,
     /// Which transcription engine runs here.
     pub transcription: TranscriptionStatus,
 }
@@ -74,11 +76,17 @@ impl AppState {
             Database::Postgres(_) => Vec::new(),
         };
         let audio = AudioStore::open(&uploads.audio_dir, uploads.audio_store.as_deref())?;
+        let audit = crate::audit::store::open(&db);
         Ok(Self {
+            reads: Reads::new(
+                recordings.clone(),
+                audit.clone(),
+                AuditLog::start(audit.clone()),
+            ),
             uploads: Uploads::new(db.clone(), recordings.clone(), audio.clone(), uploads)?,
             audio,
             jobs: crate::jobs::store::open(&db),
-            audit: crate::audit::store::open(&db),
+            audit,
             transcription: TranscriptionStatus::default(),
             idempotency: Idempotency::new(&db),
             recordings,

@@ -4,8 +4,12 @@
 //! is audited).
 
 pub mod api;
+pub mod log;
 pub mod model;
 pub mod store;
 
-pub use model::{AuditAction, AuditContext, AuditEvent, Audited, BrokenLink, NewAuditEvent};
+pub use log::AuditLog;
+pub use model::{
+    AuditAction, AuditContext, AuditEvent, Audited, BrokenLink, NewAuditEvent, ReadOf,
+};
 pub use store::AuditStore;

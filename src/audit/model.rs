@@ -22,6 +22,8 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditAction {
+    /// Patient data read: a recording, its audio or history, a list page.
+    Read,
     /// A recording created (metadata, no audio yet).
     Create,
     /// A recording created with its audio (an upload completed).
@@ -42,12 +44,17 @@ pub enum AuditAction {
     Export,
     /// The database replaced by a backup (`clinscribe restore`).
     Restore,
+    /// A database written by the original service converted to ours.
+    Adopt,
+    /// A deleted recording's audio removed after the retention period.
+    Purge,
 }
 
 impl AuditAction {
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Read => "read",
             Self::Create => "create",
             Self::Upload => "upload",
             Self::Update => "update",
@@ -58,6 +65,8 @@ impl AuditAction {
             Self::Transcribe => "transcribe",
             Self::Export => "export",
             Self::Restore => "restore",
+            Self::Adopt => "adopt",
+            Self::Purge => "purge",
         }
     }
 }
@@ -101,13 +110,52 @@ impl AuditContext {
                 .collect(),
             _ => Map::new(),
         };
+        self.event(
+            action,
+            Some(recording_id),
+            Some(patient_id.to_owned()),
+            Value::Object(changes),
+        )
+    }
+
+    /// The event of reading `what` of the recording `recording_id` (of
+    /// `patient_id`): `changes` is `{"read": what}`.
+    pub fn read(&self, what: ReadOf, recording_id: Uuid, patient_id: &str) -> NewAuditEvent {
+        self.event(
+            AuditAction::Read,
+            Some(recording_id),
+            Some(patient_id.to_owned()),
+            json!({ "read": what.as_str() }),
+        )
+    }
+
+    /// The event of an answer listing recordings (a list page, the change
+    /// feed): `changes` is `{"read": what, "ids": [every id returned]}`.
+    pub fn read_many(&self, what: ReadOf, ids: &[Uuid]) -> NewAuditEvent {
+        let ids: Vec<String> = ids.iter().map(|id| id.hyphenated().to_string()).collect();
+        self.event(
+            AuditAction::Read,
+            None,
+            None,
+            json!({ "read": what.as_str(), "ids": ids }),
+        )
+    }
+
+    /// An event by this actor, with `changes` as given.
+    pub fn event(
+        &self,
+        action: AuditAction,
+        recording_id: Option<Uuid>,
+        patient_id: Option<String>,
+        changes: Value,
+    ) -> NewAuditEvent {
         NewAuditEvent {
             at: Timestamp::now(),
             actor: self.actor.clone(),
             action,
-            recording_id: Some(recording_id),
-            patient_id: Some(patient_id.to_owned()),
-            changes: Value::Object(changes),
+            recording_id,
+            patient_id,
+            changes,
             request_id: self.request_id.clone(),
             client_addr: self.client_addr.clone(),
         }
@@ -119,6 +167,34 @@ impl AuditContext {
             actor: format!("system:{component}"),
             request_id: None,
             client_addr: None,
+        }
+    }
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOf {
+    /// One recording (its fields, transcript included).
+    Recording,
+    /// Its audio.
+    Audio,
+    /// Its audit history.
+    History,
+    /// A page of the recordings list.
+    List,
+    /// A page of the change feed.
+    Changes,
+}
+
+impl ReadOf {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recording => "recording",
+            Self::Audio => "audio",
+            Self::History => "history",
+            Self::List => "list",
+            Self::Changes => "changes",
         }
     }
 }

@@ -10,6 +10,8 @@ use serde_json::json;
 use super::maintenance::open_existing;
 use crate::audit::{AuditAction, AuditContext, AuditEvent, NewAuditEvent};
 use crate::config::DatabaseSettings;
+use crate::db::Database;
+use crate::db::sqlite::adopt::AdoptionReport;
 use crate::timestamp::Timestamp;
 
 /// The audit trail's commands.
@@ -47,6 +49,42 @@ struct ExportArgs {
 enum ExportFormat {
     Jsonl,
     Csv,
+}
+
+/// Opens (and migrates) the database `settings` names; when that adopted the
+/// original service's file, appends the adoption's event to the new trail.
+pub(super) async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<Database> {
+    let db = Database::open(settings)
+        .await
+        .context("opening the database")?;
+    if let Some(report) = db.take_adoption() {
+        record_adoption(&db, &report).await?;
+    }
+    Ok(db)
+}
+
+/// Appends the event of `report`'s adoption to `db`'s trail (done before
+/// anything else is written to the adopted database).
+pub(super) async fn record_adoption(db: &Database, report: &AdoptionReport) -> anyhow::Result<()> {
+    crate::audit::store::open(db)
+        .append(&NewAuditEvent {
+            at: Timestamp::now(),
+            actor: AuditContext::system("adopt").actor,
+            action: AuditAction::Adopt,
+            recording_id: None,
+            patient_id: None,
+            changes: json!({
+                "adopted_from": "the original service's database",
+                "original_kept_as": report.original_copy.display().to_string(),
+                "recordings": report.recordings,
+                "local_storage_keys_cleared": report.keys_cleared,
+            }),
+            request_id: None,
+            client_addr: None,
+        })
+        .await
+        .context("auditing the adoption")?;
+    Ok(())
 }
 
 /// Runs an audit command.

@@ -20,6 +20,7 @@ pub(super) struct MigrateArgs {
 
 pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     out!("database: {}", settings.url);
+    let mut adopted = None;
     // Only SQLite files can have been written by the original service.
     if let Some(path) = sqlite_path(&settings) {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -38,6 +39,7 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
                 report.recordings,
                 report.original_copy.display()
             );
+            adopted = Some(report);
         }
     }
     let db = Database::open_without_migrating(&settings)
@@ -46,6 +48,9 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
     let before = migrations::status(&db).await?;
     if !args.status {
         migrations::run(&db).await?;
+    }
+    if let Some(report) = &adopted {
+        super::audit::record_adoption(&db, report).await?;
     }
     let after = migrations::status(&db).await?;
     db.close().await;

@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::progress_bar;
 use crate::config::{ConfigError, DatabaseSettings, DatabaseUrl};
-use crate::db::Database;
 use crate::db::sqlite::lock::ServerLock;
 use crate::db::transfer;
 
@@ -63,10 +62,10 @@ pub(super) async fn run(
             _locks.push(ServerLock::acquire(path)?);
         }
     }
-    let source = Database::open(&from)
+    let source = super::audit::open_database(&from)
         .await
         .with_context(|| format!("opening the source {}", from.url))?;
-    let target = Database::open(&to)
+    let target = super::audit::open_database(&to)
         .await
         .with_context(|| format!("opening the target {}", to.url))?;
     out!("from: {}", from.url);

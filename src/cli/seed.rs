@@ -40,9 +40,7 @@ pub(super) struct SeedArgs {
 const BATCH: usize = 5_000;
 
 pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::Result<ExitCode> {
-    let mut db = Database::open(&database)
-        .await
-        .context("opening the database")?;
+    let mut db = super::audit::open_database(&database).await?;
     let mut store = crate::recordings::store::open(&db.clone());
     let existing = store.count().await?;
     if existing > 0 && !args.force {

@@ -15,7 +15,6 @@ use crate::config::{
     self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawTranscribeSettings,
     TranscribeSettings, UploadSettings,
 };
-use crate::db::Database;
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
@@ -243,9 +242,7 @@ pub(super) async fn run(
     } else if settings.backups.is_some() {
         anyhow::bail!("PWA_BACKUP_INTERVAL is set, but {POSTGRES_BACKUPS}");
     }
-    let db = Database::open(&database)
-        .await
-        .context("opening the database")?;
+    let db = super::audit::open_database(&database).await?;
     tracing::info!(database = %database.url, backend = db.backend(), "database ready");
     let listener = TcpListener::bind(settings.bind)
         .await

@@ -101,6 +101,15 @@ impl Database {
         }
     }
 
+    /// The adoption of the original's SQLite file that opening it made, once
+    /// (the caller appends its audit event); None on PostgreSQL.
+    pub fn take_adoption(&self) -> Option<sqlite::adopt::AdoptionReport> {
+        match self {
+            Self::Sqlite(db) => db.take_adoption(),
+            Self::Postgres(_) => None,
+        }
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match self {

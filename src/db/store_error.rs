@@ -79,6 +79,21 @@ impl StoreError {
             _ => Self::Batch(err.clone()),
         }
     }
+
+    /// The same failure, for each of several callers that shared one
+    /// transaction (sqlx's errors cannot be cloned).
+    pub(crate) fn for_each_caller(&self) -> Self {
+        match self {
+            Self::NotFound(what) => Self::NotFound(what),
+            Self::Busy(_) => Self::Busy(sqlx::Error::PoolTimedOut),
+            Self::Closed => Self::Closed,
+            Self::DiskFull(e) => Self::DiskFull(sqlx::Error::Protocol(e.to_string())),
+            Self::Duplicate(e) => Self::Duplicate(sqlx::Error::Protocol(e.to_string())),
+            Self::Corrupt(what) => Self::Corrupt(what.clone()),
+            Self::Database(e) => Self::Batch(Arc::new(sqlx::Error::Protocol(e.to_string()))),
+            Self::Batch(e) => Self::Batch(e.clone()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::model::{AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus};
+use super::reads::{Read, Reads};
 use super::review::{self, ReviewError};
 use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
+use crate::audit::AuditContext;
 use crate::audit::api::HistoryEntry;
-use crate::audit::{AuditContext, AuditStore};
 use crate::error::ApiError;
 use crate::http::conditional;
 use crate::http::extract::{JsonBody, RecordingId};
 use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
-use crate::identity::CurrentClinician;
 use crate::validation::ValidationIssue;
 
 /// Items per page when the client does not say.
@@ -34,7 +34,7 @@ pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Arc<dyn RecordingStore>: FromRef<S>,
-    Arc<dyn AuditStore>: FromRef<S>,
+    Reads: FromRef<S>,
     Idempotency: FromRef<S>,
 {
     Router::new()
@@ -138,19 +138,20 @@ pub async fn create_recording(
     )
 )]
 pub async fn get_recording(
-    State(recordings): State<Arc<dyn RecordingStore>>,
-    _clinician: CurrentClinician,
+    State(reads): State<Reads>,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let recording = recordings.get_json(id).await?;
-    if conditional::not_modified(&headers, recording.version) {
-        return Ok(with_etag(
-            StatusCode::NOT_MODIFIED.into_response(),
-            recording.version,
-        ));
-    }
-    Ok(recording_response(StatusCode::OK, recording))
+    let read = reads
+        .recording(&context, id, |version| {
+            conditional::not_modified(&headers, version)
+        })
+        .await?;
+    Ok(match read {
+        Read::NotModified(version) => with_etag(StatusCode::NOT_MODIFIED.into_response(), version),
+        Read::Recording(recording) => recording_response(StatusCode::OK, recording),
+    })
 }
 
 /// A recording's JSON with its `ETag`.
@@ -371,12 +372,12 @@ pub struct ChangeBody {
     )
 )]
 pub async fn list_changes(
-    State(recordings): State<Arc<dyn RecordingStore>>,
-    clinician: CurrentClinician,
+    State(reads): State<Reads>,
+    context: AuditContext,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ChangesBody>, ApiError> {
     let (since, limit) = parse_changes_query(raw.as_deref().unwrap_or(""))?;
-    let changes = recordings.changes(clinician.id(), since, limit).await?;
+    let changes = reads.changes(&context, since, limit).await?;
     let next = changes.last().map_or(since, |c| c.seq).to_string();
     Ok(Json(ChangesBody {
         changes: changes
@@ -406,19 +407,11 @@ pub async fn list_changes(
     )
 )]
 pub async fn history(
-    State(audit): State<Arc<dyn AuditStore>>,
-    State(recordings): State<Arc<dyn RecordingStore>>,
-    _clinician: CurrentClinician,
+    State(reads): State<Reads>,
+    context: AuditContext,
     RecordingId(id): RecordingId,
 ) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
-    // A recording that is not there (or was deleted) has no history to show.
-    match recordings.get(id).await {
-        Err(StoreError::NotFound(_)) => {
-            return Err(ApiError::NotFound(super::store::RECORDING_NOT_FOUND));
-        }
-        other => other?,
-    };
-    let events = audit.history(id).await?;
+    let events = reads.history(&context, id).await?;
     Ok(Json(
         events
             .into_iter()
@@ -479,12 +472,12 @@ impl From<ReviewError> for ApiError {
     )
 )]
 pub async fn list_recordings(
-    State(recordings): State<Arc<dyn RecordingStore>>,
-    clinician: CurrentClinician,
+    State(reads): State<Reads>,
+    context: AuditContext,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = parse_list_query(raw.as_deref().unwrap_or(""))?;
-    let page = recordings.list_for_clinician(clinician.id(), query).await?;
+    let page = reads.list(&context, query).await?;
     let mut response = json_response(StatusCode::OK, page.json);
     if let Some(next) = page.next {
         let mut url = format!("/api/v1/recordings?limit={}", query.limit);

@@ -2,9 +2,11 @@
 
 pub mod api;
 pub mod model;
+pub mod reads;
 pub mod review;
 pub mod seed;
 pub mod store;
 
 pub use model::{NewRecording, Recording, RecordingStatus};
+pub use reads::Reads;
 pub use store::{ListQuery, Page, RecordingStore, StoreError};

@@ -20,7 +20,7 @@ mod chunked;
 pub mod model;
 pub mod store;
 
-pub use crate::audit::{AuditAction, AuditContext};
+pub use crate::audit::{AuditAction, AuditContext, Audited};
 use chunked::{ChunkOutcome, SessionState};
 
 use std::collections::HashSet;
@@ -197,7 +197,7 @@ impl Uploads {
         {
             let sha256 = received.sha256.clone();
             self.audio.discard(received).await;
-            return self.repeat(existing, key, &sha256).await;
+            return self.repeat(context, existing, key, &sha256).await;
         }
         let id = Uuid::now_v7();
         let object = match self.audio.keep(&received, id).await {
@@ -256,7 +256,7 @@ impl Uploads {
                     .ok_or(StoreError::NotFound(
                         crate::recordings::store::RECORDING_NOT_FOUND,
                     ))?;
-                self.repeat(existing, key, &received.sha256).await
+                self.repeat(context, existing, key, &received.sha256).await
             }
             Err(e) => {
                 self.audio.remove(&object).await;
@@ -269,15 +269,28 @@ impl Uploads {
     /// recording back (counting the attempt), other audio is refused.
     async fn repeat(
         &self,
+        context: &AuditContext,
         existing: Recording,
         key: Uuid,
         sha256: &str,
     ) -> Result<Stored, UploadError> {
         match existing.upload.audio_sha256.as_deref() {
-            Some(stored) if stored == sha256 => Ok(Stored {
-                recording: self.recordings.record_upload_attempt(existing.id).await?,
-                created: false,
-            }),
+            Some(stored) if stored == sha256 => {
+                let audited = Audited::new(
+                    context,
+                    AuditAction::Upload,
+                    existing.id,
+                    &existing.patient_id,
+                    &existing,
+                );
+                Ok(Stored {
+                    recording: self
+                        .recordings
+                        .record_upload_attempt(existing.id, &audited)
+                        .await?,
+                    created: false,
+                })
+            }
             stored => Err(UploadError::DifferentAudio {
                 key,
                 stored: stored.unwrap_or("none").to_owned(),
@@ -359,7 +372,9 @@ impl Uploads {
                 let key = AudioStore::object_key(*id, content_type);
                 match self.audio.delete(&key).await {
                     Ok(()) => {
-                        self.recordings.forget_audio(*id).await?;
+                        self.recordings
+                            .forget_audio(*id, content_type, &AuditContext::system("cleanup"))
+                            .await?;
                         purged += 1;
                         progressed = true;
                     }

@@ -168,16 +168,187 @@ async fn each_change_leaves_one_event_and_a_refused_request_none(app: TestApp) {
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let all = events(&app).await;
-    assert_eq!(all.len(), 7);
-    assert_eq!(all[4].action, "create");
-    assert_eq!(all[5].action, "retry");
-    assert_eq!(all[5].changes["status"], json!(["error", "queued"]));
-    assert_eq!(all[5].changes["retry_count"], json!([0, 1]));
-    assert_eq!(all[6].action, "delete");
-    assert_eq!(all[6].changes["deleted_at"][0], Value::Null);
-    assert_eq!(all[6].recording_id.as_deref(), Some(failed_id));
-    assert_eq!(app.state.audit.verify().await.unwrap(), (7, None));
+    assert_eq!(all.len(), 8);
+    // Reading the history was a read of the recording's data.
+    assert_eq!(all[4].action, "read");
+    assert_eq!(all[4].changes, json!({"read": "history"}));
+    assert_eq!(all[5].action, "create");
+    assert_eq!(all[6].action, "retry");
+    assert_eq!(all[6].changes["status"], json!(["error", "queued"]));
+    assert_eq!(all[6].changes["retry_count"], json!([0, 1]));
+    assert_eq!(all[7].action, "delete");
+    assert_eq!(all[7].changes["deleted_at"][0], Value::Null);
+    assert_eq!(all[7].recording_id.as_deref(), Some(failed_id));
+    assert_eq!(app.state.audit.verify().await.unwrap(), (8, None));
+    let before_read = events(&app).await.len();
     assert_eq!(current(&app, id).await, amended.body);
+    assert_eq!(events(&app).await.len(), before_read + 1);
+}
+
+/// The events appended since the first `skip` (a test's reads).
+async fn events_after(app: &TestApp, skip: usize) -> Vec<AuditEvent> {
+    events(app).await.split_off(skip)
+}
+
+/// Every read of patient data leaves one `read` event naming what was read
+/// (a list or feed page: the ids it returned), committed before the answer;
+/// an answer that reveals nothing (304, 404, an empty page) leaves none.
+async fn each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_none(app: TestApp) {
+    let first = app.create("patient-read-1", 30).await;
+    let second = app.create("patient-read-2", 30).await;
+    let (id1, id2) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    let n = events(&app).await.len();
+    assert_eq!(n, 2, "the two creations");
+
+    let one = app.get(&format!("/api/v1/recordings/{id1}")).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let read = events_after(&app, n).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].action, "read");
+    assert_eq!(read[0].actor, "current-clinician");
+    assert_eq!(read[0].recording_id.as_deref(), Some(id1));
+    assert_eq!(read[0].patient_id.as_deref(), Some("patient-read-1"));
+    assert_eq!(read[0].changes, json!({"read": "recording"}));
+    assert_eq!(
+        read[0].request_id.as_deref(),
+        one.headers["x-request-id"].to_str().ok()
+    );
+
+    // Nothing revealed: the client's copy is current; no such recording; an empty page.
+    let not_modified = app
+        .send_with(
+            Method::GET,
+            &format!("/api/v1/recordings/{id1}"),
+            &[("if-none-match", &tag_of(&first))],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    let missing = app
+        .get(&format!("/api/v1/recordings/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let empty = app.get("/api/v1/recordings?status=error").await;
+    assert_eq!(empty.body, json!([]));
+    assert_eq!(events(&app).await.len(), n + 1, "no event without data");
+
+    // A list page and a feed page: one event each, with the ids returned, in order.
+    let list = app.get("/api/v1/recordings?limit=1").await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+    let feed = app.get("/api/v1/changes").await;
+    assert_eq!(feed.status, StatusCode::OK);
+    let history = app.get(&format!("/api/v1/recordings/{id2}/history")).await;
+    assert_eq!(history.status, StatusCode::OK);
+    let read = events_after(&app, n + 1).await;
+    let what: Vec<&Value> = read.iter().map(|e| &e.changes).collect();
+    assert_eq!(
+        what,
+        [
+            &json!({"read": "list", "ids": [id2]}),
+            &json!({"read": "changes", "ids": [id1, id2]}),
+            &json!({"read": "history"}),
+        ]
+    );
+    assert!(
+        read[..2]
+            .iter()
+            .all(|e| e.patient_id.is_none() && e.recording_id.is_none())
+    );
+    assert_eq!(read[2].patient_id.as_deref(), Some("patient-read-2"));
+
+    // Audio: each answer with audio in it (whole or a range) is a read; a 304 is not.
+    let (content_type, body) = common::multipart(&[
+        ("patient_id", None, b"patient-audio"),
+        ("duration_seconds", None, b"5"),
+        ("audio", Some("dictation.webm"), &common::webm(4_000, 7)),
+    ]);
+    let uploaded = app
+        .send_with(
+            Method::POST,
+            "/api/v1/recordings/upload",
+            &[("content-type", &content_type)],
+            body,
+        )
+        .await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.text);
+    let audio_id = uploaded.body["id"].as_str().unwrap();
+    let n = events(&app).await.len();
+    let url = format!("/api/v1/recordings/{audio_id}/audio");
+    let (status, headers, _) = app.get_bytes(&url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) = app.get_bytes(&url, &[("range", "bytes=0-99")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    let (status, _, _) = app.get_bytes(&url, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let read = events_after(&app, n).await;
+    assert_eq!(read.len(), 2);
+    for event in &read {
+        assert_eq!(event.changes, json!({"read": "audio"}));
+        assert_eq!(event.recording_id.as_deref(), Some(audio_id));
+        assert_eq!(event.patient_id.as_deref(), Some("patient-audio"));
+    }
+    let (checked, broken) = app.state.audit.verify().await.unwrap();
+    assert_eq!((checked as usize, broken), (n + 2, None));
+}
+
+/// A read whose event cannot be recorded is refused and reveals nothing
+/// (fail closed); once the trail takes events again, reads work again.
+async fn a_read_the_trail_cannot_record_is_refused_and_reveals_nothing(app: TestApp) {
+    let created = app.create("patient-closed", 30).await;
+    let id = created["id"].as_str().unwrap();
+    let (refuse, allow) = match app.backend {
+        common::Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER refuse_reads BEFORE INSERT ON audit_events \
+                 WHEN NEW.action = 'read' BEGIN SELECT RAISE(ABORT, 'reads refused'); END",
+            ],
+            vec!["DROP TRIGGER refuse_reads"],
+        ),
+        common::Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION refuse_reads() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.action = 'read' THEN RAISE EXCEPTION 'reads refused'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_reads BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_reads()",
+            ],
+            vec!["DROP TRIGGER refuse_reads ON audit_events"],
+        ),
+    };
+    for sql in refuse {
+        common::execute(&app, sql).await.unwrap();
+    }
+    let before = events(&app).await;
+    for url in [
+        format!("/api/v1/recordings/{id}"),
+        "/api/v1/recordings".to_owned(),
+        "/api/v1/changes".to_owned(),
+        format!("/api/v1/recordings/{id}/history"),
+    ] {
+        let refused = app.get(&url).await;
+        assert!(
+            refused.status.is_server_error(),
+            "{url}: {}",
+            refused.status
+        );
+        assert!(
+            !refused.text.contains("patient-closed") && !refused.text.contains(id),
+            "{url} revealed data: {}",
+            refused.text
+        );
+    }
+    assert_eq!(events(&app).await, before);
+    for sql in allow {
+        common::execute(&app, sql).await.unwrap();
+    }
+    let read = app.get(&format!("/api/v1/recordings/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["patient_id"], "patient-closed");
+    assert_eq!(events(&app).await.len(), before.len() + 1);
 }
 
 /// A recording created, then four audited changes: five events.
@@ -605,6 +776,8 @@ async fn the_transcription_worker_s_changes_are_events_of_system_transcription(a
 
 crate::on_both_backends!(
     each_change_leaves_one_event_and_a_refused_request_none,
+    each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_none,
+    a_read_the_trail_cannot_record_is_refused_and_reveals_nothing,
     the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged,
     the_transcription_worker_s_changes_are_events_of_system_transcription,
 );

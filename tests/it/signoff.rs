@@ -374,6 +374,19 @@ async fn a_deleted_recording_disappears_ends_its_job_and_loses_its_audio_after_r
         0,
         "purged once"
     );
+    let purges: Vec<_> = app
+        .state
+        .audit
+        .export(None, None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "purge")
+        .collect();
+    assert_eq!(purges.len(), 1, "the purge is audited once");
+    assert_eq!(purges[0].actor, "system:cleanup");
+    assert_eq!(purges[0].recording_id.as_deref(), Some(id));
+    assert_eq!(purges[0].changes["audio_content_type"][1], Value::Null);
     let (status, _, kept_audio) = app
         .get_bytes(
             &format!("/api/v1/recordings/{}/audio", kept["id"].as_str().unwrap()),

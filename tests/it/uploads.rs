@@ -136,6 +136,20 @@ async fn the_same_upload_five_times_makes_one_recording(app: TestApp) {
     assert!(ids.iter().all(|id| *id == ids[0]));
     assert_eq!(app.row_count().await, 1);
     assert_eq!(app.audio_files("objects").len(), 1, "one stored object");
+    // Each repeat counted an attempt, and each is audited with that change.
+    let events = app.state.audit.export(None, None, None).await.unwrap();
+    let uploads: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e.action == "upload")
+        .map(|e| &e.changes)
+        .collect();
+    assert_eq!(uploads.len(), 5);
+    for (attempt, changes) in uploads[1..].iter().enumerate() {
+        assert_eq!(
+            **changes,
+            serde_json::json!({"upload_attempts": [attempt + 1, attempt + 2]})
+        );
+    }
 
     // Five at once.
     let audio = webm(80_000, 3);

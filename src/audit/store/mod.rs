@@ -23,6 +23,10 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// Appends an event in a transaction of its own.
     async fn append(&self, event: &NewAuditEvent) -> Result<AuditEvent, StoreError>;
 
+    /// Appends `events`, in order, in one transaction of their own (the
+    /// [`AuditLog`](crate::audit::AuditLog)'s batch).
+    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError>;
+
     /// A recording's events, oldest first.
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError>;
 
@@ -99,11 +103,18 @@ impl From<StoredEvent> for AuditEvent {
     }
 }
 
-/// The event `new` chained after the last one (`(seq, hash)`, None when the
-/// chain is empty).
-fn next_event(new: &NewAuditEvent, last: Option<(i64, String)>) -> AuditEvent {
-    let (seq, prev) = last.unwrap_or((0, super::model::GENESIS_HASH.to_owned()));
-    AuditEvent::chain(new, seq + 1, &prev)
+/// `events` chained, in order, after the chain's last event (`(seq, hash)`,
+/// None when the chain is empty).
+fn chain_after(events: &[&NewAuditEvent], last: Option<(i64, String)>) -> Vec<AuditEvent> {
+    let (mut seq, mut prev) = last.unwrap_or((0, super::model::GENESIS_HASH.to_owned()));
+    let mut chained = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let next = AuditEvent::chain(event, seq, &prev);
+        prev.clone_from(&next.hash);
+        chained.push(next);
+    }
+    chained
 }
 
 /// Binds an event to [`sql::INSERT`].

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditStore, bind_event, next_event, sql, verify_rows};
+use super::{AuditStore, bind_event, chain_after, sql, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
@@ -20,17 +20,56 @@ pub async fn append(
     conn: &mut sqlx::PgConnection,
     event: &NewAuditEvent,
 ) -> Result<AuditEvent, StoreError> {
+    let mut chained = append_many(conn, &[event]).await?;
+    chained
+        .pop()
+        .ok_or(StoreError::Corrupt("no event appended".into()))
+}
+
+/// Appends `events` to the chain, in order, inside the caller's transaction:
+/// the lock, one read of the chain's end, one INSERT of them all.
+pub async fn append_many(
+    conn: &mut sqlx::PgConnection,
+    events: &[&NewAuditEvent],
+) -> Result<Vec<AuditEvent>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CHAIN_LOCK)
         .execute(&mut *conn)
         .await?;
     let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
-    let chained = next_event(event, last);
-    bind_event(sqlx::query(sql::INSERT), &chained)
+    let chained = chain_after(events, last);
+    if let [one] = chained.as_slice() {
+        bind_event(sqlx::query(sql::INSERT), one)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(chained);
+    }
+    let column = |f: fn(&AuditEvent) -> Option<String>| chained.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_ROWS)
+        .bind(chained.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(column(|e| Some(e.at.clone())))
+        .bind(column(|e| Some(e.actor.clone())))
+        .bind(column(|e| Some(e.action.clone())))
+        .bind(column(|e| e.recording_id.clone()))
+        .bind(column(|e| e.patient_id.clone()))
+        .bind(column(|e| Some(e.changes.to_string())))
+        .bind(column(|e| e.request_id.clone()))
+        .bind(column(|e| e.client_addr.clone()))
+        .bind(column(|e| Some(e.prev_hash.clone())))
+        .bind(column(|e| Some(e.hash.clone())))
         .execute(&mut *conn)
         .await?;
     Ok(chained)
 }
+
+/// Many events in one statement: a column of values per parameter.
+const INSERT_ROWS: &str = "INSERT INTO audit_events (seq, at, actor, action, recording_id, \
+    patient_id, changes, request_id, client_addr, prev_hash, hash) \
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])";
 
 /// Reads and appends audit events in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -52,6 +91,13 @@ impl AuditStore for PgAudit {
         let chained = append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(chained)
+    }
+
+    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        append_many(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditStore, bind_event, next_event, sql, verify_rows};
+use super::{AuditStore, bind_event, chain_after, sql, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::{SqliteDatabase, StoreError};
 use crate::timestamp::Timestamp;
@@ -31,14 +31,8 @@ pub async fn append_many(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let mut last: Option<(i64, String)> =
-        sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
-    let mut chained = Vec::with_capacity(events.len());
-    for event in events {
-        let next = next_event(event, last.take());
-        last = Some((next.seq, next.hash.clone()));
-        chained.push(next);
-    }
+    let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
+    let chained = chain_after(events, last);
     // Statements of a few fixed sizes, so that few are prepared and cached.
     const SIZES: [usize; 4] = [64, 16, 4, 1];
     static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
@@ -88,6 +82,13 @@ impl AuditStore for SqliteAudit {
         let chained = append(&mut tx, event).await?;
         tx.commit().await?;
         Ok(chained)
+    }
+
+    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        append_many(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {

@@ -68,6 +68,8 @@ pub struct SqliteDatabase {
     checkpointer: SqlitePool,
     path: PathBuf,
     synchronous: config::SqliteSynchronous,
+    /// What opening it adopted, until the caller takes it to audit.
+    adopted: std::sync::Arc<std::sync::Mutex<Option<adopt::AdoptionReport>>>,
 }
 
 /// How often committed pages are copied from the WAL into the database file.
@@ -79,8 +81,11 @@ impl SqliteDatabase {
     pub async fn open(settings: &DatabaseSettings) -> Result<Self, DbError> {
         let path = sqlite_path(settings)?;
         create_parent_dir(path)?;
-        adopt::adopt_if_original(path).await.map_err(Box::new)?;
+        let adopted = adopt::adopt_if_original(path).await.map_err(Box::new)?;
         let db = Self::open_without_migrating(settings).await?;
+        if let Ok(mut slot) = db.adopted.lock() {
+            *slot = adopted;
+        }
         migrations::run_sqlite(&db).await?;
         Ok(db)
     }
@@ -158,7 +163,14 @@ impl SqliteDatabase {
             checkpointer,
             path: path.clone(),
             synchronous: settings.synchronous,
+            adopted: Default::default(),
         })
+    }
+
+    /// The adoption [`SqliteDatabase::open`] made of the original's file, once
+    /// (the caller appends its audit event).
+    pub fn take_adoption(&self) -> Option<adopt::AdoptionReport> {
+        self.adopted.lock().ok().and_then(|mut slot| slot.take())
     }
 
     /// The pool of read-only connections.

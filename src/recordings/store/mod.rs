@@ -70,6 +70,8 @@ pub struct RecordingJson {
     pub json: String,
     /// `version`.
     pub version: i64,
+    /// `patient_id` (whose data a read reveals).
+    pub patient_id: String,
 }
 
 impl RecordingJson {
@@ -79,6 +81,7 @@ impl RecordingJson {
             json: serde_json::to_string(recording)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             version: recording.version,
+            patient_id: recording.patient_id.clone(),
         })
     }
 }
@@ -92,6 +95,21 @@ pub struct Signature {
     pub by: String,
     /// SHA-256 (hex) of the signed text.
     pub sha256: String,
+}
+
+/// The event of purging the audio (of `content_type`) of recording `id` of `patient_id`.
+fn purge_event(
+    context: &AuditContext,
+    id: Uuid,
+    patient_id: String,
+    content_type: &str,
+) -> NewAuditEvent {
+    context.event(
+        AuditAction::Purge,
+        Some(id),
+        Some(patient_id),
+        serde_json::json!({ "audio_content_type": [content_type, null] }),
+    )
 }
 
 /// One entry of the change feed: a recording as it is now, or its tombstone.
@@ -158,6 +176,8 @@ pub struct ListQuery {
 pub struct Page {
     /// The recordings, newest first, as a JSON array (the API's representation).
     pub json: String,
+    /// Their ids, in the same order.
+    pub ids: Vec<Uuid>,
     /// Cursor for the next page.
     pub next: Option<Cursor>,
 }
@@ -253,8 +273,14 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<(Uuid, String)>, StoreError>;
 
-    /// Records that a tombstone's audio is gone (`audio_content_type` null).
-    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Records that a tombstone's audio is gone (`audio_content_type` null),
+    /// with a `purge` event by `context`.
+    async fn forget_audio(
+        &self,
+        id: Uuid,
+        content_type: &str,
+        context: &AuditContext,
+    ) -> Result<(), StoreError>;
 
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers.
@@ -287,8 +313,13 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         local_storage_key: Uuid,
     ) -> Result<Option<Recording>, StoreError>;
 
-    /// Counts one more upload attempt of a recording (a retried upload); returns it.
-    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError>;
+    /// Counts one more upload attempt of a recording (a retried upload), with
+    /// its event; returns it.
+    async fn record_upload_attempt(
+        &self,
+        id: Uuid,
+        audited: &Audited<'_>,
+    ) -> Result<Recording, StoreError>;
 
     /// Which of `ids` (at most 500, hyphenated) have a recording.
     async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError>;

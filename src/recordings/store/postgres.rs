@@ -14,7 +14,7 @@ use super::{
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
 use crate::audit::store::postgres as audit;
-use crate::audit::{Audited, NewAuditEvent};
+use crate::audit::{AuditContext, Audited, NewAuditEvent};
 use crate::db::postgres::PgDatabase;
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -134,7 +134,8 @@ const DELETED_WITH_AUDIO: &str = "SELECT id::text, audio_content_type FROM recor
      WHERE deleted_at IS NOT NULL AND deleted_at < $1::timestamptz AND audio_content_type IS NOT NULL \
      LIMIT $2";
 const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, version = version + 1 \
-     WHERE id = $1::uuid AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL";
+     WHERE id = $1::uuid AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL \
+     RETURNING patient_id";
 const UPDATE_STATUS: &str = concat!(
     "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, version = version + 1, \
      processed_at = CASE WHEN $4 THEN $3::timestamptz ELSE processed_at END \
@@ -361,11 +362,22 @@ impl RecordingStore for PgRecordings {
         parse_ids(rows)
     }
 
-    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query(FORGET_AUDIO)
+    async fn forget_audio(
+        &self,
+        id: Uuid,
+        content_type: &str,
+        context: &AuditContext,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let patient_id: Option<String> = sqlx::query_scalar(FORGET_AUDIO)
             .bind(id.hyphenated().to_string())
-            .execute(self.db.pool())
+            .fetch_optional(&mut *tx)
             .await?;
+        if let Some(patient_id) = patient_id {
+            let event = super::purge_event(context, id, patient_id, content_type);
+            audit::append(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -410,7 +422,8 @@ impl RecordingStore for PgRecordings {
         };
         let json =
             serde_json::to_string(&recordings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Page { json, next })
+        let ids = recordings.iter().map(|r| r.id).collect();
+        Ok(Page { json, ids, next })
     }
 
     /// Sets a recording's status; see [`super::RecordingStore::update_status`].
@@ -473,13 +486,19 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn record_upload_attempt(
+        &self,
+        id: Uuid,
+        audited: &Audited<'_>,
+    ) -> Result<Recording, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
         let row: Option<RecordingRow> = sqlx::query_as(RECORD_UPLOAD_ATTEMPT)
             .bind(id.hyphenated().to_string())
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
-            .try_into()
+        audited_write(tx, row, audited)
+            .await?
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {

@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::audio::storage::AudioStore;
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::http::extract::RecordingId;
-use crate::identity::CurrentClinician;
-use crate::recordings::RecordingStore;
+use crate::recordings::{Reads, RecordingStore};
 use crate::uploads::Uploads;
 
 /// The recording's audio, with `Range` support for seeking in a player.
@@ -36,7 +36,8 @@ use crate::uploads::Uploads;
 pub async fn download_audio(
     State(recordings): State<Arc<dyn RecordingStore>>,
     State(uploads): State<Uploads>,
-    _clinician: CurrentClinician,
+    State(reads): State<Reads>,
+    context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -59,6 +60,7 @@ pub async fn download_audio(
         ))
     };
     let len = uploads.audio_len(&key).await.map_err(unreadable)?;
+    reads.audio(&context, id, &recording.patient_id).await?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

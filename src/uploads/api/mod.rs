@@ -28,6 +28,7 @@ where
     S: Clone + Send + Sync + 'static,
     Uploads: FromRef<S>,
     Arc<dyn RecordingStore>: FromRef<S>,
+    crate::recordings::Reads: FromRef<S>,
 {
     Router::new()
         .route(

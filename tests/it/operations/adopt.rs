@@ -182,6 +182,27 @@ async fn serve_adopts_the_original_and_answers_with_its_rows() {
     let listed: Vec<Value> = server.get_json("/api/v1/recordings").await;
     assert_eq!(listed.len(), 2, "current-clinician's two recordings");
     assert_eq!(server.terminate(), Some(0));
+    // The adopted database's trail begins with the adoption, then the reads.
+    let events = run_cli(&db_path, &["audit", "export"]);
+    let first: Value = serde_json::from_str(events.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["action"], "adopt");
+    assert_eq!(first["actor"], "system:adopt");
+    assert_eq!(first["changes"]["recordings"], 7);
+    assert!(
+        first["changes"]["original_kept_as"]
+            .as_str()
+            .unwrap()
+            .contains(".before-clinscribe-")
+    );
+    assert_eq!(
+        events
+            .stdout
+            .lines()
+            .filter(|l| l.contains(r#""action":"adopt""#))
+            .count(),
+        1
+    );
 
     let out = run_cli(&db_path, &["migrate"]);
     assert_eq!(out.code, Some(0));
@@ -215,6 +236,14 @@ fn migrate_reports_adoption() {
         "{}",
         out.stdout
     );
+    let events = run_cli(&db_path, &["audit", "export"]);
+    let lines: Vec<Value> = events
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "the adoption: {}", events.stdout);
+    assert_eq!(lines[0]["action"], "adopt");
 }
 
 /// The table-rebuild pattern of docs/MIGRATIONS.md, proven on real rows.

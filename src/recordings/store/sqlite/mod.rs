@@ -14,7 +14,7 @@ use super::{
     RecordingStore, Signature, StoreError, parse_ids, shared_sql,
 };
 use crate::audit::store::sqlite as audit;
-use crate::audit::{Audited, NewAuditEvent};
+use crate::audit::{AuditContext, Audited, NewAuditEvent};
 use crate::db::{self, SqliteDatabase};
 use crate::recordings::model::{Amendment, Recording, RecordingPatch, RecordingStatus};
 use crate::timestamp::Timestamp;
@@ -65,8 +65,9 @@ macro_rules! recording_json {
 }
 
 /// A page of a clinician's list as one JSON array (`[` `]` added by the caller),
-/// its row count, and the position of its last row (`created_at id`, which
-/// sorts as the pair does: both parts are fixed-width). Parameters, in order:
+/// its row count, the position of its last row (`created_at id`, which
+/// sorts as the pair does: both parts are fixed-width), and its ids (comma
+/// separated, in the page's order, for the read's audit event). Parameters, in order:
 /// clinician, the filter's own, `limit`.
 ///
 /// The subquery reads the page through the list index, in order, and the
@@ -82,7 +83,8 @@ macro_rules! list_json_sql {
     ($filter:literal) => {
         concat!(
             "SELECT coalesce(group_concat(doc, ','), ''), count(*), \
-             min(created_at || ' ' || id) FROM (SELECT created_at, id, ",
+             min(created_at || ' ' || id), coalesce(group_concat(id, ','), '') \
+             FROM (SELECT created_at, id, ",
             recording_json!(),
             " AS doc FROM recordings WHERE clinician_id = ? AND deleted_at IS NULL",
             $filter,
@@ -111,7 +113,7 @@ pub mod sql {
     );
     /// One recording as the API's JSON object.
     pub const GET_JSON: &str = concat!(
-        "SELECT version, ",
+        "SELECT version, patient_id, ",
         recording_json!(),
         " FROM recordings WHERE id = ?1 AND deleted_at IS NULL"
     );
@@ -181,7 +183,8 @@ pub mod sql {
          WHERE deleted_at IS NOT NULL AND deleted_at < ?1 AND audio_content_type IS NOT NULL LIMIT ?2";
     /// A tombstone's audio is gone.
     pub const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, \
-         version = version + 1 WHERE id = ?1 AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL";
+         version = version + 1 WHERE id = ?1 AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL \
+         RETURNING patient_id";
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, version = version + 1, \
@@ -240,12 +243,16 @@ impl RecordingStore for SqliteRecordings {
 
     /// The recording with this id as the API's JSON object (built by SQLite).
     async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
-        let (version, json) = sqlx::query_as(sql::GET_JSON)
+        let (version, patient_id, json) = sqlx::query_as(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
             .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?;
-        Ok(RecordingJson { json, version })
+        Ok(RecordingJson {
+            json,
+            version,
+            patient_id,
+        })
     }
 
     async fn patch(
@@ -376,11 +383,22 @@ impl RecordingStore for SqliteRecordings {
         parse_ids(rows)
     }
 
-    async fn forget_audio(&self, id: Uuid) -> Result<(), StoreError> {
-        sqlx::query(sql::FORGET_AUDIO)
+    async fn forget_audio(
+        &self,
+        id: Uuid,
+        content_type: &str,
+        context: &AuditContext,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let patient_id: Option<String> = sqlx::query_scalar(sql::FORGET_AUDIO)
             .bind(id.hyphenated().to_string())
-            .execute(self.db.writer())
+            .fetch_optional(&mut *tx)
             .await?;
+        if let Some(patient_id) = patient_id {
+            let event = super::purge_event(context, id, patient_id, content_type);
+            audit::append(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -398,7 +416,8 @@ impl RecordingStore for SqliteRecordings {
             (false, true) => sql::LIST_AFTER,
             (true, true) => sql::LIST_BY_STATUS_AFTER,
         };
-        let mut q = sqlx::query_as::<_, (String, i64, Option<String>)>(sql).bind(clinician_id);
+        let mut q =
+            sqlx::query_as::<_, (String, i64, Option<String>, String)>(sql).bind(clinician_id);
         if let Some(status) = query.status {
             q = q.bind(status.as_str());
         }
@@ -407,11 +426,17 @@ impl RecordingStore for SqliteRecordings {
                 .bind(after.created_at.to_string())
                 .bind(after.id.hyphenated().to_string());
         }
-        let (items, count, last) = q
+        let (items, count, last, ids) = q
             .bind(i64::from(query.limit))
             .fetch_one(self.db.readers())
             .await?;
         let json = format!("[{items}]");
+        let ids = ids
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(Uuid::parse_str)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("a listed id: {e}")))?;
         // A full page may be the last one: one index probe tells.
         let next = match last {
             Some(last) if count == i64::from(query.limit) => {
@@ -443,7 +468,7 @@ impl RecordingStore for SqliteRecordings {
             }
             _ => None,
         };
-        Ok(Page { json, next })
+        Ok(Page { json, ids, next })
     }
 
     /// Sets a recording's status (and error message), maintaining `updated_at`,
@@ -532,13 +557,19 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    async fn record_upload_attempt(&self, id: Uuid) -> Result<Recording, StoreError> {
+    async fn record_upload_attempt(
+        &self,
+        id: Uuid,
+        audited: &Audited<'_>,
+    ) -> Result<Recording, StoreError> {
+        let mut tx = self.db.begin_write().await?;
         let row: Option<RecordingRow> = sqlx::query_as(sql::RECORD_UPLOAD_ATTEMPT)
             .bind(id.hyphenated().to_string())
-            .fetch_optional(self.db.writer())
+            .fetch_optional(&mut *tx)
             .await?;
-        row.ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))?
-            .try_into()
+        audited_write(tx, row, audited)
+            .await?
+            .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {

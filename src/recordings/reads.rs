@@ -1,0 +1,129 @@
+//! Reads of patient data: each answer's audit event (who read what, from
+//! where) is committed before the data leaves, through the
+//! [`AuditLog`]'s group commit. A read the trail cannot record fails with
+//! the trail's error (503, or 507 on a full disk) and reveals nothing.
+//!
+//! An answer that carries no patient data is not a read: a 304 (the client's
+//! copy is current), a 404.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::store::{Change, ListQuery, Page, RecordingJson, RecordingStore, StoreError};
+use crate::audit::{AuditContext, AuditEvent, AuditLog, AuditStore, ReadOf};
+
+/// One recording, or that the client's copy is current.
+#[derive(Debug)]
+pub enum Read {
+    /// The recording's JSON (its read recorded).
+    Recording(RecordingJson),
+    /// The client holds this version already (nothing read).
+    NotModified(i64),
+}
+
+/// The reading service: the stores, and the trail each read goes into.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    recordings: Arc<dyn RecordingStore>,
+    audit: Arc<dyn AuditStore>,
+    log: AuditLog,
+}
+
+impl Reads {
+    /// Reads over these stores, recording each read in `log`.
+    pub fn new(
+        recordings: Arc<dyn RecordingStore>,
+        audit: Arc<dyn AuditStore>,
+        log: AuditLog,
+    ) -> Self {
+        Self {
+            recordings,
+            audit,
+            log,
+        }
+    }
+
+    /// Recording `id`, unless `is_current(version)` says the client has it.
+    pub async fn recording(
+        &self,
+        context: &AuditContext,
+        id: Uuid,
+        is_current: impl FnOnce(i64) -> bool,
+    ) -> Result<Read, StoreError> {
+        let recording = self.recordings.get_json(id).await?;
+        if is_current(recording.version) {
+            return Ok(Read::NotModified(recording.version));
+        }
+        self.log
+            .record(context.read(ReadOf::Recording, id, &recording.patient_id))
+            .await?;
+        Ok(Read::Recording(recording))
+    }
+
+    /// A page of the acting clinician's recordings.
+    pub async fn list(&self, context: &AuditContext, query: ListQuery) -> Result<Page, StoreError> {
+        let page = self
+            .recordings
+            .list_for_clinician(&context.actor, query)
+            .await?;
+        if !page.ids.is_empty() {
+            self.log
+                .record(context.read_many(ReadOf::List, &page.ids))
+                .await?;
+        }
+        Ok(page)
+    }
+
+    /// The acting clinician's changes after `since`.
+    pub async fn changes(
+        &self,
+        context: &AuditContext,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        let changes = self
+            .recordings
+            .changes(&context.actor, since, limit)
+            .await?;
+        // A deletion reveals only an id the client had; what it returns whole is read.
+        let read: Vec<Uuid> = changes
+            .iter()
+            .filter(|c| c.recording.is_some())
+            .map(|c| c.id)
+            .collect();
+        if !read.is_empty() {
+            self.log
+                .record(context.read_many(ReadOf::Changes, &read))
+                .await?;
+        }
+        Ok(changes)
+    }
+
+    /// Recording `id`'s audit history, oldest first.
+    pub async fn history(
+        &self,
+        context: &AuditContext,
+        id: Uuid,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // A recording that is not there (or was deleted) has no history to show.
+        let recording = self.recordings.get(id).await?;
+        let events = self.audit.history(id).await?;
+        self.log
+            .record(context.read(ReadOf::History, id, &recording.patient_id))
+            .await?;
+        Ok(events)
+    }
+
+    /// Records that the audio of `id` (of `patient_id`) is being sent.
+    pub async fn audio(
+        &self,
+        context: &AuditContext,
+        id: Uuid,
+        patient_id: &str,
+    ) -> Result<(), StoreError> {
+        self.log
+            .record(context.read(ReadOf::Audio, id, patient_id))
+            .await
+    }
+}
