@@ -1,7 +1,8 @@
 //! How fast `clinscribe audit verify` recomputes the chain:
 //! `cargo bench --bench audit [-- EVENTS]` (default 1,000,000) appends that
-//! many events to a fresh SQLite database through the same `append` the
-//! stores use (each an edit of a transcript, with a 200-character text), then
+//! many events to a fresh SQLite database through the same `append_many` the
+//! group commits use, 256 at a time (each an edit of a transcript, with a
+//! 200-character text), then
 //! times `AuditStore::verify` three times and prints the median in events/s.
 
 // A benchmark that cannot do its work stops with a message: no recovery to attempt.
@@ -29,8 +30,9 @@ fn main() {
         let text = "Patient reports improved breathing; continue salbutamol as needed and review in two weeks. ".repeat(3);
         let started = Instant::now();
         let mut tx = db.begin_write().await.expect("begin");
+        let mut batch = Vec::with_capacity(256);
         for n in 0..events {
-            let event = NewAuditEvent {
+            batch.push(NewAuditEvent {
                 at: Timestamp::now(),
                 actor: format!("clinician-{}", n % 50),
                 action: AuditAction::Update,
@@ -39,10 +41,14 @@ fn main() {
                 changes: json!({"final_transcript": [null, &text[..200]]}),
                 request_id: Some(uuid::Uuid::new_v4().to_string()),
                 client_addr: Some("10.0.0.7".into()),
-            };
-            clinscribe::audit::store::sqlite::append(&mut tx, &event)
-                .await
-                .expect("append");
+            });
+            if batch.len() == 256 || n + 1 == events {
+                let refs: Vec<&NewAuditEvent> = batch.iter().collect();
+                clinscribe::audit::store::sqlite::append_many(&mut tx, &refs)
+                    .await
+                    .expect("append");
+                batch.clear();
+            }
         }
         tx.commit().await.expect("commit");
         println!(

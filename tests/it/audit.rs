@@ -781,3 +781,58 @@ crate::on_both_backends!(
     the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_forged,
     the_transcription_worker_s_changes_are_events_of_system_transcription,
 );
+
+/// `audit verify` checks ranges of the chain side by side: a link broken on
+/// either side of a range's edge is found where a sequential check finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_break_at_the_edge_of_its_ranges() {
+    use clinscribe::audit::{AuditAction, AuditContext, NewAuditEvent};
+    let app = TestApp::new().await;
+    let context = AuditContext::system("test");
+    let events: Vec<NewAuditEvent> = (0..5000)
+        .map(|n| {
+            context.event(
+                AuditAction::Update,
+                None,
+                Some(format!("patient-{n}")),
+                json!({"final_transcript": [null, n]}),
+            )
+        })
+        .collect();
+    let refs: Vec<&NewAuditEvent> = events.iter().collect();
+    app.state.audit.append_batch(&refs).await.unwrap();
+    assert_eq!(app.state.audit.verify().await.unwrap(), (5000, None));
+
+    for sql in [
+        "DROP TRIGGER audit_events_no_update",
+        "DROP TRIGGER audit_events_no_delete",
+    ] {
+        common::execute(&app, sql).await.unwrap();
+    }
+    // SQLite's ranges are 4,096 events: 4096 ends the first, 4097 begins the second.
+    common::execute(
+        &app,
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 4096",
+    )
+    .await
+    .unwrap();
+    let (checked, broken) = app.state.audit.verify().await.unwrap();
+    assert_eq!((checked, broken.map(|b| b.seq)), (4095, Some(4096)));
+    common::execute(
+        &app,
+        "UPDATE audit_events SET actor = 'system:test' WHERE seq = 4096",
+    )
+    .await
+    .unwrap();
+    common::execute(&app, "DELETE FROM audit_events WHERE seq = 4097")
+        .await
+        .unwrap();
+    let (checked, broken) = app.state.audit.verify().await.unwrap();
+    let broken = broken.unwrap();
+    assert_eq!((checked, broken.seq), (4096, 4098));
+    assert!(
+        broken.reason.contains("expected event 4097"),
+        "{}",
+        broken.reason
+    );
+}

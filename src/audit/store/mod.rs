@@ -78,8 +78,17 @@ mod sql {
         " FROM audit_events WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
          AND ($3 IS NULL OR patient_id = $3) ORDER BY seq"
     );
-    /// Every event, in chain order.
-    pub const ALL: &str = concat!("SELECT ", columns!(), " FROM audit_events ORDER BY seq");
+    /// The events of a range of positions, in chain order.
+    pub const RANGE: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq"
+    );
+    /// The last event before a position.
+    pub const BEFORE: &str =
+        "SELECT seq, hash FROM audit_events WHERE seq < $1 ORDER BY seq DESC LIMIT 1";
+    /// The chain's last position.
+    pub const MAX_SEQ: &str = "SELECT max(seq) FROM audit_events";
 }
 
 impl From<StoredEvent> for AuditEvent {
@@ -141,12 +150,13 @@ where
         .bind(e.hash.as_str())
 }
 
-/// Recomputes the chain over `rows` (every event, in `seq` order): how many
-/// events verified, and the first broken link.
+/// Recomputes the chain over `rows` (the events after `last`, in `seq`
+/// order): how many events verified, and the first broken link.
 async fn verify_rows(
+    last: Option<(i64, String)>,
     rows: impl Stream<Item = Result<StoredEvent, sqlx::Error>>,
 ) -> Result<(i64, Option<BrokenLink>), StoreError> {
-    let mut check = ChainCheck::default();
+    let mut check = ChainCheck::after(last);
     let mut rows = std::pin::pin!(rows);
     while let Some(row) = rows.try_next().await? {
         if let Err(broken) = check.next(&row) {
@@ -154,4 +164,124 @@ async fn verify_rows(
         }
     }
     Ok((check.count(), None))
+}
+
+/// Positions per range of a parallel verification.
+pub(crate) const VERIFY_RANGE: i64 = 50_000;
+
+/// Recomputes the chain up to `max_seq` in ranges checked side by side, one
+/// per core: each link concerns only an event and the one before it, so a
+/// range needs only the hash of the event before it (`verify_range(lo, hi)`
+/// checks positions `lo..=hi`). The answer is the sequential one: the events
+/// verified before the first broken link, and that link.
+async fn verify_in_ranges<F, Fut>(
+    max_seq: Option<i64>,
+    range_len: i64,
+    verify_range: F,
+) -> Result<(i64, Option<BrokenLink>), StoreError>
+where
+    F: Fn(i64, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(i64, Option<BrokenLink>), StoreError>>,
+{
+    use futures_util::StreamExt;
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ranges = (0..(max_seq.unwrap_or(0) + range_len - 1) / range_len)
+        .map(|i| (i * range_len + 1, (i + 1) * range_len))
+        .map(|(lo, hi)| verify_range(lo, hi));
+    let mut results = std::pin::pin!(futures_util::stream::iter(ranges).buffered(parallel));
+    let mut verified = 0;
+    while let Some(result) = results.next().await {
+        let (count, broken) = result?;
+        verified += count;
+        if broken.is_some() {
+            return Ok((verified, broken));
+        }
+    }
+    Ok((verified, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::model::{AuditAction, GENESIS_HASH};
+
+    fn chain(n: i64) -> Vec<StoredEvent> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let event = AuditEvent::chain(
+                    &NewAuditEvent {
+                        at: Timestamp::parse("2026-12-01T10:00:00.000001Z").unwrap(),
+                        actor: "dr-a".into(),
+                        action: AuditAction::Update,
+                        recording_id: None,
+                        patient_id: Some(format!("p-{seq}")),
+                        changes: serde_json::json!({"final_transcript": [null, seq]}),
+                        request_id: None,
+                        client_addr: None,
+                    },
+                    seq,
+                    &prev,
+                );
+                prev.clone_from(&event.hash);
+                event.stored()
+            })
+            .collect()
+    }
+
+    fn sequential(rows: &[StoredEvent]) -> (i64, Option<BrokenLink>) {
+        let mut check = ChainCheck::default();
+        for row in rows {
+            if let Err(broken) = check.next(row) {
+                return (check.count(), Some(broken));
+            }
+        }
+        (check.count(), None)
+    }
+
+    async fn in_ranges(rows: &[StoredEvent], range_len: i64) -> (i64, Option<BrokenLink>) {
+        let max = rows.iter().map(|r| r.seq).max();
+        verify_in_ranges(max, range_len, |lo, hi| async move {
+            let last = rows
+                .iter()
+                .rev()
+                .find(|r| r.seq < lo)
+                .map(|r| (r.seq, r.hash.clone()));
+            let range: Vec<Result<StoredEvent, sqlx::Error>> = rows
+                .iter()
+                .filter(|r| (lo..=hi).contains(&r.seq))
+                .cloned()
+                .map(Ok)
+                .collect();
+            verify_rows(last, futures_util::stream::iter(range)).await
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn ranges_side_by_side_answer_as_the_sequential_check_does() {
+        let intact = chain(10);
+        assert_eq!(in_ranges(&intact, 3).await, (10, None));
+        for at in 0..intact.len() {
+            let mut edited = intact.clone();
+            edited[at].actor = "mallory".into();
+            let mut removed = intact.clone();
+            removed.remove(at);
+            let mut rehashed = intact.clone();
+            rehashed[at].changes = "{}".into();
+            rehashed[at].hash = rehashed[at].expected_hash();
+            for tampered in [edited, removed, rehashed] {
+                let expected = sequential(&tampered);
+                assert!(expected.1.is_some() || at == intact.len() - 1);
+                for range_len in [1, 2, 3, 4, 10, 50] {
+                    assert_eq!(
+                        in_ranges(&tampered, range_len).await,
+                        expected,
+                        "event {at}, ranges of {range_len}"
+                    );
+                }
+            }
+        }
+    }
 }

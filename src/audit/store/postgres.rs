@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditStore, bind_event, chain_after, sql, verify_rows};
+use super::{AuditStore, bind_event, chain_after, sql, verify_in_ranges, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
@@ -124,6 +124,19 @@ impl AuditStore for PgAudit {
     }
 
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
-        verify_rows(sqlx::query_as::<_, StoredEvent>(sql::ALL).fetch(self.db.pool())).await
+        let pool = self.db.pool();
+        let max_seq: Option<i64> = sqlx::query_scalar(sql::MAX_SEQ).fetch_one(pool).await?;
+        verify_in_ranges(max_seq, super::VERIFY_RANGE, |lo, hi| async move {
+            let last = sqlx::query_as(sql::BEFORE)
+                .bind(lo)
+                .fetch_optional(pool)
+                .await?;
+            let rows = sqlx::query_as::<_, StoredEvent>(sql::RANGE)
+                .bind(lo)
+                .bind(hi)
+                .fetch(pool);
+            verify_rows(last, rows).await
+        })
+        .await
     }
 }
