@@ -250,21 +250,20 @@ pub struct AuditEvent {
 impl AuditEvent {
     /// `new` as event `seq` after the event whose hash is `prev_hash`.
     pub fn chain(new: &NewAuditEvent, seq: i64, prev_hash: &str) -> Self {
-        let mut event = Self {
+        let stored = StoredEvent::chain(new, seq, prev_hash);
+        Self {
             seq,
-            at: new.at.to_string(),
-            actor: new.actor.clone(),
-            action: new.action.as_str().to_owned(),
-            recording_id: new.recording_id.map(|id| id.hyphenated().to_string()),
-            patient_id: new.patient_id.clone(),
+            at: stored.at,
+            actor: stored.actor,
+            action: stored.action,
+            recording_id: stored.recording_id,
+            patient_id: stored.patient_id,
             changes: new.changes.clone(),
-            request_id: new.request_id.clone(),
-            client_addr: new.client_addr.clone(),
-            prev_hash: prev_hash.to_owned(),
-            hash: String::new(),
-        };
-        event.hash = event.expected_hash();
-        event
+            request_id: stored.request_id,
+            client_addr: stored.client_addr,
+            prev_hash: stored.prev_hash,
+            hash: stored.hash,
+        }
     }
 
     /// The canonical content the hash covers.
@@ -326,6 +325,27 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// `new` as event `seq` after the event whose hash is `prev_hash`, as
+    /// the table stores it.
+    pub fn chain(new: &NewAuditEvent, seq: i64, prev_hash: &str) -> Self {
+        let mut event = Self {
+            seq,
+            at: new.at.to_string(),
+            actor: new.actor.clone(),
+            action: new.action.as_str().to_owned(),
+            recording_id: new.recording_id.map(|id| id.hyphenated().to_string()),
+            patient_id: new.patient_id.clone(),
+            // Compact, keys sorted (serde_json's map is ordered): what is stored.
+            changes: new.changes.to_string(),
+            request_id: new.request_id.clone(),
+            client_addr: new.client_addr.clone(),
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        event.hash = event.expected_hash();
+        event
+    }
+
     /// The canonical content: the compact JSON array of the fields, with
     /// `changes` as stored.
     pub fn canonical(&self) -> String {

@@ -114,12 +114,12 @@ impl From<StoredEvent> for AuditEvent {
 
 /// `events` chained, in order, after the chain's last event (`(seq, hash)`,
 /// None when the chain is empty).
-fn chain_after(events: &[&NewAuditEvent], last: Option<(i64, String)>) -> Vec<AuditEvent> {
+fn chain_after(events: &[&NewAuditEvent], last: Option<(i64, String)>) -> Vec<StoredEvent> {
     let (mut seq, mut prev) = last.unwrap_or((0, super::model::GENESIS_HASH.to_owned()));
     let mut chained = Vec::with_capacity(events.len());
     for event in events {
         seq += 1;
-        let next = AuditEvent::chain(event, seq, &prev);
+        let next = StoredEvent::chain(event, seq, &prev);
         prev.clone_from(&next.hash);
         chained.push(next);
     }
@@ -129,7 +129,7 @@ fn chain_after(events: &[&NewAuditEvent], last: Option<(i64, String)>) -> Vec<Au
 /// Binds an event to [`sql::INSERT`].
 fn bind_event<'q, DB: sqlx::Database>(
     q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
-    e: &'q AuditEvent,
+    e: &'q StoredEvent,
 ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
 where
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -143,7 +143,7 @@ where
         .bind(e.action.as_str())
         .bind(e.recording_id.as_deref())
         .bind(e.patient_id.as_deref())
-        .bind(e.changes.to_string())
+        .bind(e.changes.as_str())
         .bind(e.request_id.as_deref())
         .bind(e.client_addr.as_deref())
         .bind(e.prev_hash.as_str())

@@ -19,7 +19,7 @@ const CHAIN_LOCK: i64 = 0x0061_7564_6974;
 pub async fn append(
     conn: &mut sqlx::PgConnection,
     event: &NewAuditEvent,
-) -> Result<AuditEvent, StoreError> {
+) -> Result<StoredEvent, StoreError> {
     let mut chained = append_many(conn, &[event]).await?;
     chained
         .pop()
@@ -31,7 +31,7 @@ pub async fn append(
 pub async fn append_many(
     conn: &mut sqlx::PgConnection,
     events: &[&NewAuditEvent],
-) -> Result<Vec<AuditEvent>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -47,19 +47,19 @@ pub async fn append_many(
             .await?;
         return Ok(chained);
     }
-    let column = |f: fn(&AuditEvent) -> Option<String>| chained.iter().map(f).collect::<Vec<_>>();
+    let column = |f: fn(&StoredEvent) -> Option<&str>| chained.iter().map(f).collect::<Vec<_>>();
     sqlx::query(INSERT_ROWS)
         .bind(chained.iter().map(|e| e.seq).collect::<Vec<_>>())
-        .bind(column(|e| Some(e.at.clone())))
-        .bind(column(|e| Some(e.actor.clone())))
-        .bind(column(|e| Some(e.action.clone())))
-        .bind(column(|e| e.recording_id.clone()))
-        .bind(column(|e| e.patient_id.clone()))
-        .bind(column(|e| Some(e.changes.to_string())))
-        .bind(column(|e| e.request_id.clone()))
-        .bind(column(|e| e.client_addr.clone()))
-        .bind(column(|e| Some(e.prev_hash.clone())))
-        .bind(column(|e| Some(e.hash.clone())))
+        .bind(column(|e| Some(e.at.as_str())))
+        .bind(column(|e| Some(e.actor.as_str())))
+        .bind(column(|e| Some(e.action.as_str())))
+        .bind(column(|e| e.recording_id.as_deref()))
+        .bind(column(|e| e.patient_id.as_deref()))
+        .bind(column(|e| Some(e.changes.as_str())))
+        .bind(column(|e| e.request_id.as_deref()))
+        .bind(column(|e| e.client_addr.as_deref()))
+        .bind(column(|e| Some(e.prev_hash.as_str())))
+        .bind(column(|e| Some(e.hash.as_str())))
         .execute(&mut *conn)
         .await?;
     Ok(chained)
@@ -90,7 +90,7 @@ impl AuditStore for PgAudit {
         let mut tx = self.db.pool().begin().await?;
         let chained = append(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(chained)
+        Ok(chained.into())
     }
 
     async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {

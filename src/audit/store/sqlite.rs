@@ -13,7 +13,7 @@ use crate::timestamp::Timestamp;
 pub async fn append(
     conn: &mut sqlx::SqliteConnection,
     event: &NewAuditEvent,
-) -> Result<AuditEvent, StoreError> {
+) -> Result<StoredEvent, StoreError> {
     let mut chained = append_many(conn, &[event]).await?;
     chained
         .pop()
@@ -27,7 +27,7 @@ pub async fn append(
 pub async fn append_many(
     conn: &mut sqlx::SqliteConnection,
     events: &[&NewAuditEvent],
-) -> Result<Vec<AuditEvent>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -81,7 +81,7 @@ impl AuditStore for SqliteAudit {
         let mut tx = self.db.begin_write().await?;
         let chained = append(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(chained)
+        Ok(chained.into())
     }
 
     async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {
