@@ -48,6 +48,10 @@ pub enum AuditAction {
     Adopt,
     /// A deleted recording's audio removed after the retention period.
     Purge,
+    /// Development recordings generated (`clinscribe seed`).
+    Seed,
+    /// Every table copied from another database (`clinscribe migrate-data`).
+    Migrate,
 }
 
 impl AuditAction {
@@ -67,6 +71,8 @@ impl AuditAction {
             Self::Restore => "restore",
             Self::Adopt => "adopt",
             Self::Purge => "purge",
+            Self::Seed => "seed",
+            Self::Migrate => "migrate",
         }
     }
 }

@@ -66,25 +66,30 @@ pub(super) async fn open_database(settings: &DatabaseSettings) -> anyhow::Result
 /// Appends the event of `report`'s adoption to `db`'s trail (done before
 /// anything else is written to the adopted database).
 pub(super) async fn record_adoption(db: &Database, report: &AdoptionReport) -> anyhow::Result<()> {
-    crate::audit::store::open(db)
-        .append(&NewAuditEvent {
-            at: Timestamp::now(),
-            actor: AuditContext::system("adopt").actor,
-            action: AuditAction::Adopt,
-            recording_id: None,
-            patient_id: None,
-            changes: json!({
-                "adopted_from": "the original service's database",
-                "original_kept_as": report.original_copy.display().to_string(),
-                "recordings": report.recordings,
-                "local_storage_keys_cleared": report.keys_cleared,
-            }),
-            request_id: None,
-            client_addr: None,
-        })
-        .await
-        .context("auditing the adoption")?;
+    let changes = json!({
+        "adopted_from": "the original service's database",
+        "original_kept_as": report.original_copy.display().to_string(),
+        "recordings": report.recordings,
+        "local_storage_keys_cleared": report.keys_cleared,
+    });
+    record(db, "adopt", AuditAction::Adopt, changes).await?;
     Ok(())
+}
+
+/// Appends an event of `component` of the command line (`system:<component>`)
+/// that concerns no one recording; returns its position in the chain.
+pub(super) async fn record(
+    db: &Database,
+    component: &str,
+    action: AuditAction,
+    changes: serde_json::Value,
+) -> anyhow::Result<i64> {
+    let event = AuditContext::system(component).event(action, None, None, changes);
+    let event = crate::audit::store::open(db)
+        .append(&event)
+        .await
+        .with_context(|| format!("auditing the {}", action.as_str()))?;
+    Ok(event.seq)
 }
 
 /// Runs an audit command.

@@ -7,11 +7,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::{POSTGRES_BACKUPS, human_bytes, progress_bar, sqlite_path};
-use crate::audit::{AuditAction, AuditContext, NewAuditEvent};
+use crate::audit::AuditAction;
 use crate::config::{self, ConfigError, DatabaseSettings};
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::restore;
-use crate::timestamp::Timestamp;
 
 #[derive(Debug, Args)]
 pub(super) struct BackupArgs {
@@ -109,24 +108,13 @@ pub(super) async fn restore(
     let db = crate::db::Database::open(&database)
         .await
         .context("opening the restored database to audit the restore")?;
-    let event = crate::audit::store::open(&db)
-        .append(&NewAuditEvent {
-            at: Timestamp::now(),
-            actor: AuditContext::system("cli").actor,
-            action: AuditAction::Restore,
-            recording_id: None,
-            patient_id: None,
-            changes: serde_json::json!({
-                "restored_from": args.file.display().to_string(),
-                "previous_kept_as": report.previous.as_ref().map(|p| p.display().to_string()),
-                "recordings": report.recordings,
-            }),
-            request_id: None,
-            client_addr: None,
-        })
-        .await
-        .context("auditing the restore")?;
+    let changes = serde_json::json!({
+        "restored_from": args.file.display().to_string(),
+        "previous_kept_as": report.previous.as_ref().map(|p| p.display().to_string()),
+        "recordings": report.recordings,
+    });
+    let seq = super::audit::record(&db, "cli", AuditAction::Restore, changes).await?;
     db.close().await;
-    out!("audit:      event {} records the restore", event.seq);
+    out!("audit:      event {seq} records the restore");
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::audit::AuditAction;
 use anyhow::Context;
 use clap::Args;
 
@@ -88,8 +89,24 @@ pub(super) async fn run(
     .await;
     bar.finish_and_clear();
     source.close().await;
-    target.close().await;
-    let reports = outcome.context("migrate-data failed")?;
+    let reports = match outcome {
+        // The copied trail, then this event (backend names only: a URL may hold a password).
+        Ok(reports) => {
+            let changes = serde_json::json!({
+                "copied_from": source.backend(),
+                "rows": reports.iter().map(|r| (r.table.clone(), serde_json::Value::from(r.rows))).collect::<serde_json::Map<_, _>>(),
+            });
+            let recorded =
+                super::audit::record(&target, "cli", AuditAction::Migrate, changes).await;
+            target.close().await;
+            recorded?;
+            reports
+        }
+        Err(e) => {
+            target.close().await;
+            return Err(anyhow::Error::new(e).context("migrate-data failed"));
+        }
+    };
     for r in &reports {
         out!(
             "table {}: {} row(s) copied, counts and checksum {} verified",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::audit::AuditAction;
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -91,6 +92,13 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
     };
     (db, store) = reopen_if_closed(db, store, &database).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    super::audit::record(
+        &db,
+        "cli",
+        AuditAction::Seed,
+        serde_json::json!({ "recordings": inserted }),
+    )
+    .await?;
     out!(
         "Seeded {inserted} recording(s) in {elapsed:.2} s ({:.0} rows/s).",
         inserted as f64 / elapsed.max(1e-9)

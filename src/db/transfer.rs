@@ -23,6 +23,9 @@ use super::{Database, DbError, migrations};
 
 /// The migration bookkeeping table: each side keeps its own.
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+/// Tables that refuse DELETE (the audit trail): a target holding rows in one
+/// cannot be replaced, even with `--force`.
+const APPEND_ONLY_TABLES: [&str; 1] = ["audit_events"];
 /// PostgreSQL's text form of a `timestamptz`, the same as the API's and SQLite's.
 const PG_TIMESTAMP_FORMAT: &str = "YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"";
 
@@ -40,6 +43,12 @@ pub enum TransferError {
     /// The target holds rows and `--force` was not given.
     #[error("the target is not empty ({0}); use --force to replace its contents")]
     TargetNotEmpty(String),
+    /// `--force` on a target whose audit trail cannot be removed.
+    #[error(
+        "the target holds an audit trail ({0}), which is append-only and cannot be replaced, \
+         not even with --force: migrate into an empty database"
+    )]
+    TargetHasAuditTrail(String),
     /// What was written does not match what was read.
     #[error("verification failed for table {table}: {detail}; nothing was committed")]
     Verification {
@@ -102,6 +111,12 @@ pub async fn copy_all(
     let mut non_empty = Vec::new();
     for t in &tables {
         let n = count(target, &t.name).await?;
+        if n > 0 && APPEND_ONLY_TABLES.contains(&t.name.as_str()) && force {
+            return Err(TransferError::TargetHasAuditTrail(format!(
+                "{}: {n} row(s)",
+                t.name
+            )));
+        }
         if n > 0 {
             non_empty.push(format!("{}: {n} row(s)", t.name));
         }

@@ -152,6 +152,7 @@ async fn migrate_data_moves_a_clinic_to_postgres_and_back_with_every_field() {
 
     let out = migrate(&from, &pg.url, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let first_copy = out.stdout.clone();
     assert!(
         out.stdout
             .contains("table recordings: 2500 row(s) copied, counts and checksum"),
@@ -184,13 +185,26 @@ async fn migrate_data_moves_a_clinic_to_postgres_and_back_with_every_field() {
             .len(),
         2500
     );
-    // --force replaces the contents (no duplicates).
+    // Not even --force replaces a target that holds an audit trail (append-only).
     let out = migrate(&from, &pg.url, &["--force"]);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("audit trail") && out.stderr.contains("append-only"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         recordings_in(&DatabaseSettings::postgres(pg.url.clone())).await,
         original
     );
+    // The copied trail verifies there, and ends with the migration's event.
+    let out = run_cli_url(&pg.url, dir.path(), &["audit", "export"]);
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "migrate");
+    assert_eq!(last["changes"]["copied_from"], "sqlite");
+    assert_eq!(last["changes"]["rows"]["recordings"], 2500);
+    let out = run_cli_url(&pg.url, dir.path(), &["audit", "verify"]);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
 
     // And back into a new SQLite file: the same checksum both ways.
     let back = dir.path().join("back.db");
@@ -200,15 +214,15 @@ async fn migrate_data_moves_a_clinic_to_postgres_and_back_with_every_field() {
         recordings_in(&DatabaseSettings::sqlite(&back)).await,
         original
     );
+    // (The trail itself is one event longer by then: the first copy's.)
     let checksum = |s: &str| {
-        s.split("checksum ")
+        s.split("table recordings: ")
             .nth(1)
+            .and_then(|line| line.split("checksum ").nth(1))
             .map(|c| c.split(' ').next().unwrap().to_owned())
     };
-    assert_eq!(
-        checksum(&out.stdout),
-        checksum(&migrate(&from, &pg.url, &["--force"]).stdout)
-    );
+    assert!(checksum(&first_copy).is_some());
+    assert_eq!(checksum(&out.stdout), checksum(&first_copy));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -68,10 +68,14 @@ async fn restore_round_trip_brings_back_exactly_the_backed_up_rows() {
     .unwrap();
     db.close().await;
     assert_eq!((actor.as_str(), action.as_str()), ("system:cli", "restore"));
-    assert_eq!(seq, 3 + 1, "after the 3 creates in the backup");
+    assert_eq!(
+        seq,
+        4 + 1,
+        "after the seed's event and the 3 creates in the backup"
+    );
     assert!(changes.contains(r#""recordings":8"#), "{changes}");
     assert!(
-        restored.stdout.contains("audit:      event 4"),
+        restored.stdout.contains("audit:      event 5"),
         "{}",
         restored.stdout
     );
