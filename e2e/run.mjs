@@ -740,6 +740,9 @@ scenario('two browsers edit one transcript: the second sees both versions, keeps
   assert(history.some((h) => h.startsWith('Transcription by system:transcription')), all);
   assert(history.slice(-4).map((h) => h.split(' ')[0]).join(',') === 'Edited,Edited,Signed,Amended', all);
   assert(history.at(-1).includes('amendments'), all);
+  // Every opening of the note was a read of patient data, summed up below the changes.
+  const reads = await pageA.textContent('#reads');
+  assert(/^Opened \d+ time\(s\); last by current-clinician/.test(reads), reads);
   await pageA.screenshot({ path: join(SHOTS, 'signed.png'), fullPage: true });
   assertNoConsoleErrors(pageA);
   assertNoConsoleErrors(pageB);

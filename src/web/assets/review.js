@@ -284,7 +284,9 @@ const ACTION_LABELS = {
   create: 'Created', upload: 'Uploaded', transcribe: 'Transcription', update: 'Edited', sign: 'Signed', amend: 'Amended', delete: 'Deleted', retry: 'Queued again',
 };
 
-/** The note's audit history: who changed what, and when, oldest first. */
+/** The note's audit history: who changed what, and when, oldest first;
+ * reads (every opening of the note, its audio or this history) are summed up
+ * in one line below, so that they do not bury the changes. */
 export async function historySection(h, id) {
   let events = null;
   try {
@@ -293,13 +295,22 @@ export async function historySection(h, id) {
   } catch {
     // offline: said below
   }
+  if (events === null) {
+    return h('section', { class: 'card' }, h('h2', {}, 'History'),
+      h('p', { class: 'muted' }, 'The history shows when you are online.'));
+  }
+  const changes = events.filter((e) => e.action !== 'read');
+  const reads = events.filter((e) => e.action === 'read');
+  const last = reads.at(-1);
   return h('section', { class: 'card' }, h('h2', {}, 'History'),
-    events === null
-      ? h('p', { class: 'muted' }, 'The history shows when you are online.')
-      : events.length
-        ? h('ol', { id: 'history', class: 'history' }, events.map((e) => h('li', {},
-          `${ACTION_LABELS[e.action] ?? e.action} by ${e.actor}, ${formatWhen(e.at)}`,
-          Object.keys(e.changes).length
-            ? h('span', { class: 'muted' }, ` — ${Object.keys(e.changes).join(', ')}`) : null)))
-        : h('p', { class: 'muted' }, 'No changes since it was stored.'));
+    changes.length
+      ? h('ol', { id: 'history', class: 'history' }, changes.map((e) => h('li', {},
+        `${ACTION_LABELS[e.action] ?? e.action} by ${e.actor}, ${formatWhen(e.at)}`,
+        Object.keys(e.changes).length
+          ? h('span', { class: 'muted' }, ` — ${Object.keys(e.changes).join(', ')}`) : null)))
+      : h('p', { class: 'muted' }, 'No changes since it was stored.'),
+    last
+      ? h('p', { class: 'muted', id: 'reads' },
+        `Opened ${reads.length} time(s); last by ${last.actor}, ${formatWhen(last.at)}.`)
+      : null);
 }
