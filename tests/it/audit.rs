@@ -836,3 +836,68 @@ async fn verify_finds_a_break_at_the_edge_of_its_ranges() {
         broken.reason
     );
 }
+
+/// kill -9 in the middle of a burst of reads: every read that was answered
+/// with the recording has its `read` event afterwards (the event commits
+/// before the answer goes), and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_reads_leaves_every_answered_read_with_its_event() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    let server = common::ServerProcess::start(&db_path);
+    let http = common::client();
+    let created: Value = http
+        .post(server.url("/api/v1/recordings"))
+        .json(&json!({"patient_id": "patient-read-kill", "duration_seconds": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (http, url) = (
+            http.clone(),
+            server.url(&format!("/api/v1/recordings/{id}")),
+        );
+        readers.push(tokio::spawn(async move {
+            let mut answered = 0i64;
+            loop {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                        Ok(body) if body["patient_id"] == "patient-read-kill" => answered += 1,
+                        _ => return answered,
+                    },
+                    _ => return answered,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill_9();
+    let mut answered = 0;
+    for r in readers {
+        answered += r.await.unwrap();
+    }
+    assert!(answered > 100, "the burst read: {answered} reads");
+
+    let db = common::open_db(&db_path).await;
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE recording_id = ?1 AND action = 'read'",
+    )
+    .bind(&id)
+    .fetch_one(db.readers())
+    .await
+    .unwrap();
+    db.close().await;
+    // An event may have committed whose answer the crash cut off, never the reverse.
+    assert!(
+        events >= answered,
+        "{answered} reads answered, {events} read events"
+    );
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+}
