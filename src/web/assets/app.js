@@ -402,11 +402,32 @@ async function recordingView(id) {
   show('Recording', h('p', { class: 'muted' }, 'Loading…'));
   let timer = null;
   let stopped = false;
+  let shownVersion = null;
   cleanup = () => { stopped = true; clearTimeout(timer); };
+  const url = `/api/v1/recordings/${encodeURIComponent(id)}`;
+  // A poll names the version shown: while nothing changed the answer is a 304,
+  // which carries no patient data (and so is no read in the audit trail).
+  const unchanged = async () => {
+    if (shownVersion === null || !navigator.onLine) return false;
+    try {
+      const response = await fetch(url, { headers: { accept: 'application/json', 'if-none-match': `"${shownVersion}"` } });
+      return response.status === 304;
+    } catch {
+      return false;
+    }
+  };
+  const poll = async () => {
+    if (stopped) return;
+    if (await unchanged()) {
+      if (!stopped) timer = setTimeout(poll, 2000);
+      return;
+    }
+    await render();
+  };
   const render = async () => {
     let r;
     try {
-      r = await api(`/api/v1/recordings/${encodeURIComponent(id)}`);
+      r = await api(url);
     } catch (e) {
       show('Recording', h('p', { class: 'error-text', role: 'alert' },
         e.message === 'offline' ? 'Offline: recordings on the server show when you are back online.' : e.message),
@@ -414,6 +435,7 @@ async function recordingView(id) {
       return;
     }
     if (stopped) return;
+    shownVersion = r.version;
     const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
     const transcript = r.final_transcript || r.transcript;
     const review = await transcriptSection(h, r, render);
@@ -445,7 +467,7 @@ async function recordingView(id) {
       deleteControl(h, r, () => { announce('Recording deleted.'); go('/queue'); }),
       h('p', {}, link('/queue', '← Dictations')));
     // Follow the transcription without a reload (not while the clinician edits).
-    if (!review && (IN_PROGRESS.has(r.status) || r.status === 'pending')) timer = setTimeout(render, 2000);
+    if (!review && (IN_PROGRESS.has(r.status) || r.status === 'pending')) timer = setTimeout(poll, 2000);
   };
   await render();
 }
