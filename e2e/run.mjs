@@ -814,6 +814,14 @@ scenario('a recording deleted on one device leaves the other device’s list thr
   await ready(list);
   await list.waitForSelector(`#server-list li[data-id="${created.id}"]`);
 
+  // Wait for the worker to be done with it: a change by the worker after the
+  // page opened would rightly make the DELETE a 412 ("reload it first").
+  for (let tries = 0; ; tries++) {
+    const now = await server.json(`/api/v1/recordings/${created.id}`);
+    if (now.status === 'completed' || now.status === 'error') break;
+    assert(tries < 300, `still ${now.status} after 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   const page = await newPage(deleting);
   await page.goto(`${server.url}/recordings/${created.id}`);
   await ready(page);
