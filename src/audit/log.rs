@@ -55,7 +55,7 @@ async fn run(store: Arc<dyn AuditStore>, mut receiver: mpsc::Receiver<Pending>) 
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let events: Vec<&NewAuditEvent> = batch.iter().map(|p| &p.event).collect();
         match store.append_batch(&events).await {
-            Ok(()) => {
+            Ok(_) => {
                 for pending in batch.drain(..) {
                     let _ = pending.done.send(Ok(()));
                 }

@@ -400,14 +400,7 @@ impl StoredEvent {
     /// Whether the stored `hash` is SHA-256 over `prev_hash` and the
     /// canonical content (compared without building the hex text).
     pub fn hash_matches(&self) -> bool {
-        let digest = self.digest();
-        let stored = self.hash.as_bytes();
-        stored.len() == 64
-            && digest.iter().enumerate().all(|(i, b)| {
-                const DIGITS: &[u8; 16] = b"0123456789abcdef";
-                stored[2 * i] == DIGITS[usize::from(b >> 4)]
-                    && stored[2 * i + 1] == DIGITS[usize::from(b & 0x0f)]
-            })
+        crate::digest::is_hex_of(&self.hash, &self.digest())
     }
 
     fn digest(&self) -> [u8; 32] {

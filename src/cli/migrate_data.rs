@@ -89,24 +89,21 @@ pub(super) async fn run(
     .await;
     bar.finish_and_clear();
     source.close().await;
-    let reports = match outcome {
-        // The copied trail, then this event (backend names only: a URL may hold a password).
+    // The copied trail, then this event (backend names only: a URL may hold a password).
+    let recorded = match &outcome {
         Ok(reports) => {
-            let changes = serde_json::json!({
-                "copied_from": source.backend(),
-                "rows": reports.iter().map(|r| (r.table.clone(), serde_json::Value::from(r.rows))).collect::<serde_json::Map<_, _>>(),
-            });
-            let recorded =
-                super::audit::record(&target, "cli", AuditAction::Migrate, changes).await;
-            target.close().await;
-            recorded?;
-            reports
+            let rows = reports
+                .iter()
+                .map(|r| (r.table.clone(), serde_json::Value::from(r.rows)))
+                .collect::<serde_json::Map<_, _>>();
+            let changes = serde_json::json!({"copied_from": source.backend(), "rows": rows});
+            Some(super::audit::record(&target, "cli", AuditAction::Migrate, changes).await)
         }
-        Err(e) => {
-            target.close().await;
-            return Err(anyhow::Error::new(e).context("migrate-data failed"));
-        }
+        Err(_) => None,
     };
+    target.close().await;
+    let reports = outcome.context("migrate-data failed")?;
+    recorded.transpose()?;
     for r in &reports {
         out!(
             "table {}: {} row(s) copied, counts and checksum {} verified",

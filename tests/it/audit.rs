@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{self, TestApp, run_cli};
-use crate::review::{current, in_status, patch, tag_of};
+use crate::review::{current, get_if_none_match, in_status, patch, tag_of};
 use clinscribe::audit::AuditEvent;
 use clinscribe::recordings::RecordingStatus;
 
@@ -218,14 +218,8 @@ async fn each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_n
     );
 
     // Nothing revealed: the client's copy is current; no such recording; an empty page.
-    let not_modified = app
-        .send_with(
-            Method::GET,
-            &format!("/api/v1/recordings/{id1}"),
-            &[("if-none-match", &tag_of(&first))],
-            Body::empty(),
-        )
-        .await;
+    let not_modified =
+        get_if_none_match(&app, &format!("/api/v1/recordings/{id1}"), &tag_of(&first)).await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     let missing = app
         .get(&format!("/api/v1/recordings/{}", uuid::Uuid::now_v7()))
@@ -260,21 +254,10 @@ async fn each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_n
     assert_eq!(read[2].patient_id.as_deref(), Some("patient-read-2"));
 
     // Audio: each answer with audio in it (whole or a range) is a read; a 304 is not.
-    let (content_type, body) = common::multipart(&[
-        ("patient_id", None, b"patient-audio"),
-        ("duration_seconds", None, b"5"),
-        ("audio", Some("dictation.webm"), &common::webm(4_000, 7)),
-    ]);
     let uploaded = app
-        .send_with(
-            Method::POST,
-            "/api/v1/recordings/upload",
-            &[("content-type", &content_type)],
-            body,
-        )
+        .upload_audio("patient-audio", &common::webm(4_000, 7))
         .await;
-    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.text);
-    let audio_id = uploaded.body["id"].as_str().unwrap();
+    let audio_id = uploaded["id"].as_str().unwrap();
     let n = events(&app).await.len();
     let url = format!("/api/v1/recordings/{audio_id}/audio");
     let (status, headers, _) = app.get_bytes(&url, &[]).await;
@@ -402,13 +385,7 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     )
     .await
     .unwrap();
-    let (checked, broken) = app.state.audit.verify().await.unwrap();
-    assert_eq!(
-        (checked, broken.as_ref().map(|b| b.seq)),
-        (1, Some(2)),
-        "{broken:?}"
-    );
-    assert!(broken.unwrap().reason.contains("changed"));
+    assert_broken_at(&app, 1, 2, "changed").await;
     common::execute(
         &app,
         &format!("UPDATE audit_events SET changes = '{original}' WHERE seq = 2"),
@@ -440,14 +417,16 @@ async fn the_table_refuses_changes_and_verify_finds_a_row_changed_removed_or_for
     common::execute(&app, "DELETE FROM audit_events WHERE seq = 3")
         .await
         .unwrap();
-    let (checked, broken) = app.state.audit.verify().await.unwrap();
-    let broken = broken.unwrap();
-    assert_eq!((checked, broken.seq), (2, 4));
-    assert!(
-        broken.reason.contains("expected event 3"),
-        "{}",
-        broken.reason
-    );
+    assert_broken_at(&app, 2, 4, "expected event 3").await;
+}
+
+/// `audit verify` verified `checked` events, then found event `seq` broken
+/// for a reason that says `why`.
+async fn assert_broken_at(app: &TestApp, checked: i64, seq: i64, why: &str) {
+    let (verified, broken) = app.state.audit.verify().await.unwrap();
+    let broken = broken.expect("a broken link");
+    assert_eq!((verified, broken.seq), (checked, seq), "{}", broken.reason);
+    assert!(broken.reason.contains(why), "{}", broken.reason);
 }
 
 /// The commands, on a server's database file.
@@ -816,8 +795,7 @@ async fn verify_finds_a_break_at_the_edge_of_its_ranges() {
     )
     .await
     .unwrap();
-    let (checked, broken) = app.state.audit.verify().await.unwrap();
-    assert_eq!((checked, broken.map(|b| b.seq)), (4095, Some(4096)));
+    assert_broken_at(&app, 4095, 4096, "changed").await;
     common::execute(
         &app,
         "UPDATE audit_events SET actor = 'system:test' WHERE seq = 4096",
@@ -827,14 +805,7 @@ async fn verify_finds_a_break_at_the_edge_of_its_ranges() {
     common::execute(&app, "DELETE FROM audit_events WHERE seq = 4097")
         .await
         .unwrap();
-    let (checked, broken) = app.state.audit.verify().await.unwrap();
-    let broken = broken.unwrap();
-    assert_eq!((checked, broken.seq), (4096, 4098));
-    assert!(
-        broken.reason.contains("expected event 4097"),
-        "{}",
-        broken.reason
-    );
+    assert_broken_at(&app, 4096, 4098, "expected event 4097").await;
 }
 
 /// kill -9 in the middle of a burst of reads: every read that was answered

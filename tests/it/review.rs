@@ -41,7 +41,7 @@ pub(crate) fn tag_of(recording: &Value) -> String {
     format!("\"{}\"", recording["version"])
 }
 
-async fn get_if_none_match(app: &TestApp, url: &str, tag: &str) -> TestResponse {
+pub(crate) async fn get_if_none_match(app: &TestApp, url: &str, tag: &str) -> TestResponse {
     app.send_with(Method::GET, url, &[("if-none-match", tag)], Body::empty())
         .await
 }

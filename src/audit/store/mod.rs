@@ -21,11 +21,18 @@ use crate::timestamp::Timestamp;
 #[async_trait]
 pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// Appends an event in a transaction of its own.
-    async fn append(&self, event: &NewAuditEvent) -> Result<AuditEvent, StoreError>;
+    async fn append(&self, event: &NewAuditEvent) -> Result<AuditEvent, StoreError> {
+        let mut chained = self.append_batch(&[event]).await?;
+        chained
+            .pop()
+            .map(AuditEvent::from)
+            .ok_or(StoreError::Corrupt("no event appended".into()))
+    }
 
     /// Appends `events`, in order, in one transaction of their own (the
-    /// [`AuditLog`](crate::audit::AuditLog)'s batch).
-    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError>;
+    /// [`AuditLog`](crate::audit::AuditLog)'s batch); returns them as stored.
+    async fn append_batch(&self, events: &[&NewAuditEvent])
+    -> Result<Vec<StoredEvent>, StoreError>;
 
     /// A recording's events, oldest first.
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError>;
@@ -55,10 +62,6 @@ pub fn open(db: &Database) -> Arc<dyn AuditStore> {
 mod sql {
     /// The chain's last event.
     pub const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
-    /// One event.
-    pub const INSERT: &str = "INSERT INTO audit_events (seq, at, actor, action, recording_id, \
-        patient_id, changes, request_id, client_addr, prev_hash, hash) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
     /// The columns, in [`StoredEvent`](crate::audit::model::StoredEvent) order.
     macro_rules! columns {
         () => {
@@ -78,7 +81,8 @@ mod sql {
         " FROM audit_events WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
          AND ($3 IS NULL OR patient_id = $3) ORDER BY seq"
     );
-    /// The events of a range of positions, in chain order.
+    /// The events of a range of positions, in chain order (PostgreSQL's
+    /// `verify`; SQLite's reads a range as one JSON row).
     pub const RANGE: &str = concat!(
         "SELECT ",
         columns!(),
@@ -124,30 +128,6 @@ fn chain_after(events: &[&NewAuditEvent], last: Option<(i64, String)>) -> Vec<St
         chained.push(next);
     }
     chained
-}
-
-/// Binds an event to [`sql::INSERT`].
-fn bind_event<'q, DB: sqlx::Database>(
-    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
-    e: &'q StoredEvent,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
-where
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    q.bind(e.seq)
-        .bind(e.at.as_str())
-        .bind(e.actor.as_str())
-        .bind(e.action.as_str())
-        .bind(e.recording_id.as_deref())
-        .bind(e.patient_id.as_deref())
-        .bind(e.changes.as_str())
-        .bind(e.request_id.as_deref())
-        .bind(e.client_addr.as_deref())
-        .bind(e.prev_hash.as_str())
-        .bind(e.hash.as_str())
 }
 
 /// Recomputes the chain over `rows` (the events after `last`, in `seq`
@@ -209,7 +189,7 @@ mod tests {
         let mut prev = GENESIS_HASH.to_owned();
         (1..=n)
             .map(|seq| {
-                let event = AuditEvent::chain(
+                let event = StoredEvent::chain(
                     &NewAuditEvent {
                         at: Timestamp::parse("2026-12-01T10:00:00.000001Z").unwrap(),
                         actor: "dr-a".into(),
@@ -224,7 +204,7 @@ mod tests {
                     &prev,
                 );
                 prev.clone_from(&event.hash);
-                event.stored()
+                event
             })
             .collect()
     }

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditStore, bind_event, chain_after, sql, verify_in_ranges, verify_rows};
+use super::{AuditStore, chain_after, sql, verify_in_ranges, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
@@ -19,11 +19,8 @@ const CHAIN_LOCK: i64 = 0x0061_7564_6974;
 pub async fn append(
     conn: &mut sqlx::PgConnection,
     event: &NewAuditEvent,
-) -> Result<StoredEvent, StoreError> {
-    let mut chained = append_many(conn, &[event]).await?;
-    chained
-        .pop()
-        .ok_or(StoreError::Corrupt("no event appended".into()))
+) -> Result<(), StoreError> {
+    append_many(conn, &[event]).await.map(drop)
 }
 
 /// Appends `events` to the chain, in order, inside the caller's transaction:
@@ -41,12 +38,6 @@ pub async fn append_many(
         .await?;
     let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
     let chained = chain_after(events, last);
-    if let [one] = chained.as_slice() {
-        bind_event(sqlx::query(sql::INSERT), one)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(chained);
-    }
     let column = |f: fn(&StoredEvent) -> Option<&str>| chained.iter().map(f).collect::<Vec<_>>();
     sqlx::query(INSERT_ROWS)
         .bind(chained.iter().map(|e| e.seq).collect::<Vec<_>>())
@@ -86,18 +77,14 @@ impl PgAudit {
 
 #[async_trait]
 impl AuditStore for PgAudit {
-    async fn append(&self, event: &NewAuditEvent) -> Result<AuditEvent, StoreError> {
+    async fn append_batch(
+        &self,
+        events: &[&NewAuditEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut tx = self.db.pool().begin().await?;
-        let chained = append(&mut tx, event).await?;
+        let chained = append_many(&mut tx, events).await?;
         tx.commit().await?;
-        Ok(chained.into())
-    }
-
-    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {
-        let mut tx = self.db.pool().begin().await?;
-        append_many(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(chained)
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {

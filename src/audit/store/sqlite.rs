@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{AuditStore, bind_event, chain_after, sql, verify_in_ranges, verify_rows};
+use super::{AuditStore, chain_after, sql, verify_in_ranges, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
 use crate::db::{SqliteDatabase, StoreError};
 use crate::timestamp::Timestamp;
@@ -13,11 +13,8 @@ use crate::timestamp::Timestamp;
 pub async fn append(
     conn: &mut sqlx::SqliteConnection,
     event: &NewAuditEvent,
-) -> Result<StoredEvent, StoreError> {
-    let mut chained = append_many(conn, &[event]).await?;
-    chained
-        .pop()
-        .ok_or(StoreError::Corrupt("no event appended".into()))
+) -> Result<(), StoreError> {
+    append_many(conn, &[event]).await.map(drop)
 }
 
 /// Appends `events` to the chain, in order, inside the caller's write
@@ -51,6 +48,23 @@ pub async fn append_many(
     Ok(chained)
 }
 
+/// Binds one event's values to its row of [`insert_rows_sql`].
+fn bind_event<'q>(q: SqliteQuery<'q>, e: &'q StoredEvent) -> SqliteQuery<'q> {
+    q.bind(e.seq)
+        .bind(e.at.as_str())
+        .bind(e.actor.as_str())
+        .bind(e.action.as_str())
+        .bind(e.recording_id.as_deref())
+        .bind(e.patient_id.as_deref())
+        .bind(e.changes.as_str())
+        .bind(e.request_id.as_deref())
+        .bind(e.client_addr.as_deref())
+        .bind(e.prev_hash.as_str())
+        .bind(e.hash.as_str())
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
 /// `INSERT INTO audit_events … VALUES (…), (…)` for `rows` events.
 fn insert_rows_sql(rows: usize) -> String {
     let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -77,18 +91,14 @@ impl SqliteAudit {
 
 #[async_trait]
 impl AuditStore for SqliteAudit {
-    async fn append(&self, event: &NewAuditEvent) -> Result<AuditEvent, StoreError> {
+    async fn append_batch(
+        &self,
+        events: &[&NewAuditEvent],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let chained = append(&mut tx, event).await?;
+        let chained = append_many(&mut tx, events).await?;
         tx.commit().await?;
-        Ok(chained.into())
-    }
-
-    async fn append_batch(&self, events: &[&NewAuditEvent]) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().await?;
-        append_many(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(chained)
     }
 
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {

@@ -264,6 +264,25 @@ impl TestApp {
             .await
     }
 
+    /// Uploads a dictation of `audio` (multipart, no key) and returns its JSON.
+    pub async fn upload_audio(&self, patient_id: &str, audio: &[u8]) -> Value {
+        let (content_type, body) = multipart(&[
+            ("patient_id", None, patient_id.as_bytes()),
+            ("duration_seconds", None, b"5"),
+            ("audio", Some("dictation.webm"), audio),
+        ]);
+        let response = self
+            .send_with(
+                Method::POST,
+                "/api/v1/recordings/upload",
+                &[("content-type", &content_type)],
+                body,
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.body
+    }
+
     /// Creates a recording through the API and returns its JSON.
     pub async fn create(&self, patient_id: &str, duration: i64) -> Value {
         let body = serde_json::json!({"patient_id": patient_id, "duration_seconds": duration});
