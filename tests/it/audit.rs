@@ -283,6 +283,12 @@ async fn each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_n
 async fn a_read_the_trail_cannot_record_is_refused_and_reveals_nothing(app: TestApp) {
     let created = app.create("patient-closed", 30).await;
     let id = created["id"].as_str().unwrap();
+    let audio = common::webm(4_000, 9);
+    let with_audio = app.upload_audio("patient-closed-audio", &audio).await;
+    let audio_url = format!(
+        "/api/v1/recordings/{}/audio",
+        with_audio["id"].as_str().unwrap()
+    );
     let (refuse, allow) = match app.backend {
         common::Backend::Sqlite => (
             vec![
@@ -324,6 +330,13 @@ async fn a_read_the_trail_cannot_record_is_refused_and_reveals_nothing(app: Test
             refused.text
         );
     }
+    let (status, _, bytes) = app.get_bytes(&audio_url, &[]).await;
+    assert!(status.is_server_error(), "audio: {status}");
+    assert!(
+        bytes.len() < audio.len() / 2,
+        "the audio was sent: {} bytes",
+        bytes.len()
+    );
     assert_eq!(events(&app).await, before);
     for sql in allow {
         common::execute(&app, sql).await.unwrap();
