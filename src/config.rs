@@ -362,6 +362,30 @@ pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// The default of `PWA_AUTH`: off, on loopback only, until the browser's
+/// sign-in page lands (docs/OPERATIONS.md, "Accounts").
+pub const DEFAULT_AUTH: &str = "off";
+
+/// Parses `PWA_AUTH` (`on` or `off`); `off` is refused unless the server
+/// listens on a loopback address only, where nobody else can reach it.
+pub fn parse_auth(value: &str, bind: SocketAddr) -> Result<crate::auth::AuthMode, ConfigError> {
+    use crate::auth::AuthMode;
+    match value {
+        "on" => Ok(AuthMode::On),
+        "off" if bind.ip().is_loopback() => Ok(AuthMode::Off),
+        "off" => Err(ConfigError::new(
+            "PWA_AUTH",
+            value,
+            format!(
+                "every request would act as the one clinician, and PWA_BIND={bind} reaches \
+                 beyond this machine: set PWA_AUTH=on (and create users and tokens: \
+                 clinscribe user add, clinscribe token create), or bind to 127.0.0.1"
+            ),
+        )),
+        _ => Err(ConfigError::new("PWA_AUTH", value, "expected on or off")),
+    }
+}
+
 /// Parses a duration such as `6h`, `30m` or `1d 12h` (at least one second).
 pub fn parse_interval(
     setting: &'static str,

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 400 with a message.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 with `WWW-Authenticate: Bearer`: no valid credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// 404 with a message, e.g. "Recording not found".
     #[error("{0}")]
     NotFound(&'static str),
@@ -95,6 +98,7 @@ impl ApiError {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ConflictRetry(_) => StatusCode::CONFLICT,
@@ -142,6 +146,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if matches!(self, Self::StorageFull) {
             response.headers_mut().insert(

@@ -4,12 +4,14 @@
 //! - [`db`]: connection setup and migrations;
 //! - [`http`]: the router, shared state and the server's life cycle;
 //! - [`uploads`], [`audio`]: audio uploads and storage; [`idempotency`];
+//! - [`auth`]: users, tokens and who may do what; [`audit`]: the trail;
 //! - [`web`]: the offline-first web app (pages and assets, embedded);
 //! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
 
 pub mod app;
 pub mod audio;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -19,7 +21,6 @@ pub mod files;
 pub mod health;
 pub mod http;
 pub mod idempotency;
-pub mod identity;
 pub mod jobs;
 pub mod recordings;
 pub mod tasks;

@@ -20,6 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::audio::OpenError;
 use crate::audio::storage::AudioStore;
 use crate::audit::{AuditLog, AuditStore};
+use crate::auth::{AuthMode, Authenticator};
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub reads: Reads,
     /// Which transcription engine runs here.
     pub transcription: TranscriptionStatus,
+    /// Who is calling (every API route but the health check asks it).
+    pub auth: Authenticator,
 }
 
 impl AppState {
@@ -93,11 +96,19 @@ impl AppState {
             health: Default::default(),
             storage: Arc::new(StorageHealth::new(probe_dirs)),
             guard: Default::default(),
+            auth: Authenticator::new(&db, AuthMode::Off),
             db,
         })
     }
 
-    /// The same state with these Host and Origin rules.
+    /// The same state, authenticating requests as `mode` says (`new` leaves
+    /// it off: tests and tools choose; `serve` follows `PWA_AUTH`).
+    pub fn with_auth(mut self, mode: AuthMode) -> Self {
+        self.auth = Authenticator::new(&self.db, mode);
+        self
+    }
+
+    /// The same state, with these Host and Origin rules.
     pub fn with_guard(mut self, guard: guard::RequestGuard) -> Self {
         self.guard = Arc::new(guard);
         self
@@ -112,8 +123,15 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .merge(crate::health::routes())
-        .merge(crate::recordings::api::routes())
-        .merge(crate::uploads::api::routes())
+        .merge(
+            Router::new()
+                .merge(crate::recordings::api::routes())
+                .merge(crate::uploads::api::routes())
+                .route_layer(middleware::from_fn_with_state(
+                    state.auth.clone(),
+                    crate::auth::api::require_sign_in,
+                )),
+        )
         .merge(crate::web::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

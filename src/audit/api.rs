@@ -12,15 +12,16 @@ use utoipa::ToSchema;
 
 use super::model::AuditContext;
 use crate::error::ApiError;
-use crate::identity::CurrentClinician;
+use crate::auth::Principal;
 
 impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let clinician = CurrentClinician::from_request_parts(parts, state).await?;
+        let principal = Principal::from_request_parts(parts, state).await?;
         Ok(Self {
-            actor: clinician.0,
+            actor: principal.id,
+            role: principal.role,
             // Set (or checked) by the edge middleware before any handler runs.
             request_id: parts
                 .headers

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::Role;
 use crate::timestamp::Timestamp;
 
 /// The `prev_hash` of the first event.
@@ -52,6 +53,18 @@ pub enum AuditAction {
     Seed,
     /// Every table copied from another database (`clinscribe migrate-data`).
     Migrate,
+    /// Recordings given to another clinician (`clinscribe recordings reassign`).
+    Reassign,
+    /// A user added (`clinscribe user add`).
+    UserAdd,
+    /// A user's password set (`clinscribe user passwd`).
+    UserPassword,
+    /// A user disabled (`clinscribe user disable`).
+    UserDisable,
+    /// An API token created (`clinscribe token create`).
+    TokenCreate,
+    /// An API token revoked (`clinscribe token revoke`).
+    TokenRevoke,
 }
 
 impl AuditAction {
@@ -73,6 +86,12 @@ impl AuditAction {
             Self::Purge => "purge",
             Self::Seed => "seed",
             Self::Migrate => "migrate",
+            Self::Reassign => "reassign",
+            Self::UserAdd => "user_add",
+            Self::UserPassword => "user_password",
+            Self::UserDisable => "user_disable",
+            Self::TokenCreate => "token_create",
+            Self::TokenRevoke => "token_revoke",
         }
     }
 }
@@ -83,6 +102,9 @@ impl AuditAction {
 pub struct AuditContext {
     /// The clinician id, or `system:<component>`.
     pub actor: String,
+    /// The actor's role (a system component acts as an admin would: it is
+    /// not subject to the policy of a clinician's actions).
+    pub role: Role,
     /// The request's `X-Request-Id`.
     pub request_id: Option<String>,
     /// The client's address, when known.
@@ -94,6 +116,7 @@ impl AuditContext {
     pub fn clinician(id: &str) -> Self {
         Self {
             actor: id.to_owned(),
+            role: Role::Clinician,
             request_id: None,
             client_addr: None,
         }
@@ -171,6 +194,7 @@ impl AuditContext {
     pub fn system(component: &str) -> Self {
         Self {
             actor: format!("system:{component}"),
+            role: Role::Admin,
             request_id: None,
             client_addr: None,
         }

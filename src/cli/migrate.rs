@@ -23,10 +23,7 @@ pub(super) async fn run(settings: DatabaseSettings, args: MigrateArgs) -> anyhow
     let mut adopted = None;
     // Only SQLite files can have been written by the original service.
     if let Some(path) = sqlite_path(&settings) {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
+        super::create_data_dir(&path)?;
         if args.status {
             if adopt::identify(&path).await? == DatabaseKind::Original {
                 out!(

@@ -12,6 +12,7 @@ macro_rules! out {
     }};
 }
 
+mod accounts;
 mod audit;
 mod backup;
 mod maintenance;
@@ -96,6 +97,12 @@ enum Command {
     Model(model::ModelArgs),
     /// The audit trail: verify its hash chain, export events.
     Audit(audit::AuditArgs),
+    /// Local accounts: add, list, disable, set a password.
+    User(accounts::UserArgs),
+    /// API tokens for scripts and integrations: create, list, revoke.
+    Token(accounts::TokenArgs),
+    /// Recordings in bulk: reassign one clinician's to another.
+    Recordings(accounts::RecordingsArgs),
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -177,6 +184,9 @@ enum Job {
     Vacuum(maintenance::VacuumArgs),
     Model(model::ModelArgs),
     Audit(audit::AuditArgs),
+    User(accounts::UserArgs),
+    Token(accounts::TokenArgs),
+    Recordings(accounts::RecordingsArgs),
 }
 
 impl Job {
@@ -195,6 +205,9 @@ impl Job {
             Command::Vacuum(args) => Self::Vacuum(args),
             Command::Model(args) => Self::Model(args),
             Command::Audit(args) => Self::Audit(args),
+            Command::User(args) => Self::User(args),
+            Command::Token(args) => Self::Token(args),
+            Command::Recordings(args) => Self::Recordings(args),
         })
     }
 
@@ -210,8 +223,21 @@ impl Job {
             Self::Vacuum(args) => maintenance::vacuum(database, args).await,
             Self::Model(args) => tokio::task::spawn_blocking(move || model::run(args)).await?,
             Self::Audit(args) => audit::run(database, args).await,
+            Self::User(args) => accounts::user(database, args).await,
+            Self::Token(args) => accounts::token(database, args).await,
+            Self::Recordings(args) => accounts::recordings(database, args).await,
         }
     }
+}
+
+/// Creates the directory of SQLite file `path`, if it has one.
+fn create_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The SQLite file behind the settings (None on PostgreSQL).

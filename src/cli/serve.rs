@@ -20,12 +20,19 @@ use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
 use crate::http::guard::RequestGuard;
 use crate::tasks::{CancellationToken, Supervisor};
+use crate::auth::{AuthMode, DEFAULT_CLINICIAN};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
     /// Address to listen on (IP:PORT).
     #[arg(long, env = "PWA_BIND", default_value = config::DEFAULT_BIND)]
     bind: String,
+
+    /// `on`: every API request needs an API token (`Authorization: Bearer`);
+    /// `off`: every request acts as the original's single clinician (only
+    /// when bound to a loopback address).
+    #[arg(long, env = "PWA_AUTH", default_value = config::DEFAULT_AUTH)]
+    auth: String,
 
     /// Take a hot backup every so often, e.g. `6h` or `30m` (off when unset).
     #[arg(long, env = "PWA_BACKUP_INTERVAL")]
@@ -164,6 +171,7 @@ pub(super) struct ServeArgs {
 #[derive(Debug)]
 pub(super) struct ServeSettings {
     bind: SocketAddr,
+    auth: AuthMode,
     backups: Option<(Duration, BackupOptions)>,
     uploads: UploadSettings,
     connections: ConnectionSettings,
@@ -174,6 +182,7 @@ pub(super) struct ServeSettings {
 impl ServeArgs {
     pub(super) fn settings(&self) -> Result<ServeSettings, ConfigError> {
         let bind = config::parse_bind(&self.bind)?;
+        let auth = config::parse_auth(&self.auth, bind)?;
         let backups = match &self.backup_interval {
             None => None,
             Some(interval) => {
@@ -217,6 +226,7 @@ impl ServeArgs {
         })?;
         Ok(ServeSettings {
             bind,
+            auth,
             backups,
             uploads,
             connections,
@@ -233,10 +243,7 @@ pub(super) async fn run(
     let db_path = sqlite_path(&database);
     let mut _lock = None;
     if let Some(db_path) = &db_path {
-        if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        }
+        super::create_data_dir(db_path)?;
         // Held for the server's lifetime: `restore` and a second server see it.
         _lock = Some(ServerLock::acquire(db_path)?);
     } else if settings.backups.is_some() {
@@ -256,7 +263,15 @@ pub(super) async fn run(
     }
     let mut state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
-        .with_guard(RequestGuard::new(Some(local), settings.access));
+        .with_guard(RequestGuard::new(Some(local), settings.access))
+        .with_auth(settings.auth);
+    if settings.auth == AuthMode::Off {
+        tracing::warn!(
+            "PWA_AUTH=off: NO AUTHENTICATION. Every request acts as the one clinician \
+             '{DEFAULT_CLINICIAN}' and can read every dictation; for development on this \
+             machine only (set PWA_AUTH=on for anything else)"
+        );
+    }
     // At start (what a crash left behind) and then periodically.
     let uploads = state.uploads.clone();
     tasks.spawn("upload cleanup", |stop| uploads.sweep_periodically(stop));

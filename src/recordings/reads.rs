@@ -11,7 +11,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::store::{Change, ListQuery, Page, RecordingJson, RecordingStore, StoreError};
+use super::model::Recording;
 use crate::audit::{AuditContext, AuditEvent, AuditLog, AuditStore, ReadOf};
+use crate::auth::policy;
 
 /// One recording, or that the client's copy is current.
 #[derive(Debug)]
@@ -52,6 +54,9 @@ impl Reads {
         is_current: impl FnOnce(i64) -> bool,
     ) -> Result<Read, StoreError> {
         let recording = self.recordings.get_json(id).await?;
+        if !policy::may_read(&context.actor, context.role, &recording.clinician_id) {
+            return Err(not_found());
+        }
         if is_current(recording.version) {
             return Ok(Read::NotModified(recording.version));
         }
@@ -108,6 +113,9 @@ impl Reads {
     ) -> Result<Vec<AuditEvent>, StoreError> {
         // A recording that is not there (or was deleted) has no history to show.
         let recording = self.recordings.get(id).await?;
+        if !policy::may_read(&context.actor, context.role, &recording.clinician_id) {
+            return Err(not_found());
+        }
         let events = self.audit.history(id).await?;
         self.log
             .record(context.read(ReadOf::History, id, &recording.patient_id))
@@ -115,15 +123,34 @@ impl Reads {
         Ok(events)
     }
 
-    /// Records that the audio of `id` (of `patient_id`) is being sent.
-    pub async fn audio(
+    /// Recording `id`, whose audio the actor is about to download (not yet a
+    /// read: [`Reads::audio`] records it once the audio is found).
+    pub async fn audio_source(
         &self,
         context: &AuditContext,
         id: Uuid,
-        patient_id: &str,
+    ) -> Result<Recording, StoreError> {
+        let recording = self.recordings.get(id).await?;
+        if !policy::may_download(&context.actor, context.role, &recording.clinician_id) {
+            return Err(not_found());
+        }
+        Ok(recording)
+    }
+
+    /// Records that the audio of `recording` is being sent.
+    pub async fn audio(
+        &self,
+        context: &AuditContext,
+        recording: &Recording,
     ) -> Result<(), StoreError> {
         self.log
-            .record(context.read(ReadOf::Audio, id, patient_id))
+            .record(context.read(ReadOf::Audio, recording.id, &recording.patient_id))
             .await
     }
+}
+
+/// What a recording the actor may not see answers: the same as one that does
+/// not exist.
+fn not_found() -> StoreError {
+    StoreError::NotFound(super::store::RECORDING_NOT_FOUND)
 }

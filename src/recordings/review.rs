@@ -9,6 +9,8 @@ use uuid::Uuid;
 use super::model::{Amendment, AmendmentRequest, Recording, RecordingPatch, RecordingStatus};
 use super::store::{RecordingStore, Signature, StoreError};
 use crate::audit::{AuditAction, AuditContext, Audited};
+use crate::auth::Role;
+use crate::auth::policy;
 use crate::timestamp::Timestamp;
 
 /// Why a patch was not applied.
@@ -66,7 +68,7 @@ pub async fn patch_recording(
     patch: &RecordingPatch,
     context: &AuditContext,
 ) -> Result<Recording, ReviewError> {
-    let current = current_at(store, id, if_match).await?;
+    let current = current_at(store, id, if_match, context, policy::may_change).await?;
     let changes = patch.changes_to(&current);
     if changes.is_empty() {
         return Ok(current);
@@ -98,7 +100,7 @@ pub async fn retry(
         ..RecordingPatch::default()
     };
     loop {
-        let current = get(store, id).await?;
+        let current = get_allowed(store, id, context, policy::may_change).await?;
         if current.status != RecordingStatus::Error {
             return Err(ReviewError::NotRetryable(current.status));
         }
@@ -121,7 +123,7 @@ pub async fn sign(
     if_match: i64,
     context: &AuditContext,
 ) -> Result<Recording, ReviewError> {
-    let current = current_at(store, id, if_match).await?;
+    let current = current_at(store, id, if_match, context, policy::may_change).await?;
     refuse_if_signed(&current)?;
     if current.status != RecordingStatus::Completed {
         return Err(ReviewError::NotSignable(current.status));
@@ -155,7 +157,7 @@ pub async fn amend(
     context: &AuditContext,
     request: AmendmentRequest,
 ) -> Result<Recording, ReviewError> {
-    let current = current_at(store, id, if_match).await?;
+    let current = current_at(store, id, if_match, context, policy::may_change).await?;
     if current.signoff.signed_at.is_none() {
         return Err(ReviewError::NotSigned);
     }
@@ -184,7 +186,7 @@ pub async fn delete(
     if_match: i64,
     context: &AuditContext,
 ) -> Result<(), ReviewError> {
-    let current = current_at(store, id, if_match).await?;
+    let current = current_at(store, id, if_match, context, policy::may_delete).await?;
     refuse_if_signed(&current)?;
     let audited = audited(context, AuditAction::Delete, &current);
     match store
@@ -196,13 +198,15 @@ pub async fn delete(
     }
 }
 
-/// The recording, if it is at version `if_match`.
+/// The recording, if `rule` lets the actor act on it and it is at version `if_match`.
 async fn current_at(
     store: &dyn RecordingStore,
     id: Uuid,
     if_match: i64,
+    context: &AuditContext,
+    rule: fn(&str, Role, &str) -> bool,
 ) -> Result<Recording, ReviewError> {
-    let current = get(store, id).await?;
+    let current = get_allowed(store, id, context, rule).await?;
     if current.version != if_match {
         return Err(stale(if_match, current));
     }
@@ -237,6 +241,22 @@ fn refuse_if_signed(current: &Recording) -> Result<(), ReviewError> {
     }
 }
 
+/// The recording, if `rule` (of `auth::policy`) lets the actor act on it;
+/// one it may not is not found, as if it did not exist.
+async fn get_allowed(
+    store: &dyn RecordingStore,
+    id: Uuid,
+    context: &AuditContext,
+    rule: fn(&str, Role, &str) -> bool,
+) -> Result<Recording, ReviewError> {
+    let recording = get(store, id).await?;
+    if !rule(&context.actor, context.role, &recording.clinician_id) {
+        return Err(ReviewError::NotFound);
+    }
+    Ok(recording)
+}
+
+/// The recording (for an actor already allowed to act on it).
 async fn get(store: &dyn RecordingStore, id: Uuid) -> Result<Recording, ReviewError> {
     match store.get(id).await {
         Err(StoreError::NotFound(_)) => Err(ReviewError::NotFound),

@@ -5,7 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::model::{Recording, RecordingStatus};
-use crate::identity::DEFAULT_CLINICIAN;
+use crate::auth::DEFAULT_CLINICIAN;
 use crate::timestamp::Timestamp;
 
 const TRANSCRIPT: &str = "reports mild headache for 2 days.\nPlan: paracetamol 500 mg PRN.";

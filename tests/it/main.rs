@@ -9,6 +9,7 @@ mod common;
 
 mod api;
 mod audit;
+mod auth;
 mod changes;
 mod database;
 mod embedded;

@@ -72,6 +72,8 @@ pub struct RecordingJson {
     pub version: i64,
     /// `patient_id` (whose data a read reveals).
     pub patient_id: String,
+    /// `clinician_id` (whose recording it is).
+    pub clinician_id: String,
 }
 
 impl RecordingJson {
@@ -82,6 +84,7 @@ impl RecordingJson {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             version: recording.version,
             patient_id: recording.patient_id.clone(),
+            clinician_id: recording.clinician_id.clone(),
         })
     }
 }
@@ -95,6 +98,27 @@ pub struct Signature {
     pub by: String,
     /// SHA-256 (hex) of the signed text.
     pub sha256: String,
+}
+
+/// The events of giving recordings `(id, patient_id)` of `from` to `to`.
+fn reassign_events(
+    context: &AuditContext,
+    from: &str,
+    to: &str,
+    moved: Vec<(String, String)>,
+) -> Result<Vec<NewAuditEvent>, StoreError> {
+    moved
+        .into_iter()
+        .map(|(id, patient_id)| {
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(context.event(
+                AuditAction::Reassign,
+                Some(id),
+                Some(patient_id),
+                serde_json::json!({ "clinician_id": [from, to] }),
+            ))
+        })
+        .collect()
 }
 
 /// The event of purging the audio (of `content_type`) of recording `id` of `patient_id`.
@@ -281,6 +305,16 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         content_type: &str,
         context: &AuditContext,
     ) -> Result<(), StoreError>;
+
+    /// Gives every recording of clinician `from` (deleted ones included, so
+    /// that the feed's tombstones follow) to `to`, one audited change each;
+    /// returns how many moved.
+    async fn reassign(
+        &self,
+        from: &str,
+        to: &str,
+        context: &AuditContext,
+    ) -> Result<u64, StoreError>;
 
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers.

@@ -136,6 +136,8 @@ const DELETED_WITH_AUDIO: &str = "SELECT id::text, audio_content_type FROM recor
 const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, version = version + 1 \
      WHERE id = $1::uuid AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL \
      RETURNING patient_id";
+const REASSIGN: &str = "UPDATE recordings SET clinician_id = $2, updated_at = $3::timestamptz, \
+     version = version + 1 WHERE clinician_id = $1 RETURNING id::text, patient_id";
 const UPDATE_STATUS: &str = concat!(
     "UPDATE recordings SET status = $1, error_message = $2, updated_at = $3::timestamptz, version = version + 1, \
      processed_at = CASE WHEN $4 THEN $3::timestamptz ELSE processed_at END \
@@ -379,6 +381,26 @@ impl RecordingStore for PgRecordings {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn reassign(
+        &self,
+        from: &str,
+        to: &str,
+        context: &AuditContext,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let moved: Vec<(String, String)> = sqlx::query_as(REASSIGN)
+            .bind(from)
+            .bind(to)
+            .bind(Timestamp::now().to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        let count = moved.len() as u64;
+        let events = super::reassign_events(context, from, to, moved)?;
+        audit::append_many(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// One page of a clinician's recordings, newest first.

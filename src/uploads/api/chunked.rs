@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use super::{durable_json, session_response, stored_response};
 use crate::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::identity::CurrentClinician;
+use crate::auth::Principal;
 use crate::recordings::Recording;
 use crate::uploads::model::{ChunkRange, StartUpload, path_key};
 use crate::uploads::{ChunkOutcome, Uploads};
@@ -56,11 +56,11 @@ struct UploadSession {
 )]
 pub async fn start_upload(
     State(uploads): State<Uploads>,
-    clinician: CurrentClinician,
+    clinician: Principal,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let start = StartUpload::from_json(&body).map_err(ApiError::Validation)?;
-    let (session, created) = uploads.start_session(clinician.id(), start).await?;
+    let (session, created) = uploads.start_session(&clinician.id, start).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -83,11 +83,11 @@ pub async fn start_upload(
 )]
 pub async fn upload_status(
     State(uploads): State<Uploads>,
-    clinician: CurrentClinician,
+    clinician: Principal,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = path_key(&raw).map_err(ApiError::Validation)?;
-    let session = uploads.session_state(clinician.id(), key).await?;
+    let session = uploads.session_state(&clinician.id, key).await?;
     session_response(StatusCode::OK, &session)
 }
 

@@ -1,7 +1,6 @@
 //! `GET /api/v1/recordings/{recording_id}/audio`: a recording's audio, with
 //! `Range` for seeking in a player.
 
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,7 +11,7 @@ use crate::audio::storage::AudioStore;
 use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::http::extract::RecordingId;
-use crate::recordings::{Reads, RecordingStore};
+use crate::recordings::Reads;
 use crate::uploads::Uploads;
 
 /// The recording's audio, with `Range` support for seeking in a player.
@@ -34,14 +33,13 @@ use crate::uploads::Uploads;
     )
 )]
 pub async fn download_audio(
-    State(recordings): State<Arc<dyn RecordingStore>>,
     State(uploads): State<Uploads>,
     State(reads): State<Reads>,
     context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let recording = recordings.get(id).await?;
+    let recording = reads.audio_source(&context, id).await?;
     // Only audio the server stored itself: a client's audio_file_path is never opened.
     let (Some(sha256), Some(content_type)) = (
         recording.upload.audio_sha256.as_deref(),
@@ -60,7 +58,7 @@ pub async fn download_audio(
         ))
     };
     let len = uploads.audio_len(&key).await.map_err(unreadable)?;
-    reads.audio(&context, id, &recording.patient_id).await?;
+    reads.audio(&context, &recording).await?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())

@@ -228,6 +228,13 @@ impl TestApp {
         }
     }
 
+    /// The same app, with every API request needing credentials (`PWA_AUTH=on`).
+    pub fn with_auth_on(mut self) -> Self {
+        self.state = self.state.with_auth(clinscribe::auth::AuthMode::On);
+        self.router = clinscribe::router(self.state.clone());
+        self
+    }
+
     /// The SQLite database (panics on PostgreSQL).
     pub fn sqlite(&self) -> &SqliteDatabase {
         match &self.state.db {
@@ -427,6 +434,33 @@ pub fn run_cli(db_path: &Path, args: &[&str]) -> CliOutput {
         db_path.parent().expect("db dir"),
         args,
     )
+}
+
+/// Runs `clinscribe ARGS` against the database at `db_path`, with `stdin` as its input.
+pub fn run_cli_stdin(db_path: &Path, args: &[&str], stdin: &str) -> CliOutput {
+    use std::io::Write as _;
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(db_path.parent().expect("db dir"))
+        .env("PWA_DATABASE_URL", format!("sqlite://{}", db_path.display()))
+        .env("PWA_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run clinscribe");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for clinscribe");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Runs `clinscribe ARGS` against `database_url`, in `dir`.

@@ -113,7 +113,7 @@ pub mod sql {
     );
     /// One recording as the API's JSON object.
     pub const GET_JSON: &str = concat!(
-        "SELECT version, patient_id, ",
+        "SELECT version, patient_id, clinician_id, ",
         recording_json!(),
         " FROM recordings WHERE id = ?1 AND deleted_at IS NULL"
     );
@@ -185,6 +185,8 @@ pub mod sql {
     pub const FORGET_AUDIO: &str = "UPDATE recordings SET audio_content_type = NULL, \
          version = version + 1 WHERE id = ?1 AND deleted_at IS NOT NULL AND audio_content_type IS NOT NULL \
          RETURNING patient_id";
+    pub const REASSIGN: &str = "UPDATE recordings SET clinician_id = ?2, updated_at = ?3, \
+         version = version + 1 WHERE clinician_id = ?1 RETURNING id, patient_id";
     /// Status change, returning the updated row.
     pub const UPDATE_STATUS: &str = recording_sql!(
         "UPDATE recordings SET status = ?1, error_message = ?2, updated_at = ?3, version = version + 1, \
@@ -243,7 +245,7 @@ impl RecordingStore for SqliteRecordings {
 
     /// The recording with this id as the API's JSON object (built by SQLite).
     async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
-        let (version, patient_id, json) = sqlx::query_as(sql::GET_JSON)
+        let (version, patient_id, clinician_id, json) = sqlx::query_as(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
             .fetch_optional(self.db.readers())
             .await?
@@ -252,6 +254,7 @@ impl RecordingStore for SqliteRecordings {
             json,
             version,
             patient_id,
+            clinician_id,
         })
     }
 
@@ -400,6 +403,26 @@ impl RecordingStore for SqliteRecordings {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn reassign(
+        &self,
+        from: &str,
+        to: &str,
+        context: &AuditContext,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let moved: Vec<(String, String)> = sqlx::query_as(sql::REASSIGN)
+            .bind(from)
+            .bind(to)
+            .bind(Timestamp::now().to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        let count = moved.len() as u64;
+        let events = super::reassign_events(context, from, to, moved)?;
+        audit::append_many(&mut tx, &events.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// One page of a clinician's recordings, newest first, optionally of one

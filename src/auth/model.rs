@@ -1,0 +1,202 @@
+//! Users, roles and API tokens, and the checks on what a person types (ids,
+//! names, passwords, token lifetimes). No HTTP, no SQL.
+
+use std::time::Duration;
+
+use crate::timestamp::Timestamp;
+
+/// What a user may do beyond their own recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Records, reviews and signs their own dictations.
+    Clinician,
+    /// Manages users, and may read every recording.
+    Admin,
+}
+
+impl Role {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clinician => "clinician",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role stored as `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "clinician" => Some(Self::Clinician),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who a request acts for: a signed-in user, or (with `PWA_AUTH=off`) the
+/// original's single clinician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user id (what `clinician_id` of their recordings holds).
+    pub id: String,
+    /// Their role.
+    pub role: Role,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The id: what recordings' `clinician_id` holds.
+    pub id: String,
+    /// The name shown.
+    pub display_name: String,
+    /// Their role.
+    pub role: Role,
+    /// When the account was created.
+    pub created_at: Timestamp,
+    /// When it was disabled (it can no longer sign in or use its tokens).
+    pub disabled_at: Option<Timestamp>,
+    /// Whether the account has a password (local sign-in).
+    pub has_password: bool,
+}
+
+/// An API token as stored (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The public id that `token list` shows and `token revoke` takes.
+    pub id: String,
+    /// Whose.
+    pub user_id: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was last used (to the minute).
+    pub last_used_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The longest user id (the column's check).
+pub const MAX_USER_ID: usize = 64;
+/// The longest display name (the column's check).
+pub const MAX_DISPLAY_NAME: usize = 200;
+/// The shortest password accepted: NIST SP 800-63B-4 §3.1.1.2 for a password
+/// that is the only factor (docs/OPERATIONS.md, "Accounts").
+pub const MIN_PASSWORD_CHARS: usize = 15;
+/// The longest password accepted (bounds the work of hashing one).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// The prefix of every API token, so that a leaked one is recognisable (and
+/// secret scanners can find it).
+pub const TOKEN_PREFIX: &str = "cst_";
+
+/// Why a user, password or token request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    /// The id is empty, too long, or has characters other than letters,
+    /// digits and `.`, `_`, `-`, `@`.
+    #[error(
+        "a user id is 1 to {MAX_USER_ID} letters, digits or '.', '_', '-', '@' (and not 'system:…'); got {0:?}"
+    )]
+    BadUserId(String),
+    /// The display name is empty or too long.
+    #[error("a display name is 1 to {MAX_DISPLAY_NAME} characters")]
+    BadDisplayName,
+    /// The password is too short or too long.
+    #[error(
+        "a password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters; this one has {0}"
+    )]
+    BadPassword(usize),
+    /// A token lifetime that is not a duration.
+    #[error("--expires takes a duration such as 90d or 12h; got {0:?}")]
+    BadExpiry(String),
+    /// No such user.
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    /// The id is taken.
+    #[error("a user {0:?} exists already")]
+    UserExists(String),
+    /// No such token.
+    #[error("no API token {0:?}")]
+    NoSuchToken(String),
+    /// A token for a disabled user.
+    #[error("user {0:?} is disabled")]
+    Disabled(String),
+}
+
+/// Checks a new user's id and display name.
+pub fn check_new_user(id: &str, display_name: &str) -> Result<(), AccountError> {
+    let id_ok = !id.is_empty()
+        && id.len() <= MAX_USER_ID
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !id_ok {
+        return Err(AccountError::BadUserId(id.to_owned()));
+    }
+    let chars = display_name.trim().chars().count();
+    if chars == 0 || chars > MAX_DISPLAY_NAME || display_name.chars().any(char::is_control) {
+        return Err(AccountError::BadDisplayName);
+    }
+    Ok(())
+}
+
+/// Checks a new password's length (in characters, as a person counts them).
+pub fn check_password(password: &str) -> Result<(), AccountError> {
+    let chars = password.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        return Err(AccountError::BadPassword(chars));
+    }
+    Ok(())
+}
+
+/// Parses a token lifetime such as `90d`.
+pub fn parse_expiry(text: &str) -> Result<Duration, AccountError> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| AccountError::BadExpiry(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_plain_and_bounded() {
+        assert_eq!(check_new_user("dr.smith@clinic", "Dr Smith"), Ok(()));
+        for bad in ["", "system:cleanup", "a b", "x/y", &"a".repeat(65)] {
+            assert_eq!(
+                check_new_user(bad, "Name"),
+                Err(AccountError::BadUserId(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_new_user("dr-a", "  "),
+            Err(AccountError::BadDisplayName)
+        );
+    }
+
+    #[test]
+    fn passwords_are_counted_in_characters() {
+        assert_eq!(
+            check_password("fourteen chars"),
+            Err(AccountError::BadPassword(14))
+        );
+        assert_eq!(check_password("fifteen chars.."), Ok(()));
+        // Counted as characters, not bytes.
+        assert_eq!(
+            check_password(&"é".repeat(14)),
+            Err(AccountError::BadPassword(14))
+        );
+        assert_eq!(check_password(&"é".repeat(15)), Ok(()));
+    }
+
+    #[test]
+    fn expiry_is_a_positive_duration() {
+        assert_eq!(parse_expiry("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert!(parse_expiry("0s").is_err());
+        assert!(parse_expiry("soon").is_err());
+    }
+}

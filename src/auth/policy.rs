@@ -1,0 +1,49 @@
+//! Who may do what to a recording: one function per action, which every
+//! service asks before it acts. A recording a principal may not see is
+//! answered as if it did not exist (404), so that its existence is not
+//! revealed.
+
+use super::model::Role;
+
+/// Whether the user `who`, of role `role`, may read the recording owned by
+/// `owner` (its fields, its history): its clinician, or an admin.
+pub fn may_read(who: &str, role: Role, owner: &str) -> bool {
+    who == owner || role == Role::Admin
+}
+
+/// Whether `who` may download its audio: the same as reading it.
+pub fn may_download(who: &str, role: Role, owner: &str) -> bool {
+    may_read(who, role, owner)
+}
+
+/// Whether `who` may change it (patch, sign, amend, retry): its clinician only.
+pub fn may_change(who: &str, _role: Role, owner: &str) -> bool {
+    who == owner
+}
+
+/// Whether `who` may delete it: its clinician only.
+pub fn may_delete(who: &str, _role: Role, owner: &str) -> bool {
+    who == owner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clinicians_have_their_own_and_admins_read_all() {
+        type Rule = fn(&str, Role, &str) -> bool;
+        let rules: [(&str, Rule, bool); 4] = [
+            ("read", may_read, true),
+            ("download", may_download, true),
+            ("change", may_change, false),
+            ("delete", may_delete, false),
+        ];
+        for (action, rule, admin_may) in rules {
+            assert!(rule("dr-a", Role::Clinician, "dr-a"), "{action} own");
+            assert!(!rule("dr-a", Role::Clinician, "dr-b"), "{action} another's");
+            assert_eq!(rule("admin", Role::Admin, "dr-b"), admin_may, "admin {action}");
+            assert!(rule("admin", Role::Admin, "admin"), "admin {action} own");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The `users` and `api_tokens` tables. Both keep ids and timestamps as text,
+//! so one SQL text serves both backends; [`stores!`] writes the two traits'
+//! implementations once, for the SQLite and the PostgreSQL store, which differ
+//! only in the connections they run on.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::model::{Role, TokenInfo, User};
+use crate::db::{Database, StoreError};
+use crate::timestamp::Timestamp;
+
+/// A new user's row.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    /// The id.
+    pub id: &'a str,
+    /// The name shown.
+    pub display_name: &'a str,
+    /// Their role.
+    pub role: Role,
+    /// The Argon2id PHC string, for a local account.
+    pub password_hash: Option<&'a str>,
+}
+
+/// What a token's hash leads to: the token and its user, as they stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The token's public id.
+    pub token_id: String,
+    /// Its user.
+    pub user_id: String,
+    /// The user's role.
+    pub role: Role,
+    /// Whether the user is disabled.
+    pub user_disabled: bool,
+    /// When the token expires.
+    pub expires_at: Option<Timestamp>,
+    /// Whether the token was revoked.
+    pub revoked: bool,
+    /// When it was last used.
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// Reads and writes `users`.
+#[async_trait]
+pub trait UserStore: Send + Sync + std::fmt::Debug {
+    /// Adds a user; `StoreError::Duplicate` when the id is taken.
+    async fn insert(&self, user: NewUser<'_>) -> Result<(), StoreError>;
+    /// The user, and their password hash if they have one.
+    async fn get(&self, id: &str) -> Result<Option<(User, Option<String>)>, StoreError>;
+    /// Every user, by id.
+    async fn list(&self) -> Result<Vec<User>, StoreError>;
+    /// Sets a user's password hash; false when there is no such user.
+    async fn set_password(&self, id: &str, hash: &str) -> Result<bool, StoreError>;
+    /// Disables a user from `at` on (kept if already disabled); false when
+    /// there is no such user.
+    async fn disable(&self, id: &str, at: &Timestamp) -> Result<bool, StoreError>;
+}
+
+/// Reads and writes `api_tokens`.
+#[async_trait]
+pub trait TokenStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new token by the SHA-256 (hex) of its secret.
+    async fn insert(&self, token: &TokenInfo, sha256: &str) -> Result<(), StoreError>;
+    /// The token whose secret hashes to `sha256`, with its user.
+    async fn owner(&self, sha256: &str) -> Result<Option<TokenOwner>, StoreError>;
+    /// Records a use of token `id` at `at`.
+    async fn touch(&self, id: &str, at: &Timestamp) -> Result<(), StoreError>;
+    /// The tokens (of one user, or everyone's), newest first.
+    async fn list(&self, user_id: Option<&str>) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Revokes token `id` (kept if already revoked); false when there is none.
+    async fn revoke(&self, id: &str, at: &Timestamp) -> Result<bool, StoreError>;
+}
+
+/// The stores for `db`.
+pub fn open(db: &Database) -> (Arc<dyn UserStore>, Arc<dyn TokenStore>) {
+    match db {
+        Database::Sqlite(db) => {
+            let store = Arc::new(sqlite::SqliteAuthStore::new(db.clone()));
+            (store.clone(), store)
+        }
+        Database::Postgres(db) => {
+            let store = Arc::new(postgres::PgAuthStore::new(db.clone()));
+            (store.clone(), store)
+        }
+    }
+}
+
+/// The statements, in the `$n` parameter style both backends accept.
+mod sql {
+    pub const INSERT_USER: &str = "INSERT INTO users (id, display_name, role, created_at, \
+        password_hash) VALUES ($1, $2, $3, $4, $5)";
+    pub const GET_USER: &str = "SELECT id, display_name, role, created_at, disabled_at, \
+        password_hash FROM users WHERE id = $1";
+    pub const LIST_USERS: &str = "SELECT id, display_name, role, created_at, disabled_at, \
+        password_hash FROM users ORDER BY id";
+    pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
+    pub const DISABLE_USER: &str =
+        "UPDATE users SET disabled_at = coalesce(disabled_at, $2) WHERE id = $1";
+
+    pub const INSERT_TOKEN: &str = "INSERT INTO api_tokens (id, user_id, token_sha256, \
+        created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+    pub const TOKEN_OWNER: &str = "SELECT t.id, t.user_id, u.role, u.disabled_at, \
+        t.expires_at, t.revoked_at, t.last_used_at \
+        FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_sha256 = $1";
+    pub const TOUCH_TOKEN: &str = "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1";
+    pub const LIST_TOKENS: &str = "SELECT id, user_id, created_at, expires_at, last_used_at, \
+        revoked_at FROM api_tokens WHERE $1 = '' OR user_id = $1 ORDER BY created_at DESC, id";
+    pub const REVOKE_TOKEN: &str =
+        "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
+}
+
+/// A `users` row.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    display_name: String,
+    role: String,
+    created_at: String,
+    disabled_at: Option<String>,
+    password_hash: Option<String>,
+}
+
+/// A token and its user's role and state.
+#[derive(sqlx::FromRow)]
+struct OwnerRow {
+    id: String,
+    user_id: String,
+    role: String,
+    disabled_at: Option<String>,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    last_used_at: Option<String>,
+}
+
+/// An `api_tokens` row, without the hash.
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    user_id: String,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn time(s: &str) -> Result<Timestamp, StoreError> {
+    Timestamp::parse(s).map_err(|e| corrupt("timestamp", &e))
+}
+
+fn maybe_time(s: Option<&str>) -> Result<Option<Timestamp>, StoreError> {
+    s.map(time).transpose()
+}
+
+fn role(s: &str) -> Result<Role, StoreError> {
+    Role::parse(s).ok_or_else(|| corrupt("role", &s))
+}
+
+impl UserRow {
+    fn decode(self) -> Result<(User, Option<String>), StoreError> {
+        let user = User {
+            role: role(&self.role)?,
+            created_at: time(&self.created_at)?,
+            disabled_at: maybe_time(self.disabled_at.as_deref())?,
+            has_password: self.password_hash.is_some(),
+            id: self.id,
+            display_name: self.display_name,
+        };
+        Ok((user, self.password_hash))
+    }
+}
+
+impl OwnerRow {
+    fn decode(self) -> Result<TokenOwner, StoreError> {
+        Ok(TokenOwner {
+            role: role(&self.role)?,
+            user_disabled: self.disabled_at.is_some(),
+            expires_at: maybe_time(self.expires_at.as_deref())?,
+            revoked: self.revoked_at.is_some(),
+            last_used_at: maybe_time(self.last_used_at.as_deref())?,
+            token_id: self.id,
+            user_id: self.user_id,
+        })
+    }
+}
+
+impl TokenRow {
+    fn decode(self) -> Result<TokenInfo, StoreError> {
+        Ok(TokenInfo {
+            created_at: time(&self.created_at)?,
+            expires_at: maybe_time(self.expires_at.as_deref())?,
+            last_used_at: maybe_time(self.last_used_at.as_deref())?,
+            revoked_at: maybe_time(self.revoked_at.as_deref())?,
+            id: self.id,
+            user_id: self.user_id,
+        })
+    }
+}
+
+/// Implements [`UserStore`] and [`TokenStore`] for a store type whose `$write`
+/// and `$read` methods give the connections to write and read on. The SQL
+/// and the binding are the same on both backends; only those differ.
+macro_rules! stores {
+    ($store:ty, write: $write:ident, read: $read:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::auth::store::UserStore for $store {
+            async fn insert(
+                &self,
+                user: $crate::auth::store::NewUser<'_>,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::INSERT_USER)
+                    .bind(user.id)
+                    .bind(user.display_name)
+                    .bind(user.role.as_str())
+                    .bind($crate::timestamp::Timestamp::now().to_string())
+                    .bind(user.password_hash)
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn get(
+                &self,
+                id: &str,
+            ) -> Result<
+                Option<($crate::auth::model::User, Option<String>)>,
+                $crate::db::StoreError,
+            > {
+                let row: Option<$crate::auth::store::UserRow> =
+                    sqlx::query_as($crate::auth::store::sql::GET_USER)
+                        .bind(id)
+                        .fetch_optional(self.db.$read())
+                        .await?;
+                row.map($crate::auth::store::UserRow::decode).transpose()
+            }
+
+            async fn list(
+                &self,
+            ) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
+                let rows: Vec<$crate::auth::store::UserRow> =
+                    sqlx::query_as($crate::auth::store::sql::LIST_USERS)
+                        .fetch_all(self.db.$read())
+                        .await?;
+                rows.into_iter().map(|r| Ok(r.decode()?.0)).collect()
+            }
+
+            async fn set_password(
+                &self,
+                id: &str,
+                hash: &str,
+            ) -> Result<bool, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::SET_PASSWORD)
+                    .bind(id)
+                    .bind(hash)
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn disable(
+                &self,
+                id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<bool, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::DISABLE_USER)
+                    .bind(id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::auth::store::TokenStore for $store {
+            async fn insert(
+                &self,
+                token: &$crate::auth::model::TokenInfo,
+                sha256: &str,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::INSERT_TOKEN)
+                    .bind(&token.id)
+                    .bind(&token.user_id)
+                    .bind(sha256)
+                    .bind(token.created_at.to_string())
+                    .bind(token.expires_at.map(|t| t.to_string()))
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn owner(
+                &self,
+                sha256: &str,
+            ) -> Result<Option<$crate::auth::store::TokenOwner>, $crate::db::StoreError> {
+                let row: Option<$crate::auth::store::OwnerRow> =
+                    sqlx::query_as($crate::auth::store::sql::TOKEN_OWNER)
+                        .bind(sha256)
+                        .fetch_optional(self.db.$read())
+                        .await?;
+                row.map($crate::auth::store::OwnerRow::decode).transpose()
+            }
+
+            async fn touch(
+                &self,
+                id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::TOUCH_TOKEN)
+                    .bind(id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn list(
+                &self,
+                user_id: Option<&str>,
+            ) -> Result<Vec<$crate::auth::model::TokenInfo>, $crate::db::StoreError> {
+                let rows: Vec<$crate::auth::store::TokenRow> =
+                    sqlx::query_as($crate::auth::store::sql::LIST_TOKENS)
+                        .bind(user_id.unwrap_or(""))
+                        .fetch_all(self.db.$read())
+                        .await?;
+                rows.into_iter()
+                    .map($crate::auth::store::TokenRow::decode)
+                    .collect()
+            }
+
+            async fn revoke(
+                &self,
+                id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<bool, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::REVOKE_TOKEN)
+                    .bind(id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+use stores;

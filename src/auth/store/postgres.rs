@@ -1,0 +1,18 @@
+//! `users` and `api_tokens` on PostgreSQL.
+
+use crate::db::postgres::PgDatabase;
+
+/// Both tables in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgAuthStore {
+    db: PgDatabase,
+}
+
+impl PgAuthStore {
+    /// The store over `db`.
+    pub fn new(db: PgDatabase) -> Self {
+        Self { db }
+    }
+}
+
+super::stores!(PgAuthStore, write: pool, read: pool);

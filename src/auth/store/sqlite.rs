@@ -1,0 +1,20 @@
+//! `users` and `api_tokens` on SQLite: writes on the writer, reads on the
+//! readers (a token created by the CLI is seen by the next lookup: the
+//! readers see every committed write).
+
+use crate::db::SqliteDatabase;
+
+/// Both tables in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteAuthStore {
+    db: SqliteDatabase,
+}
+
+impl SqliteAuthStore {
+    /// The store over `db`.
+    pub fn new(db: SqliteDatabase) -> Self {
+        Self { db }
+    }
+}
+
+super::stores!(SqliteAuthStore, write: writer, read: readers);
