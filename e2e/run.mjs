@@ -79,6 +79,7 @@ class Server {
         PWA_DATABASE_URL: `sqlite://${join(this.dir, 'clinical.db')}`,
         PWA_AUDIO_DIR: join(this.dir, 'audio'),
         PWA_LOG: 'warn',
+        PWA_AUTH: 'off',
         PWA_TRANSCRIBE_ENGINE: 'embedded',
         PWA_WHISPER_MODEL: MODEL,
       },

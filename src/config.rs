@@ -362,9 +362,8 @@ pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// The default of `PWA_AUTH`: off, on loopback only, until the browser's
-/// sign-in page lands (docs/OPERATIONS.md, "Accounts").
-pub const DEFAULT_AUTH: &str = "off";
+/// The default of `PWA_AUTH`: every request signs in.
+pub const DEFAULT_AUTH: &str = "on";
 
 /// Parses `PWA_AUTH` (`on` or `off`); `off` is refused unless the server
 /// listens on a loopback address only, where nobody else can reach it.

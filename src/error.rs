@@ -30,6 +30,17 @@ pub enum ApiError {
     /// 401 with `WWW-Authenticate: Bearer`: no valid credentials.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 403: refused whoever asks (e.g. a missing CSRF token).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 429 with `Retry-After` (seconds).
+    #[error("{detail}")]
+    TooManyRequests {
+        /// What happened.
+        detail: String,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 404 with a message, e.g. "Recording not found".
     #[error("{0}")]
     NotFound(&'static str),
@@ -99,6 +110,8 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ConflictRetry(_) => StatusCode::CONFLICT,
@@ -146,6 +159,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::TooManyRequests { retry_after, .. } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if matches!(self, Self::Unauthorized(_)) {
             response

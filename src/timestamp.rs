@@ -50,10 +50,15 @@ impl Timestamp {
 
     /// `delay` after now.
     pub fn after(delay: std::time::Duration) -> Self {
-        let micros = Self::now()
+        Self::now().plus(delay)
+    }
+
+    /// `delay` after this time (this time if that is out of range).
+    pub fn plus(self, delay: std::time::Duration) -> Self {
+        let micros = self
             .unix_micros()
             .saturating_add(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX / 2));
-        Self::from_unix_micros(micros).unwrap_or_else(Self::now)
+        Self::from_unix_micros(micros).unwrap_or(self)
     }
 
     /// The inverse of [`Timestamp::unix_micros`].

@@ -24,3 +24,17 @@ CREATE TABLE api_tokens (
     revoked_at   text
 );
 CREATE INDEX ix_api_tokens_user_id ON api_tokens (user_id);
+
+-- Browser sessions: the cookie's secret kept as its SHA-256, the token a
+-- page sends back in X-CSRF-Token, the idle and absolute limits' inputs.
+CREATE TABLE sessions (
+    id            text NOT NULL PRIMARY KEY,
+    user_id       text NOT NULL REFERENCES users (id) DEFERRABLE INITIALLY DEFERRED,
+    secret_sha256 text NOT NULL UNIQUE,
+    csrf_token    text NOT NULL,
+    created_at    text NOT NULL,
+    last_seen_at  text NOT NULL,
+    expires_at    text NOT NULL,
+    ended_at      text
+);
+CREATE INDEX ix_sessions_user_id ON sessions (user_id);

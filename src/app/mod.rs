@@ -20,7 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::audio::OpenError;
 use crate::audio::storage::AudioStore;
 use crate::audit::{AuditLog, AuditStore};
-use crate::auth::{AuthMode, Authenticator};
+use crate::auth::{AuthMode, AuthSettings, Authenticator};
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
@@ -103,8 +103,13 @@ impl AppState {
 
     /// The same state, authenticating requests as `mode` says (`new` leaves
     /// it off: tests and tools choose; `serve` follows `PWA_AUTH`).
-    pub fn with_auth(mut self, mode: AuthMode) -> Self {
-        self.auth = Authenticator::new(&self.db, mode);
+    pub fn with_auth(self, mode: AuthMode) -> Self {
+        self.with_auth_settings(AuthSettings::new(mode))
+    }
+
+    /// The same state, authenticating requests with these settings.
+    pub fn with_auth_settings(mut self, settings: AuthSettings) -> Self {
+        self.auth = Authenticator::with_settings(&self.db, settings);
         self
     }
 
@@ -123,8 +128,10 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .merge(crate::health::routes())
+        .merge(crate::auth::api::public_routes())
         .merge(
             Router::new()
+                .merge(crate::auth::api::routes())
                 .merge(crate::recordings::api::routes())
                 .merge(crate::uploads::api::routes())
                 .route_layer(middleware::from_fn_with_state(

@@ -2,9 +2,7 @@
 //! audited change carries), and what a recording's history answers (served
 //! by `recordings::api::history`).
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::model::AuditContext;
 use crate::error::ApiError;
+use crate::http::extract::ClientAddr;
 use crate::auth::Principal;
 
 impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
@@ -28,10 +27,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            client_addr: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            client_addr: ClientAddr::from_request_parts(parts, state)
+                .await
+                .ok()
+                .and_then(|ClientAddr(ip)| ip)
+                .map(|ip| ip.to_string()),
         })
     }
 }

@@ -1,30 +1,85 @@
 //! HTTP for authentication: the middleware every API route but the health
-//! check runs behind, and the [`Principal`] extractor handlers and the audit
-//! context read the caller from.
+//! check and sign-in runs behind, the [`Principal`] extractor handlers and the
+//! audit context read the caller from, and the sign-in, sign-out, "who am I"
+//! and first-run endpoints.
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header;
+use axum::Router;
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{AuthError, Authenticator, Principal};
+use super::model::{SetupRequest, SignInRequest};
+use super::{
+    AuthError, Authenticator, CSRF_HEADER, Caller, Credentials, Principal, SESSION_COOKIE,
+    SignedIn,
+};
 use crate::error::ApiError;
+use crate::http::extract::{ClientAddr, JsonBody};
 
-/// Refuses a request without valid credentials (401); otherwise puts its
-/// [`Principal`] where the extractor finds it.
+/// Routes that need no signed-in user: signing in, and the first run.
+pub fn public_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Authenticator: FromRef<S>,
+{
+    Router::new()
+        .route("/api/v1/auth/login", post(sign_in))
+        .route("/api/v1/auth/setup", post(set_up))
+}
+
+/// Routes of a signed-in user (mounted behind [`require_sign_in`]).
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Authenticator: FromRef<S>,
+{
+    Router::new()
+        .route("/api/v1/auth/me", get(me))
+        .route("/api/v1/auth/logout", post(sign_out))
+        .route("/api/v1/auth/logout-all", post(sign_out_everywhere))
+}
+
+/// Refuses a request without valid credentials (401, or 403 for a
+/// cookie-borne change without its CSRF token); otherwise puts its
+/// [`Caller`] where the extractors find it.
 pub async fn require_sign_in(
     State(auth): State<Authenticator>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = auth.authenticate(header).await?;
-    request.extensions_mut().insert(principal);
+    let headers = request.headers();
+    let credentials = Credentials {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        session: session_cookie(headers),
+        csrf: headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()),
+        state_changing: !matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        ),
+    };
+    let caller = auth.authenticate(credentials).await?;
+    request.extensions_mut().insert(caller.principal.clone());
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// The session cookie's value, if the request carries it.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
 }
 
 impl From<AuthError> for ApiError {
@@ -32,6 +87,15 @@ impl From<AuthError> for ApiError {
         match err {
             AuthError::Missing => Self::Unauthorized("Not authenticated"),
             AuthError::Invalid => Self::Unauthorized("Invalid authentication credentials"),
+            AuthError::BadSignIn => Self::Unauthorized("Incorrect username or password"),
+            e @ AuthError::Csrf => Self::Forbidden(e.to_string()),
+            e @ AuthError::BadSetupCode => Self::Forbidden(e.to_string()),
+            e @ AuthError::TooManyFailures(wait) => Self::TooManyRequests {
+                detail: e.to_string(),
+                retry_after: wait.as_secs().max(1),
+            },
+            AuthError::Account(e) => Self::BadRequest(e.to_string()),
+            AuthError::Hash(e) => Self::Internal(e.into()),
             AuthError::Store(e) => e.into(),
         }
     }
@@ -49,4 +113,199 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .cloned()
             .ok_or(ApiError::Unauthorized("Not authenticated"))
     }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized("Not authenticated"))
+    }
+}
+
+/// The signed-in user, and the session's CSRF token (for a page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// The user id (the `clinician_id` of their recordings).
+    id: String,
+    /// Their name.
+    display_name: String,
+    /// `clinician` or `admin`.
+    role: String,
+    /// Send it in `X-CSRF-Token` with every state-changing request made
+    /// with the session cookie; absent for an API token.
+    csrf_token: Option<String>,
+}
+
+/// Sign in with a password: sets the session cookie (`HttpOnly`,
+/// `SameSite=Strict`, `Secure` over HTTPS) and answers the user and the
+/// session's CSRF token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body(content = Object, description = "`{\"username\": …, \"password\": …}`"),
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` holds the session", body = Me),
+        (status = 401, description = "Incorrect username or password (which of the two is not said)", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "A field missing or not a string", body = crate::http::openapi::ValidationErrorBody),
+        (status = 429, description = "Too many failed sign-ins from this address or to this account; `Retry-After` says when to retry", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn sign_in(
+    State(auth): State<Authenticator>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = SignInRequest::from_json(&body).map_err(ApiError::Validation)?;
+    let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let signed_in = auth
+        .sign_in(&request.username, &request.password, &client)
+        .await?;
+    Ok(session_response(&headers, signed_in))
+}
+
+/// Create the first administrator with the one-time code `serve` printed
+/// (only while no administrator exists), and sign them in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/setup",
+    tag = "auth",
+    request_body(content = Object, description = "`{\"code\": …, \"username\": …, \"display_name\": …, \"password\": …}`"),
+    responses(
+        (status = 200, description = "The administrator exists and is signed in", body = Me),
+        (status = 400, description = "The id, name or password is refused (says why)", body = crate::http::openapi::ErrorDetail),
+        (status = 403, description = "The code is wrong or used, or an administrator exists", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "A field missing or not a string", body = crate::http::openapi::ValidationErrorBody),
+    )
+)]
+pub async fn set_up(
+    State(auth): State<Authenticator>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request = SetupRequest::from_json(&body).map_err(ApiError::Validation)?;
+    let signed_in = auth
+        .set_up(
+            &request.code,
+            &request.username,
+            &request.display_name,
+            &request.password,
+        )
+        .await?;
+    tracing::warn!(user = %signed_in.user.id, "first run: the first administrator was created");
+    Ok(session_response(&headers, signed_in))
+}
+
+/// The signed-in user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "Who is signed in (and the session's CSRF token)", body = Me),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn me(State(auth): State<Authenticator>, caller: Caller) -> Result<Response, ApiError> {
+    let display_name = auth
+        .user(&caller.principal.id)
+        .await?
+        .map_or_else(|| caller.principal.id.clone(), |u| u.display_name);
+    Ok(axum::Json(Me {
+        id: caller.principal.id,
+        display_name,
+        role: caller.principal.role.as_str().to_owned(),
+        csrf_token: caller.session.map(|(_, csrf)| csrf),
+    })
+    .into_response())
+}
+
+/// Sign out: ends this session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn sign_out(
+    State(auth): State<Authenticator>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    if let Some((session, _)) = &caller.session {
+        auth.sign_out(session).await?;
+    }
+    Ok(cleared(&headers))
+}
+
+/// Sign out everywhere: ends every session of the user (API tokens stay).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout-all",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Every session of the user ended"),
+        (status = 401, description = "Not signed in", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn sign_out_everywhere(
+    State(auth): State<Authenticator>,
+    headers: HeaderMap,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    auth.sign_out_everywhere(&caller.principal.id).await?;
+    Ok(cleared(&headers))
+}
+
+/// Whether the client reached us over HTTPS (directly, or through a proxy
+/// that says so): then the cookie is `Secure`.
+fn over_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("proto=https"));
+    forwarded_proto || forwarded
+}
+
+fn cookie(headers: &HeaderMap, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let secure = if over_https(headers) { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .ok()
+}
+
+fn session_response(headers: &HeaderMap, signed_in: SignedIn) -> Response {
+    let body = Me {
+        id: signed_in.user.id,
+        display_name: signed_in.user.display_name,
+        role: signed_in.user.role.as_str().to_owned(),
+        csrf_token: Some(signed_in.csrf_token),
+    };
+    let mut response = axum::Json(body).into_response();
+    if let Some(value) = cookie(headers, &signed_in.secret, signed_in.max_age.as_secs()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn cleared(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(value) = cookie(headers, "", 0) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }

@@ -8,6 +8,7 @@
 //! With `PWA_AUTH=off` every request acts as the original's single clinician.
 
 pub mod api;
+pub mod limiter;
 pub mod model;
 pub mod password;
 pub mod policy;
@@ -30,14 +31,18 @@ use crate::timestamp::Timestamp;
 /// and the owner of the rows of an adopted database).
 pub const DEFAULT_CLINICIAN: &str = "current-clinician";
 
-/// How long a token found valid is trusted without asking the database again:
-/// what bounds the time a revocation or a disabled user takes to be noticed
-/// by every instance (the issue asks for 2 s).
-pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
-/// A token's `last_used_at` is written at most this often.
+/// How long a credential found valid is trusted without asking the database
+/// again: what bounds the time a revocation, a sign-out or a disabled user
+/// takes to be noticed by every instance (the issue asks for 2 s).
+pub const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(1);
+/// A token's or session's last use is written at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
-/// Entries kept in the token cache before it is emptied.
-const TOKEN_CACHE_MAX: usize = 10_000;
+/// Entries kept in the credential cache before it is emptied.
+const CACHE_MAX: usize = 10_000;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "clinscribe_session";
+/// The header a page sends its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Whether requests must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,16 +53,66 @@ pub enum AuthMode {
     Off,
 }
 
+/// Sessions' limits and the sign-in rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Whether requests must authenticate.
+    pub mode: AuthMode,
+    /// A session unused this long ends (`PWA_SESSION_IDLE`).
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, used or not (`PWA_SESSION_MAX`).
+    pub session_max: Duration,
+    /// Failed sign-ins allowed per account within `failure_window`.
+    pub failures_per_account: usize,
+    /// Failed sign-ins allowed per client address within `failure_window`.
+    pub failures_per_address: usize,
+    /// The window failed sign-ins are counted in.
+    pub failure_window: Duration,
+}
+
+impl AuthSettings {
+    /// The defaults, with `mode` (docs/OPERATIONS.md, "Accounts").
+    pub fn new(mode: AuthMode) -> Self {
+        Self {
+            mode,
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            failures_per_account: 5,
+            failures_per_address: 20,
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
 /// Why a request has no principal.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// No credentials at all.
     #[error("Not authenticated")]
     Missing,
-    /// A credential that is not valid (unknown, expired, revoked, or its user
-    /// disabled); which of these is not said.
+    /// A credential that is not valid (unknown, expired, revoked, ended, or
+    /// its user disabled); which of these is not said.
     #[error("Invalid authentication credentials")]
     Invalid,
+    /// A state-changing request with the session cookie but without its
+    /// CSRF token.
+    #[error("CSRF token missing or wrong: send the session's csrf_token in X-CSRF-Token")]
+    Csrf,
+    /// A wrong user name or password (which of the two is not said).
+    #[error("Incorrect username or password")]
+    BadSignIn,
+    /// Too many failed sign-ins: retry after this long.
+    #[error("Too many failed sign-ins; retry in {} s", .0.as_secs().max(1))]
+    TooManyFailures(Duration),
+    /// The first-run code is wrong, used, or an admin exists already.
+    #[error("This setup link is not valid (used already, or an administrator exists)")]
+    BadSetupCode,
+    /// The new account is refused (id, name or password).
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// Hashing failed.
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
     /// The database could not answer.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -77,62 +132,136 @@ pub enum AccountCommandError {
     Store(#[from] StoreError),
 }
 
-/// A token found valid, and when.
+/// The credentials a request carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The session cookie's value.
+    pub session: Option<&'a str>,
+    /// The `X-CSRF-Token` header.
+    pub csrf: Option<&'a str>,
+    /// Whether the method changes state (anything but GET, HEAD, OPTIONS).
+    pub state_changing: bool,
+}
+
+/// Who a request is, and through which session if it came with the cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub principal: Principal,
+    /// The session (id, CSRF token), when signed in with the cookie.
+    pub session: Option<(String, String)>,
+}
+
+/// A credential found valid, and when.
 #[derive(Debug, Clone)]
 struct Cached {
     at: Instant,
-    principal: Principal,
+    caller: Caller,
+    /// For a session: when its use must be written again (which is also
+    /// before its idle deadline), so the cache must not answer past it.
+    touch_due: Option<Timestamp>,
 }
 
-/// Authenticates requests and manages accounts and tokens.
+/// A new browser session: its cookie's secret and what the page needs.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The user.
+    pub user: User,
+    /// The cookie's value (shown to no one but the browser).
+    pub secret: String,
+    /// The token the page sends back in `X-CSRF-Token`.
+    pub csrf_token: String,
+    /// How long the cookie lives (the absolute lifetime).
+    pub max_age: Duration,
+}
+
+/// Authenticates requests, signs people in and out, and manages accounts
+/// and tokens.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    mode: AuthMode,
+    settings: AuthSettings,
     users: Arc<dyn UserStore>,
     tokens: Arc<dyn TokenStore>,
-    /// Valid tokens by the SHA-256 of their secret (never the secret).
+    sessions: Arc<dyn store::SessionStore>,
+    /// Valid credentials by the SHA-256 of their secret (never the secret).
     cache: Arc<Mutex<HashMap<[u8; 32], Cached>>>,
+    by_account: Arc<limiter::FailureLimiter>,
+    by_address: Arc<limiter::FailureLimiter>,
+    /// The first-run code that creates the first admin, while none exists.
+    setup_code: Arc<Mutex<Option<String>>>,
 }
 
 impl Authenticator {
-    /// Over `db`'s users and tokens.
+    /// Over `db`'s users, tokens and sessions, with the default settings.
     pub fn new(db: &Database, mode: AuthMode) -> Self {
-        let (users, tokens) = store::open(db);
+        Self::with_settings(db, AuthSettings::new(mode))
+    }
+
+    /// Over `db`'s users, tokens and sessions.
+    pub fn with_settings(db: &Database, settings: AuthSettings) -> Self {
+        let stores = store::open(db);
         Self {
-            mode,
-            users,
-            tokens,
+            settings,
+            users: stores.users,
+            tokens: stores.tokens,
+            sessions: stores.sessions,
             cache: Arc::default(),
+            by_account: Arc::new(limiter::FailureLimiter::new(
+                settings.failures_per_account,
+                settings.failure_window,
+            )),
+            by_address: Arc::new(limiter::FailureLimiter::new(
+                settings.failures_per_address,
+                settings.failure_window,
+            )),
+            setup_code: Arc::default(),
         }
     }
 
     /// Whether requests must authenticate.
     pub fn mode(&self) -> AuthMode {
-        self.mode
+        self.settings.mode
     }
 
-    /// The principal of a request whose `Authorization` header is `header`.
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        if self.mode == AuthMode::Off {
-            return Ok(Principal {
-                id: DEFAULT_CLINICIAN.to_owned(),
-                role: Role::Clinician,
+    /// The caller of a request carrying `credentials`: an API token in
+    /// `Authorization: Bearer`, else the session cookie (with its CSRF token
+    /// on a state-changing request).
+    pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Caller, AuthError> {
+        if self.settings.mode == AuthMode::Off {
+            return Ok(Caller {
+                principal: Principal {
+                    id: DEFAULT_CLINICIAN.to_owned(),
+                    role: Role::Clinician,
+                },
+                session: None,
             });
         }
-        let header = header.ok_or(AuthError::Missing)?;
-        let (scheme, token) = header.split_once(' ').ok_or(AuthError::Missing)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Missing);
+        if let Some(header) = credentials.authorization {
+            let (scheme, token) = header.split_once(' ').ok_or(AuthError::Missing)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::Missing);
+            }
+            return self.token_caller(token.trim()).await;
         }
-        self.token_principal(token.trim()).await
+        let secret = credentials.session.ok_or(AuthError::Missing)?;
+        let caller = self.session_caller(secret).await?;
+        if credentials.state_changing {
+            let expected = caller.session.as_ref().map(|(_, csrf)| csrf.as_bytes());
+            let sent = credentials.csrf.map(str::as_bytes);
+            if !matches!((expected, sent), (Some(e), Some(s)) if constant_time_eq(e, s)) {
+                return Err(AuthError::Csrf);
+            }
+        }
+        Ok(caller)
     }
 
-    /// The user of API token `token`, from the cache when it was found valid
-    /// less than [`TOKEN_CACHE_TTL`] ago.
-    async fn token_principal(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The user of API token `token`.
+    async fn token_caller(&self, token: &str) -> Result<Caller, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = self.cached(&digest) {
-            return Ok(principal);
+        if let Some(caller) = self.cached(&digest) {
+            return Ok(caller);
         }
         let owner = self
             .tokens
@@ -152,35 +281,196 @@ impl Authenticator {
                 tracing::warn!(error = %e, "could not record an API token's last use");
             }
         }
-        let principal = Principal {
-            id: owner.user_id,
-            role: owner.role,
+        let caller = Caller {
+            principal: Principal {
+                id: owner.user_id,
+                role: owner.role,
+            },
+            session: None,
         };
+        self.remember(digest, &caller, None);
+        Ok(caller)
+    }
+
+    /// The user of the session whose cookie holds `secret`.
+    async fn session_caller(&self, secret: &str) -> Result<Caller, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        if let Some(caller) = self.cached(&digest) {
+            return Ok(caller);
+        }
+        let owner = self
+            .sessions
+            .owner(&crate::digest::hex(&digest))
+            .await?
+            .ok_or(AuthError::Invalid)?;
+        let now = Timestamp::now();
+        let session = &owner.session;
+        let idle_deadline = session.last_seen_at.plus(self.settings.session_idle);
+        if owner.ended || owner.user_disabled || session.expires_at <= now || idle_deadline <= now
+        {
+            return Err(AuthError::Invalid);
+        }
+        // Often enough that the idle timeout is kept to a tenth of itself.
+        let touch_every = TOUCH_EVERY.min(self.settings.session_idle / 10);
+        let last_seen = if session.last_seen_at <= Timestamp::ago(touch_every) {
+            self.sessions.touch(&session.id, &now).await?;
+            now
+        } else {
+            session.last_seen_at
+        };
+        let caller = Caller {
+            principal: Principal {
+                id: session.user_id.clone(),
+                role: owner.role,
+            },
+            session: Some((session.id.clone(), session.csrf_token.clone())),
+        };
+        self.remember(digest, &caller, Some(last_seen.plus(touch_every)));
+        Ok(caller)
+    }
+
+    fn remember(&self, digest: [u8; 32], caller: &Caller, touch_due: Option<Timestamp>) {
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= TOKEN_CACHE_MAX {
+            if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
             cache.insert(
                 digest,
                 Cached {
                     at: Instant::now(),
-                    principal: principal.clone(),
+                    caller: caller.clone(),
+                    touch_due,
                 },
             );
         }
-        Ok(principal)
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Principal> {
+    fn cached(&self, digest: &[u8; 32]) -> Option<Caller> {
         let mut cache = self.cache.lock().ok()?;
-        match cache.get(digest) {
-            Some(hit) if hit.at.elapsed() < TOKEN_CACHE_TTL => Some(hit.principal.clone()),
-            Some(_) => {
-                cache.remove(digest);
-                None
-            }
-            None => None,
+        let hit = cache.get(digest)?;
+        let fresh = hit.at.elapsed() < CREDENTIAL_CACHE_TTL
+            && hit.touch_due.is_none_or(|due| due > Timestamp::now());
+        if fresh {
+            return Some(hit.caller.clone());
         }
+        cache.remove(digest);
+        None
+    }
+
+    /// Signs `user_id` in with `password` from client address `client`: a
+    /// new session, or why not (the same answer for a wrong password and for
+    /// no such user; 429 after too many failures from the address or to the
+    /// account).
+    pub async fn sign_in(
+        &self,
+        user_id: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<SignedIn, AuthError> {
+        let (account, address) = (format!("user:{user_id}"), format!("addr:{client}"));
+        let wait = [&self.by_account.wait_for(&account), &self.by_address.wait_for(&address)]
+            .into_iter()
+            .flatten()
+            .max()
+            .copied();
+        if let Some(wait) = wait {
+            tracing::warn!(client, "sign-in refused: too many failures (rate limited)");
+            return Err(AuthError::TooManyFailures(wait));
+        }
+        let stored = self.users.get(user_id).await?;
+        let active = stored.filter(|(user, _)| user.disabled_at.is_none());
+        let hash = active.as_ref().and_then(|(_, hash)| hash.as_deref());
+        let verified = {
+            let (password, hash) = (password.to_owned(), hash.map(str::to_owned));
+            // Argon2 takes tens of milliseconds of CPU: off the async threads.
+            tokio::task::spawn_blocking(move || password::verify(&password, hash.as_deref()))
+                .await
+                .unwrap_or(false)
+        };
+        let Some((user, _)) = active.filter(|_| verified) else {
+            self.by_account.failed(&account);
+            self.by_address.failed(&address);
+            tracing::warn!(client, "failed sign-in");
+            return Err(AuthError::BadSignIn);
+        };
+        self.by_account.succeeded(&account);
+        self.start_session(user).await
+    }
+
+    async fn start_session(&self, user: User) -> Result<SignedIn, AuthError> {
+        let secret = random_hex();
+        let sha256 = crate::digest::hex(&Sha256::digest(secret.as_bytes()));
+        let now = Timestamp::now();
+        let record = store::SessionRecord {
+            id: sha256[..16].to_owned(),
+            user_id: user.id.clone(),
+            csrf_token: random_hex(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.settings.session_max),
+        };
+        self.sessions.insert(&record, &sha256).await?;
+        tracing::info!(session = %record.id, "signed in");
+        Ok(SignedIn {
+            user,
+            secret,
+            csrf_token: record.csrf_token,
+            max_age: self.settings.session_max,
+        })
+    }
+
+    /// Ends session `id`.
+    pub async fn sign_out(&self, session_id: &str) -> Result<(), StoreError> {
+        self.sessions.end(session_id, &Timestamp::now()).await
+    }
+
+    /// Ends every session of `user_id`; how many.
+    pub async fn sign_out_everywhere(&self, user_id: &str) -> Result<u64, StoreError> {
+        self.sessions.end_all(user_id, &Timestamp::now()).await
+    }
+
+    /// The user `id`.
+    pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.users.get(id).await?.map(|(user, _)| user))
+    }
+
+    /// When no admin can sign in: a new one-time code that creates the first
+    /// one (valid until used or until an admin exists); None otherwise.
+    pub async fn first_run_code(&self) -> Result<Option<String>, StoreError> {
+        if self.settings.mode == AuthMode::Off || self.users.active_admins().await? > 0 {
+            return Ok(None);
+        }
+        let code = random_hex();
+        if let Ok(mut slot) = self.setup_code.lock() {
+            *slot = Some(code.clone());
+        }
+        Ok(Some(code))
+    }
+
+    /// Creates the first admin with the first-run `code`, and signs them in.
+    pub async fn set_up(
+        &self,
+        code: &str,
+        id: &str,
+        display_name: &str,
+        password: &str,
+    ) -> Result<SignedIn, AuthError> {
+        let expected = self.setup_code.lock().ok().and_then(|slot| slot.clone());
+        let matches = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), code.as_bytes()));
+        if !matches || self.users.active_admins().await? > 0 {
+            return Err(AuthError::BadSetupCode);
+        }
+        match self.add_user(id, display_name, Role::Admin, Some(password)).await {
+            Ok(()) => {}
+            Err(AccountCommandError::Refused(e)) => return Err(e.into()),
+            Err(AccountCommandError::Hash(e)) => return Err(e.into()),
+            Err(AccountCommandError::Store(e)) => return Err(e.into()),
+        }
+        if let Ok(mut slot) = self.setup_code.lock() {
+            *slot = None;
+        }
+        let user = self.user(id).await?.ok_or(AuthError::BadSetupCode)?;
+        self.start_session(user).await
     }
 
     /// Adds a user, with a password (checked, then hashed) for a local account.
@@ -225,20 +515,8 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Whether `password` is user `id`'s; false for a user without one, a
-    /// disabled user, or no such user (after the same work, so that the
-    /// answer's time does not tell which).
-    pub async fn check_password(&self, id: &str, password: &str) -> Result<bool, StoreError> {
-        let stored = self.users.get(id).await?;
-        let hash = stored
-            .as_ref()
-            .filter(|(user, _)| user.disabled_at.is_none())
-            .and_then(|(_, hash)| hash.as_deref());
-        Ok(password::verify(password, hash))
-    }
-
-    /// Disables a user: their tokens stop working at once (within
-    /// [`TOKEN_CACHE_TTL`] on every instance).
+    /// Disables a user: their tokens and sessions stop working at once
+    /// (within [`CREDENTIAL_CACHE_TTL`] on every instance).
     pub async fn disable(&self, id: &str) -> Result<(), AccountCommandError> {
         if !self.users.disable(id, &Timestamp::now()).await? {
             return Err(AccountError::NoSuchUser(id.to_owned()).into());
@@ -261,9 +539,7 @@ impl Authenticator {
         if user.disabled_at.is_some() {
             return Err(AccountError::Disabled(user_id.to_owned()).into());
         }
-        let mut secret = [0u8; 32];
-        OsRng.fill_bytes(&mut secret);
-        let token = format!("{}{}", model::TOKEN_PREFIX, crate::digest::hex(&secret));
+        let token = format!("{}{}", model::TOKEN_PREFIX, random_hex());
         let sha256 = crate::digest::hex(&Sha256::digest(token.as_bytes()));
         let info = TokenInfo {
             // Public: names the token in lists without revealing it.
@@ -290,4 +566,16 @@ impl Authenticator {
         }
         Ok(())
     }
+}
+
+/// 256 random bits, in hex.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    crate::digest::hex(&bytes)
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

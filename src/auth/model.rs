@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::timestamp::Timestamp;
+use crate::validation::ValidationIssue;
 
 /// What a user may do beyond their own recordings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +159,97 @@ pub fn parse_expiry(text: &str) -> Result<Duration, AccountError> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| AccountError::BadExpiry(text.to_owned()))
+}
+
+/// `POST /api/v1/auth/login`: who, and their password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInRequest {
+    /// The user id.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl SignInRequest {
+    /// Checks a sign-in body (the password's content is never echoed back).
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let mut issues = Vec::new();
+        let username = required_string(body, "username", true, &mut issues);
+        let password = required_string(body, "password", false, &mut issues);
+        match (username, password) {
+            (Some(username), Some(password)) if issues.is_empty() => {
+                Ok(Self { username, password })
+            }
+            _ => Err(issues),
+        }
+    }
+}
+
+/// `POST /api/v1/auth/setup`: the first admin, with the first-run code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupRequest {
+    /// The one-time code `serve` printed.
+    pub code: String,
+    /// The admin's user id.
+    pub username: String,
+    /// Their name.
+    pub display_name: String,
+    /// Their password.
+    pub password: String,
+}
+
+impl SetupRequest {
+    /// Checks a setup body.
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let mut issues = Vec::new();
+        let code = required_string(body, "code", false, &mut issues);
+        let username = required_string(body, "username", true, &mut issues);
+        let display_name = required_string(body, "display_name", true, &mut issues);
+        let password = required_string(body, "password", false, &mut issues);
+        match (code, username, display_name, password) {
+            (Some(code), Some(username), Some(display_name), Some(password))
+                if issues.is_empty() =>
+            {
+                Ok(Self {
+                    code,
+                    username,
+                    display_name,
+                    password,
+                })
+            }
+            _ => Err(issues),
+        }
+    }
+}
+
+/// The string `field` of `body`, or an issue (showing the input only when
+/// `echo`: never a password).
+fn required_string(
+    body: &Value,
+    field: &str,
+    echo: bool,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<String> {
+    let loc = vec![Value::from("body"), Value::from(field)];
+    match body.get(field) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        None => {
+            let input = if body.is_object() { body.clone() } else { Value::Null };
+            let input = if echo { input } else { Value::Null };
+            issues.push(ValidationIssue::new("missing", loc, "Field required", input));
+            None
+        }
+        Some(other) => {
+            let input = if echo { other.clone() } else { Value::Null };
+            issues.push(ValidationIssue::new(
+                "string_type",
+                loc,
+                "Input should be a non-empty string",
+                input,
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -116,8 +116,47 @@ pub(super) async fn run(database: DatabaseSettings, args: SeedArgs) -> anyhow::R
     if by_clinician.len() > 20 {
         out!("  … and {} more", by_clinician.len() - 20);
     }
+    let clinicians: Vec<&str> = by_clinician
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .take(DEVELOPMENT_USERS)
+        .collect();
+    let outcome = development_users(&db, &clinicians).await;
     db.close().await;
+    outcome?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Clinicians of the seeded data given a development account (and a token).
+const DEVELOPMENT_USERS: usize = 10;
+
+/// Adds an account for each of `clinicians` that has none, and an `admin`,
+/// and prints an API token for each of them (development only).
+async fn development_users(db: &Database, clinicians: &[&str]) -> anyhow::Result<()> {
+    use crate::auth::{AccountCommandError, AccountError, AuthMode, Authenticator, Role};
+    let auth = Authenticator::new(db, AuthMode::On);
+    out!("");
+    out!("Development users and their API tokens (Authorization: Bearer …):");
+    let users = clinicians
+        .iter()
+        .map(|id| (*id, Role::Clinician))
+        .chain([("admin", Role::Admin)]);
+    for (id, role) in users {
+        match auth.add_user(id, id, role, None).await {
+            Ok(()) => {
+                let changes = serde_json::json!({"user": id, "role": role.as_str(), "password": false});
+                super::audit::record(db, "cli", AuditAction::UserAdd, changes).await?;
+            }
+            Err(AccountCommandError::Refused(AccountError::UserExists(_))) => {}
+            Err(e) => return Err(e).with_context(|| format!("adding development user {id}")),
+        }
+        let (info, token) = auth.create_token(id, None).await?;
+        let changes = serde_json::json!({"token": info.id, "user": id, "expires_at": null});
+        super::audit::record(db, "cli", AuditAction::TokenCreate, changes).await?;
+        out!("  {id:<18} {:<9} {token}", role.as_str());
+    }
+    out!("(no passwords: set one with `clinscribe user passwd ID` to sign in in the browser)");
+    Ok(())
 }
 
 /// Starts a bulk load (see [`BulkLoader`]) when nothing else uses the SQLite

@@ -20,7 +20,7 @@ use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
 use crate::http::guard::RequestGuard;
 use crate::tasks::{CancellationToken, Supervisor};
-use crate::auth::{AuthMode, DEFAULT_CLINICIAN};
+use crate::auth::{AuthMode, AuthSettings, DEFAULT_CLINICIAN};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -33,6 +33,14 @@ pub(super) struct ServeArgs {
     /// when bound to a loopback address).
     #[arg(long, env = "PWA_AUTH", default_value = config::DEFAULT_AUTH)]
     auth: String,
+
+    /// A browser session unused this long ends (automatic logoff), e.g. `30m`.
+    #[arg(long, env = "PWA_SESSION_IDLE", default_value = "30m")]
+    session_idle: String,
+
+    /// A browser session ends this long after sign-in, used or not, e.g. `12h`.
+    #[arg(long, env = "PWA_SESSION_MAX", default_value = "12h")]
+    session_max: String,
 
     /// Take a hot backup every so often, e.g. `6h` or `30m` (off when unset).
     #[arg(long, env = "PWA_BACKUP_INTERVAL")]
@@ -171,7 +179,7 @@ pub(super) struct ServeArgs {
 #[derive(Debug)]
 pub(super) struct ServeSettings {
     bind: SocketAddr,
-    auth: AuthMode,
+    auth: AuthSettings,
     backups: Option<(Duration, BackupOptions)>,
     uploads: UploadSettings,
     connections: ConnectionSettings,
@@ -182,7 +190,11 @@ pub(super) struct ServeSettings {
 impl ServeArgs {
     pub(super) fn settings(&self) -> Result<ServeSettings, ConfigError> {
         let bind = config::parse_bind(&self.bind)?;
-        let auth = config::parse_auth(&self.auth, bind)?;
+        let auth = AuthSettings {
+            session_idle: config::parse_interval("PWA_SESSION_IDLE", &self.session_idle)?,
+            session_max: config::parse_interval("PWA_SESSION_MAX", &self.session_max)?,
+            ..AuthSettings::new(config::parse_auth(&self.auth, bind)?)
+        };
         let backups = match &self.backup_interval {
             None => None,
             Some(interval) => {
@@ -264,8 +276,8 @@ pub(super) async fn run(
     let mut state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access))
-        .with_auth(settings.auth);
-    if settings.auth == AuthMode::Off {
+        .with_auth_settings(settings.auth);
+    if settings.auth.mode == AuthMode::Off {
         tracing::warn!(
             "PWA_AUTH=off: NO AUTHENTICATION. Every request acts as the one clinician \
              '{DEFAULT_CLINICIAN}' and can read every dictation; for development on this \
@@ -280,6 +292,12 @@ pub(super) async fn run(
     let shutdown = shutdown_signal();
     // On stdout, so scripts (and tests) can find the port when binding to :0.
     out!("clinscribe listening on http://{local}");
+    if let Some(code) = state.auth.first_run_code().await? {
+        out!(
+            "First run: no administrator yet. Create one at http://{local}/setup?code={code} \
+             (this link works once, and only until an administrator exists)"
+        );
+    }
     tasks
         .supervise(app::serve(listener, state, connections, shutdown))
         .await;

@@ -12,6 +12,24 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::validation::ValidationIssue;
 
+/// The client's address, when the server knows it (the accept loop records
+/// it; a request made in-process has none).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// The largest JSON body accepted (recordings metadata is tiny; this is generous).
 pub const JSON_BODY_LIMIT: usize = 1024 * 1024;
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use clinscribe::auth::Role;
+use clinscribe::auth::{AuthMode, AuthSettings, Role};
 use serde_json::{Value, json};
 use utoipa::OpenApi as _;
 
@@ -245,7 +245,8 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
         .filter(|e| e["action"] == "read")
         .map(|e| e["actor"].as_str().unwrap())
         .collect();
-    assert_eq!(readers, ["admin", "admin", "admin"], "{}", history.text);
+    // Dr B's refused attempts read nothing.
+    assert_eq!(readers, ["admin", "admin", "admin", "dr-a"], "{}", history.text);
 }
 
 async fn random_users_and_requests_never_see_another_clinicians_recording(app: TestApp) {
@@ -303,11 +304,6 @@ async fn random_users_and_requests_never_see_another_clinicians_recording(app: T
     }
 }
 
-on_both_backends!(
-    every_route_but_health_refuses_requests_without_valid_credentials,
-    another_clinicians_recording_is_not_found_and_an_admin_reads_it,
-    random_users_and_requests_never_see_another_clinicians_recording,
-);
 
 /// The real binary with `PWA_AUTH=on`; users and tokens made with the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,9 +406,18 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
         assert!(since.elapsed() < Duration::from_secs(2), "still accepted after 2 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let wrong = client()
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"username": "boss", "password": "hunter2 is not it, boss"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
     assert_eq!(server.terminate(), Some(0));
 
     let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("failed sign-in"), "{log}");
+    assert!(!log.contains("hunter2"), "a password in the log");
     assert!(log.contains("api_tokens"), "the log has the debug lines: {log}");
     assert!(!log.contains(&token) && !log.contains(&second), "a token in the log");
     assert!(!log.contains(&token[4..20]), "part of a token in the log");
@@ -498,3 +503,240 @@ async fn reassign_gives_the_adopted_clinicians_recordings_to_a_user_audited() {
     assert_eq!(reassigned[0]["actor"], "system:cli");
     assert_eq!(run_cli(&db, &["audit", "verify"]).code, Some(0));
 }
+
+// ---------------------------------------------------------------- sessions
+
+/// The app with auth on and these session and rate limits.
+fn with_limits(app: TestApp, adjust: impl FnOnce(&mut AuthSettings)) -> TestApp {
+    let mut settings = AuthSettings::new(AuthMode::On);
+    adjust(&mut settings);
+    let mut app = app;
+    app.state = app.state.clone().with_auth_settings(settings);
+    app.router = clinscribe::router(app.state.clone());
+    app
+}
+
+/// Signs in; the session cookie (`name=value`) and the CSRF token.
+async fn sign_in(app: &TestApp, user: &str, password: &str) -> TestResponse {
+    let body = json!({"username": user, "password": password}).to_string();
+    app.send_with(
+        Method::POST,
+        "/api/v1/auth/login",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+async fn session_of(app: &TestApp, user: &str) -> Session {
+    let r = sign_in(app, user, PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let set_cookie = r.headers["set-cookie"].to_str().unwrap();
+    Session {
+        cookie: set_cookie.split(';').next().unwrap().to_owned(),
+        csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A request with the session's cookie, and its CSRF token when `csrf`.
+async fn with_cookie(
+    app: &TestApp,
+    session: &Session,
+    csrf: bool,
+    method: Method,
+    uri: &str,
+    body: &str,
+) -> TestResponse {
+    let mut headers = vec![
+        ("cookie", session.cookie.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if csrf {
+        headers.push(("x-csrf-token", session.csrf.as_str()));
+    }
+    app.send_with(method, uri, &headers, body.to_owned()).await
+}
+
+async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_anything(
+    app: TestApp,
+) {
+    let app = app.with_auth_on();
+    user_with_token(&app, "dr-a", Role::Clinician).await;
+    user_with_token(&app, "dr-gone", Role::Clinician).await;
+    app.state.auth.disable("dr-gone").await.unwrap();
+    // Wrong password, no such user, disabled user: one answer, no cookie.
+    for (user, password) in [("dr-a", "not the password!!"), ("nobody", PASSWORD), ("dr-gone", PASSWORD)] {
+        let r = sign_in(&app, user, password).await;
+        assert_401(&r, "Incorrect username or password", user);
+        assert!(!r.headers.contains_key("set-cookie"), "{user}");
+    }
+    let r = app
+        .send_with(Method::POST, "/api/v1/auth/login", &[("content-type", "application/json")], r#"{"username": "dr-a"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "password"]));
+
+    let r = sign_in(&app, "dr-a", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cookie = r.headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("clinscribe_session="), "{cookie}");
+    assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict") && cookie.contains("; Path=/"), "{cookie}");
+    assert!(cookie.contains("; Max-Age=43200"), "12 h: {cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert_eq!(r.body["id"], "dr-a");
+    assert_eq!(r.body["role"], "clinician");
+    assert_eq!(r.body["csrf_token"].as_str().unwrap().len(), 64);
+    // Behind a proxy that says HTTPS: Secure.
+    let proxied = app
+        .send_with(
+            Method::POST,
+            "/api/v1/auth/login",
+            &[("content-type", "application/json"), ("x-forwarded-proto", "https")],
+            json!({"username": "dr-a", "password": PASSWORD}).to_string(),
+        )
+        .await;
+    assert!(proxied.headers["set-cookie"].to_str().unwrap().ends_with("; Secure"));
+
+    let session = session_of(&app, "dr-a").await;
+    let me = with_cookie(&app, &session, false, Method::GET, "/api/v1/auth/me", "").await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body, json!({"id": "dr-a", "display_name": "Dr dr-a", "role": "clinician", "csrf_token": session.csrf}));
+    // A change without the CSRF token (or with another) is refused and makes nothing.
+    let create = r#"{"patient_id": "patient-1", "duration_seconds": 5}"#;
+    let refused = with_cookie(&app, &session, false, Method::POST, "/api/v1/recordings", create).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(refused.body["detail"].as_str().unwrap().starts_with("CSRF token missing or wrong"));
+    let forged = Session { cookie: session.cookie.clone(), csrf: "0".repeat(64) };
+    let refused = with_cookie(&app, &forged, true, Method::POST, "/api/v1/recordings", create).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let list = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(list.body, json!([]));
+    let made = with_cookie(&app, &session, true, Method::POST, "/api/v1/recordings", create).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    assert_eq!(made.body["clinician_id"], "dr-a");
+
+    // Sign-out ends this session only; sign-out everywhere ends the rest.
+    let other = session_of(&app, "dr-a").await;
+    let third = session_of(&app, "dr-a").await;
+    let out = with_cookie(&app, &session, true, Method::POST, "/api/v1/auth/logout", "").await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(out.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    tokio::time::sleep(clinscribe::auth::CREDENTIAL_CACHE_TTL).await;
+    let gone = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_401(&gone, "Invalid authentication credentials", "signed out");
+    let still = with_cookie(&app, &other, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(still.status, StatusCode::OK);
+    let all = with_cookie(&app, &other, true, Method::POST, "/api/v1/auth/logout-all", "").await;
+    assert_eq!(all.status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(clinscribe::auth::CREDENTIAL_CACHE_TTL).await;
+    for s in [&other, &third] {
+        let r = with_cookie(&app, s, false, Method::GET, "/api/v1/recordings", "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Disabling the user ends a session at once (within the cache's second).
+    let fresh = session_of(&app, "dr-a").await;
+    app.state.auth.disable("dr-a").await.unwrap();
+    tokio::time::sleep(clinscribe::auth::CREDENTIAL_CACHE_TTL).await;
+    let r = with_cookie(&app, &fresh, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn an_idle_session_ends_and_so_does_an_old_one_in_use(app: TestApp) {
+    let app = with_limits(app, |s| {
+        s.session_idle = Duration::from_millis(600);
+        s.session_max = Duration::from_millis(1500);
+    });
+    user_with_token(&app, "dr-a", Role::Clinician).await;
+    let get = async |s: &Session| {
+        with_cookie(&app, s, false, Method::GET, "/api/v1/recordings", "").await.status
+    };
+    // Left alone longer than the idle timeout: ended.
+    let idle = session_of(&app, "dr-a").await;
+    assert_eq!(get(&idle).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get(&idle).await, StatusCode::UNAUTHORIZED);
+    // Used every 200 ms: kept past the idle timeout, until the absolute lifetime.
+    let busy = session_of(&app, "dr-a").await;
+    let started = Instant::now();
+    let mut last_ok = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(2500) {
+        if get(&busy).await == StatusCode::OK {
+            last_ok = started.elapsed();
+        } else {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last_ok >= Duration::from_millis(900), "kept alive by use: {last_ok:?}");
+    assert!(last_ok < Duration::from_millis(1500), "ended at its lifetime: {last_ok:?}");
+    assert_eq!(get(&busy).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn failed_sign_ins_are_limited_per_account_and_per_address_then_recover(app: TestApp) {
+    let app = with_limits(app, |s| {
+        s.failures_per_account = 3;
+        s.failures_per_address = 5;
+        s.failure_window = Duration::from_secs(3);
+    });
+    for id in ["dr-a", "dr-b", "dr-c"] {
+        user_with_token(&app, id, Role::Clinician).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(sign_in(&app, "dr-a", "wrong password!!!").await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Even the right password waits now, and says for how long.
+    let limited = sign_in(&app, "dr-a", PASSWORD).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
+    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&wait), "{wait}");
+    assert!(limited.body["detail"].as_str().unwrap().starts_with("Too many failed sign-ins"));
+    // Another account from the same address is not limited yet ...
+    assert_eq!(sign_in(&app, "dr-b", PASSWORD).await.status, StatusCode::OK);
+    // ... until the address has failed 5 times in all (3 above, 2 here).
+    for _ in 0..2 {
+        assert_eq!(sign_in(&app, "dr-b", "wrong password!!!").await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in(&app, "dr-c", PASSWORD).await.status, StatusCode::TOO_MANY_REQUESTS);
+    // The window passes: signing in works again.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(sign_in(&app, "dr-a", PASSWORD).await.status, StatusCode::OK);
+    assert_eq!(sign_in(&app, "dr-c", PASSWORD).await.status, StatusCode::OK);
+}
+
+async fn the_first_run_code_creates_the_first_admin_once(app: TestApp) {
+    let app = app.with_auth_on();
+    let code = app.state.auth.first_run_code().await.unwrap().unwrap();
+    let setup = async |code: &str, user: &str, password: &str| {
+        let body = json!({"code": code, "username": user, "display_name": "The Admin", "password": password});
+        app.send_with(Method::POST, "/api/v1/auth/setup", &[("content-type", "application/json")], body.to_string())
+            .await
+    };
+    let wrong = setup(&"0".repeat(64), "admin", PASSWORD).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text);
+    let short = setup(&code, "admin", "short").await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert_eq!(short.body["detail"], "a password is 15 to 1024 characters; this one has 5");
+    let made = setup(&code, "admin", PASSWORD).await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+    assert_eq!(made.body["role"], "admin");
+    assert!(made.headers["set-cookie"].to_str().unwrap().starts_with("clinscribe_session="));
+    let again = setup(&code, "admin2", PASSWORD).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.state.auth.first_run_code().await.unwrap(), None, "an admin exists");
+    assert_eq!(sign_in(&app, "admin", PASSWORD).await.status, StatusCode::OK);
+}
+
+on_both_backends!(
+    every_route_but_health_refuses_requests_without_valid_credentials,
+    another_clinicians_recording_is_not_found_and_an_admin_reads_it,
+    random_users_and_requests_never_see_another_clinicians_recording,
+    a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_anything,
+    an_idle_session_ends_and_so_does_an_old_one_in_use,
+    failed_sign_ins_are_limited_per_account_and_per_address_then_recover,
+    the_first_run_code_creates_the_first_admin_once,
+);

@@ -183,7 +183,7 @@ async fn sixty_four_concurrent_writers_never_see_database_is_locked() {
 #[test]
 fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str); 7] = [
         (
             "PWA_DATABASE_URL",
             "mysql://localhost/db",
@@ -196,6 +196,9 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
             "PWA_SQLITE_SYNCHRONOUS",
         ),
         ("PWA_LOG", "info,[", "PWA_LOG"),
+        ("PWA_AUTH", "maybe", "PWA_AUTH"),
+        ("PWA_SESSION_IDLE", "soon", "PWA_SESSION_IDLE"),
+        ("PWA_SESSION_MAX", "0s", "PWA_SESSION_MAX"),
     ];
     for (var, value, named) in cases {
         let output = Command::new(binary())

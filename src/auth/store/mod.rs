@@ -1,4 +1,4 @@
-//! The `users` and `api_tokens` tables. Both keep ids and timestamps as text,
+//! The `users`, `api_tokens` and `sessions` tables. They keep ids and timestamps as text,
 //! so one SQL text serves both backends; [`stores!`] writes the two traits'
 //! implementations once, for the SQLite and the PostgreSQL store, which differ
 //! only in the connections they run on.
@@ -60,6 +60,8 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     /// Disables a user from `at` on (kept if already disabled); false when
     /// there is no such user.
     async fn disable(&self, id: &str, at: &Timestamp) -> Result<bool, StoreError>;
+    /// How many admins can sign in (not disabled).
+    async fn active_admins(&self) -> Result<i64, StoreError>;
 }
 
 /// Reads and writes `api_tokens`.
@@ -77,16 +79,80 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     async fn revoke(&self, id: &str, at: &Timestamp) -> Result<bool, StoreError>;
 }
 
+/// A browser session as stored (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The public id.
+    pub id: String,
+    /// Whose.
+    pub user_id: String,
+    /// What a page sends back in `X-CSRF-Token`.
+    pub csrf_token: String,
+    /// When it began.
+    pub created_at: Timestamp,
+    /// When it was last used (to a fraction of the idle timeout).
+    pub last_seen_at: Timestamp,
+    /// When it ends whatever happens (the absolute lifetime).
+    pub expires_at: Timestamp,
+}
+
+/// What a session's secret leads to: the session and its user, as they stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The session.
+    pub session: SessionRecord,
+    /// The user's role.
+    pub role: Role,
+    /// Whether the user is disabled.
+    pub user_disabled: bool,
+    /// Whether the session was ended (sign-out).
+    pub ended: bool,
+}
+
+/// Reads and writes `sessions`.
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new session by the SHA-256 (hex) of its secret.
+    async fn insert(&self, session: &SessionRecord, sha256: &str) -> Result<(), StoreError>;
+    /// The session whose secret hashes to `sha256`, with its user.
+    async fn owner(&self, sha256: &str) -> Result<Option<SessionOwner>, StoreError>;
+    /// Records a use of session `id` at `at`.
+    async fn touch(&self, id: &str, at: &Timestamp) -> Result<(), StoreError>;
+    /// Ends session `id` (sign-out).
+    async fn end(&self, id: &str, at: &Timestamp) -> Result<(), StoreError>;
+    /// Ends every session of `user_id` (sign-out everywhere); how many.
+    async fn end_all(&self, user_id: &str, at: &Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The stores of `db`'s three tables.
+#[derive(Debug, Clone)]
+pub struct AuthStores {
+    /// `users`.
+    pub users: Arc<dyn UserStore>,
+    /// `api_tokens`.
+    pub tokens: Arc<dyn TokenStore>,
+    /// `sessions`.
+    pub sessions: Arc<dyn SessionStore>,
+}
+
 /// The stores for `db`.
-pub fn open(db: &Database) -> (Arc<dyn UserStore>, Arc<dyn TokenStore>) {
+pub fn open(db: &Database) -> AuthStores {
     match db {
         Database::Sqlite(db) => {
             let store = Arc::new(sqlite::SqliteAuthStore::new(db.clone()));
-            (store.clone(), store)
+            AuthStores {
+                users: store.clone(),
+                tokens: store.clone(),
+                sessions: store,
+            }
         }
         Database::Postgres(db) => {
             let store = Arc::new(postgres::PgAuthStore::new(db.clone()));
-            (store.clone(), store)
+            AuthStores {
+                users: store.clone(),
+                tokens: store.clone(),
+                sessions: store,
+            }
         }
     }
 }
@@ -113,6 +179,51 @@ mod sql {
         revoked_at FROM api_tokens WHERE $1 = '' OR user_id = $1 ORDER BY created_at DESC, id";
     pub const REVOKE_TOKEN: &str =
         "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1";
+    pub const COUNT_ADMINS: &str =
+        "SELECT count(*) FROM users WHERE role = 'admin' AND disabled_at IS NULL";
+
+    pub const INSERT_SESSION: &str = "INSERT INTO sessions (id, user_id, secret_sha256, \
+        csrf_token, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const SESSION_OWNER: &str = "SELECT s.id, s.user_id, s.csrf_token, s.created_at, \
+        s.last_seen_at, s.expires_at, s.ended_at, u.role, u.disabled_at \
+        FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.secret_sha256 = $1";
+    pub const TOUCH_SESSION: &str = "UPDATE sessions SET last_seen_at = $2 WHERE id = $1";
+    pub const END_SESSION: &str =
+        "UPDATE sessions SET ended_at = coalesce(ended_at, $2) WHERE id = $1";
+    pub const END_ALL_SESSIONS: &str =
+        "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL";
+}
+
+/// A session and its user's role and state.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    user_id: String,
+    csrf_token: String,
+    created_at: String,
+    last_seen_at: String,
+    expires_at: String,
+    ended_at: Option<String>,
+    role: String,
+    disabled_at: Option<String>,
+}
+
+impl SessionRow {
+    fn decode(self) -> Result<SessionOwner, StoreError> {
+        Ok(SessionOwner {
+            role: role(&self.role)?,
+            user_disabled: self.disabled_at.is_some(),
+            ended: self.ended_at.is_some(),
+            session: SessionRecord {
+                created_at: time(&self.created_at)?,
+                last_seen_at: time(&self.last_seen_at)?,
+                expires_at: time(&self.expires_at)?,
+                id: self.id,
+                user_id: self.user_id,
+                csrf_token: self.csrf_token,
+            },
+        })
+    }
 }
 
 /// A `users` row.
@@ -278,6 +389,12 @@ macro_rules! stores {
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
+
+            async fn active_admins(&self) -> Result<i64, $crate::db::StoreError> {
+                Ok(sqlx::query_scalar($crate::auth::store::sql::COUNT_ADMINS)
+                    .fetch_one(self.db.$read())
+                    .await?)
+            }
         }
 
         #[async_trait::async_trait]
@@ -348,6 +465,78 @@ macro_rules! stores {
                     .execute(self.db.$write())
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::auth::store::SessionStore for $store {
+            async fn insert(
+                &self,
+                session: &$crate::auth::store::SessionRecord,
+                sha256: &str,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::INSERT_SESSION)
+                    .bind(&session.id)
+                    .bind(&session.user_id)
+                    .bind(sha256)
+                    .bind(&session.csrf_token)
+                    .bind(session.created_at.to_string())
+                    .bind(session.last_seen_at.to_string())
+                    .bind(session.expires_at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn owner(
+                &self,
+                sha256: &str,
+            ) -> Result<Option<$crate::auth::store::SessionOwner>, $crate::db::StoreError> {
+                let row: Option<$crate::auth::store::SessionRow> =
+                    sqlx::query_as($crate::auth::store::sql::SESSION_OWNER)
+                        .bind(sha256)
+                        .fetch_optional(self.db.$read())
+                        .await?;
+                row.map($crate::auth::store::SessionRow::decode).transpose()
+            }
+
+            async fn touch(
+                &self,
+                id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::TOUCH_SESSION)
+                    .bind(id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn end(
+                &self,
+                id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::END_SESSION)
+                    .bind(id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn end_all(
+                &self,
+                user_id: &str,
+                at: &$crate::timestamp::Timestamp,
+            ) -> Result<u64, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::END_ALL_SESSIONS)
+                    .bind(user_id)
+                    .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

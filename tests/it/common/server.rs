@@ -66,6 +66,9 @@ impl ServerProcess {
             // No transcription unless a test asks for it (the default would
             // obtain a model).
             .env("PWA_TRANSCRIBE_ENGINE", "none")
+            // The original's single clinician, as the contract's tests expect,
+            // unless a test signs in (PWA_AUTH=on).
+            .env("PWA_AUTH", "off")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(match log {
