@@ -67,9 +67,11 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 
 /** The real server binary on a temp database and audio directory. */
 class Server {
-  constructor(dir) {
+  constructor(dir, env = {}) {
     this.dir = dir;
     this.port = 0;
+    this.env = env;
+    this.lines = [];
   }
 
   async start() {
@@ -82,6 +84,7 @@ class Server {
         PWA_AUTH: 'off',
         PWA_TRANSCRIBE_ENGINE: 'embedded',
         PWA_WHISPER_MODEL: MODEL,
+        ...this.env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -90,6 +93,7 @@ class Server {
       lines.once('line', resolveLine);
       this.child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
     });
+    lines.on('line', (line) => this.lines.push(line));
     this.url = first.replace('clinscribe listening on ', '').trim();
     this.port = Number(new URL(this.url).port); // restarts reuse the port
   }
@@ -873,6 +877,145 @@ scenario('screenshots of every page at 390×844 and 1280×800; accessible names'
     assertNoConsoleErrors(page);
     await context.close();
   }
+});
+
+// ---------------------------------------------------------------- signing in
+
+/** `clinscribe ARGS` on `server`'s database; its stdout. */
+function cli(server, args, input) {
+  return execFileSync(BIN, args, {
+    input,
+    env: { ...process.env, PWA_DATABASE_URL: `sqlite://${join(server.dir, 'clinical.db')}`, PWA_LOG: 'warn' },
+  }).toString();
+}
+
+const PASSWORD = 'correct horse battery staple';
+
+/** A user with a password, and an API token of theirs for the test's own checks. */
+function addUser(server, id, name) {
+  cli(server, ['user', 'add', id, '--name', name, '--password-stdin'], `${PASSWORD}\n`);
+  return cli(server, ['token', 'create', id]).trim().split('\n').pop();
+}
+
+async function recordingsOf(server, token) {
+  const response = await fetch(`${server.url}/api/v1/recordings?limit=1000`, { headers: { authorization: `Bearer ${token}` } });
+  assert(response.ok, `list: ${response.status}`);
+  return response.json();
+}
+
+async function signInAs(page, server, user) {
+  await page.goto(server.url + '/signin');
+  await ready(page);
+  await page.fill('#username', user);
+  await page.fill('#password', PASSWORD);
+  await page.click('#sign-in');
+  await page.waitForURL(server.url + '/');
+  await ready(page);
+}
+
+/** The app against a server with PWA_AUTH=on, started on a fresh database. */
+async function withAuthServer(fn) {
+  const dir = mkdtempSync(join(tmpdir(), 'clinscribe-e2e-auth-'));
+  const server = new Server(dir, { PWA_AUTH: 'on', PWA_TRANSCRIBE_ENGINE: 'none' });
+  await server.start();
+  try {
+    await fn(server);
+  } finally {
+    await server.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+scenario('first run: the setup link creates the administrator, who is then signed in', async ({ browser }) => {
+  await withAuthServer(async (server) => {
+    const link = await waitFor('the setup link', () => server.lines.find((l) => l.startsWith('First run:')));
+    const url = link.match(/http:\/\/\S+\/setup\?code=[0-9a-f]{64}/)[0];
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    // The second use of the link is refused (403) by design.
+    const page = await newPage(context, [/401/, /403/]);
+    await page.goto(url);
+    await ready(page);
+    await page.fill('#setup-username', 'admin');
+    await page.fill('#setup-name', 'Clinic Admin');
+    await page.fill('#setup-password', PASSWORD);
+    await page.click('#set-up');
+    await page.waitForURL(server.url + '/');
+    await ready(page);
+    assert((await page.textContent('#signed-in-as')) === 'Clinic Admin', 'signed in as the new admin');
+    // The link works once.
+    await page.goto(url);
+    await ready(page);
+    await page.fill('#setup-username', 'admin2');
+    await page.fill('#setup-name', 'Another');
+    await page.fill('#setup-password', PASSWORD);
+    await page.click('#set-up');
+    await page.waitForSelector('#setup-error:has-text("not valid")');
+    const users = cli(server, ['user', 'list']);
+    assert(/^admin\s+admin\s+active\s+yes/m.test(users) && !users.includes('admin2'), users);
+    assertNoConsoleErrors(page);
+    await context.close();
+  });
+});
+
+scenario('signed out and offline, a dictation waits for its own clinician: another one signing in does not get it', async ({ browser }) => {
+  await withAuthServer(async (server) => {
+    const tokenA = addUser(server, 'dr-a', 'Dr A');
+    const tokenB = addUser(server, 'dr-b', 'Dr B');
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    // Signed out, the app's requests are refused (401) by design.
+    const page = await newPage(context, [/401/, /Failed to load resource/]);
+    // A wrong password says so, and signs nobody in.
+    await page.goto(server.url + '/signin');
+    await ready(page);
+    await page.fill('#username', 'dr-a');
+    await page.fill('#password', 'not the password at all');
+    await page.click('#sign-in');
+    await page.waitForSelector('#sign-in-error:has-text("Incorrect username or password")');
+
+    await signInAs(page, server, 'dr-a');
+    assert((await page.textContent('#signed-in-as')) === 'Dr A', 'signed in as Dr A');
+    await controlledByServiceWorker(page);
+    await page.click('#sign-out');
+    await page.waitForURL(server.url + '/signin');
+    await ready(page);
+
+    // Signed out and offline: recording still works.
+    await context.setOffline(true);
+    await page.goto(server.url + '/record/patient-auth-1');
+    await ready(page);
+    const recorded = await recordOnce(page, 2000);
+    await page.goto(server.url + '/signin');
+    await ready(page);
+    const waiting = await page.textContent('#waiting');
+    assert(waiting.includes('1 dictation waits') && waiting.includes('1 by dr-a'), waiting);
+    await context.setOffline(false);
+
+    // Dr B signs in on the same browser: Dr A's dictation neither uploads nor shows.
+    await signInAs(page, server, 'dr-b');
+    await page.goto(server.url + '/queue');
+    await ready(page);
+    await sleep(3000);
+    assert(!(await page.$(`#local-list li[data-key="${recorded.key}"]`)), 'Dr A’s dictation is not in Dr B’s list');
+    assert((await recordingsOf(server, tokenB)).length === 0, 'nothing uploaded under Dr B');
+    assert((await recordingsOf(server, tokenA)).length === 0, 'nothing uploaded yet');
+    await page.click('#sign-out');
+    await page.waitForURL(server.url + '/signin');
+
+    // Dr A signs in again: it uploads, under Dr A, once.
+    await signInAs(page, server, 'dr-a');
+    const mine = await waitFor('the dictation on the server', async () => {
+      const found = (await recordingsOf(server, tokenA)).filter((r) => r.local_storage_key === recorded.key);
+      return found.length ? found : null;
+    });
+    assert(mine.length === 1 && mine[0].clinician_id === 'dr-a' && mine[0].audio_sha256 === recorded.sha256, JSON.stringify(mine));
+    assert((await recordingsOf(server, tokenB)).length === 0, 'still nothing under Dr B');
+    await page.goto(server.url + '/queue');
+    await ready(page);
+    await page.waitForSelector(`#local-list li[data-key="${recorded.key}"][data-state="uploaded"]`);
+    await page.screenshot({ path: join(SHOTS, 'signed-in-queue.png'), fullPage: true });
+    assertNoConsoleErrors(page);
+    await context.close();
+  });
 });
 
 // ---------------------------------------------------------------- main

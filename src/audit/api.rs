@@ -9,9 +9,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::model::AuditContext;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::ClientAddr;
-use crate::auth::Principal;
 
 impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     type Rejection = ApiError;

@@ -15,8 +15,7 @@ use utoipa::ToSchema;
 
 use super::model::{SetupRequest, SignInRequest};
 use super::{
-    AuthError, Authenticator, CSRF_HEADER, Caller, Credentials, Principal, SESSION_COOKIE,
-    SignedIn,
+    AuthError, Authenticator, CSRF_HEADER, Caller, Credentials, Principal, SESSION_COOKIE, SignedIn,
 };
 use crate::error::ApiError;
 use crate::http::extract::{ClientAddr, JsonBody};

@@ -34,7 +34,10 @@ impl FailureLimiter {
         let mut failures = self.failures.lock().ok()?;
         let times = failures.get_mut(key)?;
         let now = Instant::now();
-        while times.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
             times.pop_front();
         }
         if times.len() < self.limit {

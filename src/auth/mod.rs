@@ -233,7 +233,7 @@ impl Authenticator {
             return Ok(Caller {
                 principal: Principal {
                     id: DEFAULT_CLINICIAN.to_owned(),
-                    role: Role::Clinician,
+                    role: Role::Single,
                 },
                 session: None,
             });
@@ -306,8 +306,7 @@ impl Authenticator {
         let now = Timestamp::now();
         let session = &owner.session;
         let idle_deadline = session.last_seen_at.plus(self.settings.session_idle);
-        if owner.ended || owner.user_disabled || session.expires_at <= now || idle_deadline <= now
-        {
+        if owner.ended || owner.user_disabled || session.expires_at <= now || idle_deadline <= now {
             return Err(AuthError::Invalid);
         }
         // Often enough that the idle timeout is kept to a tenth of itself.
@@ -368,11 +367,14 @@ impl Authenticator {
         client: &str,
     ) -> Result<SignedIn, AuthError> {
         let (account, address) = (format!("user:{user_id}"), format!("addr:{client}"));
-        let wait = [&self.by_account.wait_for(&account), &self.by_address.wait_for(&address)]
-            .into_iter()
-            .flatten()
-            .max()
-            .copied();
+        let wait = [
+            &self.by_account.wait_for(&account),
+            &self.by_address.wait_for(&address),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .copied();
         if let Some(wait) = wait {
             tracing::warn!(client, "sign-in refused: too many failures (rate limited)");
             return Err(AuthError::TooManyFailures(wait));
@@ -460,7 +462,10 @@ impl Authenticator {
         if !matches || self.users.active_admins().await? > 0 {
             return Err(AuthError::BadSetupCode);
         }
-        match self.add_user(id, display_name, Role::Admin, Some(password)).await {
+        match self
+            .add_user(id, display_name, Role::Admin, Some(password))
+            .await
+        {
             Ok(()) => {}
             Err(AccountCommandError::Refused(e)) => return Err(e.into()),
             Err(AccountCommandError::Hash(e)) => return Err(e.into()),

@@ -15,13 +15,16 @@ pub enum Role {
     Clinician,
     /// Manages users, and may read every recording.
     Admin,
+    /// The original's one clinician (`PWA_AUTH=off`), who may do anything to
+    /// any recording, as in the original; never a stored user's role.
+    Single,
 }
 
 impl Role {
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Clinician => "clinician",
+            Self::Clinician | Self::Single => "clinician",
             Self::Admin => "admin",
         }
     }
@@ -234,9 +237,18 @@ fn required_string(
     match body.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         None => {
-            let input = if body.is_object() { body.clone() } else { Value::Null };
+            let input = if body.is_object() {
+                body.clone()
+            } else {
+                Value::Null
+            };
             let input = if echo { input } else { Value::Null };
-            issues.push(ValidationIssue::new("missing", loc, "Field required", input));
+            issues.push(ValidationIssue::new(
+                "missing",
+                loc,
+                "Field required",
+                input,
+            ));
             None
         }
         Some(other) => {

@@ -141,12 +141,19 @@ async fn run_user(
                 Some(read_password(password_stdin)?)
             };
             auth.add_user(&id, &name, role, password.as_deref()).await?;
-            let changes = json!({"user": id, "role": role.as_str(), "password": password.is_some()});
+            let changes =
+                json!({"user": id, "role": role.as_str(), "password": password.is_some()});
             record(db, "cli", AuditAction::UserAdd, changes).await?;
             out!("added {} {id}", role.as_str());
         }
         UserCommand::List => {
-            out!("{:<24} {:<10} {:<9} {:<8} name", "id", "role", "status", "password");
+            out!(
+                "{:<24} {:<10} {:<9} {:<8} name",
+                "id",
+                "role",
+                "status",
+                "password"
+            );
             for user in auth.users().await? {
                 let status = if user.disabled_at.is_some() {
                     "disabled"

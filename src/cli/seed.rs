@@ -144,7 +144,8 @@ async fn development_users(db: &Database, clinicians: &[&str]) -> anyhow::Result
     for (id, role) in users {
         match auth.add_user(id, id, role, None).await {
             Ok(()) => {
-                let changes = serde_json::json!({"user": id, "role": role.as_str(), "password": false});
+                let changes =
+                    serde_json::json!({"user": id, "role": role.as_str(), "password": false});
                 super::audit::record(db, "cli", AuditAction::UserAdd, changes).await?;
             }
             Err(AccountCommandError::Refused(AccountError::UserExists(_))) => {}

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
 use crate::app::{self, AppState};
+use crate::auth::{AuthMode, AuthSettings, DEFAULT_CLINICIAN};
 use crate::config::{
     self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawTranscribeSettings,
     TranscribeSettings, UploadSettings,
@@ -20,7 +21,6 @@ use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
 use crate::http::guard::RequestGuard;
 use crate::tasks::{CancellationToken, Supervisor};
-use crate::auth::{AuthMode, AuthSettings, DEFAULT_CLINICIAN};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::store::{Change, ListQuery, Page, RecordingJson, RecordingStore, StoreError};
 use super::model::Recording;
+use super::store::{Change, ListQuery, Page, RecordingJson, RecordingStore, StoreError};
 use crate::audit::{AuditContext, AuditEvent, AuditLog, AuditStore, ReadOf};
 use crate::auth::policy;
 

@@ -43,6 +43,7 @@ static ASSETS: &[Asset] = &[
     asset!("uploader.js", "text/javascript; charset=utf-8"),
     asset!("legacy.js", "text/javascript; charset=utf-8"),
     asset!("review.js", "text/javascript; charset=utf-8"),
+    asset!("session.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon-192.png", "image/png"),
     asset!("icon-512.png", "image/png"),
@@ -113,6 +114,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(page))
         .route("/record/{patient_id}", get(page))
         .route("/queue", get(page))
+        .route("/signin", get(page))
+        .route("/setup", get(page))
         .route("/recordings/{recording_id}", get(page))
         .route("/sw.js", get(service_worker))
         .route("/sw-module.js", get(service_worker_module))

@@ -44,7 +44,14 @@ async fn call(
 
 async fn create_as(app: &TestApp, token: &str, patient: &str) -> Value {
     let body = json!({"patient_id": patient, "duration_seconds": 30});
-    let r = call(app, Some(token), Method::POST, "/api/v1/recordings", Some(body)).await;
+    let r = call(
+        app,
+        Some(token),
+        Method::POST,
+        "/api/v1/recordings",
+        Some(body),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     r.body
 }
@@ -59,9 +66,10 @@ fn every_operation(recording_id: &str) -> Vec<(Method, String)> {
             let Ok(method) = method.to_uppercase().parse::<Method>() else {
                 continue;
             };
-            let uri = path
-                .replace("{recording_id}", recording_id)
-                .replace("{local_storage_key}", "9b2f4d6e-1a3c-4e5f-8a7b-6c5d4e3f2a1b");
+            let uri = path.replace("{recording_id}", recording_id).replace(
+                "{local_storage_key}",
+                "9b2f4d6e-1a3c-4e5f-8a7b-6c5d4e3f2a1b",
+            );
             operations.push((method, uri));
         }
     }
@@ -110,7 +118,11 @@ async fn every_route_but_health_refuses_requests_without_valid_credentials(app: 
             continue;
         }
         let r = call(&app, None, method.clone(), &uri, None).await;
-        assert_401(&r, "Not authenticated", &format!("{what} without credentials"));
+        assert_401(
+            &r,
+            "Not authenticated",
+            &format!("{what} without credentials"),
+        );
         for (kind, token) in &bad_credentials {
             let r = call(&app, Some(token), method.clone(), &uri, None).await;
             assert_401(
@@ -133,7 +145,14 @@ async fn every_route_but_health_refuses_requests_without_valid_credentials(app: 
         assert_401(&r, "Not authenticated", header);
     }
     // Nothing was changed by any refused request.
-    let r = call(&app, Some(&owner), Method::GET, &format!("/api/v1/recordings/{id}"), None).await;
+    let r = call(
+        &app,
+        Some(&owner),
+        Method::GET,
+        &format!("/api/v1/recordings/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.body, recording);
     // The web app and its assets are served without credentials.
     for page in ["/", "/manifest.webmanifest", "/docs/", "/openapi.json"] {
@@ -202,8 +221,17 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
                 },
             )
             .await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "dr-b {method} {uri}: {}", r.text);
-        assert_eq!(r.body, json!({"detail": "Recording not found"}), "{method} {uri}");
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "dr-b {method} {uri}: {}",
+            r.text
+        );
+        assert_eq!(
+            r.body,
+            json!({"detail": "Recording not found"}),
+            "{method} {uri}"
+        );
     }
     let list = call(&app, Some(&dr_b), Method::GET, "/api/v1/recordings", None).await;
     assert_eq!(list.body, json!([]));
@@ -214,9 +242,23 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
     let r = call(&app, Some(&admin), Method::GET, &path, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, uploaded);
-    let audio = call(&app, Some(&admin), Method::GET, &format!("{path}/audio"), None).await;
+    let audio = call(
+        &app,
+        Some(&admin),
+        Method::GET,
+        &format!("{path}/audio"),
+        None,
+    )
+    .await;
     assert_eq!(audio.status, StatusCode::OK);
-    let history = call(&app, Some(&admin), Method::GET, &format!("{path}/history"), None).await;
+    let history = call(
+        &app,
+        Some(&admin),
+        Method::GET,
+        &format!("{path}/history"),
+        None,
+    )
+    .await;
     assert_eq!(history.status, StatusCode::OK);
     let bearer = format!("Bearer {admin}");
     let r = app
@@ -236,7 +278,14 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
     // Dr A's recording is as it was; the admin's reads are in its history, by name.
     let r = call(&app, Some(&dr_a), Method::GET, &path, None).await;
     assert_eq!(r.body, uploaded);
-    let history = call(&app, Some(&dr_a), Method::GET, &format!("{path}/history"), None).await;
+    let history = call(
+        &app,
+        Some(&dr_a),
+        Method::GET,
+        &format!("{path}/history"),
+        None,
+    )
+    .await;
     let readers: Vec<&str> = history
         .body
         .as_array()
@@ -246,7 +295,12 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
         .map(|e| e["actor"].as_str().unwrap())
         .collect();
     // Dr B's refused attempts read nothing.
-    assert_eq!(readers, ["admin", "admin", "admin", "dr-a"], "{}", history.text);
+    assert_eq!(
+        readers,
+        ["admin", "admin", "admin", "dr-a"],
+        "{}",
+        history.text
+    );
 }
 
 async fn random_users_and_requests_never_see_another_clinicians_recording(app: TestApp) {
@@ -304,7 +358,6 @@ async fn random_users_and_requests_never_see_another_clinicians_recording(app: T
     }
 }
 
-
 /// The real binary with `PWA_AUTH=on`; users and tokens made with the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2_s() {
@@ -317,10 +370,18 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     };
     let short = add("dr-a", "too short", &[]);
     assert_eq!(short.code, Some(1), "{short:?}");
-    assert!(short.stderr.contains("a password is 15 to 1024 characters; this one has 9"), "{short:?}");
+    assert!(
+        short
+            .stderr
+            .contains("a password is 15 to 1024 characters; this one has 9"),
+        "{short:?}"
+    );
     assert_eq!(add("dr-a", PASSWORD, &[]).code, Some(0));
     let again = add("dr-a", PASSWORD, &[]);
-    assert!(again.stderr.contains("a user \"dr-a\" exists already"), "{again:?}");
+    assert!(
+        again.stderr.contains("a user \"dr-a\" exists already"),
+        "{again:?}"
+    );
     assert_eq!(add("boss", PASSWORD, &["--admin"]).code, Some(0));
     let list = run_cli(&db, &["user", "list"]);
     let rows: Vec<Vec<&str>> = list
@@ -395,15 +456,25 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     assert_eq!(revoked.code, Some(0), "{revoked:?}");
     let since = Instant::now();
     while get(token.clone()).await != 401 {
-        assert!(since.elapsed() < Duration::from_secs(2), "still accepted after 2 s");
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "still accepted after 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(get(second.clone()).await, 200, "the user's other token still works");
+    assert_eq!(
+        get(second.clone()).await,
+        200,
+        "the user's other token still works"
+    );
     // Disabled: every token of the user stops.
     assert_eq!(run_cli(&db, &["user", "disable", "dr-a"]).code, Some(0));
     let since = Instant::now();
     while get(second.clone()).await != 401 {
-        assert!(since.elapsed() < Duration::from_secs(2), "still accepted after 2 s");
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "still accepted after 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wrong = client()
@@ -418,20 +489,38 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("failed sign-in"), "{log}");
     assert!(!log.contains("hunter2"), "a password in the log");
-    assert!(log.contains("api_tokens"), "the log has the debug lines: {log}");
-    assert!(!log.contains(&token) && !log.contains(&second), "a token in the log");
+    assert!(
+        log.contains("api_tokens"),
+        "the log has the debug lines: {log}"
+    );
+    assert!(
+        !log.contains(&token) && !log.contains(&second),
+        "a token in the log"
+    );
     assert!(!log.contains(&token[4..20]), "part of a token in the log");
     // Every account change is in the trail.
     let trail = run_cli(&db, &["audit", "export"]);
     let actions: Vec<String> = trail
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["action"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .filter(|a| a.starts_with("user_") || a.starts_with("token_"))
         .collect();
     assert_eq!(
         actions,
-        ["user_add", "user_add", "token_create", "token_create", "token_revoke", "user_disable"]
+        [
+            "user_add",
+            "user_add",
+            "token_create",
+            "token_create",
+            "token_revoke",
+            "user_disable"
+        ]
     );
 }
 
@@ -447,9 +536,15 @@ fn auth_off_is_refused_unless_bound_to_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("clinscribe: invalid PWA_AUTH \"off\""), "{stderr}");
+    assert!(
+        stderr.starts_with("clinscribe: invalid PWA_AUTH \"off\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("set PWA_AUTH=on"), "{stderr}");
-    assert!(!dir.path().join("clinical.db").exists(), "nothing was created");
+    assert!(
+        !dir.path().join("clinical.db").exists(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +561,17 @@ async fn reassign_gives_the_adopted_clinicians_recordings_to_a_user_audited() {
         .count();
     assert!(adopted > 0);
 
-    let refused = run_cli(&db, &["recordings", "reassign", "--from", "current-clinician", "--to", "dr-a"]);
+    let refused = run_cli(
+        &db,
+        &[
+            "recordings",
+            "reassign",
+            "--from",
+            "current-clinician",
+            "--to",
+            "dr-a",
+        ],
+    );
     assert_eq!(refused.code, Some(1));
     assert!(refused.stderr.contains("no user \"dr-a\""), "{refused:?}");
     let added = common::run_cli_stdin(
@@ -475,10 +580,22 @@ async fn reassign_gives_the_adopted_clinicians_recordings_to_a_user_audited() {
         &format!("{PASSWORD}\n"),
     );
     assert_eq!(added.code, Some(0), "{added:?}");
-    let moved = run_cli(&db, &["recordings", "reassign", "--from", "current-clinician", "--to", "dr-a"]);
+    let moved = run_cli(
+        &db,
+        &[
+            "recordings",
+            "reassign",
+            "--from",
+            "current-clinician",
+            "--to",
+            "dr-a",
+        ],
+    );
     assert_eq!(moved.code, Some(0), "{moved:?}");
     assert!(
-        moved.stdout.contains(&format!("{adopted} recording(s) of current-clinician now belong to dr-a")),
+        moved.stdout.contains(&format!(
+            "{adopted} recording(s) of current-clinician now belong to dr-a"
+        )),
         "{moved:?}"
     );
     let after = common::all_recordings(&db).await;
@@ -499,7 +616,10 @@ async fn reassign_gives_the_adopted_clinicians_recordings_to_a_user_audited() {
         .filter(|e| e["action"] == "reassign")
         .collect();
     assert_eq!(reassigned.len(), adopted);
-    assert_eq!(reassigned[0]["changes"], json!({"clinician_id": ["current-clinician", "dr-a"]}));
+    assert_eq!(
+        reassigned[0]["changes"],
+        json!({"clinician_id": ["current-clinician", "dr-a"]})
+    );
     assert_eq!(reassigned[0]["actor"], "system:cli");
     assert_eq!(run_cli(&db, &["audit", "verify"]).code, Some(0));
 }
@@ -570,13 +690,22 @@ async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_
     user_with_token(&app, "dr-gone", Role::Clinician).await;
     app.state.auth.disable("dr-gone").await.unwrap();
     // Wrong password, no such user, disabled user: one answer, no cookie.
-    for (user, password) in [("dr-a", "not the password!!"), ("nobody", PASSWORD), ("dr-gone", PASSWORD)] {
+    for (user, password) in [
+        ("dr-a", "not the password!!"),
+        ("nobody", PASSWORD),
+        ("dr-gone", PASSWORD),
+    ] {
         let r = sign_in(&app, user, password).await;
         assert_401(&r, "Incorrect username or password", user);
         assert!(!r.headers.contains_key("set-cookie"), "{user}");
     }
     let r = app
-        .send_with(Method::POST, "/api/v1/auth/login", &[("content-type", "application/json")], r#"{"username": "dr-a"}"#)
+        .send_with(
+            Method::POST,
+            "/api/v1/auth/login",
+            &[("content-type", "application/json")],
+            r#"{"username": "dr-a"}"#,
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.body["detail"][0]["loc"], json!(["body", "password"]));
@@ -585,7 +714,12 @@ async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let cookie = r.headers["set-cookie"].to_str().unwrap();
     assert!(cookie.starts_with("clinscribe_session="), "{cookie}");
-    assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict") && cookie.contains("; Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("; HttpOnly")
+            && cookie.contains("; SameSite=Strict")
+            && cookie.contains("; Path=/"),
+        "{cookie}"
+    );
     assert!(cookie.contains("; Max-Age=43200"), "12 h: {cookie}");
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
     assert_eq!(r.body["id"], "dr-a");
@@ -596,42 +730,106 @@ async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_
         .send_with(
             Method::POST,
             "/api/v1/auth/login",
-            &[("content-type", "application/json"), ("x-forwarded-proto", "https")],
+            &[
+                ("content-type", "application/json"),
+                ("x-forwarded-proto", "https"),
+            ],
             json!({"username": "dr-a", "password": PASSWORD}).to_string(),
         )
         .await;
-    assert!(proxied.headers["set-cookie"].to_str().unwrap().ends_with("; Secure"));
+    assert!(
+        proxied.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
 
     let session = session_of(&app, "dr-a").await;
     let me = with_cookie(&app, &session, false, Method::GET, "/api/v1/auth/me", "").await;
     assert_eq!(me.status, StatusCode::OK);
-    assert_eq!(me.body, json!({"id": "dr-a", "display_name": "Dr dr-a", "role": "clinician", "csrf_token": session.csrf}));
+    assert_eq!(
+        me.body,
+        json!({"id": "dr-a", "display_name": "Dr dr-a", "role": "clinician", "csrf_token": session.csrf})
+    );
     // A change without the CSRF token (or with another) is refused and makes nothing.
     let create = r#"{"patient_id": "patient-1", "duration_seconds": 5}"#;
-    let refused = with_cookie(&app, &session, false, Method::POST, "/api/v1/recordings", create).await;
+    let refused = with_cookie(
+        &app,
+        &session,
+        false,
+        Method::POST,
+        "/api/v1/recordings",
+        create,
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
-    assert!(refused.body["detail"].as_str().unwrap().starts_with("CSRF token missing or wrong"));
-    let forged = Session { cookie: session.cookie.clone(), csrf: "0".repeat(64) };
-    let refused = with_cookie(&app, &forged, true, Method::POST, "/api/v1/recordings", create).await;
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("CSRF token missing or wrong")
+    );
+    let forged = Session {
+        cookie: session.cookie.clone(),
+        csrf: "0".repeat(64),
+    };
+    let refused = with_cookie(
+        &app,
+        &forged,
+        true,
+        Method::POST,
+        "/api/v1/recordings",
+        create,
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     let list = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
     assert_eq!(list.body, json!([]));
-    let made = with_cookie(&app, &session, true, Method::POST, "/api/v1/recordings", create).await;
+    let made = with_cookie(
+        &app,
+        &session,
+        true,
+        Method::POST,
+        "/api/v1/recordings",
+        create,
+    )
+    .await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
     assert_eq!(made.body["clinician_id"], "dr-a");
 
     // Sign-out ends this session only; sign-out everywhere ends the rest.
     let other = session_of(&app, "dr-a").await;
     let third = session_of(&app, "dr-a").await;
-    let out = with_cookie(&app, &session, true, Method::POST, "/api/v1/auth/logout", "").await;
+    let out = with_cookie(
+        &app,
+        &session,
+        true,
+        Method::POST,
+        "/api/v1/auth/logout",
+        "",
+    )
+    .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    assert!(out.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     tokio::time::sleep(clinscribe::auth::CREDENTIAL_CACHE_TTL).await;
     let gone = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
     assert_401(&gone, "Invalid authentication credentials", "signed out");
     let still = with_cookie(&app, &other, false, Method::GET, "/api/v1/recordings", "").await;
     assert_eq!(still.status, StatusCode::OK);
-    let all = with_cookie(&app, &other, true, Method::POST, "/api/v1/auth/logout-all", "").await;
+    let all = with_cookie(
+        &app,
+        &other,
+        true,
+        Method::POST,
+        "/api/v1/auth/logout-all",
+        "",
+    )
+    .await;
     assert_eq!(all.status, StatusCode::NO_CONTENT);
     tokio::time::sleep(clinscribe::auth::CREDENTIAL_CACHE_TTL).await;
     for s in [&other, &third] {
@@ -653,7 +851,9 @@ async fn an_idle_session_ends_and_so_does_an_old_one_in_use(app: TestApp) {
     });
     user_with_token(&app, "dr-a", Role::Clinician).await;
     let get = async |s: &Session| {
-        with_cookie(&app, s, false, Method::GET, "/api/v1/recordings", "").await.status
+        with_cookie(&app, s, false, Method::GET, "/api/v1/recordings", "")
+            .await
+            .status
     };
     // Left alone longer than the idle timeout: ended.
     let idle = session_of(&app, "dr-a").await;
@@ -672,8 +872,14 @@ async fn an_idle_session_ends_and_so_does_an_old_one_in_use(app: TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(last_ok >= Duration::from_millis(900), "kept alive by use: {last_ok:?}");
-    assert!(last_ok < Duration::from_millis(1500), "ended at its lifetime: {last_ok:?}");
+    assert!(
+        last_ok >= Duration::from_millis(900),
+        "kept alive by use: {last_ok:?}"
+    );
+    assert!(
+        last_ok < Duration::from_millis(1500),
+        "ended at its lifetime: {last_ok:?}"
+    );
     assert_eq!(get(&busy).await, StatusCode::UNAUTHORIZED);
 }
 
@@ -687,21 +893,44 @@ async fn failed_sign_ins_are_limited_per_account_and_per_address_then_recover(ap
         user_with_token(&app, id, Role::Clinician).await;
     }
     for _ in 0..3 {
-        assert_eq!(sign_in(&app, "dr-a", "wrong password!!!").await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            sign_in(&app, "dr-a", "wrong password!!!").await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     // Even the right password waits now, and says for how long.
     let limited = sign_in(&app, "dr-a", PASSWORD).await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.text);
-    let wait: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=3).contains(&wait), "{wait}");
-    assert!(limited.body["detail"].as_str().unwrap().starts_with("Too many failed sign-ins"));
+    assert!(
+        limited.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Too many failed sign-ins")
+    );
     // Another account from the same address is not limited yet ...
     assert_eq!(sign_in(&app, "dr-b", PASSWORD).await.status, StatusCode::OK);
     // ... until the address has failed 5 times in all (3 above, 2 here).
     for _ in 0..2 {
-        assert_eq!(sign_in(&app, "dr-b", "wrong password!!!").await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            sign_in(&app, "dr-b", "wrong password!!!").await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    assert_eq!(sign_in(&app, "dr-c", PASSWORD).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        sign_in(&app, "dr-c", PASSWORD).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     // The window passes: signing in works again.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(sign_in(&app, "dr-a", PASSWORD).await.status, StatusCode::OK);
@@ -713,22 +942,42 @@ async fn the_first_run_code_creates_the_first_admin_once(app: TestApp) {
     let code = app.state.auth.first_run_code().await.unwrap().unwrap();
     let setup = async |code: &str, user: &str, password: &str| {
         let body = json!({"code": code, "username": user, "display_name": "The Admin", "password": password});
-        app.send_with(Method::POST, "/api/v1/auth/setup", &[("content-type", "application/json")], body.to_string())
-            .await
+        app.send_with(
+            Method::POST,
+            "/api/v1/auth/setup",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
     };
     let wrong = setup(&"0".repeat(64), "admin", PASSWORD).await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text);
     let short = setup(&code, "admin", "short").await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
-    assert_eq!(short.body["detail"], "a password is 15 to 1024 characters; this one has 5");
+    assert_eq!(
+        short.body["detail"],
+        "a password is 15 to 1024 characters; this one has 5"
+    );
     let made = setup(&code, "admin", PASSWORD).await;
     assert_eq!(made.status, StatusCode::OK, "{}", made.text);
     assert_eq!(made.body["role"], "admin");
-    assert!(made.headers["set-cookie"].to_str().unwrap().starts_with("clinscribe_session="));
+    assert!(
+        made.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("clinscribe_session=")
+    );
     let again = setup(&code, "admin2", PASSWORD).await;
     assert_eq!(again.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.state.auth.first_run_code().await.unwrap(), None, "an admin exists");
-    assert_eq!(sign_in(&app, "admin", PASSWORD).await.status, StatusCode::OK);
+    assert_eq!(
+        app.state.auth.first_run_code().await.unwrap(),
+        None,
+        "an admin exists"
+    );
+    assert_eq!(
+        sign_in(&app, "admin", PASSWORD).await.status,
+        StatusCode::OK
+    );
 }
 
 on_both_backends!(

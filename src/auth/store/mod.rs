@@ -342,10 +342,8 @@ macro_rules! stores {
             async fn get(
                 &self,
                 id: &str,
-            ) -> Result<
-                Option<($crate::auth::model::User, Option<String>)>,
-                $crate::db::StoreError,
-            > {
+            ) -> Result<Option<($crate::auth::model::User, Option<String>)>, $crate::db::StoreError>
+            {
                 let row: Option<$crate::auth::store::UserRow> =
                     sqlx::query_as($crate::auth::store::sql::GET_USER)
                         .bind(id)
@@ -354,9 +352,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::UserRow::decode).transpose()
             }
 
-            async fn list(
-                &self,
-            ) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
+            async fn list(&self) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
                 let rows: Vec<$crate::auth::store::UserRow> =
                     sqlx::query_as($crate::auth::store::sql::LIST_USERS)
                         .fetch_all(self.db.$read())

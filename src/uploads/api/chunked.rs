@@ -17,9 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{durable_json, session_response, stored_response};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::auth::Principal;
 use crate::recordings::Recording;
 use crate::uploads::model::{ChunkRange, StartUpload, path_key};
 use crate::uploads::{ChunkOutcome, Uploads};

@@ -1,7 +1,6 @@
 //! `GET /api/v1/recordings/{recording_id}/audio`: a recording's audio, with
 //! `Range` for seeking in a player.
 
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

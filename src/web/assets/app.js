@@ -3,9 +3,12 @@
 //   /record/{patient_id}   record, pause, stop, listen, save
 //   /queue                 every dictation on this device and on the server
 //   /recordings/{id}       one recording: audio, transcript, verification
+//   /signin                sign in (and how many dictations wait for it)
+//   /setup?code=…          the first run: create the first administrator
 // Plain modules, no framework: views are built with the small `h` helper.
 
 import * as legacy from './legacy.js';
+import * as session from './session.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
@@ -71,7 +74,13 @@ function link(path, text, attrs = {}) {
 
 async function api(path, method = 'GET') {
   if (!navigator.onLine) throw new Error('offline');
-  const response = await fetch(path, { method, headers: { accept: 'application/json' } });
+  const headers = { accept: 'application/json' };
+  const response = await fetch(path, { method, headers: method === 'GET' ? headers : await session.withCsrf(headers) });
+  if (response.status === 401) {
+    await session.signedOut();
+    await showWho();
+    throw new Error('Signed out: sign in to see the server’s recordings (recording works meanwhile).');
+  }
   if (!response.ok) {
     let message = `HTTP ${response.status}`;
     try {
@@ -339,7 +348,9 @@ async function queueView() {
       h('h2', { id: 'server-title' }, 'On the server'), serverNote, serverList));
 
   const renderLocal = async () => {
-    const dictations = await store.listDictations();
+    // Only the dictations of whoever records here now (another user's stay hidden).
+    const who = await store.recordingUser();
+    const dictations = (await store.listDictations()).filter((d) => !d.user_id || d.user_id === who);
     localList.replaceChildren(...(dictations.length ? dictations.map((d) => {
       const fraction = uploads.progress.get(d.key);
       const item = h('li', { class: `item state-${d.state}`, dataset: { key: d.key, state: d.state } },
@@ -472,6 +483,90 @@ async function recordingView(id) {
   await render();
 }
 
+// ---------------------------------------------------------------- signing in
+
+/** The header's line: who is signed in, with a way out; or a way in. */
+async function showWho() {
+  const el = document.getElementById('who');
+  if (!el) return;
+  const user = await session.current();
+  if (user && !user.csrf_token) {
+    // Not a browser session (PWA_AUTH=off): nothing to sign out of.
+    el.replaceChildren(h('span', { id: 'signed-in-as' }, user.display_name));
+  } else if (user) {
+    const out = h('button', {
+      class: 'small', id: 'sign-out',
+      onclick: async () => { await session.signOut().catch(() => {}); location.assign('/signin'); },
+    }, 'Sign out');
+    el.replaceChildren(h('span', { id: 'signed-in-as' }, user.display_name), ' ', out);
+  } else {
+    el.replaceChildren(link('/signin', 'Sign in', { id: 'sign-in-link' }));
+  }
+}
+
+/** The sentence about dictations waiting on this device for a sign-in. */
+async function waitingNote() {
+  const counts = await session.waitingByUser();
+  if (!counts.size) return null;
+  const parts = [...counts].map(([who, n]) => `${n} by ${who || 'someone not yet signed in'}`);
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  return h('p', { class: 'note', id: 'waiting' },
+    `${total} dictation${total === 1 ? '' : 's'} wait${total === 1 ? 's' : ''} on this device to upload (${parts.join(', ')}); `
+    + 'each uploads when the clinician who recorded it signs in.');
+}
+
+async function signInView() {
+  const user = h('input', { id: 'username', name: 'username', required: true, autocomplete: 'username', autocapitalize: 'none', spellcheck: 'false' });
+  const password = h('input', { id: 'password', name: 'password', type: 'password', required: true, autocomplete: 'current-password' });
+  const error = h('p', { class: 'error-text', role: 'alert', id: 'sign-in-error' });
+  const form = h('form', {
+    class: 'card',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = '';
+      try {
+        await session.signIn(user.value.trim(), password.value);
+        // A fresh page: nothing of the previous user stays in memory.
+        location.assign('/');
+      } catch (err) {
+        error.textContent = navigator.onLine ? err.message : 'Offline: sign in when the network is back. Recording works meanwhile.';
+        password.value = '';
+      }
+    },
+  },
+  h('label', { for: 'username' }, 'User'), user,
+  h('label', { for: 'password' }, 'Password'), password,
+  error,
+  h('button', { type: 'submit', class: 'primary big', id: 'sign-in' }, 'Sign in'));
+  show('Sign in', await waitingNote(), form, h('p', {}, link('/', 'Record without signing in →')));
+  user.focus();
+}
+
+async function setupView() {
+  const code = new URLSearchParams(location.search).get('code') || '';
+  const field = (id, label, attrs = {}) => [h('label', { for: id }, label), h('input', { id, name: id, required: true, ...attrs })];
+  const error = h('p', { class: 'error-text', role: 'alert', id: 'setup-error' });
+  const form = h('form', {
+    class: 'card',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const value = (id) => form.querySelector(`#${id}`).value;
+      try {
+        await session.setUp(code, value('setup-username').trim(), value('setup-name').trim(), value('setup-password'));
+        location.assign('/');
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  },
+  field('setup-username', 'Administrator user id', { autocomplete: 'username', autocapitalize: 'none' }),
+  field('setup-name', 'Name'),
+  field('setup-password', 'Password (at least 15 characters)', { type: 'password', autocomplete: 'new-password', minlength: '15' }),
+  error,
+  h('button', { type: 'submit', class: 'primary big', id: 'set-up' }, 'Create administrator'));
+  show('First run', h('p', {}, 'No administrator exists yet. Create the first one; this link works once.'), form);
+}
+
 // ---------------------------------------------------------------- router
 
 let cleanup = () => {};
@@ -486,7 +581,9 @@ function route() {
     activeRecorder.stop().catch(() => {});
     activeRecorder = null;
   }
-  if (path === '/') startView();
+  if (path === '/signin') signInView();
+  else if (path === '/setup') setupView();
+  else if (path === '/') startView();
   else if ((m = path.match(/^\/record\/(.+)$/))) recordView(decodeURIComponent(m[1]));
   else if (path === '/queue') queueView();
   else if ((m = path.match(/^\/recordings\/([^/]+)$/))) recordingView(m[1]);
@@ -531,6 +628,8 @@ async function adoptPreviousVersion() {
 
 async function boot() {
   showConnectivity();
+  await session.refresh();
+  await showWho();
   const recovered = await store.recoverUnfinished();
   if (recovered) announce(`Recovered ${recovered} unfinished dictation(s); they will upload.`);
   await adoptPreviousVersion();

@@ -7,15 +7,17 @@
 // changed meanwhile, the edit is kept beside the server's version and shown
 // as a conflict, never sent over it.
 
+import * as session from './session.js';
 import * as store from './store.js';
 
 /** A JSON request; resolves to {status, body, etag}; rejects only when offline. */
 async function send(path, method, { ifMatch, body } = {}) {
   if (!navigator.onLine) throw new Error('offline');
-  const headers = { accept: 'application/json' };
+  const headers = await session.withCsrf({ accept: 'application/json' });
   if (ifMatch !== undefined) headers['if-match'] = `"${ifMatch}"`;
   if (body !== undefined) headers['content-type'] = 'application/merge-patch+json';
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (response.status === 401) await session.signedOut();
   let json = null;
   try {
     json = await response.json();

@@ -5,11 +5,15 @@
 // - `chunks` (key: [local_storage_key, seq]): the audio, appended every second
 //   while recording, so a closed tab or a crash loses at most the last second;
 // - `edits` (key: recording id): a transcript corrected while offline, with the
-//   version it was made to, until the server has it (review.js).
+//   version it was made to, until the server has it (review.js);
+// - `meta` (key: a name): who is signed in (`session`: id, name, role, CSRF
+//   token) and who last was (`last-user`), for the pages and the worker.
+// Each dictation names the user who recorded it (`user_id`): only that user's
+// session uploads it.
 // Chunks are deleted only once the server has acknowledged a durable upload.
 
 const DB_NAME = 'clinscribe';
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 
 /** Local states of a dictation. */
 export const State = Object.freeze({
@@ -55,6 +59,9 @@ export function open() {
         if (!db.objectStoreNames.contains('edits')) {
           db.createObjectStore('edits', { keyPath: 'id' });
         }
+        if (!db.objectStoreNames.contains('meta')) {
+          db.createObjectStore('meta');
+        }
       };
       req.onsuccess = () => {
         // A newer version of the app upgrading the database: let it.
@@ -67,8 +74,34 @@ export function open() {
   return opening;
 }
 
-/** Creates a dictation record. */
+/** A value kept under `name` in `meta` (undefined when none). */
+export async function getMeta(name) {
+  const db = await open();
+  return request(db.transaction('meta').objectStore('meta').get(name));
+}
+
+/** Keeps `value` under `name` in `meta` (null or undefined removes it). */
+export async function setMeta(name, value) {
+  const db = await open();
+  const tx = db.transaction('meta', 'readwrite');
+  if (value === null || value === undefined) tx.objectStore('meta').delete(name);
+  else tx.objectStore('meta').put(value, name);
+  await done(tx);
+  notify();
+}
+
+/**
+ * Who records now: the signed-in user, or, while signed out, the last one
+ * who was signed in on this device (null if nobody ever was).
+ */
+export async function recordingUser() {
+  const session = await getMeta('session');
+  return (session && session.id) || (await getMeta('last-user')) || null;
+}
+
+/** Creates a dictation record, marked with the user recording it. */
 export async function createDictation(dictation) {
+  if (dictation.user_id === undefined) dictation.user_id = await recordingUser();
   const db = await open();
   const tx = db.transaction('dictations', 'readwrite');
   tx.objectStore('dictations').add(dictation);

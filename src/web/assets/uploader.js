@@ -8,7 +8,11 @@
 // - 4xx: the server refuses the dictation; the error is shown, and it is not
 //   retried until the clinician asks (no retry storm).
 // - The local audio is deleted only after a response with "durable": true.
+// - Only the signed-in user's dictations go, under their session (with its
+//   CSRF token); a 401 means this device is signed out: the pass stops and
+//   the dictations wait, untouched, for their user to sign in.
 
+import * as session from './session.js';
 import * as store from './store.js';
 
 const CHUNK_BYTES = 512 * 1024;
@@ -36,9 +40,16 @@ async function detail(response) {
   return `HTTP ${response.status}`;
 }
 
-/** Throws Refused for a 4xx, a plain Error for anything retryable. */
+/** The session ended: stop, and wait for a sign-in. */
+class SignedOut extends Error {}
+
+/** Throws Refused for a 4xx, SignedOut for a 401, a plain Error for anything retryable. */
 async function check(response, allowed) {
   if (allowed.includes(response.status)) return response;
+  if (response.status === 401) {
+    await session.signedOut();
+    throw new SignedOut('signed out');
+  }
   const message = await detail(response);
   // A 4xx is final unless the server says to come back (Retry-After: busy, in flight).
   const transient = response.status === 408 || response.status === 429 || response.headers.has('retry-after');
@@ -96,6 +107,7 @@ export class UploadManager {
       }
       this.failures = 0;
     } catch (e) {
+      if (e instanceof SignedOut) return; // the next sign-in kicks us
       // Retryable: back off, with jitter so a fleet of devices does not stampede.
       this.failures += 1;
       const ceiling = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** (this.failures - 1));
@@ -107,10 +119,13 @@ export class UploadManager {
     }
   }
 
-  /** Uploads every saved dictation, oldest first. */
+  /** Uploads every saved dictation of the signed-in user, oldest first. */
   async pass() {
+    const user = await session.current();
+    if (!user) return; // signed out: they wait
     const pending = (await store.listDictations())
       .filter((d) => d.state === store.State.RECORDED || d.state === store.State.UPLOADING)
+      .filter((d) => session.owns(user, d))
       .reverse(); // oldest first
     for (const d of pending) {
       if (!navigator.onLine) break;
@@ -126,7 +141,7 @@ export class UploadManager {
       if (blob.size === 0) throw new Refused(422, 'The dictation holds no audio');
       const start = await fetch('/api/v1/uploads', {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: await session.withCsrf({ 'content-type': 'application/json' }),
         body: JSON.stringify({
           local_storage_key: d.key,
           patient_id: d.patient_id,
@@ -144,10 +159,10 @@ export class UploadManager {
         const end = Math.min(offset + CHUNK_BYTES, blob.size) - 1;
         const response = await fetch(`/api/v1/uploads/${d.key}`, {
           method: 'PUT',
-          headers: {
+          headers: await session.withCsrf({
             'content-type': 'application/octet-stream',
             'content-range': `bytes ${offset}-${end}/${blob.size}`,
-          },
+          }),
           body: blob.slice(offset, end + 1),
         });
         if (response.status === 409 && response.headers.has('upload-offset')) {
@@ -165,6 +180,10 @@ export class UploadManager {
       }
       throw new Error('upload ended without an acknowledgement');
     } catch (e) {
+      if (e instanceof SignedOut) {
+        await store.updateDictation(d.key, { state: store.State.RECORDED });
+        throw e;
+      }
       if (e instanceof Refused) {
         await store.updateDictation(d.key, { state: store.State.ERROR, error: e.message, error_status: e.status });
         this.progress.delete(d.key);

@@ -442,7 +442,10 @@ pub fn run_cli_stdin(db_path: &Path, args: &[&str], stdin: &str) -> CliOutput {
     let mut child = Command::new(binary())
         .args(args)
         .current_dir(db_path.parent().expect("db dir"))
-        .env("PWA_DATABASE_URL", format!("sqlite://{}", db_path.display()))
+        .env(
+            "PWA_DATABASE_URL",
+            format!("sqlite://{}", db_path.display()),
+        )
         .env("PWA_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -68,14 +68,18 @@ async fn restore_round_trip_brings_back_exactly_the_backed_up_rows() {
     .unwrap();
     db.close().await;
     assert_eq!((actor.as_str(), action.as_str()), ("system:cli", "restore"));
+    // Seed: its event, then 4 development users (clinician-001..003, admin),
+    // each added and given a token.
+    let restore_event = 1 + 4 * 2 + 3 + 1;
     assert_eq!(
-        seq,
-        4 + 1,
-        "after the seed's event and the 3 creates in the backup"
+        seq, restore_event,
+        "after the seed's events and the 3 creates in the backup"
     );
     assert!(changes.contains(r#""recordings":8"#), "{changes}");
     assert!(
-        restored.stdout.contains("audit:      event 5"),
+        restored
+            .stdout
+            .contains(&format!("audit:      event {restore_event}")),
         "{}",
         restored.stdout
     );
