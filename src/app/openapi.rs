@@ -18,6 +18,11 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
     ),
     paths(
         crate::health::health,
+        crate::auth::api::sign_in,
+        crate::auth::api::set_up,
+        crate::auth::api::me,
+        crate::auth::api::sign_out,
+        crate::auth::api::sign_out_everywhere,
         crate::recordings::api::create_recording,
         crate::recordings::api::list_recordings,
         crate::recordings::api::get_recording,
@@ -38,6 +43,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
     modifiers(&CommonResponses),
     tags(
         (name = "health", description = "Service health"),
+        (name = "auth", description = "Signing in and out: API tokens (`Authorization: Bearer`) and browser sessions (a cookie and its CSRF token)"),
         (name = "recordings", description = "Clinical recordings"),
         (name = "uploads", description = "Audio: uploads that are never lost or duplicated, chunked uploads, download"),
     )
@@ -53,9 +59,53 @@ pub struct ApiDoc;
 ///   storage is full, with `Retry-After`).
 struct CommonResponses;
 
+/// Operations open to anyone: the health check, and signing in.
+const PUBLIC_PATHS: [&str; 3] = ["/api/v1/health", "/api/v1/auth/login", "/api/v1/auth/setup"];
+
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::SESSION_COOKIE,
+                "A browser session (POST /api/v1/auth/login); a state-changing request \
+                 also sends the session's csrf_token in X-CSRF-Token",
+            ))),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !PUBLIC_PATHS.contains(&path.as_str()) {
+                let operations = [
+                    &mut item.get,
+                    &mut item.head,
+                    &mut item.post,
+                    &mut item.put,
+                    &mut item.patch,
+                    &mut item.delete,
+                ];
+                for operation in operations.into_iter().flatten() {
+                    operation.security = Some(vec![
+                        SecurityRequirement::new("bearer", Vec::<String>::new()),
+                        SecurityRequirement::new("session", Vec::<String>::new()),
+                    ]);
+                    add_responses(
+                        operation,
+                        &[(
+                            "401",
+                            "No valid credentials (none, or a token or session that is unknown, \
+                             expired, revoked, ended, or whose user is disabled); \
+                             `WWW-Authenticate: Bearer`",
+                        )],
+                    );
+                }
+            }
             for operation in [&mut item.get, &mut item.head].into_iter().flatten() {
                 add_common(operation, false);
             }
@@ -88,14 +138,21 @@ fn add_common(operation: &mut Operation, changes_state: bool) {
     if changes_state {
         common.push((
             "403",
-            "Sent by a page of another site (Origin or Sec-Fetch-Site; PWA_ALLOWED_ORIGINS)",
+            "Sent by a page of another site (Origin or Sec-Fetch-Site; PWA_ALLOWED_ORIGINS), \
+             or with the session cookie but without its X-CSRF-Token",
         ));
         common.push((
             "507",
             "The server's storage is full; nothing was stored; retry after `Retry-After` seconds",
         ));
     }
-    for (status, description) in common {
+    add_responses(operation, &common);
+}
+
+/// Adds these `(status, description)` answers with an `ErrorDetail` body,
+/// unless the operation documents the status itself.
+fn add_responses(operation: &mut Operation, responses: &[(&str, &str)]) {
+    for &(status, description) in responses {
         operation
             .responses
             .responses

@@ -126,6 +126,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The body of `POST /api/v1/auth/login` (its schema; read by `SignInRequest`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct SignInBody {
+    /// The user id.
+    #[schema(min_length = 1)]
+    username: String,
+    /// The password.
+    #[schema(min_length = 1, format = Password)]
+    password: String,
+}
+
+/// The body of `POST /api/v1/auth/setup` (its schema; read by `SetupRequest`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct SetupBody {
+    /// The one-time code `serve` printed in the setup link.
+    #[schema(min_length = 1)]
+    code: String,
+    /// The administrator's user id.
+    #[schema(min_length = 1)]
+    username: String,
+    /// Their name.
+    #[schema(min_length = 1)]
+    display_name: String,
+    /// Their password (15 to 1024 characters).
+    #[schema(min_length = 1, format = Password)]
+    password: String,
+}
+
 /// The signed-in user, and the session's CSRF token (for a page).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
@@ -147,9 +177,10 @@ pub struct Me {
     post,
     path = "/api/v1/auth/login",
     tag = "auth",
-    request_body(content = Object, description = "`{\"username\": …, \"password\": …}`"),
+    request_body(content = SignInBody),
     responses(
         (status = 200, description = "Signed in; `Set-Cookie` holds the session", body = Me),
+        (status = 400, description = "The body is not JSON", body = crate::http::openapi::ErrorDetail),
         (status = 401, description = "Incorrect username or password (which of the two is not said)", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "A field missing or not a string", body = crate::http::openapi::ValidationErrorBody),
         (status = 429, description = "Too many failed sign-ins from this address or to this account; `Retry-After` says when to retry", body = crate::http::openapi::ErrorDetail),
@@ -175,10 +206,10 @@ pub async fn sign_in(
     post,
     path = "/api/v1/auth/setup",
     tag = "auth",
-    request_body(content = Object, description = "`{\"code\": …, \"username\": …, \"display_name\": …, \"password\": …}`"),
+    request_body(content = SetupBody),
     responses(
         (status = 200, description = "The administrator exists and is signed in", body = Me),
-        (status = 400, description = "The id, name or password is refused (says why)", body = crate::http::openapi::ErrorDetail),
+        (status = 400, description = "The body is not JSON, or the id, name or password is refused (says why)", body = crate::http::openapi::ErrorDetail),
         (status = 403, description = "The code is wrong or used, or an administrator exists", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "A field missing or not a string", body = crate::http::openapi::ValidationErrorBody),
     )
