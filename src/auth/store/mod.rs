@@ -1,5 +1,5 @@
 //! The `users`, `api_tokens` and `sessions` tables. They keep ids and timestamps as text,
-//! so one SQL text serves both backends; [`stores!`] writes the two traits'
+//! so one SQL text serves both backends; the `stores!` macro writes the traits'
 //! implementations once, for the SQLite and the PostgreSQL store, which differ
 //! only in the connections they run on.
 

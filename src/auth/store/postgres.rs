@@ -1,8 +1,8 @@
-//! `users` and `api_tokens` on PostgreSQL.
+//! `users`, `api_tokens` and `sessions` on PostgreSQL.
 
 use crate::db::postgres::PgDatabase;
 
-/// Both tables in PostgreSQL.
+/// The three tables in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgAuthStore {
     db: PgDatabase,

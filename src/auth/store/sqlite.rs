@@ -1,10 +1,10 @@
-//! `users` and `api_tokens` on SQLite: writes on the writer, reads on the
+//! `users`, `api_tokens` and `sessions` on SQLite: writes on the writer, reads on the
 //! readers (a token created by the CLI is seen by the next lookup: the
 //! readers see every committed write).
 
 use crate::db::SqliteDatabase;
 
-/// Both tables in SQLite.
+/// The three tables in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteAuthStore {
     db: SqliteDatabase,
