@@ -23,7 +23,11 @@
 //! 9. (`compare`, with `--baseline BIN`) each workload against this build and
 //!    another build of clinscribe (e.g. the previous commit's release binary)
 //!    on copies of the same database, runs alternating, in the same run; `wal`
-//!    also runs the baseline.
+//!    also runs the baseline;
+//! 10. (`auth`) each workload signed in with an API token (`PWA_AUTH=on`, an
+//!    administrator's token, so that every seeded recording is readable)
+//!    against `PWA_AUTH=off`, this build, copies of the same database, runs
+//!    alternating: the cost of authentication.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -85,7 +89,7 @@ struct Options {
     #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     report: bool,
     /// Phases: seed, storage, backup, http, full, backends, uploads, wal,
-    /// compare (needs --baseline).
+    /// compare (needs --baseline), auth.
     #[arg(
         long,
         value_delimiter = ',',
@@ -158,6 +162,8 @@ struct Server {
     process: ServerProcess,
     addr: String,
     startup: Duration,
+    /// The `Authorization` header its requests carry (`PWA_AUTH=on`).
+    authorization: Option<String>,
     _log: tempfile::NamedTempFile,
 }
 
@@ -176,18 +182,64 @@ impl Server {
 
     /// `binary` (this build, or a baseline build to compare with) serving `url`.
     fn start_binary(binary: &Path, url: &str, synchronous: &str) -> Self {
+        Self::spawn(
+            binary,
+            url,
+            &[("PWA_SQLITE_SYNCHRONOUS", synchronous)],
+            None,
+        )
+    }
+
+    /// This build on SQLite file `db` with `PWA_AUTH=on`, its requests signed
+    /// in with a new administrator's API token.
+    fn start_signed_in(db: &Path) -> Self {
+        let binary = Path::new(env!("CARGO_BIN_EXE_clinscribe"));
+        let cli = |args: &[&str]| {
+            let out = Command::new(binary)
+                .args(args)
+                .env("PWA_DATABASE_URL", format!("sqlite://{}", db.display()))
+                .env("PWA_LOG", "error")
+                .output()
+                .expect("clinscribe");
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        cli(&[
+            "user",
+            "add",
+            "bench-admin",
+            "--name",
+            "Benchmark",
+            "--admin",
+            "--no-password",
+        ]);
+        let token = cli(&["token", "create", "bench-admin"]);
+        let token = token.lines().last().expect("a token").to_owned();
+        let url = format!("sqlite://{}", db.display());
+        Self::spawn(
+            binary,
+            &url,
+            &[("PWA_AUTH", "on")],
+            Some(format!("Bearer {token}")),
+        )
+    }
+
+    fn spawn(
+        binary: &Path,
+        url: &str,
+        env: &[(&str, &str)],
+        authorization: Option<String>,
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let started = Instant::now();
         // Request logging stays on (it is part of the product), into a file.
-        let process = ServerProcess::spawn(
-            binary,
-            url,
-            &[("PWA_SQLITE_SYNCHRONOUS", synchronous), ("PWA_LOG", "info")],
-            Log::File(log.path()),
-        );
+        let mut env = env.to_vec();
+        env.push(("PWA_LOG", "info"));
+        let process = ServerProcess::spawn(binary, url, &env, Log::File(log.path()));
         Self {
             addr: process.addr().to_owned(),
             startup: started.elapsed(),
+            authorization,
             process,
             _log: log,
         }
@@ -235,6 +287,7 @@ fn rss_mib(pid: u32) -> f64 {
 struct Sender {
     inner: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
+    authorization: Option<String>,
 }
 
 async fn connect(addr: &str) -> Sender {
@@ -248,6 +301,7 @@ async fn connect(addr: &str) -> Sender {
                 return Sender {
                     inner,
                     host: addr.to_owned(),
+                    authorization: None,
                 };
             }
         }
@@ -258,6 +312,8 @@ async fn connect(addr: &str) -> Sender {
 struct Shared {
     /// Worker `i` talks to `addrs[i % addrs.len()]` (several instances: round robin).
     addrs: Vec<String>,
+    /// The `Authorization` header for each of `addrs`.
+    authorizations: Vec<Option<String>>,
     ids: Vec<String>,
     stop: AtomicBool,
     measuring: AtomicBool,
@@ -275,6 +331,9 @@ async fn send(
         .method(method)
         .uri(path)
         .header("host", &sender.host);
+    if let Some(authorization) = &sender.authorization {
+        req = req.header("authorization", authorization);
+    }
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
@@ -307,7 +366,9 @@ fn record(histos: &mut Histos, label: &'static str, started: Instant) {
 
 async fn worker(shared: Arc<Shared>, workload: Workload, id: usize) -> Histos {
     let addr = shared.addrs[id % shared.addrs.len()].clone();
+    let authorization = shared.authorizations[id % shared.addrs.len()].clone();
     let mut sender = connect(&addr).await;
+    sender.authorization.clone_from(&authorization);
     let mut histos = Histos::new();
     let mut rng = fastrand::Rng::with_seed(id as u64 * 7919 + 1);
     let mut n = 0u64;
@@ -395,6 +456,7 @@ async fn worker(shared: Arc<Shared>, workload: Workload, id: usize) -> Histos {
             }
             // The connection may be unusable: start a fresh one.
             sender = connect(&addr).await;
+            sender.authorization.clone_from(&authorization);
         }
     }
     histos
@@ -422,6 +484,7 @@ async fn run_workload(
 ) -> RunResult {
     let shared = Arc::new(Shared {
         addrs: servers.iter().map(|s| s.addr.clone()).collect(),
+        authorizations: servers.iter().map(|s| s.authorization.clone()).collect(),
         ids: ids.to_vec(),
         stop: AtomicBool::new(false),
         measuring: AtomicBool::new(false),
@@ -897,6 +960,9 @@ async fn main() {
         if has("wal") && size == *opts.sizes.iter().min().unwrap_or(&0) {
             wal_burst(&db, size, &ids, &opts, md, &mut report).await;
         }
+        if has("auth") {
+            auth_cost(&db, size, &ids, &opts, md, &mut report).await;
+        }
         if has("compare") {
             match &opts.baseline {
                 Some(baseline) => {
@@ -1225,6 +1291,27 @@ async fn wal_burst(
 
 /// Each workload against this build and the baseline build, on copies of the
 /// same database, runs alternating so that both see the same machine noise.
+/// Each workload signed in with an API token against `PWA_AUTH=off`, this
+/// build, on copies of the same database, runs alternating.
+async fn auth_cost(
+    db: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let on = Server::start_signed_in(&copy_db(db, "auth-on.db"));
+    let off = Server::start(&copy_db(db, "auth-off.db"), "normal");
+    md.push_str(&format!(
+        "\nSigned in with an API token (`PWA_AUTH=on`) against `PWA_AUTH=off` ({size} rows, runs alternating, medians):\n\n"
+    ));
+    let sides = [("token", &on), ("off", &off)];
+    alternating(sides, "auth", size, ids, opts, md, report).await;
+    on.stop();
+    off.stop();
+}
+
 async fn compare(
     db: &Path,
     baseline: &Path,
@@ -1241,34 +1328,55 @@ async fn compare(
         "normal",
     );
     md.push_str(&format!(
-        "\nThis build against {} ({size} rows, runs alternating, medians):\n\n\
-         | workload | conns | this req/s | baseline req/s | ratio | this p99 ms | baseline p99 ms |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "\nThis build against {} ({size} rows, runs alternating, medians):\n\n",
         build_name(baseline)
+    ));
+    let sides = [("this", &this), ("baseline", &base)];
+    alternating(sides, "compare", size, ids, opts, md, report).await;
+    this.stop();
+    base.stop();
+}
+
+/// Each workload at each concurrency on two servers, runs alternating: a
+/// table of their medians and ratio (first / second), and the raw runs.
+async fn alternating(
+    [(first_name, first), (second_name, second)]: [(&str, &Server); 2],
+    phase: &str,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    md.push_str(&format!(
+        "| workload | conns | {first_name} req/s | {second_name} req/s | ratio | {first_name} p99 ms | {second_name} p99 ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n"
     ));
     for &workload in &opts.workloads {
         for &conns in &opts.concurrency {
-            let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
             for _ in 0..opts.runs {
-                mine.push(run_workload(&[&this], ids, workload, conns, opts).await);
-                theirs.push(run_workload(&[&base], ids, workload, conns, opts).await);
+                a.push(run_workload(&[first], ids, workload, conns, opts).await);
+                b.push(run_workload(&[second], ids, workload, conns, opts).await);
             }
-            let (m, b) = (median_of(&mine), median_of(&theirs));
+            let (m, n) = (median_of(&a), median_of(&b));
             md.push_str(&format!(
                 "| {} | {conns} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
                 workload.name(),
                 m.throughput,
-                b.throughput,
-                m.throughput / b.throughput,
+                n.throughput,
+                m.throughput / n.throughput,
                 m.p99_ms,
-                b.p99_ms
+                n.p99_ms
             ));
-            report.emit(json!({"size": size, "phase": "compare", "workload": workload.name(), "connections": conns,
-                               "this": {"req_per_s": m.throughput, "p99_ms": m.p99_ms, "errors": m.errors},
-                               "baseline": {"req_per_s": b.throughput, "p99_ms": b.p99_ms, "errors": b.errors},
-                               "runs_this": mine.iter().map(|r| r.throughput).collect::<Vec<_>>(),
-                               "runs_baseline": theirs.iter().map(|r| r.throughput).collect::<Vec<_>>()}));
+            let throughputs =
+                |runs: &[RunResult]| runs.iter().map(|r| r.throughput).collect::<Vec<_>>();
+            let mut row = json!({"size": size, "phase": phase, "workload": workload.name(), "connections": conns});
+            for (name, median, runs) in [(first_name, &m, &a), (second_name, &n, &b)] {
+                row[name] = json!({"req_per_s": median.throughput, "p99_ms": median.p99_ms, "errors": median.errors});
+                row[format!("runs_{name}")] = json!(throughputs(runs));
+            }
+            report.emit(row);
         }
     }
-    this.stop();
-    base.stop();
 }
