@@ -25,9 +25,9 @@
 //!    on copies of the same database, runs alternating, in the same run; `wal`
 //!    also runs the baseline;
 //! 10. (`auth`) each workload signed in with an API token (`PWA_AUTH=on`, an
-//!    administrator's token, so that every seeded recording is readable)
-//!    against `PWA_AUTH=off`, this build, copies of the same database, runs
-//!    alternating: the cost of authentication.
+//!     administrator's token, so that every seeded recording is readable)
+//!     against `PWA_AUTH=off`, this build, copies of the same database, runs
+//!     alternating: the cost of authentication.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).

@@ -426,6 +426,30 @@ impl Authenticator {
         self.sessions.end(session_id, &Timestamp::now()).await
     }
 
+    /// Deletes, every hour, the sessions that ended or expired more than a
+    /// day ago (kept that long for whoever looks into a sign-in).
+    pub async fn sweep_sessions_periodically(self, stop: crate::tasks::CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        const KEPT: Duration = Duration::from_secs(24 * 3600);
+        loop {
+            match self.delete_finished_sessions(KEPT).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "session cleanup"),
+                Err(StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "session cleanup failed; retrying later"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    }
+
+    /// Deletes the sessions that ended or expired more than `kept` ago; how many.
+    pub async fn delete_finished_sessions(&self, kept: Duration) -> Result<u64, StoreError> {
+        self.sessions.delete_finished(&Timestamp::ago(kept)).await
+    }
+
     /// Ends every session of `user_id`; how many.
     pub async fn sign_out_everywhere(&self, user_id: &str) -> Result<u64, StoreError> {
         self.sessions.end_all(user_id, &Timestamp::now()).await

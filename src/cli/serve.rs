@@ -287,6 +287,12 @@ pub(super) async fn run(
     // At start (what a crash left behind) and then periodically.
     let uploads = state.uploads.clone();
     tasks.spawn("upload cleanup", |stop| uploads.sweep_periodically(stop));
+    if settings.auth.mode == AuthMode::On {
+        let auth = state.auth.clone();
+        tasks.spawn("session cleanup", |stop| {
+            auth.sweep_sessions_periodically(stop)
+        });
+    }
     state.transcription = start_transcription(&mut tasks, &state, settings.transcription, local)?;
     let connections = fit_open_file_limit(settings.connections);
     let shutdown = shutdown_signal();

@@ -418,19 +418,8 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
         &[("PWA_AUTH", "on"), ("PWA_LOG", "debug")],
         Some(&log),
     );
-    let get = |token: String| {
-        let url = server.url("/api/v1/recordings");
-        async move {
-            client()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let servers = [server];
+    let get = |token: String| status_with(&servers[0], token);
     assert_eq!(get(token.clone()).await, 200);
     assert_eq!(get(second.clone()).await, 200);
     let listed = run_cli(&db, &["token", "list", "--user", "dr-a"]);
@@ -460,14 +449,7 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     // Revoked from another process: refused within 2 s (the cache's 1 s).
     let revoked = run_cli(&db, &["token", "revoke", first_id]);
     assert_eq!(revoked.code, Some(0), "{revoked:?}");
-    let since = Instant::now();
-    while get(token.clone()).await != 401 {
-        assert!(
-            since.elapsed() < Duration::from_secs(2),
-            "still accepted after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    refused_within_2_s(&servers, &token).await;
     assert_eq!(
         get(second.clone()).await,
         200,
@@ -475,21 +457,15 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     );
     // Disabled: every token of the user stops.
     assert_eq!(run_cli(&db, &["user", "disable", "dr-a"]).code, Some(0));
-    let since = Instant::now();
-    while get(second.clone()).await != 401 {
-        assert!(
-            since.elapsed() < Duration::from_secs(2),
-            "still accepted after 2 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    refused_within_2_s(&servers, &second).await;
     let wrong = client()
-        .post(server.url("/api/v1/auth/login"))
+        .post(servers[0].url("/api/v1/auth/login"))
         .json(&json!({"username": "boss", "password": "hunter2 is not it, boss"}))
         .send()
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    let [server] = servers;
     assert_eq!(server.terminate(), Some(0));
 
     let log = std::fs::read_to_string(&log).unwrap();
@@ -528,6 +504,78 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
             "user_disable"
         ]
     );
+}
+
+/// The status of `GET /api/v1/recordings` on `server` with API token `token`.
+async fn status_with(server: &common::ServerProcess, token: String) -> u16 {
+    client()
+        .get(server.url("/api/v1/recordings"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits until every one of `servers` refuses `token`; fails after 2 s (from
+/// the change that should make them refuse it).
+async fn refused_within_2_s(servers: &[common::ServerProcess], token: &str) {
+    let since = Instant::now();
+    for server in servers {
+        while status_with(server, token.to_owned()).await != 401 {
+            assert!(
+                since.elapsed() < Duration::from_secs(2),
+                "still accepted after 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Two instances on one PostgreSQL database: a token revoked and a user
+/// disabled by the CLI, a third process, are refused by both within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_postgresql_instance_within_2_s() {
+    let Some(admin) = common::postgres_or_skip("a_revocation_reaches_every_postgresql_instance")
+    else {
+        return;
+    };
+    let pg = common::PgTestDb::create(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| common::run_cli_url(&pg.url, dir.path(), args);
+    assert_eq!(cli(&["migrate"]).code, Some(0));
+    let added = cli(&["user", "add", "dr-a", "--name", "Dr A", "--no-password"]);
+    assert_eq!(added.code, Some(0), "{added:?}");
+    let token = || {
+        cli(&["token", "create", "dr-a"])
+            .stdout
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let (first, second) = (token(), token());
+    let servers = [
+        common::ServerProcess::start_url(&pg.url, &[("PWA_AUTH", "on")]),
+        common::ServerProcess::start_url(&pg.url, &[("PWA_AUTH", "on")]),
+    ];
+    for server in &servers {
+        assert_eq!(status_with(server, first.clone()).await, 200);
+        assert_eq!(status_with(server, second.clone()).await, 200);
+    }
+    let first_id = &common::sha256_hex(first.as_bytes())[..16];
+    assert_eq!(cli(&["token", "revoke", first_id]).code, Some(0));
+    refused_within_2_s(&servers, &first).await;
+    for server in &servers {
+        assert_eq!(
+            status_with(server, second.clone()).await,
+            200,
+            "the other token works"
+        );
+    }
+    assert_eq!(cli(&["user", "disable", "dr-a"]).code, Some(0));
+    refused_within_2_s(&servers, &second).await;
 }
 
 #[test]
@@ -827,6 +875,13 @@ async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_
     assert_401(&gone, "Invalid authentication credentials", "signed out");
     let still = with_cookie(&app, &other, false, Method::GET, "/api/v1/recordings", "").await;
     assert_eq!(still.status, StatusCode::OK);
+    // A signed-out session is deleted by the cleanup; the others stay.
+    let deleted = app
+        .state
+        .auth
+        .delete_finished_sessions(Duration::ZERO)
+        .await;
+    assert_eq!(deleted.unwrap(), 1);
     let all = with_cookie(
         &app,
         &other,

@@ -122,6 +122,8 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn end(&self, id: &str, at: &Timestamp) -> Result<(), StoreError>;
     /// Ends every session of `user_id` (sign-out everywhere); how many.
     async fn end_all(&self, user_id: &str, at: &Timestamp) -> Result<u64, StoreError>;
+    /// Deletes the sessions that ended, or expired, before `before`; how many.
+    async fn delete_finished(&self, before: &Timestamp) -> Result<u64, StoreError>;
 }
 
 /// The stores of `db`'s three tables.
@@ -192,6 +194,8 @@ mod sql {
         "UPDATE sessions SET ended_at = coalesce(ended_at, $2) WHERE id = $1";
     pub const END_ALL_SESSIONS: &str =
         "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL";
+    pub const DELETE_FINISHED_SESSIONS: &str =
+        "DELETE FROM sessions WHERE expires_at < $1 OR ended_at < $1";
 }
 
 /// A session and its user's role and state.
@@ -530,6 +534,17 @@ macro_rules! stores {
                 let done = sqlx::query($crate::auth::store::sql::END_ALL_SESSIONS)
                     .bind(user_id)
                     .bind(at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn delete_finished(
+                &self,
+                before: &$crate::timestamp::Timestamp,
+            ) -> Result<u64, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::DELETE_FINISHED_SESSIONS)
+                    .bind(before.to_string())
                     .execute(self.db.$write())
                     .await?;
                 Ok(done.rows_affected())
