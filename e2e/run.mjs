@@ -990,8 +990,10 @@ scenario('signed out and offline, a dictation waits for its own clinician: anoth
     assert(waiting.includes('1 dictation waits') && waiting.includes('1 by dr-a'), waiting);
     await context.setOffline(false);
 
-    // Dr B signs in on the same browser: Dr A's dictation neither uploads nor shows.
+    // Dr B signs in on the same browser: Dr A's dictation neither uploads nor
+    // shows, and Dr A's recent patients are not offered.
     await signInAs(page, server, 'dr-b');
+    assert(!(await page.textContent('#main')).includes('patient-auth-1'), 'Dr A’s patient on Dr B’s start page');
     await page.goto(server.url + '/queue');
     await ready(page);
     await sleep(3000);
@@ -1001,8 +1003,9 @@ scenario('signed out and offline, a dictation waits for its own clinician: anoth
     await page.click('#sign-out');
     await page.waitForURL(server.url + '/signin');
 
-    // Dr A signs in again: it uploads, under Dr A, once.
+    // Dr A signs in again: it uploads, under Dr A, once; their patient is offered.
     await signInAs(page, server, 'dr-a');
+    await page.waitForSelector('.chips a:has-text("patient-auth-1")');
     const mine = await waitFor('the dictation on the server', async () => {
       const found = (await recordingsOf(server, tokenA)).filter((r) => r.local_storage_key === recorded.key);
       return found.length ? found : null;

@@ -96,9 +96,12 @@ async function api(path, method = 'GET') {
 
 // ---------------------------------------------------------------- recent patients
 
+// Kept per clinician: on a shared device one does not see another's patients.
+let recentKey = 'recent-patients:';
+
 function recentPatients() {
   try {
-    return JSON.parse(localStorage.getItem('recent-patients') || '[]');
+    return JSON.parse(localStorage.getItem(recentKey) || '[]');
   } catch {
     return [];
   }
@@ -106,7 +109,7 @@ function recentPatients() {
 
 function rememberPatient(id) {
   const list = [id, ...recentPatients().filter((p) => p !== id)].slice(0, 8);
-  localStorage.setItem('recent-patients', JSON.stringify(list));
+  localStorage.setItem(recentKey, JSON.stringify(list));
 }
 
 // ---------------------------------------------------------------- views
@@ -630,6 +633,9 @@ async function boot() {
   showConnectivity();
   await session.refresh();
   await showWho();
+  recentKey = `recent-patients:${(await store.recordingUser()) || ''}`;
+  // The list of the version before sign-in belonged to no one in particular.
+  localStorage.removeItem('recent-patients');
   const recovered = await store.recoverUnfinished();
   if (recovered) announce(`Recovered ${recovered} unfinished dictation(s); they will upload.`);
   await adoptPreviousVersion();

@@ -46,8 +46,11 @@ async function saveText(id, version, text) {
  */
 export async function sendSavedEdits() {
   let handled = 0;
+  const user = await session.current();
   for (const edit of await store.listEdits()) {
     if (edit.conflict) continue;
+    // Another clinician's edit waits for them to sign in on this device.
+    if (!user || (edit.user_id && edit.user_id !== user.id)) continue;
     let outcome;
     try {
       outcome = await saveText(edit.id, edit.base_version, edit.text);
@@ -77,7 +80,10 @@ function formatWhen(iso) {
 export async function transcriptSection(h, r, refresh) {
   const engineText = r.transcript;
   if (r.signed_at) return signedSection(h, r, refresh);
-  const pending = await store.getEdit(r.id);
+  const editorUser = await store.recordingUser();
+  const kept = await store.getEdit(r.id);
+  // An edit kept on this device by someone else is theirs to send, not shown here.
+  const pending = kept && (!kept.user_id || kept.user_id === editorUser) ? kept : null;
   const current = r.final_transcript ?? engineText ?? '';
   if (!current && !pending && r.status !== 'completed') return null;
 

@@ -220,6 +220,8 @@ export async function deleteDictation(key) {
  * to: that is the version the clinician saw.
  */
 export async function saveEdit(edit) {
+  // Whose edit it is, asked before the transaction (an await inside would end it).
+  if (edit.user_id === undefined) edit.user_id = await recordingUser();
   const db = await open();
   const tx = db.transaction('edits', 'readwrite');
   const edits = tx.objectStore('edits');
