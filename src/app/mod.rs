@@ -60,6 +60,9 @@ pub struct AppState {
     pub transcription: TranscriptionStatus,
     /// Who is calling (every API route but the health check asks it).
     pub auth: Authenticator,
+    /// The group commit of audit events that have no transaction of their
+    /// own (reads, sign-ins).
+    pub audit_log: AuditLog,
 }
 
 impl AppState {
@@ -80,12 +83,10 @@ impl AppState {
         };
         let audio = AudioStore::open(&uploads.audio_dir, uploads.audio_store.as_deref())?;
         let audit = crate::audit::store::open(&db);
+        let audit_log = AuditLog::start(audit.clone());
         Ok(Self {
-            reads: Reads::new(
-                recordings.clone(),
-                audit.clone(),
-                AuditLog::start(audit.clone()),
-            ),
+            reads: Reads::new(recordings.clone(), audit.clone(), audit_log.clone()),
+            audit_log,
             uploads: Uploads::new(db.clone(), recordings.clone(), audio.clone(), uploads)?,
             audio,
             jobs: crate::jobs::store::open(&db),

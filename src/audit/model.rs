@@ -65,6 +65,10 @@ pub enum AuditAction {
     TokenCreate,
     /// An API token revoked (`clinscribe token revoke`).
     TokenRevoke,
+    /// A browser session begun (password sign-in, or the first run's setup).
+    SignIn,
+    /// Browser sessions ended by their user (one, or all of theirs).
+    SignOut,
 }
 
 impl AuditAction {
@@ -92,6 +96,8 @@ impl AuditAction {
             Self::UserDisable => "user_disable",
             Self::TokenCreate => "token_create",
             Self::TokenRevoke => "token_revoke",
+            Self::SignIn => "sign_in",
+            Self::SignOut => "sign_out",
         }
     }
 }

@@ -13,10 +13,11 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::model::{SetupRequest, SignInRequest};
+use super::model::{Role, SetupRequest, SignInRequest};
 use super::{
     AuthError, Authenticator, CSRF_HEADER, Caller, Credentials, Principal, SESSION_COOKIE, SignedIn,
 };
+use crate::audit::{AuditAction, AuditContext, AuditLog};
 use crate::error::ApiError;
 use crate::http::extract::{ClientAddr, JsonBody};
 
@@ -25,6 +26,7 @@ pub fn public_routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Authenticator: FromRef<S>,
+    AuditLog: FromRef<S>,
 {
     Router::new()
         .route("/api/v1/auth/login", post(sign_in))
@@ -36,6 +38,7 @@ pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Authenticator: FromRef<S>,
+    AuditLog: FromRef<S>,
 {
     Router::new()
         .route("/api/v1/auth/me", get(me))
@@ -188,16 +191,56 @@ pub struct Me {
 )]
 pub async fn sign_in(
     State(auth): State<Authenticator>,
+    State(log): State<AuditLog>,
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request = SignInRequest::from_json(&body).map_err(ApiError::Validation)?;
-    let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let address = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let signed_in = auth
-        .sign_in(&request.username, &request.password, &client)
+        .sign_in(&request.username, &request.password, &address)
         .await?;
+    audit_sign_in(&auth, &log, &headers, client, &signed_in, "password").await?;
     Ok(session_response(&headers, signed_in))
+}
+
+/// Records a sign-in in the audit trail before its cookie is sent; a sign-in
+/// the trail cannot record is refused (its session ended), as a read is.
+async fn audit_sign_in(
+    auth: &Authenticator,
+    log: &AuditLog,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    signed_in: &SignedIn,
+    method: &str,
+) -> Result<(), ApiError> {
+    let context = request_context(headers, client, &signed_in.user.id, signed_in.user.role);
+    let changes = serde_json::json!({"session": signed_in.session_id, "method": method});
+    let event = context.event(AuditAction::SignIn, None, None, changes);
+    if let Err(e) = log.record(event).await {
+        auth.sign_out(&signed_in.session_id).await.ok();
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Who acts in a request that the sign-in middleware does not cover.
+fn request_context(
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    user: &str,
+    role: Role,
+) -> AuditContext {
+    AuditContext {
+        actor: user.to_owned(),
+        role,
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        client_addr: client.map(|ip| ip.to_string()),
+    }
 }
 
 /// Create the first administrator with the one-time code `serve` printed
@@ -216,6 +259,8 @@ pub async fn sign_in(
 )]
 pub async fn set_up(
     State(auth): State<Authenticator>,
+    State(log): State<AuditLog>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -229,6 +274,7 @@ pub async fn set_up(
         )
         .await?;
     tracing::warn!(user = %signed_in.user.id, "first run: the first administrator was created");
+    audit_sign_in(&auth, &log, &headers, client, &signed_in, "setup").await?;
     Ok(session_response(&headers, signed_in))
 }
 
@@ -268,11 +314,16 @@ pub async fn me(State(auth): State<Authenticator>, caller: Caller) -> Result<Res
 )]
 pub async fn sign_out(
     State(auth): State<Authenticator>,
+    State(log): State<AuditLog>,
+    context: AuditContext,
     headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     if let Some((session, _)) = &caller.session {
         auth.sign_out(session).await?;
+        let changes = serde_json::json!({"session": session});
+        log.record(context.event(AuditAction::SignOut, None, None, changes))
+            .await?;
     }
     Ok(cleared(&headers))
 }
@@ -289,10 +340,15 @@ pub async fn sign_out(
 )]
 pub async fn sign_out_everywhere(
     State(auth): State<Authenticator>,
+    State(log): State<AuditLog>,
+    context: AuditContext,
     headers: HeaderMap,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    auth.sign_out_everywhere(&caller.principal.id).await?;
+    let ended = auth.sign_out_everywhere(&caller.principal.id).await?;
+    let changes = serde_json::json!({"sessions": ended});
+    log.record(context.event(AuditAction::SignOut, None, None, changes))
+        .await?;
     Ok(cleared(&headers))
 }
 

@@ -169,6 +169,8 @@ struct Cached {
 pub struct SignedIn {
     /// The user.
     pub user: User,
+    /// The session's public id.
+    pub session_id: String,
     /// The cookie's value (shown to no one but the browser).
     pub secret: String,
     /// The token the page sends back in `X-CSRF-Token`.
@@ -415,6 +417,7 @@ impl Authenticator {
         tracing::info!(session = %record.id, "signed in");
         Ok(SignedIn {
             user,
+            session_id: record.id,
             secret,
             csrf_token: record.csrf_token,
             max_age: self.settings.session_max,

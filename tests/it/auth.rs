@@ -897,6 +897,19 @@ async fn a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_
         let r = with_cookie(&app, s, false, Method::GET, "/api/v1/recordings", "").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
+    // Each sign-in and sign-out is in the audit trail, by the user.
+    let trail = app.state.audit.export(None, None, None).await.unwrap();
+    let signs: Vec<(&str, &str)> = trail
+        .iter()
+        .filter(|e| e.action.starts_with("sign_"))
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    let mut expected = vec![("dr-a", "sign_in"); 5];
+    expected.extend([("dr-a", "sign_out"), ("dr-a", "sign_out")]);
+    assert_eq!(signs, expected);
+    let everywhere = trail.last().unwrap();
+    // The first two sign-ins' sessions, `other` and `third`.
+    assert_eq!(everywhere.changes, json!({"sessions": 4}));
     // Disabling the user ends a session at once (within the cache's second).
     let fresh = session_of(&app, "dr-a").await;
     app.state.auth.disable("dr-a").await.unwrap();
