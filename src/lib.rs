@@ -21,6 +21,7 @@ pub mod files;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod identity;
 pub mod jobs;
 pub mod recordings;
 pub mod tasks;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::Role;
+use crate::identity::Role;
 use crate::timestamp::Timestamp;
 
 /// The `prev_hash` of the first event.

@@ -129,6 +129,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        Ok(Self {
+            actor: principal.id,
+            role: principal.role,
+            // Set (or checked) by the edge middleware before any handler runs.
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client_addr: ClientAddr::from_request_parts(parts, state)
+                .await
+                .ok()
+                .and_then(|ClientAddr(ip)| ip)
+                .map(|ip| ip.to_string()),
+        })
+    }
+}
+
 /// The body of `POST /api/v1/auth/login` (its schema; read by `SignInRequest`).
 #[derive(ToSchema)]
 #[allow(dead_code)]

@@ -1054,6 +1054,48 @@ async fn the_first_run_code_creates_the_first_admin_once(app: TestApp) {
     );
 }
 
+/// A sign-in the audit trail cannot record is refused: no cookie, and the
+/// session it began does not work; once the trail takes events, it works.
+async fn a_sign_in_the_trail_cannot_record_is_refused(app: TestApp) {
+    let app = app.with_auth_on();
+    user_with_token(&app, "dr-a", Role::Clinician).await;
+    let (refuse, allow) = match app.backend {
+        common::Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER refuse_sign_ins BEFORE INSERT ON audit_events \
+                 WHEN NEW.action = 'sign_in' BEGIN SELECT RAISE(ABORT, 'sign-ins refused'); END",
+            ],
+            vec!["DROP TRIGGER refuse_sign_ins"],
+        ),
+        common::Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION refuse_sign_ins() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.action = 'sign_in' THEN RAISE EXCEPTION 'sign-ins refused'; \
+                 END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_sign_ins BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_sign_ins()",
+            ],
+            vec!["DROP TRIGGER refuse_sign_ins ON audit_events"],
+        ),
+    };
+    for sql in refuse {
+        common::execute(&app, sql).await.unwrap();
+    }
+    let refused = sign_in(&app, "dr-a", PASSWORD).await;
+    assert!(refused.status.is_server_error(), "{}", refused.status);
+    assert!(!refused.headers.contains_key("set-cookie"));
+    assert!(!refused.text.contains("csrf_token"), "{}", refused.text);
+    for sql in allow {
+        common::execute(&app, sql).await.unwrap();
+    }
+    let session = session_of(&app, "dr-a").await;
+    let r = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let trail = app.state.audit.export(None, None, None).await.unwrap();
+    let sign_ins = trail.iter().filter(|e| e.action == "sign_in").count();
+    assert_eq!(sign_ins, 1, "only the sign-in that was recorded");
+}
+
 on_both_backends!(
     every_route_but_health_refuses_requests_without_valid_credentials,
     another_clinicians_recording_is_not_found_and_an_admin_reads_it,
@@ -1062,4 +1104,5 @@ on_both_backends!(
     an_idle_session_ends_and_so_does_an_old_one_in_use,
     failed_sign_ins_are_limited_per_account_and_per_address_then_recover,
     the_first_run_code_creates_the_first_admin_once,
+    a_sign_in_the_trail_cannot_record_is_refused,
 );
