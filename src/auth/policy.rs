@@ -12,6 +12,12 @@ pub fn may_read(who: &str, role: Role, owner: &str) -> bool {
     who == owner || matches!(role, Role::Admin | Role::Single)
 }
 
+/// Whether `who` may list the recordings of `clinician`: their own, or any
+/// clinician's for an admin.
+pub fn may_list(who: &str, role: Role, clinician: &str) -> bool {
+    may_read(who, role, clinician)
+}
+
 /// Whether `who` may download its audio: the same as reading it.
 pub fn may_download(who: &str, role: Role, owner: &str) -> bool {
     may_read(who, role, owner)
@@ -34,8 +40,9 @@ mod tests {
     #[test]
     fn clinicians_have_their_own_and_admins_read_all() {
         type Rule = fn(&str, Role, &str) -> bool;
-        let rules: [(&str, Rule, bool); 4] = [
+        let rules: [(&str, Rule, bool); 5] = [
             ("read", may_read, true),
+            ("list", may_list, true),
             ("download", may_download, true),
             ("change", may_change, false),
             ("delete", may_delete, false),

@@ -452,7 +452,8 @@ impl From<ReviewError> for ApiError {
     }
 }
 
-/// List the current clinician's recordings, newest first, one page at a time.
+/// List the current clinician's recordings, newest first, one page at a time
+/// (an administrator may name another clinician with `clinician_id`).
 ///
 /// The body is a plain JSON array; when more items exist, the `Link` header
 /// carries the URL of the next page (`rel="next"`, RFC 8288).
@@ -464,10 +465,12 @@ impl From<ReviewError> for ApiError {
         ("status" = Option<RecordingStatus>, Query, description = "Only recordings in this status"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
         ("cursor" = Option<String>, Query, description = "Opaque cursor from a previous page's Link header"),
+        ("clinician_id" = Option<String>, Query, description = "Whose recordings (default: the signed-in user's); another clinician's only for an administrator"),
     ),
     responses(
         (status = 200, description = "A page of recordings, newest first", body = Vec<Recording>,
             headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"))),
+        (status = 403, description = "`clinician_id` names another clinician, and the caller is not an administrator", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "Bad query parameter", body = crate::http::openapi::ValidationErrorBody),
     )
 )]
@@ -476,18 +479,21 @@ pub async fn list_recordings(
     context: AuditContext,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = parse_list_query(raw.as_deref().unwrap_or(""))?;
-    let page = reads.list(&context, query).await?;
+    let (query, clinician) = parse_list_query(raw.as_deref().unwrap_or(""))?;
+    let page = reads.list(&context, clinician.as_deref(), query).await?;
     let mut response = json_response(StatusCode::OK, page.json);
     if let Some(next) = page.next {
-        let mut url = format!("/api/v1/recordings?limit={}", query.limit);
+        let mut pairs = vec![("limit", query.limit.to_string())];
         if let Some(status) = query.status {
-            url.push_str("&status=");
-            url.push_str(status.as_str());
+            pairs.push(("status", status.as_str().to_owned()));
         }
-        url.push_str("&cursor=");
-        url.push_str(&next.encode());
-        // Only ASCII goes in: the cursor is base64url and statuses are fixed words.
+        if let Some(clinician) = clinician {
+            pairs.push(("clinician_id", clinician));
+        }
+        pairs.push(("cursor", next.encode()));
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        let url = format!("/api/v1/recordings?{query}");
+        // Only ASCII goes in: the query is percent-encoded.
         if let Ok(link) = HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
             response.headers_mut().insert(header::LINK, link);
         }
@@ -514,8 +520,9 @@ fn query_loc(name: &str) -> Vec<Value> {
     vec![json!("query"), json!(name)]
 }
 
-/// Reads `status`, `limit` and `cursor`; other parameters are ignored, as in FastAPI.
-fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
+/// Reads `status`, `limit`, `cursor` and `clinician_id`; other parameters are
+/// ignored, as in FastAPI.
+fn parse_list_query(raw: &str) -> Result<(ListQuery, Option<String>), ApiError> {
     let pairs = query_pairs(raw)?;
     let last = |name: &str| last(&pairs, name);
     let loc = query_loc;
@@ -547,12 +554,14 @@ fn parse_list_query(raw: &str) -> Result<ListQuery, ApiError> {
         }
     });
 
+    let clinician = last("clinician_id").map(str::to_owned);
     if issues.is_empty() {
-        Ok(ListQuery {
+        let query = ListQuery {
             status,
             limit,
             after,
-        })
+        };
+        Ok((query, clinician))
     } else {
         Err(ApiError::Validation(issues))
     }
@@ -656,6 +665,15 @@ pub async fn retry_recording(
 /// was missing, a busy or closed database a 503, a full disk a 507 (logged
 /// once per episode by `StorageHealth`, not per request), a taken key a 409;
 /// anything else a logged 500 that never leaks internals.
+impl From<super::ReadError> for ApiError {
+    fn from(err: super::ReadError) -> Self {
+        match err {
+            e @ super::ReadError::NotYours => Self::Forbidden(e.to_string()),
+            super::ReadError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -8,5 +8,5 @@ pub mod seed;
 pub mod store;
 
 pub use model::{NewRecording, Recording, RecordingStatus};
-pub use reads::Reads;
+pub use reads::{ReadError, Reads};
 pub use store::{ListQuery, Page, RecordingStore, StoreError};

@@ -15,6 +15,17 @@ use super::store::{Change, ListQuery, Page, RecordingJson, RecordingStore, Store
 use crate::audit::{AuditContext, AuditEvent, AuditLog, AuditStore, ReadOf};
 use crate::auth::policy;
 
+/// Why a read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Another clinician's list, asked by someone who is not an administrator.
+    #[error("Only an administrator lists another clinician's recordings")]
+    NotYours,
+    /// The database (or the trail) refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// One recording, or that the client's copy is current.
 #[derive(Debug)]
 pub enum Read {
@@ -66,12 +77,18 @@ impl Reads {
         Ok(Read::Recording(recording))
     }
 
-    /// A page of the acting clinician's recordings.
-    pub async fn list(&self, context: &AuditContext, query: ListQuery) -> Result<Page, StoreError> {
-        let page = self
-            .recordings
-            .list_for_clinician(&context.actor, query)
-            .await?;
+    /// A page of the recordings of `clinician` (None: the actor's own).
+    pub async fn list(
+        &self,
+        context: &AuditContext,
+        clinician: Option<&str>,
+        query: ListQuery,
+    ) -> Result<Page, ReadError> {
+        let clinician = clinician.unwrap_or(&context.actor);
+        if !policy::may_list(&context.actor, context.role, clinician) {
+            return Err(ReadError::NotYours);
+        }
+        let page = self.recordings.list_for_clinician(clinician, query).await?;
         if !page.ids.is_empty() {
             self.log
                 .record(context.read_many(ReadOf::List, &page.ids))

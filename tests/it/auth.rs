@@ -244,6 +244,44 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
     let feed = call(&app, Some(&dr_b), Method::GET, "/api/v1/changes", None).await;
     assert_eq!(feed.body["changes"], json!([]));
 
+    // Another clinician's list: refused for Dr B, given to the admin.
+    let asked = call(
+        &app,
+        Some(&dr_b),
+        Method::GET,
+        "/api/v1/recordings?clinician_id=dr-a",
+        None,
+    )
+    .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.text);
+    assert_eq!(
+        asked.body["detail"],
+        "Only an administrator lists another clinician's recordings"
+    );
+    let second = create_as(&app, &dr_a, "patient-a2").await;
+    let page = call(
+        &app,
+        Some(&admin),
+        Method::GET,
+        "/api/v1/recordings?clinician_id=dr-a&limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(page.body, json!([second]));
+    let next = page.headers["link"].to_str().unwrap();
+    let next = next
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(next.contains("clinician_id=dr-a"), "{next}");
+    let rest = call(&app, Some(&admin), Method::GET, &next, None).await;
+    assert_eq!(rest.body, json!([uploaded]));
+    let own = call(&app, Some(&admin), Method::GET, "/api/v1/recordings", None).await;
+    assert_eq!(own.body, json!([]), "without clinician_id, the admin's own");
+
     // The admin reads it, its history and its audio, and cannot change it.
     let r = call(&app, Some(&admin), Method::GET, &path, None).await;
     assert_eq!(r.status, StatusCode::OK);
