@@ -488,9 +488,24 @@ async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_retur
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let meanwhile: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
-    assert_eq!(meanwhile["status"], "processing", "{meanwhile}");
-    assert_eq!(meanwhile["transcript"], Value::Null);
+    // Read from the file: a GET on a full disk is refused (its audit event
+    // cannot be written), as it should be.
+    let meanwhile: (String, Option<String>) = {
+        use sqlx::Connection as _;
+        let file = fs.path().join("clinical.db");
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
+                .await
+                .unwrap();
+        let row = sqlx::query_as("SELECT status, transcript FROM recordings WHERE id = ?1")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        row
+    };
+    assert_eq!(meanwhile, ("processing".to_owned(), None));
 
     // Space returns: the transcript the engine already made is stored, once,
     // without asking the engine again.
