@@ -67,7 +67,6 @@ pub async fn require_sign_in(
         ),
     };
     let caller = auth.authenticate(credentials).await?;
-    request.extensions_mut().insert(caller.principal.clone());
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
@@ -111,8 +110,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
-            .get::<Principal>()
-            .cloned()
+            .get::<Caller>()
+            .map(|caller| caller.principal.clone())
             .ok_or(ApiError::Unauthorized("Not authenticated"))
     }
 }
@@ -134,21 +133,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        Ok(Self {
-            actor: principal.id,
-            role: principal.role,
-            // Set (or checked) by the edge middleware before any handler runs.
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            client_addr: ClientAddr::from_request_parts(parts, state)
-                .await
-                .ok()
-                .and_then(|ClientAddr(ip)| ip)
-                .map(|ip| ip.to_string()),
-        })
+        let Ok(ClientAddr(client)) = ClientAddr::from_request_parts(parts, state).await;
+        Ok(request_context(
+            &parts.headers,
+            client,
+            &principal.id,
+            principal.role,
+        ))
     }
 }
 
@@ -248,7 +239,8 @@ async fn audit_sign_in(
     Ok(())
 }
 
-/// Who acts in a request that the sign-in middleware does not cover.
+/// Who acts in a request: `user`, with the request id (set or checked by
+/// the edge middleware before any handler runs) and the client's address.
 fn request_context(
     headers: &HeaderMap,
     client: Option<std::net::IpAddr>,

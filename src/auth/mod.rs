@@ -154,6 +154,16 @@ pub struct Caller {
     pub session: Option<(String, String)>,
 }
 
+impl From<AccountCommandError> for AuthError {
+    fn from(err: AccountCommandError) -> Self {
+        match err {
+            AccountCommandError::Refused(e) => Self::Account(e),
+            AccountCommandError::Hash(e) => Self::Hash(e),
+            AccountCommandError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 /// A credential found valid, and when.
 #[derive(Debug, Clone)]
 struct Cached {

@@ -438,44 +438,40 @@ pub fn run_cli(db_path: &Path, args: &[&str]) -> CliOutput {
 
 /// Runs `clinscribe ARGS` against the database at `db_path`, with `stdin` as its input.
 pub fn run_cli_stdin(db_path: &Path, args: &[&str], stdin: &str) -> CliOutput {
-    use std::io::Write as _;
-    let mut child = Command::new(binary())
-        .args(args)
-        .current_dir(db_path.parent().expect("db dir"))
-        .env(
-            "PWA_DATABASE_URL",
-            format!("sqlite://{}", db_path.display()),
-        )
-        .env("PWA_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run clinscribe");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait for clinscribe");
-    CliOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_cli_with(
+        &format!("sqlite://{}", db_path.display()),
+        db_path.parent().expect("db dir"),
+        args,
+        Some(stdin),
+    )
 }
 
 /// Runs `clinscribe ARGS` against `database_url`, in `dir`.
 pub fn run_cli_url(database_url: &str, dir: &Path, args: &[&str]) -> CliOutput {
-    let out = Command::new(binary())
+    run_cli_with(database_url, dir, args, None)
+}
+
+/// Runs `clinscribe ARGS` against `database_url`, in `dir`, with `stdin` as
+/// its input when given.
+fn run_cli_with(database_url: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
+    use std::io::Write as _;
+    let mut child = Command::new(binary())
         .args(args)
         .current_dir(dir)
         .env("PWA_DATABASE_URL", database_url)
         .env("PWA_LOG", "warn")
         .env("PWA_TRANSCRIBE_ENGINE", "none")
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run clinscribe");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(stdin) = stdin {
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait for clinscribe");
     CliOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
