@@ -1025,6 +1025,199 @@ scenario('signed out and offline, a dictation waits for its own clinician: anoth
   });
 });
 
+// ---------------------------------------------------------------- single sign-on
+
+/** A port free on loopback now (for a process that must know another's URL before it starts). */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const { port } = probe.address();
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+const OIDC_CLIENT = { id: 'clinscribe', secret: 'the test client secret' };
+
+/** The real OpenID Provider (e2e/oidc-provider.mjs: the npm package oidc-provider). */
+class OidcProvider {
+  constructor(port, redirectUri, accounts) {
+    this.issuer = `http://127.0.0.1:${port}`;
+    this.env = {
+      OIDC_PORT: String(port),
+      OIDC_REDIRECT_URI: redirectUri,
+      OIDC_CLIENT_ID: OIDC_CLIENT.id,
+      OIDC_CLIENT_SECRET: OIDC_CLIENT.secret,
+      OIDC_ACCOUNTS: JSON.stringify(accounts),
+    };
+  }
+
+  async start() {
+    this.child = spawn(process.execPath, [join(ROOT, 'e2e/oidc-provider.mjs')], {
+      env: { ...process.env, ...this.env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: this.child.stdout });
+    await new Promise((resolveLine, reject) => {
+      lines.once('line', resolveLine);
+      this.child.once('exit', (code) => reject(new Error(`oidc-provider exited with ${code}`)));
+    });
+  }
+
+  async stop() {
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    await exited;
+  }
+
+  /** From now on, the token endpoint's ID tokens are altered this way (`none`: not). */
+  async tamper(mode) {
+    const response = await fetch(`${this.issuer}/__test/tamper?mode=${mode}`);
+    assert(response.ok && (await response.json()).tamper === mode, `tamper ${mode}`);
+  }
+}
+
+/** A PWA_AUTH=on server with single sign-on through a provider that knows `accounts`. */
+async function withSingleSignOn(env, accounts, fn) {
+  const dir = mkdtempSync(join(tmpdir(), 'clinscribe-e2e-sso-'));
+  const providerPort = await freePort();
+  const server = new Server(dir, {
+    PWA_AUTH: 'on',
+    PWA_TRANSCRIBE_ENGINE: 'none',
+    PWA_OIDC_ISSUER: `http://127.0.0.1:${providerPort}`,
+    PWA_OIDC_CLIENT_ID: OIDC_CLIENT.id,
+    PWA_OIDC_CLIENT_SECRET: OIDC_CLIENT.secret,
+    PWA_OIDC_SCOPES: 'profile email roles',
+    PWA_OIDC_ADMIN_CLAIM: 'roles',
+    PWA_OIDC_NAME: 'Clinic Sign-On',
+    ...env,
+  });
+  server.port = await freePort();
+  await server.start();
+  const provider = new OidcProvider(providerPort, `${server.url}/api/v1/auth/oidc/callback`, accounts);
+  await provider.start();
+  try {
+    await fn(server, provider);
+  } finally {
+    await provider.stop().catch(() => {});
+    await server.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * In a fresh browser context: the sign-in page's single sign-on button, the
+ * provider's login form, and back. Returns the context and page, on the page
+ * the server sent the browser back to.
+ */
+async function signInThroughProvider(browser, server, provider, login) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  // Signed out, the app's requests are refused (401) by design; the
+  // provider's pages have no favicon.
+  const page = await newPage(context, [/401/, /404/, /Failed to load resource/]);
+  await page.goto(server.url + '/signin');
+  await ready(page);
+  await page.click('#sign-in-sso:has-text("Sign in with Clinic Sign-On")');
+  await page.waitForURL((url) => url.href.startsWith(provider.issuer));
+  await page.fill('input[name="login"]', login);
+  await page.fill('input[name="password"]', 'the provider checks no password in development mode');
+  await page.click('button.login-submit');
+  await page.waitForURL((url) => url.href.startsWith(server.url) && !url.pathname.startsWith('/api/'));
+  await ready(page);
+  return { context, page };
+}
+
+async function sessionCookie(context) {
+  return (await context.cookies()).find((c) => c.name === 'clinscribe_session');
+}
+
+const SSO_ACCOUNTS = {
+  'dr-sso': { name: 'Dr Single Sign-On', email: 'dr.sso@clinic.example', roles: ['clinician'] },
+  chief: { name: 'Chief Admin', roles: ['clinician', 'admin'] },
+  'dr-linked': { name: 'Dr Linked' },
+  stranger: { name: 'Not Registered' },
+};
+
+scenario('single sign-on: the code flow through a real OpenID Provider creates the clinician, signs them in, and their dictation uploads as theirs', async ({ browser }) => {
+  await withSingleSignOn({}, SSO_ACCOUNTS, async (server, provider) => {
+    const { context, page } = await signInThroughProvider(browser, server, provider, 'dr-sso');
+    assert(new URL(page.url()).pathname === '/', page.url());
+    assert((await page.textContent('#signed-in-as')) === 'Dr Single Sign-On', 'signed in as the provider’s name');
+    const cookie = await sessionCookie(context);
+    assert(cookie && cookie.httpOnly && cookie.sameSite === 'Strict', JSON.stringify(cookie));
+    assert(!(await context.cookies()).some((c) => c.name === 'clinscribe_oidc' && c.value), 'the state cookie is cleared');
+    const me = await page.evaluate(async () => (await fetch('/api/v1/auth/me')).json());
+    assert(me.id === 'dr-sso' && me.role === 'clinician' && me.csrf_token, JSON.stringify(me));
+
+    // The session works as a password one does: a dictation uploads under the user.
+    await page.goto(server.url + '/record/patient-sso');
+    await ready(page);
+    const recorded = await recordOnce(page, 1500);
+    await page.goto(server.url + '/queue');
+    await ready(page);
+    await page.waitForSelector(`#local-list li[data-key="${recorded.key}"][data-state="uploaded"]`);
+    assertNoConsoleErrors(page);
+    await context.close();
+
+    // The admin claim makes an admin (a new account, created as one).
+    const chief = await signInThroughProvider(browser, server, provider, 'chief');
+    const chiefMe = await chief.page.evaluate(async () => (await fetch('/api/v1/auth/me')).json());
+    assert(chiefMe.id === 'chief' && chiefMe.role === 'admin', JSON.stringify(chiefMe));
+    const all = await chief.page.evaluate(async () => (await fetch('/api/v1/recordings?clinician_id=dr-sso&limit=100')).json());
+    const mine = all.filter((r) => r.local_storage_key === recorded.key);
+    assert(mine.length === 1 && mine[0].clinician_id === 'dr-sso' && mine[0].audio_sha256 === recorded.sha256, JSON.stringify(mine));
+    assertNoConsoleErrors(chief.page);
+    await chief.context.close();
+
+    // A second sign-in finds the account by its subject: no second one.
+    const again = await signInThroughProvider(browser, server, provider, 'dr-sso');
+    assert((await again.page.textContent('#signed-in-as')) === 'Dr Single Sign-On', 'signed in again');
+    await again.context.close();
+    const users = cli(server, ['user', 'list']);
+    assert(/^chief\s+admin\s+active\s+no\s+yes\s+Chief Admin$/m.test(users), users);
+    assert(/^dr-sso\s+clinician\s+active\s+no\s+yes\s+Dr Single Sign-On$/m.test(users), users);
+    assert(users.trim().split('\n').length === 3, `two users and the header: ${users}`);
+  });
+});
+
+scenario('single sign-on refuses forged, expired, wrong-audience, wrong-issuer and wrong-nonce ID tokens, unregistered and disabled users', async ({ browser }) => {
+  await withSingleSignOn({ PWA_OIDC_AUTO_CREATE: 'false' }, SSO_ACCOUNTS, async (server, provider) => {
+    cli(server, ['user', 'add', 'dr-linked', '--name', 'Dr Linked', '--no-password', '--oidc-subject', 'dr-linked']);
+    const refused = async (login, code, sentence) => {
+      const { context, page } = await signInThroughProvider(browser, server, provider, login);
+      const url = new URL(page.url());
+      assert(url.pathname === '/signin' && url.searchParams.get('error') === code, `${login}: ${page.url()}`);
+      await page.waitForSelector(`#sign-in-error:has-text("${sentence}")`);
+      assert(!(await sessionCookie(context)), `${login}: no session cookie`);
+      const me = await page.evaluate(async () => (await fetch('/api/v1/auth/me')).status);
+      assert(me === 401, `${login}: /auth/me ${me}`);
+      assertNoConsoleErrors(page);
+      await context.close();
+    };
+    for (const mode of ['forged', 'expired', 'audience', 'issuer', 'nonce']) {
+      await provider.tamper(mode);
+      await refused('dr-linked', 'invalid', 'failed a security check');
+    }
+    await provider.tamper('none');
+
+    // Only linked accounts may sign in (PWA_OIDC_AUTO_CREATE=false).
+    await refused('stranger', 'unknown', 'No account here is linked');
+    assert(!cli(server, ['user', 'list']).includes('stranger'), 'no account made');
+
+    // A callback this browser did not begin (or a replayed one) is refused.
+    const forgedCallback = await fetch(`${server.url}/api/v1/auth/oidc/callback?code=abc&state=not-ours`, { redirect: 'manual' });
+    assert(forgedCallback.status === 303 && forgedCallback.headers.get('location') === '/signin?error=expired',
+      `${forgedCallback.status} ${forgedCallback.headers.get('location')}`);
+
+    const linked = await signInThroughProvider(browser, server, provider, 'dr-linked');
+    assert((await linked.page.textContent('#signed-in-as')) === 'Dr Linked', 'the linked account signs in');
+    await linked.page.screenshot({ path: join(SHOTS, 'signed-in-sso.png'), fullPage: true });
+    await linked.context.close();
+
+    cli(server, ['user', 'disable', 'dr-linked']);
+    await refused('dr-linked', 'disabled', 'This account is disabled');
+  });
+});
+
 // ---------------------------------------------------------------- main
 
 async function main() {

@@ -26,7 +26,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    /// `setting` refused `value`, for `reason`.
+    pub fn new(setting: &'static str, value: &str, reason: impl Into<String>) -> Self {
         Self {
             setting,
             value: value.to_owned(),
@@ -383,6 +384,131 @@ pub fn parse_auth(value: &str, bind: SocketAddr) -> Result<crate::auth::AuthMode
         )),
         _ => Err(ConfigError::new("PWA_AUTH", value, "expected on or off")),
     }
+}
+
+/// Parses a yes-or-no setting (`true`/`false`, `1`/`0`, `yes`/`no`).
+pub fn parse_flag(setting: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(ConfigError::new(setting, other, "expected true or false")),
+    }
+}
+
+/// `PWA_OIDC_*` as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawOidcSettings<'a> {
+    /// `PWA_OIDC_ISSUER` (single sign-on is off when unset or empty).
+    pub issuer: Option<&'a str>,
+    /// `PWA_OIDC_CLIENT_ID`.
+    pub client_id: Option<&'a str>,
+    /// `PWA_OIDC_CLIENT_SECRET`.
+    pub client_secret: Option<&'a str>,
+    /// `PWA_OIDC_AUTO_CREATE`.
+    pub auto_create: &'a str,
+    /// `PWA_OIDC_ADMIN_CLAIM`.
+    pub admin_claim: Option<&'a str>,
+    /// `PWA_OIDC_ADMIN_VALUE`.
+    pub admin_value: &'a str,
+    /// `PWA_OIDC_SCOPES`.
+    pub scopes: &'a str,
+    /// `PWA_OIDC_REDIRECT_URL`.
+    pub redirect_url: Option<&'a str>,
+    /// `PWA_OIDC_NAME`.
+    pub name: Option<&'a str>,
+}
+
+/// An `https://` URL, or `http://` to this machine (a provider under test).
+fn provider_url(setting: &'static str, value: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| ConfigError::new(setting, value, format!("not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(openidconnect::url::Host::Domain(name)) => name == "localhost",
+        Some(openidconnect::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(openidconnect::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(ConfigError::new(
+            setting,
+            value,
+            "expected an https:// URL (http:// only to this machine)",
+        )),
+    }
+}
+
+/// Parses the single sign-on settings; None when `PWA_OIDC_ISSUER` is unset.
+pub fn parse_oidc(
+    raw: RawOidcSettings<'_>,
+) -> Result<Option<crate::auth::oidc::OidcSettings>, ConfigError> {
+    let Some(issuer) = raw.issuer.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let issuer_url = provider_url("PWA_OIDC_ISSUER", issuer)?;
+    let client_id = raw
+        .client_id
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "PWA_OIDC_CLIENT_ID",
+                "",
+                "required with PWA_OIDC_ISSUER: this server's client id at the provider",
+            )
+        })?;
+    let redirect_url = raw
+        .redirect_url
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|url| {
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                ConfigError::new("PWA_OIDC_REDIRECT_URL", url, format!("not a URL: {e}"))
+            })?;
+            if parsed.path() != crate::auth::oidc::CALLBACK_PATH {
+                return Err(ConfigError::new(
+                    "PWA_OIDC_REDIRECT_URL",
+                    url,
+                    format!("its path must be {}", crate::auth::oidc::CALLBACK_PATH),
+                ));
+            }
+            Ok(url.to_owned())
+        })
+        .transpose()?;
+    let mut scopes: Vec<String> = raw
+        .scopes
+        .split([' ', ','])
+        .filter(|s| !s.is_empty() && *s != "openid")
+        .map(str::to_owned)
+        .collect();
+    scopes.dedup();
+    let name = raw
+        .name
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or_else(
+            || issuer_url.host_str().unwrap_or(issuer).to_owned(),
+            str::to_owned,
+        );
+    Ok(Some(crate::auth::oidc::OidcSettings {
+        issuer: issuer.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret: raw
+            .client_secret
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        auto_create: parse_flag("PWA_OIDC_AUTO_CREATE", raw.auto_create)?,
+        admin_claim: raw
+            .admin_claim
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        admin_value: raw.admin_value.trim().to_owned(),
+        scopes,
+        redirect_url,
+        name,
+    }))
 }
 
 /// Parses a duration such as `6h`, `30m` or `1d 12h` (at least one second).
@@ -790,17 +916,7 @@ impl TranscribeSettings {
                 ))
             }
         };
-        let fetch = match raw.model_fetch.trim() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            other => {
-                return Err(ConfigError::new(
-                    "PWA_MODEL_FETCH",
-                    other,
-                    "expected true or false",
-                ));
-            }
-        };
+        let fetch = parse_flag("PWA_MODEL_FETCH", raw.model_fetch)?;
         let embedded = || {
             if raw.embedded_model.trim().is_empty() {
                 return Err(ConfigError::new(

@@ -20,6 +20,9 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::health::health,
         crate::auth::api::sign_in,
         crate::auth::api::set_up,
+        crate::auth::api::providers,
+        crate::auth::api::single_sign_on_start,
+        crate::auth::api::single_sign_on_callback,
         crate::auth::api::me,
         crate::auth::api::sign_out,
         crate::auth::api::sign_out_everywhere,
@@ -60,7 +63,14 @@ pub struct ApiDoc;
 struct CommonResponses;
 
 /// Operations open to anyone: the health check, and signing in.
-const PUBLIC_PATHS: [&str; 3] = ["/api/v1/health", "/api/v1/auth/login", "/api/v1/auth/setup"];
+const PUBLIC_PATHS: [&str; 6] = [
+    "/api/v1/health",
+    "/api/v1/auth/login",
+    "/api/v1/auth/setup",
+    "/api/v1/auth/providers",
+    "/api/v1/auth/oidc/start",
+    "/api/v1/auth/oidc/callback",
+];
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

@@ -65,10 +65,12 @@ pub enum AuditAction {
     TokenCreate,
     /// An API token revoked (`clinscribe token revoke`).
     TokenRevoke,
-    /// A browser session begun (password sign-in, or the first run's setup).
+    /// A browser session begun (password, single sign-on, or the first run's setup).
     SignIn,
     /// Browser sessions ended by their user (one, or all of theirs).
     SignOut,
+    /// A user's role set by the single sign-on provider's admin claim.
+    UserRole,
 }
 
 impl AuditAction {
@@ -98,6 +100,7 @@ impl AuditAction {
             Self::TokenRevoke => "token_revoke",
             Self::SignIn => "sign_in",
             Self::SignOut => "sign_out",
+            Self::UserRole => "user_role",
         }
     }
 }

@@ -1,10 +1,10 @@
 //! HTTP for authentication: the middleware every API route but the health
 //! check and sign-in runs behind, the [`Principal`] extractor handlers and the
-//! audit context read the caller from, and the sign-in, sign-out, "who am I"
-//! and first-run endpoints.
+//! audit context read the caller from, and the sign-in (password and single
+//! sign-on), sign-out, "who am I" and first-run endpoints.
 
 use axum::Router;
-use axum::extract::{FromRef, FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::model::{Role, SetupRequest, SignInRequest};
+use super::oidc::{self, AccountChange, Callback, OidcError};
 use super::{
     AuthError, Authenticator, CSRF_HEADER, Caller, Credentials, Principal, SESSION_COOKIE, SignedIn,
 };
@@ -31,7 +32,13 @@ where
     Router::new()
         .route("/api/v1/auth/login", post(sign_in))
         .route("/api/v1/auth/setup", post(set_up))
+        .route("/api/v1/auth/providers", get(providers))
+        .route("/api/v1/auth/oidc/start", get(single_sign_on_start))
+        .route(oidc::CALLBACK_PATH, get(single_sign_on_callback))
 }
+
+/// The cookie that ties a single sign-on's callback to the browser that began it.
+const OIDC_STATE_COOKIE: &str = "clinscribe_oidc";
 
 /// Routes of a signed-in user (mounted behind [`require_sign_in`]).
 pub fn routes<S>() -> Router<S>
@@ -73,13 +80,18 @@ pub async fn require_sign_in(
 
 /// The session cookie's value, if the request carries it.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    request_cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of the request's cookie `wanted`.
+fn request_cookie<'h>(headers: &'h HeaderMap, wanted: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 
@@ -228,13 +240,13 @@ async fn audit_sign_in(
     client: Option<std::net::IpAddr>,
     signed_in: &SignedIn,
     method: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), crate::db::StoreError> {
     let context = request_context(headers, client, &signed_in.user.id, signed_in.user.role);
     let changes = serde_json::json!({"session": signed_in.session_id, "method": method});
     let event = context.event(AuditAction::SignIn, None, None, changes);
     if let Err(e) = log.record(event).await {
         auth.sign_out(&signed_in.session_id).await.ok();
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -381,12 +393,43 @@ fn over_https(headers: &HeaderMap) -> bool {
     forwarded_proto || forwarded
 }
 
-fn cookie(headers: &HeaderMap, value: &str, max_age: u64) -> Option<HeaderValue> {
+/// A `Set-Cookie` value: `HttpOnly`, and `Secure` over HTTPS.
+fn set_cookie(
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    attributes: &str,
+    max_age: u64,
+) -> Option<HeaderValue> {
     let secure = if over_https(headers) { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; {attributes}; HttpOnly; Max-Age={max_age}{secure}"
     ))
     .ok()
+}
+
+/// The session cookie: `SameSite=Strict`, since only our own pages use it.
+fn cookie(headers: &HeaderMap, value: &str, max_age: u64) -> Option<HeaderValue> {
+    set_cookie(
+        headers,
+        SESSION_COOKIE,
+        value,
+        "Path=/; SameSite=Strict",
+        max_age,
+    )
+}
+
+/// The single sign-on state cookie: `SameSite=Lax`, since the provider's
+/// redirect back is a navigation from its site, which a strict cookie would
+/// not come with; sent only to the callback.
+fn state_cookie(headers: &HeaderMap, value: &str, max_age: u64) -> Option<HeaderValue> {
+    set_cookie(
+        headers,
+        OIDC_STATE_COOKIE,
+        value,
+        &format!("Path={}; SameSite=Lax", oidc::CALLBACK_PATH),
+        max_age,
+    )
 }
 
 fn session_response(headers: &HeaderMap, signed_in: SignedIn) -> Response {
@@ -409,4 +452,192 @@ fn cleared(headers: &HeaderMap) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// How one may sign in here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Providers {
+    /// Whether a user id and password sign in (`POST /api/v1/auth/login`).
+    password: bool,
+    /// Single sign-on, when configured.
+    single_sign_on: Option<SingleSignOnInfo>,
+}
+
+/// The single sign-on provider, as the sign-in page offers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SingleSignOnInfo {
+    /// The provider's name ("Sign in with …").
+    name: String,
+    /// Where the browser goes to begin (add `?next=/path` to come back there).
+    start_url: String,
+}
+
+/// How one may sign in: password, and single sign-on when configured.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/providers",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The ways to sign in", body = Providers),
+    )
+)]
+pub async fn providers(State(auth): State<Authenticator>) -> axum::Json<Providers> {
+    axum::Json(Providers {
+        password: true,
+        single_sign_on: auth.single_sign_on().map(|sso| SingleSignOnInfo {
+            name: sso.name().to_owned(),
+            start_url: "/api/v1/auth/oidc/start".to_owned(),
+        }),
+    })
+}
+
+/// The first value of each parameter of a query string.
+fn query_params(raw: Option<&str>) -> std::collections::HashMap<String, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default();
+    let mut params = std::collections::HashMap::new();
+    for (name, value) in pairs {
+        params.entry(name).or_insert(value);
+    }
+    params
+}
+
+/// A 303 to `location`, with `cookie` set.
+fn see_other(location: &str, cookie: Option<HeaderValue>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Back to the sign-in page, which says why in a sentence of its own.
+fn back_to_sign_in(headers: &HeaderMap, err: &OidcError) -> Response {
+    tracing::warn!(reason = %err, "single sign-on refused");
+    see_other(
+        &format!("/signin?error={}", err.code()),
+        state_cookie(headers, "", 0),
+    )
+}
+
+/// The callback URL of this server as the browser reached it.
+fn callback_url(headers: &HeaderMap) -> Result<String, ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("a Host header is required".to_owned()))?;
+    let scheme = if over_https(headers) { "https" } else { "http" };
+    Ok(format!("{scheme}://{host}{}", oidc::CALLBACK_PATH))
+}
+
+fn not_configured() -> ApiError {
+    ApiError::NotFound("Single sign-on is not configured on this server")
+}
+
+/// Begin single sign-on: to the provider (authorization code flow with
+/// PKCE, `state` and `nonce`), which sends the browser back to the callback.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/oidc/start",
+    tag = "auth",
+    params(("next" = Option<String>, Query, description = "A path of this site to go to once signed in (default `/`)")),
+    responses(
+        (status = 303, description = "To the provider's sign-in (`Location`); a cookie ties the callback to this browser. When the provider cannot be reached: to `/signin?error=provider`"),
+        (status = 400, description = "No Host header to make the callback URL from", body = crate::http::openapi::ErrorDetail),
+        (status = 404, description = "Single sign-on is not configured", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn single_sign_on_start(
+    State(auth): State<Authenticator>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let sso = auth.single_sign_on().ok_or_else(not_configured)?;
+    let redirect_uri = match sso.redirect_url() {
+        Some(url) => url.to_owned(),
+        None => callback_url(&headers)?,
+    };
+    let params = query_params(raw.as_deref());
+    let return_to = oidc::safe_return_path(params.get("next").map(String::as_str));
+    Ok(match sso.start(&redirect_uri, &return_to).await {
+        Ok(started) => {
+            let cookie = state_cookie(&headers, &started.state, oidc::LOGIN_TTL.as_secs());
+            see_other(&started.authorize_url, cookie)
+        }
+        Err(e) => back_to_sign_in(&headers, &e),
+    })
+}
+
+/// Where the provider sends the browser back: checks the `state` against
+/// this browser's cookie, exchanges the code, checks the ID token, finds or
+/// creates the user, and signs them in.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/oidc/callback",
+    tag = "auth",
+    params(
+        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("state" = Option<String>, Query, description = "The `state` of the request"),
+        ("error" = Option<String>, Query, description = "The provider's error, when it refused"),
+    ),
+    responses(
+        (status = 303, description = "Signed in: to the page asked for, with the session cookie set. Refused: to `/signin?error=CODE` (`expired`: no sign-in of this browser with that state; `refused`: the provider said no; `invalid`: the ID token failed a check; `unknown`: no account for this identity; `disabled`; `taken`: the user id belongs to another account; `provider`: the provider could not be reached; `unavailable`: the database could not answer)"),
+        (status = 404, description = "Single sign-on is not configured", body = crate::http::openapi::ErrorDetail),
+    )
+)]
+pub async fn single_sign_on_callback(
+    State(auth): State<Authenticator>,
+    State(log): State<AuditLog>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let sso = auth.single_sign_on().ok_or_else(not_configured)?;
+    let params = query_params(raw.as_deref());
+    let param = |name: &str| params.get(name).map(String::as_str);
+    let callback = Callback {
+        code: param("code"),
+        state: param("state"),
+        error: param("error"),
+        cookie_state: request_cookie(&headers, OIDC_STATE_COOKIE),
+    };
+    let (identity, return_to) = match sso.finish(callback).await {
+        Ok(found) => found,
+        Err(e) => return Ok(back_to_sign_in(&headers, &e)),
+    };
+    let (signed_in, change) = match auth.sign_in_external(&identity).await {
+        Ok(done) => done,
+        Err(e) => return Ok(back_to_sign_in(&headers, &e)),
+    };
+    let user = &signed_in.user;
+    let account_event = match change {
+        AccountChange::None => None,
+        AccountChange::Created => Some((
+            AuditAction::UserAdd,
+            serde_json::json!({"user": user.id, "role": user.role.as_str(), "single_sign_on": true}),
+        )),
+        AccountChange::RoleChanged(role) => Some((
+            AuditAction::UserRole,
+            serde_json::json!({"user": user.id, "role": role.as_str()}),
+        )),
+    };
+    if let Some((action, changes)) = account_event {
+        let context = request_context(&headers, client, &user.id, user.role);
+        if let Err(e) = log.record(context.event(action, None, None, changes)).await {
+            auth.sign_out(&signed_in.session_id).await.ok();
+            return Ok(back_to_sign_in(&headers, &OidcError::Store(e)));
+        }
+    }
+    if let Err(e) = audit_sign_in(&auth, &log, &headers, client, &signed_in, "oidc").await {
+        return Ok(back_to_sign_in(&headers, &OidcError::Store(e)));
+    }
+    let mut response = see_other(&return_to, state_cookie(&headers, "", 0));
+    if let Some(value) = cookie(&headers, &signed_in.secret, signed_in.max_age.as_secs()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod limiter;
 pub mod model;
+pub mod oidc;
 pub mod password;
 pub mod policy;
 pub mod store;
@@ -197,6 +198,9 @@ pub struct Authenticator {
     users: Arc<dyn UserStore>,
     tokens: Arc<dyn TokenStore>,
     sessions: Arc<dyn store::SessionStore>,
+    logins: Arc<dyn store::LoginStore>,
+    /// Single sign-on, when `PWA_OIDC_ISSUER` is set.
+    oidc: Option<oidc::SingleSignOn>,
     /// Valid credentials by the SHA-256 of their secret (never the secret).
     cache: Arc<Mutex<HashMap<[u8; 32], Cached>>>,
     by_account: Arc<limiter::FailureLimiter>,
@@ -219,6 +223,8 @@ impl Authenticator {
             users: stores.users,
             tokens: stores.tokens,
             sessions: stores.sessions,
+            logins: stores.logins,
+            oidc: None,
             cache: Arc::default(),
             by_account: Arc::new(limiter::FailureLimiter::new(
                 settings.failures_per_account,
@@ -230,6 +236,15 @@ impl Authenticator {
             )),
             setup_code: Arc::default(),
         }
+    }
+
+    /// With single sign-on through the provider of `settings`.
+    pub fn with_single_sign_on(
+        mut self,
+        settings: oidc::OidcSettings,
+    ) -> Result<Self, oidc::OidcError> {
+        self.oidc = Some(oidc::SingleSignOn::new(settings, self.logins.clone())?);
+        Ok(self)
     }
 
     /// Whether requests must authenticate.
@@ -440,7 +455,8 @@ impl Authenticator {
     }
 
     /// Deletes, every hour, the sessions that ended or expired more than a
-    /// day ago (kept that long for whoever looks into a sign-in).
+    /// day ago (kept that long for whoever looks into a sign-in), and the
+    /// single sign-on logins never finished.
     pub async fn sweep_sessions_periodically(self, stop: crate::tasks::CancellationToken) {
         const EVERY: Duration = Duration::from_secs(3600);
         const KEPT: Duration = Duration::from_secs(24 * 3600);
@@ -450,6 +466,11 @@ impl Authenticator {
                 Ok(n) => tracing::info!(sessions = n, "session cleanup"),
                 Err(StoreError::Closed) => return,
                 Err(e) => tracing::warn!(error = %e, "session cleanup failed; retrying later"),
+            }
+            if let Some(oidc) = &self.oidc
+                && let Err(e) = oidc.delete_stale_logins().await
+            {
+                tracing::warn!(error = %e, "cleanup of unfinished single sign-ons failed");
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -494,36 +515,55 @@ impl Authenticator {
         display_name: &str,
         password: &str,
     ) -> Result<SignedIn, AuthError> {
-        let expected = self.setup_code.lock().ok().and_then(|slot| slot.clone());
-        let matches = expected.is_some_and(|e| constant_time_eq(e.as_bytes(), code.as_bytes()));
-        if !matches || self.users.active_admins().await? > 0 {
+        // Taken out while in use, so that two requests with the code cannot
+        // both make an administrator; put back if this one fails.
+        let taken = self.setup_code.lock().ok().and_then(|mut slot| {
+            let matches = slot
+                .as_ref()
+                .is_some_and(|e| constant_time_eq(e.as_bytes(), code.as_bytes()));
+            if matches { slot.take() } else { None }
+        });
+        let Some(taken) = taken else {
             return Err(AuthError::BadSetupCode);
+        };
+        let created = async {
+            if self.users.active_admins().await? > 0 {
+                return Err(AuthError::BadSetupCode);
+            }
+            self.add_user(id, display_name, Role::Admin, Some(password), None)
+                .await
+                .map_err(AuthError::from)
         }
-        match self
-            .add_user(id, display_name, Role::Admin, Some(password))
-            .await
-        {
-            Ok(()) => {}
-            Err(AccountCommandError::Refused(e)) => return Err(e.into()),
-            Err(AccountCommandError::Hash(e)) => return Err(e.into()),
-            Err(AccountCommandError::Store(e)) => return Err(e.into()),
-        }
-        if let Ok(mut slot) = self.setup_code.lock() {
-            *slot = None;
+        .await;
+        if let Err(e) = created {
+            if !matches!(e, AuthError::BadSetupCode)
+                && let Ok(mut slot) = self.setup_code.lock()
+            {
+                *slot = Some(taken);
+            }
+            return Err(e);
         }
         let user = self.user(id).await?.ok_or(AuthError::BadSetupCode)?;
         self.start_session(user).await
     }
 
-    /// Adds a user, with a password (checked, then hashed) for a local account.
+    /// Adds a user, with a password (checked, then hashed) for a local
+    /// account, and the identity provider's subject for single sign-on.
     pub async fn add_user(
         &self,
         id: &str,
         display_name: &str,
         role: Role,
         password: Option<&str>,
+        oidc_subject: Option<&str>,
     ) -> Result<(), AccountCommandError> {
         model::check_new_user(id, display_name)?;
+        if let Some(subject) = oidc_subject {
+            model::check_subject(subject)?;
+            if let Some(other) = self.users.by_subject(subject).await? {
+                return Err(AccountError::SubjectLinked(other.id).into());
+            }
+        }
         let hash = password
             .map(|p| {
                 model::check_password(p)?;
@@ -535,6 +575,7 @@ impl Authenticator {
             display_name: display_name.trim(),
             role,
             password_hash: hash.as_deref(),
+            oidc_subject,
         };
         match self.users.insert(user).await {
             Err(StoreError::Duplicate(_)) => Err(AccountError::UserExists(id.to_owned()).into()),

@@ -24,6 +24,8 @@ pub struct User {
     pub disabled_at: Option<Timestamp>,
     /// Whether the account has a password (local sign-in).
     pub has_password: bool,
+    /// The identity provider's subject (single sign-on), if linked.
+    pub oidc_subject: Option<String>,
 }
 
 /// An API token as stored (never the token itself).
@@ -88,6 +90,27 @@ pub enum AccountError {
     /// A token for a disabled user.
     #[error("user {0:?} is disabled")]
     Disabled(String),
+    /// A single sign-on subject that is empty, too long or not printable.
+    #[error("an OIDC subject is 1 to {MAX_SUBJECT} printable characters")]
+    BadSubject,
+    /// The subject belongs to another user already.
+    #[error("that OIDC subject belongs to user {0:?} already")]
+    SubjectLinked(String),
+}
+
+/// The longest single sign-on subject (OpenID Connect Core 1.0 §2: 255 ASCII characters).
+pub const MAX_SUBJECT: usize = 255;
+
+/// Checks a single sign-on subject given to `user add --oidc-subject`.
+pub fn check_subject(subject: &str) -> Result<(), AccountError> {
+    let ok = !subject.is_empty()
+        && subject.len() <= MAX_SUBJECT
+        && subject.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountError::BadSubject)
+    }
 }
 
 /// Checks a new user's id and display name.

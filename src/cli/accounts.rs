@@ -43,6 +43,10 @@ enum UserCommand {
         /// uses API tokens.
         #[arg(long)]
         no_password: bool,
+        /// Link the account to this subject (`sub`) at the single sign-on
+        /// provider: that person signs in as this user.
+        #[arg(long)]
+        oidc_subject: Option<String>,
     },
     /// List users.
     List,
@@ -133,6 +137,7 @@ async fn run_user(
             admin,
             password_stdin,
             no_password,
+            oidc_subject,
         } => {
             let role = if admin { Role::Admin } else { Role::Clinician };
             let password = if no_password {
@@ -140,19 +145,31 @@ async fn run_user(
             } else {
                 Some(read_password(password_stdin)?)
             };
-            auth.add_user(&id, &name, role, password.as_deref()).await?;
-            let changes =
-                json!({"user": id, "role": role.as_str(), "password": password.is_some()});
+            auth.add_user(
+                &id,
+                &name,
+                role,
+                password.as_deref(),
+                oidc_subject.as_deref(),
+            )
+            .await?;
+            let changes = json!({
+                "user": id,
+                "role": role.as_str(),
+                "password": password.is_some(),
+                "single_sign_on": oidc_subject.is_some(),
+            });
             record(db, "cli", AuditAction::UserAdd, changes).await?;
             out!("added {} {id}", role.as_str());
         }
         UserCommand::List => {
             out!(
-                "{:<24} {:<10} {:<9} {:<8} name",
+                "{:<24} {:<10} {:<9} {:<8} {:<4} name",
                 "id",
                 "role",
                 "status",
-                "password"
+                "password",
+                "sso"
             );
             for user in auth.users().await? {
                 let status = if user.disabled_at.is_some() {
@@ -160,13 +177,14 @@ async fn run_user(
                 } else {
                     "active"
                 };
-                let password = if user.has_password { "yes" } else { "no" };
+                let yes_no = |yes: bool| if yes { "yes" } else { "no" };
                 out!(
-                    "{:<24} {:<10} {:<9} {:<8} {}",
+                    "{:<24} {:<10} {:<9} {:<8} {:<4} {}",
                     user.id,
                     user.role.as_str(),
                     status,
-                    password,
+                    yes_no(user.has_password),
+                    yes_no(user.oidc_subject.is_some()),
                     user.display_name
                 );
             }

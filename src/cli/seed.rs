@@ -142,7 +142,7 @@ async fn development_users(db: &Database, clinicians: &[&str]) -> anyhow::Result
         .map(|id| (*id, Role::Clinician))
         .chain([("admin", Role::Admin)]);
     for (id, role) in users {
-        match auth.add_user(id, id, role, None).await {
+        match auth.add_user(id, id, role, None, None).await {
             Ok(()) => {
                 let changes =
                     serde_json::json!({"user": id, "role": role.as_str(), "password": false});

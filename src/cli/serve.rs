@@ -11,10 +11,11 @@ use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
 use crate::app::{self, AppState};
+use crate::auth::oidc::OidcSettings;
 use crate::auth::{AuthMode, AuthSettings, DEFAULT_CLINICIAN};
 use crate::config::{
-    self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawTranscribeSettings,
-    TranscribeSettings, UploadSettings,
+    self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawOidcSettings,
+    RawTranscribeSettings, TranscribeSettings, UploadSettings,
 };
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::lock::ServerLock;
@@ -41,6 +42,47 @@ pub(super) struct ServeArgs {
     /// A browser session ends this long after sign-in, used or not, e.g. `12h`.
     #[arg(long, env = "PWA_SESSION_MAX", default_value = "12h")]
     session_max: String,
+
+    /// Single sign-on: the OpenID Connect provider's issuer URL (off when unset).
+    #[arg(long, env = "PWA_OIDC_ISSUER")]
+    oidc_issuer: Option<String>,
+
+    /// Single sign-on: this server's client id at the provider.
+    #[arg(long, env = "PWA_OIDC_CLIENT_ID")]
+    oidc_client_id: Option<String>,
+
+    /// Single sign-on: the client secret (never logged).
+    #[arg(long, env = "PWA_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+
+    /// Single sign-on: whether a person the provider vouches for and who has
+    /// no account yet becomes a new clinician (`false`: only accounts linked
+    /// with `user add --oidc-subject`).
+    #[arg(long, env = "PWA_OIDC_AUTO_CREATE", default_value = "true")]
+    oidc_auto_create: String,
+
+    /// Single sign-on: the ID token claim that makes an admin (e.g. `roles`);
+    /// when set, every sign-in sets the role from it.
+    #[arg(long, env = "PWA_OIDC_ADMIN_CLAIM")]
+    oidc_admin_claim: Option<String>,
+
+    /// Single sign-on: the value (or one of the values) of that claim meaning admin.
+    #[arg(long, env = "PWA_OIDC_ADMIN_VALUE", default_value = "admin")]
+    oidc_admin_value: String,
+
+    /// Single sign-on: the scopes asked for besides `openid`.
+    #[arg(long, env = "PWA_OIDC_SCOPES", default_value = "profile email")]
+    oidc_scopes: String,
+
+    /// Single sign-on: the callback URL registered at the provider (default:
+    /// this server's address as the browser reached it, and
+    /// /api/v1/auth/oidc/callback).
+    #[arg(long, env = "PWA_OIDC_REDIRECT_URL")]
+    oidc_redirect_url: Option<String>,
+
+    /// Single sign-on: the provider's name on the sign-in page (default: the issuer's host).
+    #[arg(long, env = "PWA_OIDC_NAME")]
+    oidc_name: Option<String>,
 
     /// Take a hot backup every so often, e.g. `6h` or `30m` (off when unset).
     #[arg(long, env = "PWA_BACKUP_INTERVAL")]
@@ -180,6 +222,7 @@ pub(super) struct ServeArgs {
 pub(super) struct ServeSettings {
     bind: SocketAddr,
     auth: AuthSettings,
+    oidc: Option<OidcSettings>,
     backups: Option<(Duration, BackupOptions)>,
     uploads: UploadSettings,
     connections: ConnectionSettings,
@@ -195,6 +238,24 @@ impl ServeArgs {
             session_max: config::parse_interval("PWA_SESSION_MAX", &self.session_max)?,
             ..AuthSettings::new(config::parse_auth(&self.auth, bind)?)
         };
+        let oidc = config::parse_oidc(RawOidcSettings {
+            issuer: self.oidc_issuer.as_deref(),
+            client_id: self.oidc_client_id.as_deref(),
+            client_secret: self.oidc_client_secret.as_deref(),
+            auto_create: &self.oidc_auto_create,
+            admin_claim: self.oidc_admin_claim.as_deref(),
+            admin_value: &self.oidc_admin_value,
+            scopes: &self.oidc_scopes,
+            redirect_url: self.oidc_redirect_url.as_deref(),
+            name: self.oidc_name.as_deref(),
+        })?;
+        if let (Some(oidc), AuthMode::Off) = (&oidc, auth.mode) {
+            return Err(ConfigError::new(
+                "PWA_OIDC_ISSUER",
+                &oidc.issuer,
+                "PWA_AUTH=off signs no one in: set PWA_AUTH=on for single sign-on",
+            ));
+        }
         let backups = match &self.backup_interval {
             None => None,
             Some(interval) => {
@@ -239,6 +300,7 @@ impl ServeArgs {
         Ok(ServeSettings {
             bind,
             auth,
+            oidc,
             backups,
             uploads,
             connections,
@@ -277,6 +339,13 @@ pub(super) async fn run(
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access))
         .with_auth_settings(settings.auth);
+    if let Some(oidc) = settings.oidc {
+        tracing::info!(issuer = %oidc.issuer, "single sign-on through the OpenID Connect provider");
+        state.auth = state
+            .auth
+            .with_single_sign_on(oidc)
+            .context("PWA_OIDC_ISSUER")?;
+    }
     if settings.auth.mode == AuthMode::Off {
         tracing::warn!(
             "PWA_AUTH=off: NO AUTHENTICATION. Every request acts as the one clinician \

@@ -14,6 +14,7 @@ mod changes;
 mod database;
 mod embedded;
 mod hostile;
+mod oidc;
 mod openapi;
 mod operations;
 mod postgres;

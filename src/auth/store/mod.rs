@@ -1,4 +1,4 @@
-//! The `users`, `api_tokens` and `sessions` tables. They keep ids and timestamps as text,
+//! The `users`, `api_tokens`, `sessions` and `oidc_logins` tables. They keep ids and timestamps as text,
 //! so one SQL text serves both backends; the `stores!` macro writes the traits'
 //! implementations once, for the SQLite and the PostgreSQL store, which differ
 //! only in the connections they run on.
@@ -25,6 +25,8 @@ pub struct NewUser<'a> {
     pub role: Role,
     /// The Argon2id PHC string, for a local account.
     pub password_hash: Option<&'a str>,
+    /// The identity provider's subject, for a single sign-on account.
+    pub oidc_subject: Option<&'a str>,
 }
 
 /// What a token's hash leads to: the token and its user, as they stand.
@@ -53,6 +55,10 @@ pub trait UserStore: Send + Sync + std::fmt::Debug {
     async fn insert(&self, user: NewUser<'_>) -> Result<(), StoreError>;
     /// The user, and their password hash if they have one.
     async fn get(&self, id: &str) -> Result<Option<(User, Option<String>)>, StoreError>;
+    /// The user the identity provider knows as `subject`.
+    async fn by_subject(&self, subject: &str) -> Result<Option<User>, StoreError>;
+    /// Sets a user's role; false when there is no such user.
+    async fn set_role(&self, id: &str, role: Role) -> Result<bool, StoreError>;
     /// Every user, by id.
     async fn list(&self) -> Result<Vec<User>, StoreError>;
     /// Sets a user's password hash; false when there is no such user.
@@ -126,7 +132,33 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn delete_finished(&self, before: &Timestamp) -> Result<u64, StoreError>;
 }
 
-/// The stores of `db`'s three tables.
+/// A single sign-on login under way, as its callback needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    /// The nonce the ID token must carry.
+    pub nonce: String,
+    /// The PKCE code verifier the token request sends.
+    pub pkce_verifier: String,
+    /// The redirect URI the authorization request named.
+    pub redirect_uri: String,
+    /// The page to go to once signed in.
+    pub return_to: String,
+    /// When the login began.
+    pub created_at: Timestamp,
+}
+
+/// Reads and writes `oidc_logins`.
+#[async_trait]
+pub trait LoginStore: Send + Sync + std::fmt::Debug {
+    /// Stores a login by the SHA-256 (hex) of its `state`.
+    async fn insert(&self, login: &PendingLogin, state_sha256: &str) -> Result<(), StoreError>;
+    /// Takes (deletes and returns) the login of a `state`: each works once.
+    async fn take(&self, state_sha256: &str) -> Result<Option<PendingLogin>, StoreError>;
+    /// Deletes the logins begun before `before`; how many.
+    async fn delete_older(&self, before: &Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The stores of `db`'s four tables.
 #[derive(Debug, Clone)]
 pub struct AuthStores {
     /// `users`.
@@ -135,6 +167,8 @@ pub struct AuthStores {
     pub tokens: Arc<dyn TokenStore>,
     /// `sessions`.
     pub sessions: Arc<dyn SessionStore>,
+    /// `oidc_logins`.
+    pub logins: Arc<dyn LoginStore>,
 }
 
 /// The stores for `db`.
@@ -145,7 +179,8 @@ pub fn open(db: &Database) -> AuthStores {
             AuthStores {
                 users: store.clone(),
                 tokens: store.clone(),
-                sessions: store,
+                sessions: store.clone(),
+                logins: store,
             }
         }
         Database::Postgres(db) => {
@@ -153,7 +188,8 @@ pub fn open(db: &Database) -> AuthStores {
             AuthStores {
                 users: store.clone(),
                 tokens: store.clone(),
-                sessions: store,
+                sessions: store.clone(),
+                logins: store,
             }
         }
     }
@@ -162,11 +198,14 @@ pub fn open(db: &Database) -> AuthStores {
 /// The statements, in the `$n` parameter style both backends accept.
 mod sql {
     pub const INSERT_USER: &str = "INSERT INTO users (id, display_name, role, created_at, \
-        password_hash) VALUES ($1, $2, $3, $4, $5)";
+        password_hash, oidc_subject) VALUES ($1, $2, $3, $4, $5, $6)";
     pub const GET_USER: &str = "SELECT id, display_name, role, created_at, disabled_at, \
-        password_hash FROM users WHERE id = $1";
+        password_hash, oidc_subject FROM users WHERE id = $1";
+    pub const USER_BY_SUBJECT: &str = "SELECT id, display_name, role, created_at, disabled_at, \
+        password_hash, oidc_subject FROM users WHERE oidc_subject = $1";
     pub const LIST_USERS: &str = "SELECT id, display_name, role, created_at, disabled_at, \
-        password_hash FROM users ORDER BY id";
+        password_hash, oidc_subject FROM users ORDER BY id";
+    pub const SET_ROLE: &str = "UPDATE users SET role = $2 WHERE id = $1";
     pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
     pub const DISABLE_USER: &str =
         "UPDATE users SET disabled_at = coalesce(disabled_at, $2) WHERE id = $1";
@@ -196,6 +235,34 @@ mod sql {
         "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL";
     pub const DELETE_FINISHED_SESSIONS: &str =
         "DELETE FROM sessions WHERE expires_at < $1 OR ended_at < $1";
+
+    pub const INSERT_LOGIN: &str = "INSERT INTO oidc_logins (state_sha256, nonce, \
+        pkce_verifier, redirect_uri, return_to, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    pub const TAKE_LOGIN: &str = "DELETE FROM oidc_logins WHERE state_sha256 = $1 \
+        RETURNING nonce, pkce_verifier, redirect_uri, return_to, created_at";
+    pub const DELETE_OLD_LOGINS: &str = "DELETE FROM oidc_logins WHERE created_at < $1";
+}
+
+/// An `oidc_logins` row.
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    nonce: String,
+    pkce_verifier: String,
+    redirect_uri: String,
+    return_to: String,
+    created_at: String,
+}
+
+impl LoginRow {
+    fn decode(self) -> Result<PendingLogin, StoreError> {
+        Ok(PendingLogin {
+            created_at: time(&self.created_at)?,
+            nonce: self.nonce,
+            pkce_verifier: self.pkce_verifier,
+            redirect_uri: self.redirect_uri,
+            return_to: self.return_to,
+        })
+    }
 }
 
 /// A session and its user's role and state.
@@ -239,6 +306,7 @@ struct UserRow {
     created_at: String,
     disabled_at: Option<String>,
     password_hash: Option<String>,
+    oidc_subject: Option<String>,
 }
 
 /// A token and its user's role and state.
@@ -287,6 +355,7 @@ impl UserRow {
             created_at: time(&self.created_at)?,
             disabled_at: maybe_time(self.disabled_at.as_deref())?,
             has_password: self.password_hash.is_some(),
+            oidc_subject: self.oidc_subject,
             id: self.id,
             display_name: self.display_name,
         };
@@ -338,6 +407,7 @@ macro_rules! stores {
                     .bind(user.role.as_str())
                     .bind($crate::timestamp::Timestamp::now().to_string())
                     .bind(user.password_hash)
+                    .bind(user.oidc_subject)
                     .execute(self.db.$write())
                     .await?;
                 Ok(())
@@ -354,6 +424,34 @@ macro_rules! stores {
                         .fetch_optional(self.db.$read())
                         .await?;
                 row.map($crate::auth::store::UserRow::decode).transpose()
+            }
+
+            async fn by_subject(
+                &self,
+                subject: &str,
+            ) -> Result<Option<$crate::auth::model::User>, $crate::db::StoreError> {
+                let row: Option<$crate::auth::store::UserRow> =
+                    sqlx::query_as($crate::auth::store::sql::USER_BY_SUBJECT)
+                        .bind(subject)
+                        .fetch_optional(self.db.$read())
+                        .await?;
+                Ok(row
+                    .map($crate::auth::store::UserRow::decode)
+                    .transpose()?
+                    .map(|(user, _)| user))
+            }
+
+            async fn set_role(
+                &self,
+                id: &str,
+                role: $crate::auth::model::Role,
+            ) -> Result<bool, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::SET_ROLE)
+                    .bind(id)
+                    .bind(role.as_str())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn list(&self) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
@@ -544,6 +642,49 @@ macro_rules! stores {
                 before: &$crate::timestamp::Timestamp,
             ) -> Result<u64, $crate::db::StoreError> {
                 let done = sqlx::query($crate::auth::store::sql::DELETE_FINISHED_SESSIONS)
+                    .bind(before.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::auth::store::LoginStore for $store {
+            async fn insert(
+                &self,
+                login: &$crate::auth::store::PendingLogin,
+                state_sha256: &str,
+            ) -> Result<(), $crate::db::StoreError> {
+                sqlx::query($crate::auth::store::sql::INSERT_LOGIN)
+                    .bind(state_sha256)
+                    .bind(&login.nonce)
+                    .bind(&login.pkce_verifier)
+                    .bind(&login.redirect_uri)
+                    .bind(&login.return_to)
+                    .bind(login.created_at.to_string())
+                    .execute(self.db.$write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn take(
+                &self,
+                state_sha256: &str,
+            ) -> Result<Option<$crate::auth::store::PendingLogin>, $crate::db::StoreError> {
+                let row: Option<$crate::auth::store::LoginRow> =
+                    sqlx::query_as($crate::auth::store::sql::TAKE_LOGIN)
+                        .bind(state_sha256)
+                        .fetch_optional(self.db.$write())
+                        .await?;
+                row.map($crate::auth::store::LoginRow::decode).transpose()
+            }
+
+            async fn delete_older(
+                &self,
+                before: &$crate::timestamp::Timestamp,
+            ) -> Result<u64, $crate::db::StoreError> {
+                let done = sqlx::query($crate::auth::store::sql::DELETE_OLD_LOGINS)
                     .bind(before.to_string())
                     .execute(self.db.$write())
                     .await?;

@@ -541,8 +541,39 @@ async function signInView() {
   h('label', { for: 'password' }, 'Password'), password,
   error,
   h('button', { type: 'submit', class: 'primary big', id: 'sign-in' }, 'Sign in'));
-  show('Sign in', await waitingNote(), form, h('p', {}, link('/', 'Record without signing in →')));
+  const failed = new URLSearchParams(location.search).get('error');
+  if (failed) error.textContent = SINGLE_SIGN_ON_ERRORS[failed] || SINGLE_SIGN_ON_ERRORS.default;
+  const sso = await singleSignOn();
+  const ssoLink = sso && h('p', { class: 'card' }, h('a', {
+    class: 'button primary big', id: 'sign-in-sso', href: sso.start_url,
+  }, `Sign in with ${sso.name}`));
+  show('Sign in', await waitingNote(), ssoLink, form, h('p', {}, link('/', 'Record without signing in →')));
   user.focus();
+}
+
+/** Why a single sign-on came back without signing in (the callback's `?error=`). */
+const SINGLE_SIGN_ON_ERRORS = {
+  expired: 'The single sign-on took too long, or was begun in another browser. Please sign in again.',
+  refused: 'The identity provider did not sign you in.',
+  invalid: 'The identity provider’s answer failed a security check, so you are not signed in. Please tell your administrator.',
+  unknown: 'No account here is linked to your single sign-on identity. Ask an administrator to add you.',
+  disabled: 'This account is disabled.',
+  taken: 'An account with your user name exists here but is not linked to your single sign-on identity. Ask an administrator.',
+  'no-id': 'The identity provider gave no user name that can be used here. Ask an administrator.',
+  provider: 'The identity provider could not be reached. Try again, or sign in with a password.',
+  unavailable: 'The server could not record the sign-in. Please try again shortly.',
+  default: 'Single sign-on did not sign you in. Please try again.',
+};
+
+/** The single sign-on provider {name, start_url}, or null (none, or offline). */
+async function singleSignOn() {
+  if (!navigator.onLine) return null;
+  try {
+    const response = await fetch('/api/v1/auth/providers', { headers: { accept: 'application/json' } });
+    return response.ok ? (await response.json()).single_sign_on : null;
+  } catch {
+    return null;
+  }
 }
 
 async function setupView() {

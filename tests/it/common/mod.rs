@@ -228,6 +228,18 @@ impl TestApp {
         }
     }
 
+    /// The same app, with single sign-on through the provider of `settings`.
+    pub fn with_single_sign_on(mut self, settings: clinscribe::auth::oidc::OidcSettings) -> Self {
+        self.state.auth = self
+            .state
+            .auth
+            .clone()
+            .with_single_sign_on(settings)
+            .unwrap();
+        self.router = clinscribe::router(self.state.clone());
+        self
+    }
+
     /// The same app, with every API request needing credentials (`PWA_AUTH=on`).
     pub fn with_auth_on(mut self) -> Self {
         self.state = self.state.with_auth(clinscribe::auth::AuthMode::On);
