@@ -449,9 +449,24 @@ impl Authenticator {
         })
     }
 
-    /// Ends session `id`.
+    /// Ends session `id`: at once on this instance, within
+    /// [`CREDENTIAL_CACHE_TTL`] on the others.
     pub async fn sign_out(&self, session_id: &str) -> Result<(), StoreError> {
-        self.sessions.end(session_id, &Timestamp::now()).await
+        self.sessions.end(session_id, &Timestamp::now()).await?;
+        self.forget(|caller| {
+            caller
+                .session
+                .as_ref()
+                .is_some_and(|(id, _)| id == session_id)
+        });
+        Ok(())
+    }
+
+    /// Drops the cached credentials of the callers `which` selects.
+    fn forget(&self, which: impl Fn(&Caller) -> bool) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, hit| !which(&hit.caller));
+        }
     }
 
     /// Deletes, every hour, the sessions that ended or expired more than a
@@ -486,7 +501,9 @@ impl Authenticator {
 
     /// Ends every session of `user_id`; how many.
     pub async fn sign_out_everywhere(&self, user_id: &str) -> Result<u64, StoreError> {
-        self.sessions.end_all(user_id, &Timestamp::now()).await
+        let ended = self.sessions.end_all(user_id, &Timestamp::now()).await?;
+        self.forget(|caller| caller.session.is_some() && caller.principal.id == user_id);
+        Ok(ended)
     }
 
     /// The user `id`.
@@ -604,6 +621,7 @@ impl Authenticator {
         if !self.users.disable(id, &Timestamp::now()).await? {
             return Err(AccountError::NoSuchUser(id.to_owned()).into());
         }
+        self.forget(|caller| caller.principal.id == id);
         Ok(())
     }
 
@@ -647,6 +665,8 @@ impl Authenticator {
         if !self.tokens.revoke(id, &Timestamp::now()).await? {
             return Err(AccountError::NoSuchToken(id.to_owned()).into());
         }
+        // The cache does not know which entry is this token's (it keeps no
+        // token ids): this instance, like the others, notices within the TTL.
         Ok(())
     }
 }

@@ -507,6 +507,12 @@ async fn the_cli_manages_users_and_tokens_and_a_revocation_takes_effect_within_2
     // Disabled: every token of the user stops.
     assert_eq!(run_cli(&db, &["user", "disable", "dr-a"]).code, Some(0));
     refused_within_2_s(&servers, &second).await;
+    let no_token = run_cli(&db, &["token", "create", "dr-a"]);
+    assert_ne!(no_token.code, Some(0), "{no_token:?}");
+    assert!(
+        no_token.stderr.contains("user \"dr-a\" is disabled") && !no_token.stdout.contains("cst_"),
+        "{no_token:?}"
+    );
     let wrong = client()
         .post(servers[0].url("/api/v1/auth/login"))
         .json(&json!({"username": "boss", "password": "hunter2 is not it, boss"}))
@@ -1119,41 +1125,63 @@ async fn the_first_run_code_creates_the_first_admin_once(app: TestApp) {
 async fn a_sign_in_the_trail_cannot_record_is_refused(app: TestApp) {
     let app = app.with_auth_on();
     user_with_token(&app, "dr-a", Role::Clinician).await;
-    let (refuse, allow) = match app.backend {
-        common::Backend::Sqlite => (
-            vec![
-                "CREATE TRIGGER refuse_sign_ins BEFORE INSERT ON audit_events \
-                 WHEN NEW.action = 'sign_in' BEGIN SELECT RAISE(ABORT, 'sign-ins refused'); END",
-            ],
-            vec!["DROP TRIGGER refuse_sign_ins"],
-        ),
-        common::Backend::Postgres => (
-            vec![
-                "CREATE FUNCTION refuse_sign_ins() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN IF NEW.action = 'sign_in' THEN RAISE EXCEPTION 'sign-ins refused'; \
-                 END IF; RETURN NEW; END $$",
-                "CREATE TRIGGER refuse_sign_ins BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_sign_ins()",
-            ],
-            vec!["DROP TRIGGER refuse_sign_ins ON audit_events"],
-        ),
+    // SQL that makes the trail refuse events of `action`, and that undoes it.
+    let backend = app.backend;
+    let refuse = |action: &str| match backend {
+        common::Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON audit_events \
+             WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )],
+        common::Backend::Postgres => vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.action = '{action}' THEN RAISE EXCEPTION 'refused'; \
+                 END IF; RETURN NEW; END $$"
+            ),
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON audit_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_events()"
+                .to_owned(),
+        ],
     };
-    for sql in refuse {
-        common::execute(&app, sql).await.unwrap();
+    let allow = match backend {
+        common::Backend::Sqlite => "DROP TRIGGER refuse_events",
+        common::Backend::Postgres => "DROP TRIGGER refuse_events ON audit_events",
+    };
+    for sql in refuse("sign_in") {
+        common::execute(&app, &sql).await.unwrap();
     }
     let refused = sign_in(&app, "dr-a", PASSWORD).await;
     assert!(refused.status.is_server_error(), "{}", refused.status);
     assert!(!refused.headers.contains_key("set-cookie"));
     assert!(!refused.text.contains("csrf_token"), "{}", refused.text);
-    for sql in allow {
-        common::execute(&app, sql).await.unwrap();
-    }
+    common::execute(&app, allow).await.unwrap();
     let session = session_of(&app, "dr-a").await;
     let r = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
     assert_eq!(r.status, StatusCode::OK);
+
+    // A sign-out the trail cannot record still ends the session, at once:
+    // leaving it open would be the unsafe way to fail.
+    for sql in refuse("sign_out") {
+        common::execute(&app, &sql).await.unwrap();
+    }
+    let out = with_cookie(
+        &app,
+        &session,
+        true,
+        Method::POST,
+        "/api/v1/auth/logout",
+        "",
+    )
+    .await;
+    assert!(out.status.is_server_error(), "{}", out.status);
+    let r = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the session ended");
+    common::execute(&app, allow).await.unwrap();
+
     let trail = app.state.audit.export(None, None, None).await.unwrap();
-    let sign_ins = trail.iter().filter(|e| e.action == "sign_in").count();
-    assert_eq!(sign_ins, 1, "only the sign-in that was recorded");
+    let count = |action: &str| trail.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("sign_in"), 1, "only the sign-in that was recorded");
+    assert_eq!(count("sign_out"), 0);
 }
 
 on_both_backends!(
