@@ -133,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .merge(
             Router::new()
                 .merge(crate::auth::api::routes())
+                .merge(crate::auth::users_api::routes())
                 .merge(crate::recordings::api::routes())
                 .merge(crate::uploads::api::routes())
                 .route_layer(middleware::from_fn_with_state(

@@ -23,6 +23,9 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::auth::api::providers,
         crate::auth::api::single_sign_on_start,
         crate::auth::api::single_sign_on_callback,
+        crate::auth::users_api::list_users,
+        crate::auth::users_api::add_user,
+        crate::auth::users_api::disable_user,
         crate::auth::api::me,
         crate::auth::api::sign_out,
         crate::auth::api::sign_out_everywhere,
@@ -47,6 +50,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
     tags(
         (name = "health", description = "Service health"),
         (name = "auth", description = "Signing in and out: API tokens (`Authorization: Bearer`) and browser sessions (a cookie and its CSRF token)"),
+        (name = "users", description = "Accounts, for administrators: list, add, disable"),
         (name = "recordings", description = "Clinical recordings"),
         (name = "uploads", description = "Audio: uploads that are never lost or duplicated, chunked uploads, download"),
     )

@@ -55,11 +55,11 @@ pub enum AuditAction {
     Migrate,
     /// Recordings given to another clinician (`clinscribe recordings reassign`).
     Reassign,
-    /// A user added (`clinscribe user add`).
+    /// A user added (`clinscribe user add`, `POST /api/v1/users`, or a first single sign-on).
     UserAdd,
     /// A user's password set (`clinscribe user passwd`).
     UserPassword,
-    /// A user disabled (`clinscribe user disable`).
+    /// A user disabled (`clinscribe user disable`, `POST /api/v1/users/{id}/disable`).
     UserDisable,
     /// An API token created (`clinscribe token create`).
     TokenCreate,

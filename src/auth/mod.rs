@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod password;
 pub mod policy;
 pub mod store;
+pub mod users_api;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

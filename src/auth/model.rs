@@ -208,6 +208,69 @@ impl SetupRequest {
     }
 }
 
+/// `POST /api/v1/users`: a new account, made by an administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUserRequest {
+    /// The user id.
+    pub id: String,
+    /// Their name.
+    pub display_name: String,
+    /// Their role (`clinician` unless said).
+    pub role: Role,
+    /// A password, for a local account.
+    pub password: Option<String>,
+    /// The single sign-on provider's subject, to link.
+    pub oidc_subject: Option<String>,
+}
+
+impl NewUserRequest {
+    /// Checks a new-user body (the password's content is never echoed back).
+    pub fn from_json(body: &Value) -> Result<Self, Vec<ValidationIssue>> {
+        let mut issues = Vec::new();
+        let id = required_string(body, "id", true, &mut issues);
+        let display_name = required_string(body, "display_name", true, &mut issues);
+        let password = optional_string(body, "password", false, &mut issues);
+        let oidc_subject = optional_string(body, "oidc_subject", true, &mut issues);
+        let role = match optional_string(body, "role", true, &mut issues).as_deref() {
+            None | Some("clinician") => Role::Clinician,
+            Some("admin") => Role::Admin,
+            Some(other) => {
+                issues.push(ValidationIssue::new(
+                    "enum",
+                    vec![Value::from("body"), Value::from("role")],
+                    "Input should be 'clinician' or 'admin'",
+                    Value::from(other),
+                ));
+                Role::Clinician
+            }
+        };
+        match (id, display_name) {
+            (Some(id), Some(display_name)) if issues.is_empty() => Ok(Self {
+                id,
+                display_name,
+                role,
+                password,
+                oidc_subject,
+            }),
+            _ => Err(issues),
+        }
+    }
+}
+
+/// The string `field` of `body` if present (null counts as absent), or an
+/// issue when it is not a non-empty string.
+fn optional_string(
+    body: &Value,
+    field: &str,
+    echo: bool,
+    issues: &mut Vec<ValidationIssue>,
+) -> Option<String> {
+    match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(_) => required_string(body, field, echo, issues),
+    }
+}
+
 /// The string `field` of `body`, or an issue (showing the input only when
 /// `echo`: never a password).
 fn required_string(
@@ -220,12 +283,17 @@ fn required_string(
     match body.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         None => {
-            let input = if body.is_object() {
-                body.clone()
-            } else {
-                Value::Null
+            // FastAPI echoes the whole body for a missing field; never a password in it.
+            let input = match body {
+                Value::Object(fields) if echo => Value::Object(
+                    fields
+                        .iter()
+                        .filter(|(name, _)| name.as_str() != "password")
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect(),
+                ),
+                _ => Value::Null,
             };
-            let input = if echo { input } else { Value::Null };
             issues.push(ValidationIssue::new(
                 "missing",
                 loc,

@@ -1,5 +1,5 @@
-//! Who may do what to a recording: one function per action, which every
-//! service asks before it acts. A recording a principal may not see is
+//! Who may do what: one function per action on a recording, and who manages
+//! users, which every service asks before it acts. A recording a principal may not see is
 //! answered as if it did not exist (404), so that its existence is not
 //! revealed. With `PWA_AUTH=off` the one clinician ([`Role::Single`]) may
 //! do anything, as in the original.
@@ -31,6 +31,12 @@ pub fn may_change(who: &str, role: Role, owner: &str) -> bool {
 /// Whether `who` may delete it: its clinician only.
 pub fn may_delete(who: &str, role: Role, owner: &str) -> bool {
     who == owner || role == Role::Single
+}
+
+/// Whether `role` may list, add and disable users: administrators only
+/// (not the one clinician of `PWA_AUTH=off`, where there are no users).
+pub fn may_manage_users(role: Role) -> bool {
+    role == Role::Admin
 }
 
 #[cfg(test)]

@@ -1184,8 +1184,184 @@ async fn a_sign_in_the_trail_cannot_record_is_refused(app: TestApp) {
     assert_eq!(count("sign_out"), 0);
 }
 
+async fn an_administrator_manages_users_over_http(app: TestApp) {
+    let app = app.with_auth_on();
+    let admin = user_with_token(&app, "admin", Role::Admin).await;
+    let clinician = user_with_token(&app, "dr-a", Role::Clinician).await;
+    let add = async |body: Value| {
+        call(
+            &app,
+            Some(&admin),
+            Method::POST,
+            "/api/v1/users",
+            Some(body),
+        )
+        .await
+    };
+
+    for (method, uri) in [
+        (Method::GET, "/api/v1/users"),
+        (Method::POST, "/api/v1/users"),
+        (Method::POST, "/api/v1/users/admin/disable"),
+    ] {
+        let body = json!({"id": "dr-sneaky", "display_name": "Sneaky"});
+        let r = call(&app, Some(&clinician), method, uri, Some(body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(
+            r.body,
+            json!({"detail": "Only an administrator manages users"})
+        );
+    }
+
+    let made = add(json!({"id": "dr-new", "display_name": "Dr New", "password": PASSWORD})).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    assert_eq!(
+        (
+            &made.body["id"],
+            &made.body["role"],
+            &made.body["password"],
+            &made.body["single_sign_on"],
+            &made.body["disabled_at"]
+        ),
+        (
+            &json!("dr-new"),
+            &json!("clinician"),
+            &json!(true),
+            &json!(false),
+            &Value::Null
+        )
+    );
+    assert!(
+        !made.text.contains(PASSWORD) && !made.text.contains("argon2"),
+        "{}",
+        made.text
+    );
+    let linked = add(
+        json!({"id": "dr-sso", "display_name": "Dr SSO", "role": "admin", "oidc_subject": "sub-1"}),
+    )
+    .await;
+    assert_eq!(linked.status, StatusCode::CREATED, "{}", linked.text);
+    assert_eq!(
+        (
+            &linked.body["role"],
+            &linked.body["password"],
+            &linked.body["single_sign_on"]
+        ),
+        (&json!("admin"), &json!(false), &json!(true))
+    );
+
+    let refusals = [
+        (
+            json!({"id": "dr-new", "display_name": "Again"}),
+            StatusCode::CONFLICT,
+            "a user \"dr-new\" exists already",
+        ),
+        (
+            json!({"id": "dr-x", "display_name": "X", "oidc_subject": "sub-1"}),
+            StatusCode::CONFLICT,
+            "that OIDC subject belongs to user \"dr-sso\" already",
+        ),
+        (
+            json!({"id": "dr-short", "display_name": "S", "password": "short"}),
+            StatusCode::BAD_REQUEST,
+            "a password is 15 to 1024 characters; this one has 5",
+        ),
+        (
+            json!({"id": "a b", "display_name": "S"}),
+            StatusCode::BAD_REQUEST,
+            "a user id is 1 to 64",
+        ),
+    ];
+    for (body, status, detail) in refusals {
+        let r = add(body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert!(
+            r.body["detail"].as_str().unwrap().starts_with(detail),
+            "{body}: {}",
+            r.text
+        );
+    }
+    let r = add(json!({"id": "dr-r", "display_name": "R", "role": "root"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "role"]));
+    let r = add(json!({"display_name": "No Id", "password": PASSWORD})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["detail"][0]["loc"], json!(["body", "id"]));
+    assert!(!r.text.contains(PASSWORD), "{}", r.text);
+
+    let listed = call(&app, Some(&admin), Method::GET, "/api/v1/users", None).await;
+    let ids: Vec<&str> = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["admin", "dr-a", "dr-new", "dr-sso"],
+        "nothing refused was made"
+    );
+
+    // Disabled: the user's session stops at once.
+    let session = session_of(&app, "dr-new").await;
+    let disabled = call(
+        &app,
+        Some(&admin),
+        Method::POST,
+        "/api/v1/users/dr-new/disable",
+        None,
+    )
+    .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.text);
+    assert!(
+        disabled.body["disabled_at"].is_string(),
+        "{}",
+        disabled.text
+    );
+    let r = with_cookie(&app, &session, false, Method::GET, "/api/v1/recordings", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let own = call(
+        &app,
+        Some(&admin),
+        Method::POST,
+        "/api/v1/users/admin/disable",
+        None,
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::CONFLICT, "{}", own.text);
+    let none = call(
+        &app,
+        Some(&admin),
+        Method::POST,
+        "/api/v1/users/dr-nobody/disable",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (none.status, &none.body),
+        (StatusCode::NOT_FOUND, &json!({"detail": "User not found"}))
+    );
+
+    let trail = app.state.audit.export(None, None, None).await.unwrap();
+    let by_admin: Vec<(&str, &str)> = trail
+        .iter()
+        .filter(|e| e.action.starts_with("user_"))
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        by_admin,
+        [
+            ("admin", "user_add"),
+            ("admin", "user_add"),
+            ("admin", "user_disable")
+        ]
+    );
+}
+
 on_both_backends!(
     every_route_but_health_refuses_requests_without_valid_credentials,
+    an_administrator_manages_users_over_http,
     another_clinicians_recording_is_not_found_and_an_admin_reads_it,
     random_users_and_requests_never_see_another_clinicians_recording,
     a_password_sign_in_gives_a_session_that_needs_its_csrf_token_to_change_anything,
