@@ -1123,3 +1123,30 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
     let authority = authority.strip_suffix(default_port).unwrap_or(authority);
     Some(format!("{scheme}://{authority}"))
 }
+
+/// Parses `PWA_EXTRACT_ENGINE` and loads the guardrails data, with the
+/// files in `PWA_GUARDRAILS_DIR` replacing the built-in ones.
+pub fn parse_guardrails(
+    engine: &str,
+    dir: Option<&str>,
+) -> Result<crate::guardrails::Guardrails, ConfigError> {
+    if !crate::guardrails::ENGINES.contains(&engine.trim()) {
+        return Err(ConfigError::new(
+            "PWA_EXTRACT_ENGINE",
+            engine,
+            format!("expected one of: {}", crate::guardrails::ENGINES.join(", ")),
+        ));
+    }
+    let dir = dir.map(str::trim).filter(|d| !d.is_empty());
+    if let Some(d) = dir
+        && !std::path::Path::new(d).is_dir()
+    {
+        return Err(ConfigError::new(
+            "PWA_GUARDRAILS_DIR",
+            d,
+            "expected a directory of guardrails data files",
+        ));
+    }
+    crate::guardrails::Guardrails::embedded(dir.map(std::path::Path::new))
+        .map_err(|e| ConfigError::new("PWA_GUARDRAILS_DIR", dir.unwrap_or(""), e.to_string()))
+}

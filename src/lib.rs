@@ -18,6 +18,7 @@ pub mod db;
 pub mod digest;
 pub mod error;
 pub mod files;
+pub mod guardrails;
 pub mod health;
 pub mod http;
 pub mod idempotency;

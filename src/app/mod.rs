@@ -24,6 +24,7 @@ use crate::auth::{AuthMode, AuthSettings, Authenticator};
 use crate::config::{ConnectionSettings, UploadSettings};
 use crate::db::Database;
 use crate::error::ApiError;
+use crate::guardrails::Guardrails;
 use crate::health::{HealthProbe, StorageHealth, TranscriptionStatus};
 use crate::http::{edge, guard, server};
 use crate::idempotency::Idempotency;
@@ -63,12 +64,25 @@ pub struct AppState {
     /// The group commit of audit events that have no transaction of their
     /// own (reads, sign-ins).
     pub audit_log: AuditLog,
+    /// The clinical checks.
+    pub guardrails: Guardrails,
+}
+
+/// Why the application state could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The audio directory or store.
+    #[error(transparent)]
+    Audio(#[from] OpenError),
+    /// The built-in guardrails data.
+    #[error(transparent)]
+    Guardrails(#[from] crate::guardrails::DataError),
 }
 
 impl AppState {
     /// State over an opened (and migrated) database, with audio stored as
     /// `uploads` says (its directories are created).
-    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, OpenError> {
+    pub fn new(db: Database, uploads: UploadSettings) -> Result<Self, StateError> {
         let recordings = crate::recordings::store::open(&db.clone());
         let probe_dirs = match &db {
             Database::Sqlite(sqlite) => {
@@ -98,8 +112,15 @@ impl AppState {
             storage: Arc::new(StorageHealth::new(probe_dirs)),
             guard: Default::default(),
             auth: Authenticator::new(&db, AuthMode::Off),
+            guardrails: Guardrails::built_in()?,
             db,
         })
+    }
+
+    /// The same state, checking with these guardrails (`PWA_GUARDRAILS_DIR`).
+    pub fn with_guardrails(mut self, guardrails: Guardrails) -> Self {
+        self.guardrails = guardrails;
+        self
     }
 
     /// The same state, authenticating requests as `mode` says (`new` leaves
@@ -134,6 +155,7 @@ pub fn router(state: AppState) -> Router {
             Router::new()
                 .merge(crate::auth::api::routes())
                 .merge(crate::auth::users_api::routes())
+                .merge(crate::guardrails::api::routes())
                 .merge(crate::recordings::api::routes())
                 .merge(crate::uploads::api::routes())
                 .route_layer(middleware::from_fn_with_state(

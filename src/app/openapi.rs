@@ -44,6 +44,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::uploads::api::chunked::start_upload,
         crate::uploads::api::chunked::upload_status,
         crate::uploads::api::chunked::upload_chunk,
+        crate::guardrails::api::verify,
     ),
     components(schemas(ErrorDetail, ValidationErrorBody, crate::validation::ValidationIssue)),
     modifiers(&CommonResponses),
@@ -53,6 +54,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         (name = "users", description = "Accounts, for administrators: list, add, disable"),
         (name = "recordings", description = "Clinical recordings"),
         (name = "uploads", description = "Audio: uploads that are never lost or duplicated, chunked uploads, download"),
+        (name = "guardrails", description = "Clinical checks: the facts of a text and the rules' alerts"),
     )
 )]
 pub struct ApiDoc;

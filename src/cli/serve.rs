@@ -1,5 +1,6 @@
 //! `clinscribe serve`.
 
+use crate::guardrails::Guardrails;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +153,17 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "PWA_ALLOWED_ORIGINS", default_value = "")]
     allowed_origins: String,
 
+    /// The clinical facts' extraction engine: `embedded` (lexicon and
+    /// patterns, in process).
+    #[arg(long, env = "PWA_EXTRACT_ENGINE", default_value = "embedded")]
+    extract_engine: String,
+
+    /// A directory whose guardrails data files (drugs.toml, classes.toml,
+    /// interactions.toml, allergens.toml, conditions.toml, rules.toml)
+    /// replace the built-in ones; files it lacks stay built in.
+    #[arg(long, env = "PWA_GUARDRAILS_DIR")]
+    guardrails_dir: Option<String>,
+
     /// The transcription engine: `openai` (an OpenAI-compatible server at
     /// --transcribe-url), `whisper-service` (the original's container at
     /// WHISPER_URL), `none` (dictations wait in the queue), or `auto`
@@ -228,6 +240,7 @@ pub(super) struct ServeSettings {
     connections: ConnectionSettings,
     access: AccessSettings,
     transcription: TranscribeSettings,
+    guardrails: Guardrails,
 }
 
 impl ServeArgs {
@@ -297,7 +310,10 @@ impl ServeArgs {
             model_dir: &self.model_dir,
             model_fetch: &self.model_fetch,
         })?;
+        let guardrails =
+            config::parse_guardrails(&self.extract_engine, self.guardrails_dir.as_deref())?;
         Ok(ServeSettings {
+            guardrails,
             bind,
             auth,
             oidc,
@@ -338,7 +354,8 @@ pub(super) async fn run(
     let mut state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access))
-        .with_auth_settings(settings.auth);
+        .with_auth_settings(settings.auth)
+        .with_guardrails(settings.guardrails);
     if let Some(oidc) = settings.oidc {
         tracing::info!(issuer = %oidc.issuer, "single sign-on through the OpenID Connect provider");
         state.auth = state

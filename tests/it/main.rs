@@ -13,6 +13,7 @@ mod auth;
 mod changes;
 mod database;
 mod embedded;
+mod guardrails;
 mod hostile;
 mod oidc;
 mod openapi;

@@ -183,7 +183,11 @@ async fn sixty_four_concurrent_writers_never_see_database_is_locked() {
 #[test]
 fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &str); 7] = [
+    let broken_data = dir.path().join("guardrails");
+    std::fs::create_dir(&broken_data).unwrap();
+    std::fs::write(broken_data.join("rules.toml"), "version = [\n").unwrap();
+    let broken_data = broken_data.to_str().unwrap().to_owned();
+    let cases: [(&str, &str, &str); 10] = [
         (
             "PWA_DATABASE_URL",
             "mysql://localhost/db",
@@ -199,6 +203,9 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
         ("PWA_AUTH", "maybe", "PWA_AUTH"),
         ("PWA_SESSION_IDLE", "soon", "PWA_SESSION_IDLE"),
         ("PWA_SESSION_MAX", "0s", "PWA_SESSION_MAX"),
+        ("PWA_EXTRACT_ENGINE", "oracle", "PWA_EXTRACT_ENGINE"),
+        ("PWA_GUARDRAILS_DIR", "/no/such/dir", "PWA_GUARDRAILS_DIR"),
+        ("PWA_GUARDRAILS_DIR", &broken_data, "rules.toml: line 1"),
     ];
     for (var, value, named) in cases {
         let output = Command::new(binary())
@@ -216,6 +223,37 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
         !dir.path().join("data").exists(),
         "nothing created on a bad setting"
     );
+}
+
+#[tokio::test]
+async fn a_guardrails_directory_replaces_the_files_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("guardrails");
+    std::fs::create_dir(&data).unwrap();
+    // A site's rules: the identifier check off.
+    let rules = include_str!("../../src/guardrails/data/rules.toml").replace(
+        r#"{ id = "PII_IDENTIFIER", severity = "critical","#,
+        r#"{ id = "PII_IDENTIFIER", enabled = false, severity = "critical","#,
+    );
+    std::fs::write(data.join("rules.toml"), rules).unwrap();
+    let server = ServerProcess::start_with_env(
+        &dir.path().join("clinical.db"),
+        &[("PWA_GUARDRAILS_DIR", data.to_str().unwrap())],
+    );
+    let result: Value = client()
+        .post(server.url("/api/v1/verify"))
+        .json(&json!({"text": "Medicare 2123 45670 1."}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let checks = result["checks_performed"].as_array().unwrap();
+    assert_eq!(checks.len(), 7, "{result}");
+    assert!(!checks.contains(&Value::from("PII_IDENTIFIER")));
+    assert_eq!(result["passed"], true);
+    assert_eq!(server.terminate(), Some(0));
 }
 
 #[test]
