@@ -73,8 +73,9 @@ impl Reading<'_> {
 }
 
 /// Words after which a negation no longer reaches.
-const CLAUSE_BREAKS: [&str; 10] = [
+const CLAUSE_BREAKS: [&str; 14] = [
     "but", "however", "although", "though", "except", "apart", "aside", "whereas", "which", "who",
+    "given", "because", "due", "since",
 ];
 
 /// Words that negate what follows them in the clause.
@@ -104,7 +105,7 @@ const STOP_WORDS: [&str; 15] = [
     "quit",
     "off",
 ];
-const START_WORDS: [&str; 22] = [
+const START_WORDS: [&str; 28] = [
     "start",
     "started",
     "starting",
@@ -126,6 +127,12 @@ const START_WORDS: [&str; 22] = [
     "new",
     "resume",
     "resumed",
+    "restart",
+    "restarted",
+    "adding",
+    "plan",
+    "try",
+    "trial",
     "switch",
 ];
 const CONTINUE_WORDS: [&str; 14] = [
@@ -153,7 +160,14 @@ const STOPPED_AFTER: [&str; 6] = [
     "withheld",
     "suspended",
 ];
-const STARTED_AFTER: [&str; 3] = ["started", "commenced", "initiated"];
+const STARTED_AFTER: [&str; 6] = [
+    "started",
+    "commenced",
+    "initiated",
+    "restarted",
+    "resumed",
+    "added",
+];
 
 /// Reads `text`, dated `on` (the recording's day).
 pub fn extract(lexicon: &Lexicon, text: &str, on: Date) -> Extracted {
