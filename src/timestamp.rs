@@ -35,6 +35,11 @@ impl Timestamp {
         Self(dt.replace_microsecond(micros).unwrap_or(dt))
     }
 
+    /// The UTC calendar day.
+    pub fn date(self) -> time::Date {
+        self.0.date()
+    }
+
     /// Microseconds since the Unix epoch.
     pub fn unix_micros(self) -> i64 {
         (self.0.unix_timestamp_nanos() / 1_000) as i64

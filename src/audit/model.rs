@@ -446,8 +446,19 @@ impl StoredEvent {
     }
 }
 
-/// Fields that change with every write and say nothing by themselves.
-const BOOKKEEPING: [&str; 2] = ["updated_at", "version"];
+/// Fields that change with every write and say nothing by themselves, and
+/// the guardrails' check, which follows from the text (whose change the
+/// event holds) and the ruleset it names.
+const BOOKKEEPING: [&str; 8] = [
+    "updated_at",
+    "version",
+    "verification_results",
+    "verification_score",
+    "verified_at",
+    "extraction_started_at",
+    "extraction_completed_at",
+    "llm_model",
+];
 
 /// `{field: [before, after]}` for every field that differs between two JSON
 /// objects (a recording before and after a change).

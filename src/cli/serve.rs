@@ -432,6 +432,7 @@ fn start_transcription(
             state.audio.clone(),
             engine.clone(),
             settings.clone(),
+            state.guardrails.clone(),
             &instance,
             n,
         );

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::Date;
 
+use crate::timestamp::Timestamp;
+
 pub use lexicon::{DataError, Lexicon};
 pub use model::{Extracted, PatientContext, Verification};
 
@@ -67,6 +69,23 @@ impl ExtractionEngine for EmbeddedEngine {
     async fn extract(&self, text: &str, on: Date) -> Result<Extracted, ExtractError> {
         Ok(embedded::extract(&self.lexicon, text, on))
     }
+}
+
+/// A check of a recording's text as the recording keeps it:
+/// `verification_results` (the [`Verification`] as JSON), `verification_score`,
+/// `verified_at`, `extraction_started_at`, `llm_model`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCheck {
+    /// The [`Verification`], as JSON.
+    pub results_json: String,
+    /// Its score.
+    pub score: f64,
+    /// When the extraction began.
+    pub started_at: Timestamp,
+    /// When the check ended (`verified_at`, `extraction_completed_at`).
+    pub completed_at: Timestamp,
+    /// The language model that extracted, if one did.
+    pub model: Option<String>,
 }
 
 /// The extraction engine `PWA_EXTRACT_ENGINE` names.
@@ -114,6 +133,27 @@ impl Guardrails {
             .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
         let extracted = self.engine.extract(text, encounter).await?;
         Ok(self.check(text, extracted, context, encounter))
+    }
+
+    /// Checks the text of a recording dictated on `on` (the day its relative
+    /// dates are read against), for storing with it. The server knows no
+    /// patient context, so the check rests on the text alone.
+    pub async fn check_recording(&self, text: &str, on: Date) -> Result<StoredCheck, ExtractError> {
+        let started_at = Timestamp::now();
+        let context = PatientContext {
+            encounter_date: Some(on),
+            ..PatientContext::default()
+        };
+        let verification = self.verify(text, &context).await?;
+        let results_json = serde_json::to_string(&verification)
+            .map_err(|e| ExtractError::Permanent(format!("cannot encode the result: {e}")))?;
+        Ok(StoredCheck {
+            results_json,
+            score: verification.score,
+            started_at,
+            completed_at: Timestamp::now(),
+            model: self.engine.model(),
+        })
     }
 
     /// Checks facts already extracted from `text`.

@@ -15,6 +15,9 @@ pub struct ClaimedJob {
     pub audio_key: Option<String>,
     /// The stored audio's MIME type.
     pub audio_content_type: Option<String>,
+    /// The day the recording was made (relative dates in it are read
+    /// against it).
+    pub recorded_on: Option<time::Date>,
 }
 
 /// A finished transcription, ready to store.
@@ -29,6 +32,9 @@ pub struct JobResult {
     pub segments_json: String,
     /// The model that transcribed it (stored as `whisper_model`).
     pub model: String,
+    /// The guardrails' check of the text, stored with it when the text
+    /// becomes the note (no clinician has written one yet).
+    pub check: Option<crate::guardrails::StoredCheck>,
 }
 
 /// Jobs per state.

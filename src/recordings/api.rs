@@ -36,6 +36,7 @@ where
     Arc<dyn RecordingStore>: FromRef<S>,
     Reads: FromRef<S>,
     Idempotency: FromRef<S>,
+    crate::guardrails::Guardrails: FromRef<S>,
 {
     Router::new()
         .route(
@@ -199,6 +200,7 @@ fn with_etag(mut response: Response, version: i64) -> Response {
 )]
 pub async fn patch_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
+    State(guardrails): State<crate::guardrails::Guardrails>,
     context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
@@ -206,8 +208,15 @@ pub async fn patch_recording(
 ) -> Result<Response, ApiError> {
     let if_match = conditional::required_version(&headers)?;
     let patch = RecordingPatch::from_json(&body).map_err(ApiError::Validation)?;
-    let recording =
-        review::patch_recording(recordings.as_ref(), id, if_match, &patch, &context).await?;
+    let recording = review::patch_recording(
+        recordings.as_ref(),
+        &guardrails,
+        id,
+        if_match,
+        &patch,
+        &context,
+    )
+    .await?;
     Ok(recording_response(
         StatusCode::OK,
         RecordingJson::of(&recording)?,
@@ -447,6 +456,7 @@ impl From<ReviewError> for ApiError {
                 },
                 Err(e) => e.into(),
             },
+            ReviewError::Check(e) => e.into(),
             ReviewError::Store(e) => e.into(),
         }
     }

@@ -352,7 +352,9 @@ pub struct Recording {
     pub processed_at: Option<Timestamp>,
     /// The transcript, once processed.
     pub transcript: Option<String>,
-    /// Verification results (a JSON object), once processed.
+    /// The clinical guardrails' check of the note's text (what `POST
+    /// /api/v1/verify` answers), stored with the text; a recording from the
+    /// original may hold the original's own object.
     #[schema(value_type = Option<Object>)]
     pub verification_results: Option<Value>,
     /// How the audio arrived (flattened into the same JSON object).
@@ -390,17 +392,17 @@ pub struct Processing {
     /// A FHIR bundle of the extracted facts (the original's column; not yet filled).
     #[schema(value_type = Option<Object>)]
     pub fhir_bundle: Option<Value>,
-    /// The language model that extracted the facts (the original's column; not yet filled).
+    /// The language model that extracted the facts (null with the embedded engine).
     pub llm_model: Option<String>,
-    /// When extraction began (the original's column; not yet filled).
+    /// When the check's extraction began.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub extraction_started_at: Option<Timestamp>,
-    /// When extraction ended (the original's column; not yet filled).
+    /// When the check's extraction ended.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub extraction_completed_at: Option<Timestamp>,
-    /// The verification score (the original's column; not yet filled).
+    /// The check's score (`verification_results.score`).
     pub verification_score: Option<f64>,
-    /// When it was verified (the original's column; not yet filled).
+    /// When the note's text was checked.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub verified_at: Option<Timestamp>,
 }

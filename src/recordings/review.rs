@@ -3,6 +3,7 @@
 //! clinician saw (`If-Match`); otherwise they get the current recording back
 //! and decide.
 
+use crate::guardrails::Guardrails;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -53,6 +54,9 @@ pub enum ReviewError {
     /// Amending a note that is not signed (it can simply be patched).
     #[error("Only a signed note takes amendments; change this one with PATCH")]
     NotSigned,
+    /// The guardrails could not check the corrected text.
+    #[error(transparent)]
+    Check(#[from] crate::guardrails::ExtractError),
     /// The database refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,9 +64,12 @@ pub enum ReviewError {
 
 /// Applies `patch` to recording `id` if it is at version `if_match`; returns
 /// the recording as it is afterwards (unchanged, with the same version, when
-/// the patch changes nothing).
+/// the patch changes nothing). A change to the text is checked by the
+/// guardrails and stored with its check, in the same write: the version the
+/// clinician gets back already holds the check of what they wrote.
 pub async fn patch_recording(
     store: &dyn RecordingStore,
+    guardrails: &Guardrails,
     id: Uuid,
     if_match: i64,
     patch: &RecordingPatch,
@@ -77,12 +84,25 @@ pub async fn patch_recording(
     if let Some(to) = changes.status {
         check_move(current.status, to)?;
     }
+    let check = match &changes.final_transcript {
+        None => None,
+        // Cleared: the engine's text is the note again.
+        Some(text) => match text.as_deref().or(current.transcript.as_deref()) {
+            Some(text) => Some(Some(
+                guardrails
+                    .check_recording(text, current.created_at.date())
+                    .await?,
+            )),
+            None => Some(None),
+        },
+    };
     let audited = audited(context, AuditAction::Update, &current);
+    let check = check.as_ref().map(Option::as_ref);
     written(
         store,
         id,
         if_match,
-        store.patch(id, if_match, &changes, &audited).await?,
+        store.patch(id, if_match, &changes, check, &audited).await?,
     )
     .await
 }
@@ -106,7 +126,7 @@ pub async fn retry(
         }
         let audited = audited(context, AuditAction::Retry, &current);
         if let Some(queued) = store
-            .patch(id, current.version, &to_queue, &audited)
+            .patch(id, current.version, &to_queue, None, &audited)
             .await?
         {
             return Ok(queued);

@@ -2,6 +2,7 @@
 //! works, and stores the transcript or the failure. `PWA_TRANSCRIBE_CONCURRENCY`
 //! of them run under the server's supervisor.
 
+use crate::guardrails::Guardrails;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct Worker {
     audio: AudioStore,
     engine: Arc<dyn TranscriptionEngine>,
     settings: TranscribeSettings,
+    /// Checks each transcript before it is stored.
+    guardrails: Guardrails,
     /// Names this worker in leases: which instance and which worker.
     owner: String,
 }
@@ -51,6 +54,7 @@ impl Worker {
         audio: AudioStore,
         engine: Arc<dyn TranscriptionEngine>,
         settings: TranscribeSettings,
+        guardrails: Guardrails,
         instance: &str,
         n: usize,
     ) -> Self {
@@ -59,6 +63,7 @@ impl Worker {
             audio,
             engine,
             settings,
+            guardrails,
             owner: format!("{instance}/{n}"),
         }
     }
@@ -166,11 +171,24 @@ impl Worker {
                             .await;
                     }
                 };
+                let on = job
+                    .recorded_on
+                    .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
+                // A check that fails leaves the transcript to be stored
+                // unchecked (the clinician's first correction checks it).
+                let check = match self.guardrails.check_recording(&transcript.text, on).await {
+                    Ok(check) => Some(check),
+                    Err(e) => {
+                        tracing::warn!(recording = %id, error = %e, "the guardrails could not check a transcript");
+                        None
+                    }
+                };
                 let result = JobResult {
                     text: transcript.text,
                     language: transcript.language,
                     segments_json,
                     model: transcript.model,
+                    check,
                 };
                 self.store(id, &result, stop).await
             }

@@ -675,6 +675,7 @@ async fn the_transcription_worker_s_changes_are_events_of_system_transcription(a
         language: Some("en".into()),
         segments_json: "[]".into(),
         model: "tiny.en".into(),
+        check: None,
     };
     assert!(
         app.state

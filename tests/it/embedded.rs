@@ -198,6 +198,13 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
     for word in ["500", "milligrams", "three times a day", "seven days"] {
         assert!(text.contains(word), "{word:?} not in {text:?}");
     }
+    // The worker checked what it heard before storing it. (tiny.en hears
+    // espeak's "amoxicillin" as "time at Sicillin": the drug's rules are
+    // proven on a whisper-service transcript in tests/it/transcription.rs.)
+    let check = &done["verification_results"];
+    assert_eq!(check["engine"], "embedded", "{check}");
+    assert_eq!(check["checks_performed"].as_array().unwrap().len(), 8);
+    assert_eq!(done["verified_at"], done["extraction_completed_at"]);
     assert_eq!(done["final_transcript"], done["transcript"]);
     assert_eq!(
         (

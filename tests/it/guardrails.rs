@@ -6,7 +6,8 @@
 
 use serde_json::{Value, json};
 
-use crate::common::TestApp;
+use crate::common::{self, TestApp};
+use crate::review::{current, patch, tag_of};
 
 const ENCOUNTER: &str = "2026-12-01";
 
@@ -853,3 +854,62 @@ async fn a_bad_verify_body_is_a_422_naming_every_problem() {
         .await;
     assert_eq!(response.status, 401);
 }
+
+/// A clinician's correction is checked and stored with its check, in the one
+/// change the version counts; clearing the text (no engine text) clears it.
+async fn a_corrected_text_is_checked_in_the_same_change(app: TestApp) {
+    let created = app.create("patient-guardrails", 30).await;
+    let id = created["id"].as_str().unwrap();
+    assert!(created["verification_results"].is_null());
+    let text = "Allergic to penicillin. Start amoxicillin 500 mg three times a day.";
+    let typed = patch(
+        &app,
+        id,
+        Some(&tag_of(&created)),
+        json!({"final_transcript": text}),
+    )
+    .await;
+    assert_eq!(typed.status, 200, "{}", typed.text);
+    let body = &typed.body;
+    assert_eq!(body["version"], created["version"].as_i64().unwrap() + 1);
+    let check = &body["verification_results"];
+    assert_eq!(check["passed"], false, "{check}");
+    assert_eq!(check["alerts"][0]["rule_id"], "ALLERGY_CONFLICT");
+    assert_eq!(
+        check["alerts"][0]["evidence"][1]["text"],
+        "amoxicillin 500 mg three times a day"
+    );
+    assert_eq!(body["verification_score"], 0.6);
+    assert_eq!(body["verified_at"], body["extraction_completed_at"]);
+    assert!(body["verified_at"].is_string());
+    assert_eq!(current(&app, id).await["verification_results"], *check);
+
+    // Another field changes: the check stays.
+    let moved = patch(
+        &app,
+        id,
+        Some(&tag_of(body)),
+        json!({"patient_id": "patient-other"}),
+    )
+    .await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    assert_eq!(moved.body["verification_results"], *check);
+
+    let cleared = patch(
+        &app,
+        id,
+        Some(&tag_of(&moved.body)),
+        json!({"final_transcript": null}),
+    )
+    .await;
+    assert_eq!(cleared.status, 200, "{}", cleared.text);
+    for field in ["verification_results", "verification_score", "verified_at"] {
+        assert!(
+            cleared.body[field].is_null(),
+            "{field}: {}",
+            cleared.body[field]
+        );
+    }
+}
+
+crate::on_both_backends!(a_corrected_text_is_checked_in_the_same_change);

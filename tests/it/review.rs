@@ -343,6 +343,7 @@ async fn the_worker_finishing_keeps_the_text_a_clinician_wrote_meanwhile(app: Te
         language: Some("en".into()),
         segments_json: "[]".into(),
         model: "tiny.en".into(),
+        check: None,
     };
     assert!(
         app.state

@@ -132,6 +132,23 @@ async fn the_whisper_service_transcribes_a_stored_dictation_exactly_once() {
             <= done["transcription_completed_at"].as_str().unwrap()
     );
     assert_eq!(done["processed_at"], done["transcription_completed_at"]);
+    // The guardrails checked the transcript, stored with it in one change.
+    let check = &done["verification_results"];
+    assert_eq!(check["passed"], true, "{check}");
+    assert_eq!(check["engine"], "embedded");
+    let generics: Vec<&str> = check["extracted"]["medications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["generic"].as_str().unwrap())
+        .collect();
+    assert_eq!(generics, ["metformin", "lisinopril"]);
+    assert_eq!(done["verification_score"], 1.0);
+    assert_eq!(done["verified_at"], done["extraction_completed_at"]);
+    assert!(
+        done["extraction_started_at"].as_str().unwrap() <= done["verified_at"].as_str().unwrap()
+    );
+    assert!(done["llm_model"].is_null());
     let segments = done["transcript_segments"].as_array().unwrap();
     assert_eq!(segments.len(), 2);
     assert_eq!(segments[1]["start"], 1.5);
@@ -162,6 +179,45 @@ async fn the_whisper_service_transcribes_a_stored_dictation_exactly_once() {
     assert_eq!(retry("not-a-uuid".into()).await, 422);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fake.received().len(), 1, "transcribed once");
+}
+
+/// A transcript with a penicillin allergy and amoxicillin ends `completed`
+/// with the allergy conflict found by the worker's check, its evidence on
+/// the drug, in the recording's first completed version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_prescribing_against_an_allergy_is_stored_with_its_alert() {
+    const SPOKEN: &str = "The patient is allergic to penicillin. Start amoxicillin 500 milligrams three times a day.";
+    let fake = FakeEngine::start(vec![], Behaviour::Transcribe(SPOKEN)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_url(
+        &sqlite_url(&dir),
+        &engine_env("whisper-service", "WHISPER_URL", &fake.url),
+    );
+    let created = upload(&server, 7).await;
+    let id = created["id"].as_str().unwrap();
+    let done = wait_for(&server, id, "completed", Duration::from_secs(20)).await;
+    let check = &done["verification_results"];
+    assert_eq!(check["passed"], false, "{check}");
+    assert_eq!(done["verification_score"], 0.6);
+    let alerts = check["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{check}");
+    assert_eq!(alerts[0]["rule_id"], "ALLERGY_CONFLICT");
+    assert_eq!(alerts[0]["severity"], "critical");
+    let evidence: Vec<&str> = alerts[0]["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        evidence,
+        ["penicillin", "amoxicillin 500 milligrams three times a day"]
+    );
+    let start = alerts[0]["evidence"][1]["start"].as_u64().unwrap() as usize;
+    assert_eq!(&SPOKEN[start..start + "amoxicillin".len()], "amoxicillin");
+    // queued -> processing -> completed with its check: two changes.
+    assert_eq!(done["version"], created["version"].as_i64().unwrap() + 2);
+    assert_eq!(server.terminate(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,11 +181,19 @@ fn counts_from(rows: Vec<(String, i64)>) -> JobCounts {
     counts
 }
 
-/// The claimed job from `(recording_id, attempts, audio key, content type, sha256)`.
-fn claimed(
-    row: (String, i64, Option<String>, Option<String>, Option<String>),
-) -> Result<ClaimedJob, StoreError> {
-    let (id, attempts, key, content_type, sha256) = row;
+/// What the claim reads of the recording: audio key, content type, sha256
+/// and the day it was made (`YYYY-MM-DD`).
+type ClaimedAudio = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The claimed job from the recording's id and attempts, and what the
+/// claim read of the recording.
+fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob, StoreError> {
+    let (key, content_type, sha256, day) = audio;
     Ok(ClaimedJob {
         recording_id: Uuid::parse_str(&id)
             .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))?,
@@ -193,6 +201,13 @@ fn claimed(
         // Only audio the server stored itself (it has a checksum) is ours to open.
         audio_key: key.filter(|_| sha256.is_some()),
         audio_content_type: content_type,
+        recorded_on: day.and_then(|d| {
+            time::Date::parse(
+                &d,
+                time::macros::format_description!("[year]-[month]-[day]"),
+            )
+            .ok()
+        }),
     })
 }
 

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BeforeWork, JobStore, Work, claimed, counts_from, lease_until, shared_sql, work_event,
+    BeforeWork, ClaimedAudio, JobStore, Work, claimed, counts_from, lease_until, shared_sql,
+    work_event,
 };
 use crate::audit::store::postgres as audit;
 use crate::db::StoreError;
@@ -36,7 +37,8 @@ const CLAIM: &str = "WITH next AS ( \
     RETURNING jobs.recording_id::text, jobs.attempts";
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = $2::timestamptz, updated_at = $2::timestamptz \
-    WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256";
+    WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256, \
+    ((created_at AT TIME ZONE 'UTC')::date)::text";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = $3::timestamptz \
     WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
     AND lease_owner = $2";
@@ -49,7 +51,14 @@ const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', vers
     error_message = NULL, transcript = $2, final_transcript = coalesce(final_transcript, $2), transcript_language = $3, \
     transcript_segments = $4::jsonb, whisper_model = $5, \
     transcription_completed_at = $6::timestamptz, processed_at = $6::timestamptz, \
-    updated_at = $6::timestamptz WHERE id = $1::uuid";
+    updated_at = $6::timestamptz, \
+    verification_results = CASE WHEN final_transcript IS NULL AND $7 THEN $8::jsonb ELSE verification_results END, \
+    verification_score = CASE WHEN final_transcript IS NULL AND $7 THEN $9::float8 ELSE verification_score END, \
+    extraction_started_at = CASE WHEN final_transcript IS NULL AND $7 THEN $10::timestamptz ELSE extraction_started_at END, \
+    extraction_completed_at = CASE WHEN final_transcript IS NULL AND $7 THEN $11::timestamptz ELSE extraction_completed_at END, \
+    verified_at = CASE WHEN final_transcript IS NULL AND $7 THEN $11::timestamptz ELSE verified_at END, \
+    llm_model = CASE WHEN final_transcript IS NULL AND $7 THEN $12 ELSE llm_model END \
+    WHERE id = $1::uuid";
 const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message = $3, version = version + 1, \
     updated_at = $4::timestamptz, \
     processed_at = CASE WHEN $2 = 'error' THEN $4::timestamptz ELSE processed_at END \
@@ -131,18 +140,16 @@ impl JobStore for PgJobs {
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
-        let audio: Option<(Option<String>, Option<String>, Option<String>)> =
-            sqlx::query_as(START_PROCESSING)
-                .bind(&id)
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let audio: Option<ClaimedAudio> = sqlx::query_as(START_PROCESSING)
+            .bind(&id)
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let (Some(before), Ok(uuid)) = (before, Uuid::parse_str(&id)) {
             audit::append(&mut tx, &work_event(uuid, &before, &Work::Start)).await?;
         }
         tx.commit().await?;
-        let (key, content_type, sha256) = audio.unwrap_or_default();
-        claimed((id, attempts, key, content_type, sha256)).map(Some)
+        claimed(id, attempts, audio.unwrap_or_default()).map(Some)
     }
 
     async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError> {
@@ -172,6 +179,12 @@ impl JobStore for PgJobs {
                 .bind(result.segments_json)
                 .bind(result.model)
                 .bind(now)
+                .bind(result.check.is_some())
+                .bind(result.check.as_ref().map(|c| c.results_json.clone()))
+                .bind(result.check.as_ref().map(|c| c.score))
+                .bind(result.check.as_ref().map(|c| c.started_at.to_string()))
+                .bind(result.check.as_ref().map(|c| c.completed_at.to_string()))
+                .bind(result.check.and_then(|c| c.model))
         })
         .await
     }

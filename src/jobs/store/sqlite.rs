@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BeforeWork, JobStore, Work, claimed, counts_from, lease_until, shared_sql, work_event,
+    BeforeWork, ClaimedAudio, JobStore, Work, claimed, counts_from, lease_until, shared_sql,
+    work_event,
 };
 use crate::audit::store::sqlite as audit;
 use crate::db::{SqliteDatabase, StoreError};
@@ -34,7 +35,7 @@ const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1,
     RETURNING recording_id, attempts";
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = ?2, updated_at = ?2 WHERE id = ?1 \
-    RETURNING audio_file_path, audio_content_type, audio_sha256";
+    RETURNING audio_file_path, audio_content_type, audio_sha256, substr(created_at, 1, 10)";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?3 \
     WHERE recording_id = ?1 AND kind = 'transcribe' AND state = 'running' AND lease_owner = ?2";
 /// Ends the job held by `?2` (`?3` the new state, `?4` the error, `?5` when due again, `?6` now).
@@ -43,7 +44,13 @@ const END: &str = "UPDATE jobs SET state = ?3, last_error = ?4, run_after = coal
     WHERE recording_id = ?1 AND kind = 'transcribe' AND state = 'running' AND lease_owner = ?2";
 const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', error_message = NULL, version = version + 1, \
     transcript = ?2, final_transcript = coalesce(final_transcript, ?2), transcript_language = ?3, transcript_segments = ?4, \
-    whisper_model = ?5, transcription_completed_at = ?6, processed_at = ?6, updated_at = ?6 \
+    whisper_model = ?5, transcription_completed_at = ?6, processed_at = ?6, updated_at = ?6, \
+    verification_results = CASE WHEN final_transcript IS NULL AND ?7 THEN ?8 ELSE verification_results END, \
+    verification_score = CASE WHEN final_transcript IS NULL AND ?7 THEN ?9 ELSE verification_score END, \
+    extraction_started_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?10 ELSE extraction_started_at END, \
+    extraction_completed_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?11 ELSE extraction_completed_at END, \
+    verified_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?11 ELSE verified_at END, \
+    llm_model = CASE WHEN final_transcript IS NULL AND ?7 THEN ?12 ELSE llm_model END \
     WHERE id = ?1";
 /// The recording's state after a failed attempt (`?2` status, `?3` error, `?4` now).
 const SET_FAILED_STATE: &str = "UPDATE recordings SET status = ?2, error_message = ?3, version = version + 1, \
@@ -131,18 +138,16 @@ impl JobStore for SqliteJobs {
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
-        let audio: Option<(Option<String>, Option<String>, Option<String>)> =
-            sqlx::query_as(START_PROCESSING)
-                .bind(&id)
-                .bind(&now)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let audio: Option<ClaimedAudio> = sqlx::query_as(START_PROCESSING)
+            .bind(&id)
+            .bind(&now)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let (Some(before), Ok(uuid)) = (before, Uuid::parse_str(&id)) {
             audit::append(&mut tx, &work_event(uuid, &before, &Work::Start)).await?;
         }
         tx.commit().await?;
-        let (key, content_type, sha256) = audio.unwrap_or_default();
-        claimed((id, attempts, key, content_type, sha256)).map(Some)
+        claimed(id, attempts, audio.unwrap_or_default()).map(Some)
     }
 
     async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError> {
@@ -172,6 +177,12 @@ impl JobStore for SqliteJobs {
                 .bind(result.segments_json)
                 .bind(result.model)
                 .bind(now)
+                .bind(result.check.is_some())
+                .bind(result.check.as_ref().map(|c| c.results_json.clone()))
+                .bind(result.check.as_ref().map(|c| c.score))
+                .bind(result.check.as_ref().map(|c| c.started_at.to_string()))
+                .bind(result.check.as_ref().map(|c| c.completed_at.to_string()))
+                .bind(result.check.and_then(|c| c.model))
         })
         .await
     }

@@ -5,6 +5,7 @@
 pub mod postgres;
 mod sqlite;
 
+use crate::guardrails::StoredCheck;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -238,13 +239,16 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// Applies a clinician's patch (only fields that change) if the recording
     /// is still at `expected_version`, growing the version by one; None when
     /// it is not (or is gone). A move to `queued` counts a retry and writes
-    /// the recording's job in the same transaction. Each of the clinician's
+    /// the recording's job in the same transaction. `check` is the
+    /// guardrails' check of the new text (`Some(None)`: no text left to
+    /// check, the check is cleared; None: it stays). Each of the clinician's
     /// changes below writes its audit event (`audited`) in its transaction.
     async fn patch(
         &self,
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        check: Option<Option<&StoredCheck>>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError>;
 

@@ -5,6 +5,7 @@
 //! `RecordingRow` and its checks; values go in as text and are cast to the
 //! native types (`uuid`, `timestamptz`, `jsonb`) by the statements.
 
+use crate::guardrails::StoredCheck;
 use uuid::Uuid;
 
 use async_trait::async_trait;
@@ -104,6 +105,12 @@ const PATCH: &str = concat!(
      status = coalesce($4, status), \
      error_message = CASE WHEN $4 = 'queued' THEN NULL ELSE error_message END, \
      retry_count = retry_count + CASE WHEN $4 = 'queued' THEN 1 ELSE 0 END, \
+     verification_results = CASE WHEN $8 THEN $9::jsonb ELSE verification_results END, \
+     verification_score = CASE WHEN $8 THEN $10::float8 ELSE verification_score END, \
+     extraction_started_at = CASE WHEN $8 THEN $11::timestamptz ELSE extraction_started_at END, \
+     extraction_completed_at = CASE WHEN $8 THEN $12::timestamptz ELSE extraction_completed_at END, \
+     verified_at = CASE WHEN $8 THEN $12::timestamptz ELSE verified_at END, \
+     llm_model = CASE WHEN $8 THEN $13 ELSE llm_model END, \
      updated_at = $5::timestamptz, version = version + 1 \
      WHERE id = $6::uuid AND version = $7 AND deleted_at IS NULL RETURNING ",
     columns!()
@@ -241,8 +248,10 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        check: Option<Option<&StoredCheck>>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
+        let stored = check.flatten();
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
         let mut tx = self.db.pool().begin().await?;
@@ -254,6 +263,12 @@ impl RecordingStore for PgRecordings {
             .bind(&now)
             .bind(&id_text)
             .bind(expected_version)
+            .bind(check.is_some())
+            .bind(stored.map(|c| c.results_json.as_str()))
+            .bind(stored.map(|c| c.score))
+            .bind(stored.map(|c| c.started_at.to_string()))
+            .bind(stored.map(|c| c.completed_at.to_string()))
+            .bind(stored.and_then(|c| c.model.as_deref()))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {

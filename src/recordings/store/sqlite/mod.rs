@@ -1,5 +1,6 @@
 //! The `recordings` SQL for SQLite.
 
+use crate::guardrails::StoredCheck;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -149,6 +150,12 @@ pub mod sql {
          status = coalesce(?4, status), \
          error_message = CASE WHEN ?4 = 'queued' THEN NULL ELSE error_message END, \
          retry_count = retry_count + CASE WHEN ?4 = 'queued' THEN 1 ELSE 0 END, \
+         verification_results = CASE WHEN ?8 THEN ?9 ELSE verification_results END, \
+         verification_score = CASE WHEN ?8 THEN ?10 ELSE verification_score END, \
+         extraction_started_at = CASE WHEN ?8 THEN ?11 ELSE extraction_started_at END, \
+         extraction_completed_at = CASE WHEN ?8 THEN ?12 ELSE extraction_completed_at END, \
+         verified_at = CASE WHEN ?8 THEN ?12 ELSE verified_at END, \
+         llm_model = CASE WHEN ?8 THEN ?13 ELSE llm_model END, \
          updated_at = ?5, version = version + 1 WHERE id = ?6 AND version = ?7 AND deleted_at IS NULL RETURNING",
         ""
     );
@@ -263,8 +270,10 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
+        check: Option<Option<&StoredCheck>>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
+        let stored = check.flatten();
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
         let mut tx = self.db.begin_write().await?;
@@ -276,6 +285,12 @@ impl RecordingStore for SqliteRecordings {
             .bind(&now)
             .bind(&id_text)
             .bind(expected_version)
+            .bind(check.is_some())
+            .bind(stored.map(|c| c.results_json.as_str()))
+            .bind(stored.map(|c| c.score))
+            .bind(stored.map(|c| c.started_at.to_string()))
+            .bind(stored.map(|c| c.completed_at.to_string()))
+            .bind(stored.and_then(|c| c.model.as_deref()))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
