@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clinscribe::guardrails::{Guardrails, PatientContext};
+use clinscribe::timestamp::parse_date;
 use serde_json::Value;
-use time::Date;
-use time::macros::format_description;
 
 #[derive(Default)]
 struct Tally {
@@ -80,11 +79,7 @@ fn vital_key(v: &Value) -> String {
 
 fn main() {
     let set: Value = serde_json::from_str(include_str!("guardrails/notes.json")).unwrap();
-    let encounter = Date::parse(
-        set["encounter_date"].as_str().unwrap(),
-        format_description!("[year]-[month]-[day]"),
-    )
-    .unwrap();
+    let encounter = parse_date(set["encounter_date"].as_str().unwrap()).unwrap();
     let guardrails = Guardrails::built_in().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -99,7 +94,7 @@ fn main() {
         let context = PatientContext {
             admission_date: note["context"]["admission_date"]
                 .as_str()
-                .map(|d| Date::parse(d, format_description!("[year]-[month]-[day]")).unwrap()),
+                .map(|d| parse_date(d).unwrap()),
             encounter_date: Some(encounter),
             ..Default::default()
         };

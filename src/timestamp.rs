@@ -126,6 +126,11 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A calendar date written `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Option<time::Date> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

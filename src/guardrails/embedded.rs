@@ -340,7 +340,6 @@ fn allergies(
         } else {
             None
         };
-        let negated_statement = negated(reading, i, i + 1);
         if let Some(at) = list_start
             && reading
                 .word(at)
@@ -349,6 +348,8 @@ fn allergies(
             none_known = true;
         }
         if let Some(mut at) = list_start {
+            // "not allergic to penicillin": the list is named, and no allergy.
+            let negated_statement = negated(reading, i, i + 1);
             for (m, mention) in mentions.iter().enumerate() {
                 if mention.start < at {
                     continue;

@@ -18,7 +18,7 @@ pub mod text;
 
 use std::fmt::Debug;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use time::Date;
@@ -99,21 +99,36 @@ pub struct Guardrails {
 }
 
 impl Guardrails {
-    /// The embedded engine with the built-in data.
+    /// The embedded engine with the built-in data, read once per process
+    /// (every `AppState` starts with it; `serve` may then replace it).
     pub fn built_in() -> Result<Self, DataError> {
-        Self::embedded(None)
+        static BUILT_IN: OnceLock<Arc<Lexicon>> = OnceLock::new();
+        let lexicon = match BUILT_IN.get() {
+            Some(lexicon) => lexicon.clone(),
+            None => {
+                let loaded = Arc::new(Lexicon::built_in()?);
+                BUILT_IN.get_or_init(|| loaded).clone()
+            }
+        };
+        Ok(Self::over(lexicon))
     }
 
     /// The embedded engine, with any data file in `dir` replacing the
     /// built-in one.
     pub fn embedded(dir: Option<&Path>) -> Result<Self, DataError> {
-        let lexicon = Arc::new(Lexicon::load(dir)?);
-        Ok(Self {
+        match dir {
+            None => Self::built_in(),
+            Some(dir) => Ok(Self::over(Arc::new(Lexicon::load(Some(dir))?))),
+        }
+    }
+
+    fn over(lexicon: Arc<Lexicon>) -> Self {
+        Self {
             engine: Arc::new(EmbeddedEngine {
                 lexicon: lexicon.clone(),
             }),
             lexicon,
-        })
+        }
     }
 
     /// The data the rules use.
@@ -164,13 +179,7 @@ impl Guardrails {
         context: &PatientContext,
         encounter: Date,
     ) -> Verification {
-        let facts = rules::Facts {
-            lexicon: &self.lexicon,
-            text,
-            extracted: &extracted,
-            context,
-            encounter,
-        };
+        let facts = rules::Facts::new(&self.lexicon, text, &extracted, context, encounter);
         let (alerts, checks_performed) = rules::check(&facts);
         let lost: f64 = alerts
             .iter()

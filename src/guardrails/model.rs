@@ -5,7 +5,6 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::Date;
-use time::macros::format_description;
 use utoipa::ToSchema;
 
 use crate::validation::ValidationIssue;
@@ -404,7 +403,7 @@ fn date_field(
 ) -> Option<Date> {
     let parsed = match value {
         Value::Null => return None,
-        Value::String(s) => Date::parse(s, format_description!("[year]-[month]-[day]")).ok(),
+        Value::String(s) => crate::timestamp::parse_date(s),
         _ => None,
     };
     if parsed.is_none() {

@@ -22,19 +22,61 @@ struct ActiveDrug {
 
 /// What the rules look at.
 pub struct Facts<'a> {
-    /// The lexicon.
-    pub lexicon: &'a Lexicon,
-    /// The text checked.
-    pub text: &'a str,
-    /// What was extracted from it.
-    pub extracted: &'a Extracted,
-    /// What the caller knows besides.
-    pub context: &'a PatientContext,
-    /// The encounter's day.
-    pub encounter: Date,
+    lexicon: &'a Lexicon,
+    text: &'a str,
+    extracted: &'a Extracted,
+    context: &'a PatientContext,
+    encounter: Date,
+    /// The note's active drugs, resolved in the lexicon once for every rule.
+    note_drugs: Vec<ActiveDrug>,
+    /// The context's medications, resolved likewise.
+    context_drugs: Vec<ActiveDrug>,
 }
 
-impl Facts<'_> {
+impl<'a> Facts<'a> {
+    /// The facts of `text`: what was extracted from it, what the caller
+    /// knows besides, and the encounter's day.
+    pub fn new(
+        lexicon: &'a Lexicon,
+        text: &'a str,
+        extracted: &'a Extracted,
+        context: &'a PatientContext,
+        encounter: Date,
+    ) -> Self {
+        let note_drugs = extracted
+            .medications
+            .iter()
+            .filter(|m| m.status != MedicationStatus::Stopped)
+            .filter_map(|m| {
+                Some(ActiveDrug {
+                    drug: lexicon.drug_named(&m.generic)?,
+                    said: m.text.clone(),
+                    span: m.span,
+                })
+            })
+            .collect();
+        let context_drugs = context
+            .medications
+            .iter()
+            .filter_map(|name| {
+                Some(ActiveDrug {
+                    drug: lexicon.drug_named(name)?,
+                    said: name.clone(),
+                    span: None,
+                })
+            })
+            .collect();
+        Self {
+            lexicon,
+            text,
+            extracted,
+            context,
+            encounter,
+            note_drugs,
+            context_drugs,
+        }
+    }
+
     fn evidence(&self, span: Span) -> Evidence {
         let text: String = self
             .text
@@ -61,33 +103,8 @@ impl Facts<'_> {
     }
 
     /// The note's active drugs, then the context's.
-    fn active(&self) -> (Vec<ActiveDrug>, Vec<ActiveDrug>) {
-        let note = self
-            .extracted
-            .medications
-            .iter()
-            .filter(|m| m.status != MedicationStatus::Stopped)
-            .filter_map(|m| {
-                Some(ActiveDrug {
-                    drug: self.lexicon.drug_named(&m.generic)?,
-                    said: m.text.clone(),
-                    span: m.span,
-                })
-            })
-            .collect();
-        let context = self
-            .context
-            .medications
-            .iter()
-            .filter_map(|name| {
-                Some(ActiveDrug {
-                    drug: self.lexicon.drug_named(name)?,
-                    said: name.clone(),
-                    span: None,
-                })
-            })
-            .collect();
-        (note, context)
+    fn active(&self) -> (&[ActiveDrug], &[ActiveDrug]) {
+        (&self.note_drugs, &self.context_drugs)
     }
 }
 
@@ -134,7 +151,7 @@ fn drug_interactions(facts: &Facts<'_>) -> Found {
     let lexicon = facts.lexicon;
     let mut seen = BTreeSet::new();
     let mut found = Vec::new();
-    let all: Vec<&ActiveDrug> = note.iter().chain(&context).collect();
+    let all: Vec<&ActiveDrug> = note.iter().chain(context).collect();
     for (n, interaction) in lexicon.interactions.iter().enumerate() {
         let severity = Severity::parse(&interaction.severity).unwrap_or(Severity::High);
         for x in &all {
@@ -223,7 +240,7 @@ fn allergy_conflicts(facts: &Facts<'_>, severity: Severity) -> Found {
     let (note, _) = facts.active();
     let mut seen = BTreeSet::new();
     let mut found = Vec::new();
-    for drug in &note {
+    for drug in note {
         for (allergen, allergy_span, conflicts) in &allergies {
             if conflicts
                 .iter()
@@ -257,7 +274,7 @@ fn duplicate_therapy(facts: &Facts<'_>, severity: Severity) -> Found {
         }
         let members: Vec<&ActiveDrug> = note
             .iter()
-            .chain(&context)
+            .chain(context)
             .filter(|d| lexicon.in_class(d.drug, c))
             .collect();
         let generics: BTreeSet<usize> = members.iter().map(|d| d.drug).collect();
@@ -371,7 +388,7 @@ fn sepsis_without_antibiotic(facts: &Facts<'_>, severity: Severity) -> Found {
     let (note, context) = facts.active();
     if note
         .iter()
-        .chain(&context)
+        .chain(context)
         .any(|d| lexicon.in_class(d.drug, lexicon.antibiotic_class))
     {
         return Vec::new();

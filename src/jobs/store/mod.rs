@@ -201,13 +201,7 @@ fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob,
         // Only audio the server stored itself (it has a checksum) is ours to open.
         audio_key: key.filter(|_| sha256.is_some()),
         audio_content_type: content_type,
-        recorded_on: day.and_then(|d| {
-            time::Date::parse(
-                &d,
-                time::macros::format_description!("[year]-[month]-[day]"),
-            )
-            .ok()
-        }),
+        recorded_on: day.as_deref().and_then(crate::timestamp::parse_date),
     })
 }
 
