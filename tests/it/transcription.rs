@@ -418,7 +418,11 @@ async fn two_postgresql_instances_transcribe_twenty_dictations_each_once() {
     };
     let pg = PgTestDb::create(&admin).await;
     let fake = FakeEngine::start(vec![], Behaviour::Slow(Duration::from_millis(150), TEXT)).await;
-    let env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    // Instances that share a database share the audio store too: either may
+    // take a dictation the other stored.
+    let audio = tempfile::tempdir().unwrap();
+    let mut env = engine_env("whisper-service", "WHISPER_URL", &fake.url);
+    env.push(("PWA_AUDIO_DIR", audio.path().to_str().unwrap()));
     let servers = [
         ServerProcess::start_url(&pg.url, &env),
         ServerProcess::start_url(&pg.url, &env),
