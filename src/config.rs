@@ -1124,20 +1124,43 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
     Some(format!("{scheme}://{authority}"))
 }
 
-/// Parses `PWA_EXTRACT_ENGINE` and loads the guardrails data, with the
-/// files in `PWA_GUARDRAILS_DIR` replacing the built-in ones.
+/// The raw values of the guardrails' settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RawGuardrailsSettings<'a> {
+    /// `PWA_EXTRACT_ENGINE`.
+    pub engine: &'a str,
+    /// `PWA_GUARDRAILS_DIR`.
+    pub dir: Option<&'a str>,
+    /// `PWA_EXTRACT_BASE_URL`.
+    pub base_url: Option<&'a str>,
+    /// `PWA_EXTRACT_MODEL`.
+    pub model: Option<&'a str>,
+    /// `PWA_EXTRACT_API_KEY`.
+    pub api_key: Option<&'a str>,
+    /// `PWA_EXTRACT_TIMEOUT`.
+    pub timeout: &'a str,
+}
+
+/// Default `PWA_EXTRACT_TIMEOUT`.
+pub const DEFAULT_EXTRACT_TIMEOUT: &str = "60s";
+
+/// Parses the guardrails' settings (`PWA_EXTRACT_*`) and loads their data,
+/// with the files in `PWA_GUARDRAILS_DIR` replacing the built-in ones.
 pub fn parse_guardrails(
-    engine: &str,
-    dir: Option<&str>,
+    raw: RawGuardrailsSettings<'_>,
 ) -> Result<crate::guardrails::Guardrails, ConfigError> {
-    if !crate::guardrails::ENGINES.contains(&engine.trim()) {
+    let engine = raw.engine.trim();
+    if !crate::guardrails::ENGINES.contains(&engine) {
         return Err(ConfigError::new(
             "PWA_EXTRACT_ENGINE",
-            engine,
+            raw.engine,
             format!("expected one of: {}", crate::guardrails::ENGINES.join(", ")),
         ));
     }
-    let dir = dir.map(str::trim).filter(|d| !d.is_empty());
+    fn non_empty(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    let dir = non_empty(raw.dir);
     if let Some(d) = dir
         && !std::path::Path::new(d).is_dir()
     {
@@ -1147,6 +1170,36 @@ pub fn parse_guardrails(
             "expected a directory of guardrails data files",
         ));
     }
-    crate::guardrails::Guardrails::embedded(dir.map(std::path::Path::new))
-        .map_err(|e| ConfigError::new("PWA_GUARDRAILS_DIR", dir.unwrap_or(""), e.to_string()))
+    let guardrails = crate::guardrails::Guardrails::embedded(dir.map(std::path::Path::new))
+        .map_err(|e| ConfigError::new("PWA_GUARDRAILS_DIR", dir.unwrap_or(""), e.to_string()))?;
+    if engine != "openai" {
+        return Ok(guardrails);
+    }
+    let base_url = match non_empty(raw.base_url) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => url,
+        other => {
+            return Err(ConfigError::new(
+                "PWA_EXTRACT_BASE_URL",
+                other.unwrap_or(""),
+                "the openai extraction engine needs the server's http:// or https:// base URL \
+                 (e.g. http://127.0.0.1:8080 for llama.cpp's server)",
+            ));
+        }
+    };
+    let Some(model) = non_empty(raw.model) else {
+        return Err(ConfigError::new(
+            "PWA_EXTRACT_MODEL",
+            "",
+            "the openai extraction engine needs the model to ask for",
+        ));
+    };
+    let settings = crate::guardrails::openai::OpenAiSettings {
+        base_url: base_url.to_owned(),
+        model: model.to_owned(),
+        api_key: non_empty(raw.api_key).map(str::to_owned),
+        timeout: parse_interval("PWA_EXTRACT_TIMEOUT", raw.timeout)?,
+    };
+    guardrails
+        .with_openai(settings)
+        .map_err(|e| ConfigError::new("PWA_EXTRACT_ENGINE", engine, e.to_string()))
 }

@@ -71,6 +71,9 @@ pub enum AuditAction {
     SignOut,
     /// A user's role set by the single sign-on provider's admin claim.
     UserRole,
+    /// A note's text checked by an extraction engine elsewhere (the text
+    /// went to it), the check stored.
+    Verify,
 }
 
 impl AuditAction {
@@ -101,6 +104,7 @@ impl AuditAction {
             Self::SignIn => "sign_in",
             Self::SignOut => "sign_out",
             Self::UserRole => "user_role",
+            Self::Verify => "verify",
         }
     }
 }
@@ -449,8 +453,9 @@ impl StoredEvent {
 /// Fields that change with every write and say nothing by themselves, and
 /// the guardrails' check, which follows from the text (whose change the
 /// event holds) and the ruleset it names.
-const BOOKKEEPING: [&str; 8] = [
+const BOOKKEEPING: [&str; 9] = [
     "updated_at",
+    "fhir_bundle",
     "version",
     "verification_results",
     "verification_score",

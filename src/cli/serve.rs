@@ -154,9 +154,26 @@ pub(super) struct ServeArgs {
     allowed_origins: String,
 
     /// The clinical facts' extraction engine: `embedded` (lexicon and
-    /// patterns, in process).
+    /// patterns, in process) or `openai` (an OpenAI-compatible chat
+    /// completions server at --extract-base-url; each check a `verify` job).
     #[arg(long, env = "PWA_EXTRACT_ENGINE", default_value = "embedded")]
     extract_engine: String,
+
+    /// `openai` extraction: the server's base URL (e.g. http://127.0.0.1:8080).
+    #[arg(long, env = "PWA_EXTRACT_BASE_URL")]
+    extract_base_url: Option<String>,
+
+    /// `openai` extraction: the model to ask for.
+    #[arg(long, env = "PWA_EXTRACT_MODEL")]
+    extract_model: Option<String>,
+
+    /// `openai` extraction: the API key, sent as a bearer token (never logged).
+    #[arg(long, env = "PWA_EXTRACT_API_KEY", hide_env_values = true)]
+    extract_api_key: Option<String>,
+
+    /// `openai` extraction: the longest one answer may take.
+    #[arg(long, env = "PWA_EXTRACT_TIMEOUT", default_value = config::DEFAULT_EXTRACT_TIMEOUT)]
+    extract_timeout: String,
 
     /// A directory whose guardrails data files (drugs.toml, classes.toml,
     /// interactions.toml, allergens.toml, conditions.toml, rules.toml)
@@ -310,8 +327,14 @@ impl ServeArgs {
             model_dir: &self.model_dir,
             model_fetch: &self.model_fetch,
         })?;
-        let guardrails =
-            config::parse_guardrails(&self.extract_engine, self.guardrails_dir.as_deref())?;
+        let guardrails = config::parse_guardrails(config::RawGuardrailsSettings {
+            engine: &self.extract_engine,
+            dir: self.guardrails_dir.as_deref(),
+            base_url: self.extract_base_url.as_deref(),
+            model: self.extract_model.as_deref(),
+            api_key: self.extract_api_key.as_deref(),
+            timeout: &self.extract_timeout,
+        })?;
         Ok(ServeSettings {
             guardrails,
             bind,
@@ -379,6 +402,22 @@ pub(super) async fn run(
             auth.sweep_sessions_periodically(stop)
         });
     }
+    if !state.guardrails.checks_in_process() {
+        // Each note's check is a `verify` job, retried as transcriptions are.
+        let checks = crate::guardrails::worker::CheckSettings {
+            max_attempts: settings.transcription.max_attempts,
+            lease: settings.transcription.lease,
+            backoff: settings.transcription.backoff,
+        };
+        let worker = crate::guardrails::worker::CheckWorker::new(
+            state.jobs.clone(),
+            state.guardrails.clone(),
+            checks,
+            &instance_name(local),
+        );
+        tracing::info!(engine = %state.guardrails.describe(), "check worker started");
+        tasks.spawn("check worker", |stop| worker.run(stop));
+    }
     state.transcription = start_transcription(&mut tasks, &state, settings.transcription, local)?;
     let connections = fit_open_file_limit(settings.connections);
     let shutdown = shutdown_signal();
@@ -424,8 +463,7 @@ fn start_transcription(
     tasks.spawn("transcription engine", move |stop| async move {
         preparing.prepare(stop).await;
     });
-    // Names this instance in job leases: unique among instances sharing a database.
-    let instance = format!("{}:{}@{}", hostname(), std::process::id(), local);
+    let instance = instance_name(local);
     for n in 0..settings.concurrency {
         let worker = crate::transcription::worker::Worker::new(
             state.jobs.clone(),
@@ -441,6 +479,11 @@ fn start_transcription(
     Ok(TranscriptionStatus {
         engine: Some(engine),
     })
+}
+
+/// Names this instance in job leases: unique among instances sharing a database.
+fn instance_name(local: SocketAddr) -> String {
+    format!("{}:{}@{}", hostname(), std::process::id(), local)
 }
 
 /// The machine's name, for job leases.

@@ -23,7 +23,7 @@ where
 impl From<ExtractError> for ApiError {
     fn from(err: ExtractError) -> Self {
         match err {
-            ExtractError::Transient(e) | ExtractError::Permanent(e) => {
+            ExtractError::Transient { message: e, .. } | ExtractError::Permanent(e) => {
                 ApiError::Unavailable(format!("The extraction engine failed: {e}"))
             }
         }

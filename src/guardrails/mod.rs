@@ -11,14 +11,18 @@
 
 pub mod api;
 pub mod embedded;
+pub mod fhir;
 pub mod lexicon;
 pub mod model;
+pub mod openai;
 pub mod rules;
 pub mod text;
+pub mod worker;
 
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::Date;
@@ -31,12 +35,28 @@ pub use model::{Extracted, PatientContext, Verification};
 /// Why an extraction failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    /// Worth retrying (a model server timed out or is overloaded).
-    #[error("extraction failed (will retry): {0}")]
-    Transient(String),
+    /// Worth retrying (a model server timed out, is overloaded, or
+    /// answered something malformed).
+    #[error("extraction failed: {message}")]
+    Transient {
+        /// What happened.
+        message: String,
+        /// How long the server asked to wait (`Retry-After`).
+        retry_after: Option<Duration>,
+    },
     /// Retrying will not help.
     #[error("extraction failed: {0}")]
     Permanent(String),
+}
+
+impl ExtractError {
+    /// A transient failure without a wait asked for.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
 }
 
 /// Reads the facts out of a text.
@@ -48,6 +68,18 @@ pub trait ExtractionEngine: Send + Sync + Debug {
     /// The model it used, for `llm_model` (None for the embedded engine).
     fn model(&self) -> Option<String> {
         None
+    }
+
+    /// Whether it reads in this process, deterministically and at once (the
+    /// check is then made with the text it checks, in the same write);
+    /// otherwise each check is a `verify` job of its own.
+    fn runs_in_process(&self) -> bool {
+        false
+    }
+
+    /// For the health check and the log (no secret).
+    fn describe(&self) -> String {
+        self.name().to_owned()
     }
 
     /// The facts of `text`, whose relative dates are read against `on`.
@@ -64,6 +96,10 @@ pub struct EmbeddedEngine {
 impl ExtractionEngine for EmbeddedEngine {
     fn name(&self) -> &'static str {
         "embedded"
+    }
+
+    fn runs_in_process(&self) -> bool {
+        true
     }
 
     async fn extract(&self, text: &str, on: Date) -> Result<Extracted, ExtractError> {
@@ -86,10 +122,41 @@ pub struct StoredCheck {
     pub completed_at: Timestamp,
     /// The language model that extracted, if one did.
     pub model: Option<String>,
+    /// The facts as a FHIR R4 Bundle (`fhir_bundle`), as JSON.
+    pub fhir_json: String,
+}
+
+/// What a write of a note's text does to its check.
+#[derive(Debug, Clone, Copy)]
+pub enum CheckUpdate<'a> {
+    /// The text is unchanged: so is the check.
+    Keep,
+    /// No text is left to check: the check is cleared.
+    Clear,
+    /// The check of the new text, stored with it.
+    Store(&'a StoredCheck),
+    /// The check is cleared and a `verify` job queued with the text (an
+    /// extraction engine elsewhere checks it).
+    Later,
+}
+
+impl<'a> CheckUpdate<'a> {
+    /// Whether the check's columns are written.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Self::Keep)
+    }
+
+    /// The check written (None: cleared or kept).
+    pub fn stored(&self) -> Option<&'a StoredCheck> {
+        match self {
+            Self::Store(check) => Some(check),
+            _ => None,
+        }
+    }
 }
 
 /// The extraction engine `PWA_EXTRACT_ENGINE` names.
-pub const ENGINES: [&str; 1] = ["embedded"];
+pub const ENGINES: [&str; 2] = ["embedded", "openai"];
 
 /// The checks: an extraction engine and the rules with their data.
 #[derive(Debug, Clone)]
@@ -131,6 +198,26 @@ impl Guardrails {
         }
     }
 
+    /// The same data, extracted by an OpenAI-compatible server.
+    pub fn with_openai(self, settings: openai::OpenAiSettings) -> Result<Self, ExtractError> {
+        let engine = openai::OpenAiEngine::new(settings, self.lexicon.clone())?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            lexicon: self.lexicon,
+        })
+    }
+
+    /// Whether a check is made with the text it checks (the embedded
+    /// engine), rather than by a `verify` job after it.
+    pub fn checks_in_process(&self) -> bool {
+        self.engine.runs_in_process()
+    }
+
+    /// The engine, for the health check and the log.
+    pub fn describe(&self) -> String {
+        self.engine.describe()
+    }
+
     /// The data the rules use.
     pub fn lexicon(&self) -> &Lexicon {
         &self.lexicon
@@ -150,16 +237,54 @@ impl Guardrails {
         Ok(self.check(text, extracted, context, encounter))
     }
 
-    /// Checks the text of a recording dictated on `on` (the day its relative
-    /// dates are read against), for storing with it. The server knows no
-    /// patient context, so the check rests on the text alone.
-    pub async fn check_recording(&self, text: &str, on: Date) -> Result<StoredCheck, ExtractError> {
+    /// Checks the text of a recording, for storing with it (relative dates
+    /// are read against the day it was made). The server knows no patient
+    /// context, so the check rests on the text alone.
+    pub async fn check_recording(
+        &self,
+        text: &str,
+        subject: &fhir::Subject<'_>,
+    ) -> Result<StoredCheck, ExtractError> {
         let started_at = Timestamp::now();
+        let extracted = self.engine.extract(text, subject.on).await?;
+        let check = self.stored(text, extracted, subject, started_at, None);
+        Ok(StoredCheck {
+            model: self.engine.model(),
+            ..check?
+        })
+    }
+
+    /// Checks the text of a recording with the embedded engine, because the
+    /// configured one failed for good (`why`): every note is checked.
+    pub fn check_recording_in_process(
+        &self,
+        text: &str,
+        subject: &fhir::Subject<'_>,
+        why: &str,
+    ) -> Result<StoredCheck, ExtractError> {
+        let started_at = Timestamp::now();
+        let extracted = embedded::extract(&self.lexicon, text, subject.on);
+        self.stored(text, extracted, subject, started_at, Some(why))
+    }
+
+    fn stored(
+        &self,
+        text: &str,
+        extracted: Extracted,
+        subject: &fhir::Subject<'_>,
+        started_at: Timestamp,
+        fallback: Option<&str>,
+    ) -> Result<StoredCheck, ExtractError> {
         let context = PatientContext {
-            encounter_date: Some(on),
+            encounter_date: Some(subject.on),
             ..PatientContext::default()
         };
-        let verification = self.verify(text, &context).await?;
+        let fhir_json = fhir::bundle(&extracted, subject).to_string();
+        let mut verification = self.check(text, extracted, &context, subject.on);
+        if let Some(why) = fallback {
+            verification.engine = "embedded".into();
+            verification.engine_error = Some(why.to_owned());
+        }
         let results_json = serde_json::to_string(&verification)
             .map_err(|e| ExtractError::Permanent(format!("cannot encode the result: {e}")))?;
         Ok(StoredCheck {
@@ -167,8 +292,20 @@ impl Guardrails {
             score: verification.score,
             started_at,
             completed_at: Timestamp::now(),
-            model: self.engine.model(),
+            model: None,
+            fhir_json,
         })
+    }
+
+    /// The embedded engine's check of `text` dated `on`, as stored (for a
+    /// note that was never checked, signed now).
+    pub fn verify_in_process(&self, text: &str, on: Date) -> serde_json::Value {
+        let context = PatientContext {
+            encounter_date: Some(on),
+            ..PatientContext::default()
+        };
+        let extracted = embedded::extract(&self.lexicon, text, on);
+        serde_json::to_value(self.check(text, extracted, &context, on)).unwrap_or_default()
     }
 
     /// Checks facts already extracted from `text`.
@@ -205,6 +342,7 @@ impl Guardrails {
             alerts,
             extracted,
             engine: self.engine.name().to_owned(),
+            engine_error: None,
             ruleset_version: self.lexicon.version.clone(),
         }
     }

@@ -19,7 +19,7 @@ pub struct Span {
 }
 
 /// Whether a medication is being started, goes on, or was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MedicationStatus {
     /// Started, prescribed or given now.
@@ -179,6 +179,9 @@ pub struct Evidence {
 /// What a rule found.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Alert {
+    /// This finding's id in this text: the rule and the code points of its
+    /// first evidence (`ALLERGY_CONFLICT@27-38`); what an acknowledgement names.
+    pub id: String,
     /// The rule's stable id (`DRUG_INTERACTION`, …).
     pub rule_id: String,
     /// How serious.
@@ -208,8 +211,56 @@ pub struct Verification {
     pub extracted: Extracted,
     /// The extraction engine (`embedded`).
     pub engine: String,
+    /// Why the configured engine did not extract, when the embedded one
+    /// did in its place (present only then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
     /// The rules and data that ran: their version and a digest of the files.
     pub ruleset_version: String,
+}
+
+/// An alert as a stored check holds it: what an acknowledgement names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// Its id (for a check stored before alerts had ids: made from its rule
+    /// and first evidence, as the rules make it now).
+    pub id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// Its severity.
+    pub severity: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// The alerts of a stored check (`verification_results`); None when it is
+/// not one of ours (the original's object has no `alerts`).
+pub fn stored_alerts(results: &Value) -> Option<Vec<StoredAlert>> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let alerts = results.get("alerts")?.as_array()?;
+    Some(
+        alerts
+            .iter()
+            .filter_map(|a| {
+                let rule_id = text(a, "rule_id")?;
+                let id = text(a, "id").unwrap_or_else(|| {
+                    let first = a.get("evidence").and_then(|e| e.get(0));
+                    match first
+                        .and_then(|e| Some((e.get("start")?.as_u64()?, e.get("end")?.as_u64()?)))
+                    {
+                        Some((start, end)) => format!("{rule_id}@{start}-{end}"),
+                        None => rule_id.clone(),
+                    }
+                });
+                Some(StoredAlert {
+                    id,
+                    severity: text(a, "severity")?,
+                    message: text(a, "message").unwrap_or_default(),
+                    rule_id,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// What the caller knows of the patient beyond the text.

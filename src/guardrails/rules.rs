@@ -108,6 +108,16 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// An alert's id: its rule and where its first evidence is
+/// (`ALLERGY_CONFLICT@27-38`), the same for the same finding in the same
+/// text, so that a clinician's acknowledgement names what they saw.
+fn alert_id(rule_id: &str, evidence: &[Evidence]) -> String {
+    match evidence.first() {
+        Some(e) => format!("{rule_id}@{}-{}", e.start, e.end),
+        None => rule_id.to_owned(),
+    }
+}
+
 /// Runs every enabled rule; the alerts, most severe first, and the ids run.
 pub fn check(facts: &Facts<'_>) -> (Vec<Alert>, Vec<String>) {
     let mut alerts = Vec::new();
@@ -133,6 +143,7 @@ pub fn check(facts: &Facts<'_>) -> (Vec<Alert>, Vec<String>) {
             found
                 .into_iter()
                 .map(|(severity, message, evidence)| Alert {
+                    id: alert_id(&rule.id, &evidence),
                     rule_id: rule.id.clone(),
                     severity,
                     message,
@@ -141,6 +152,15 @@ pub fn check(facts: &Facts<'_>) -> (Vec<Alert>, Vec<String>) {
         );
     }
     alerts.sort_by_key(|a| a.severity);
+    // Two findings of one rule on the same words (rare) keep distinct ids.
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for alert in &mut alerts {
+        let n = seen.entry(alert.id.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            alert.id = format!("{}#{n}", alert.id);
+        }
+    }
     (alerts, ran)
 }
 

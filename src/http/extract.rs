@@ -46,46 +46,69 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = is_json_content_type(req.headers());
         let bytes = read_limited(req.into_body(), JSON_BODY_LIMIT).await?;
-        let body_loc = || vec![json!("body")];
-        if !is_json {
-            return Err(ApiError::invalid(ValidationIssue::new(
-                "model_attributes_type",
-                body_loc(),
-                "Input should be a valid dictionary or object to extract fields from (send Content-Type: application/json)",
-                Value::String(String::from_utf8_lossy(&bytes).into_owned()),
-            )));
-        }
-        let missing = || {
-            ApiError::invalid(ValidationIssue::new(
-                "missing",
-                body_loc(),
-                "Field required",
-                Value::Null,
-            ))
-        };
+        decode_json(is_json, &bytes).map(Self)
+    }
+}
+
+/// A JSON request body that may be left out: None for an empty body (of any
+/// content type); otherwise as [`JsonBody`].
+#[derive(Debug)]
+pub struct OptionalJsonBody(pub Option<Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = is_json_content_type(req.headers());
+        let bytes = read_limited(req.into_body(), JSON_BODY_LIMIT).await?;
         if bytes.is_empty() {
-            return Err(missing());
+            return Ok(Self(None));
         }
-        if std::str::from_utf8(&bytes).is_err() {
-            return Err(ApiError::BadRequest(
-                "There was an error parsing the body".into(),
-            ));
-        }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Null) => Err(missing()),
-            Ok(value) => Ok(Self(value)),
-            Err(e) => {
-                let offset = byte_offset(&bytes, e.line(), e.column());
-                Err(ApiError::invalid(
-                    ValidationIssue::new(
-                        "json_invalid",
-                        vec![json!("body"), json!(offset)],
-                        "JSON decode error",
-                        json!({}),
-                    )
-                    .with_ctx(json!({ "error": e.to_string() })),
-                ))
-            }
+        decode_json(is_json, &bytes).map(|v| Self(Some(v)))
+    }
+}
+
+/// A body as JSON, refused as FastAPI refuses it.
+fn decode_json(is_json: bool, bytes: &[u8]) -> Result<Value, ApiError> {
+    let body_loc = || vec![json!("body")];
+    if !is_json {
+        return Err(ApiError::invalid(ValidationIssue::new(
+            "model_attributes_type",
+            body_loc(),
+            "Input should be a valid dictionary or object to extract fields from (send Content-Type: application/json)",
+            Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        )));
+    }
+    let missing = || {
+        ApiError::invalid(ValidationIssue::new(
+            "missing",
+            body_loc(),
+            "Field required",
+            Value::Null,
+        ))
+    };
+    if bytes.is_empty() {
+        return Err(missing());
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::BadRequest(
+            "There was an error parsing the body".into(),
+        ));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Null) => Err(missing()),
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let offset = byte_offset(bytes, e.line(), e.column());
+            Err(ApiError::invalid(
+                ValidationIssue::new(
+                    "json_invalid",
+                    vec![json!("body"), json!(offset)],
+                    "JSON decode error",
+                    json!({}),
+                )
+                .with_ctx(json!({ "error": e.to_string() })),
+            ))
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The durable job queue: the work still to do on stored dictations (today,
-//! transcribing them), in the database, so that none is lost or done twice.
+//! The durable job queue: the work still to do on stored dictations
+//! (`transcribe` them; `verify` a note's text when the extraction engine is a
+//! server elsewhere), in the database, so that none is lost or done twice.
+//! A recording has at most one job of each kind.
 //!
 //! - A job is written in the same transaction that makes a recording
 //!   `queued` (its upload completing; a retry after `error`).
@@ -20,5 +22,5 @@
 pub mod model;
 pub mod store;
 
-pub use model::{ClaimedJob, JobCounts, JobResult};
+pub use model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
 pub use store::JobStore;

@@ -4,6 +4,25 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Transcribe a stored dictation.
+    Transcribe,
+    /// Check a note's text with an extraction engine elsewhere.
+    Verify,
+}
+
+impl JobKind {
+    /// Its name in `jobs.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transcribe => "transcribe",
+            Self::Verify => "verify",
+        }
+    }
+}
+
 /// A job a worker holds the lease of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedJob {
@@ -18,6 +37,37 @@ pub struct ClaimedJob {
     /// The day the recording was made (relative dates in it are read
     /// against it).
     pub recorded_on: Option<time::Date>,
+    /// The recording's patient (for the FHIR bundle's subject).
+    pub patient_id: String,
+}
+
+/// A `verify` job a worker holds the lease of: the text to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedCheck {
+    /// The recording whose note is checked.
+    pub recording_id: Uuid,
+    /// This claim's attempt number (1 for the first).
+    pub attempt: u32,
+    /// The note's text as it is now (`final_transcript`, else `transcript`).
+    pub text: Option<String>,
+    /// The recording's patient (for the FHIR bundle's subject).
+    pub patient_id: String,
+    /// The day the recording was made.
+    pub recorded_on: Option<time::Date>,
+}
+
+/// How a `verify` job ends.
+#[derive(Debug, Clone, Copy)]
+pub enum CheckEnd<'a> {
+    /// The check is stored with the note.
+    Checked(&'a crate::guardrails::StoredCheck),
+    /// The engine failed for good (the reason); the check stored is the
+    /// embedded engine's.
+    CheckedInstead(&'a crate::guardrails::StoredCheck, &'a str),
+    /// Nothing to check (no text): the job ends.
+    NothingToCheck,
+    /// An attempt failed (the reason); the job is due again after the delay.
+    RetryLater(&'a str, Duration),
 }
 
 /// A finished transcription, ready to store.
@@ -35,6 +85,9 @@ pub struct JobResult {
     /// The guardrails' check of the text, stored with it when the text
     /// becomes the note (no clinician has written one yet).
     pub check: Option<crate::guardrails::StoredCheck>,
+    /// Whether the text, if it becomes the note, is checked by a `verify`
+    /// job (an extraction engine elsewhere) queued with it.
+    pub check_later: bool,
 }
 
 /// Jobs per state.

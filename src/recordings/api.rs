@@ -12,16 +12,20 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::model::{AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus};
+use super::model::{
+    AmendmentRequest, NewRecording, Recording, RecordingPatch, RecordingStatus, SignRequest,
+};
 use super::reads::{Read, Reads};
 use super::review::{self, ReviewError};
 use super::store::{Cursor, ListQuery, RecordingJson, RecordingStore, StoreError};
 use crate::audit::AuditContext;
 use crate::audit::api::HistoryEntry;
 use crate::error::ApiError;
+use crate::guardrails::Guardrails;
 use crate::http::conditional;
-use crate::http::extract::{JsonBody, RecordingId};
+use crate::http::extract::{JsonBody, OptionalJsonBody, RecordingId};
 use crate::idempotency::{self, Idempotency, IdempotencyKey, json_response};
+use crate::jobs::JobStore;
 use crate::validation::ValidationIssue;
 
 /// Items per page when the client does not say.
@@ -36,7 +40,8 @@ where
     Arc<dyn RecordingStore>: FromRef<S>,
     Reads: FromRef<S>,
     Idempotency: FromRef<S>,
-    crate::guardrails::Guardrails: FromRef<S>,
+    Guardrails: FromRef<S>,
+    Arc<dyn JobStore>: FromRef<S>,
 {
     Router::new()
         .route(
@@ -228,6 +233,9 @@ pub async fn patch_recording(
 /// Keeps `signed_at`, `signed_by` and `signed_sha256` (the SHA-256 of
 /// `final_transcript`); from then on the text and the patient cannot be
 /// patched (409) and the note cannot be deleted: a correction is an amendment.
+/// Every critical alert of the note's check (`verification_results.alerts`)
+/// must be acknowledged with a reason in the body; the acknowledgements are
+/// kept in `acknowledgements`. The body may be left out when there is none.
 #[utoipa::path(
     post,
     path = "/api/v1/recordings/{recording_id}/sign",
@@ -236,26 +244,42 @@ pub async fn patch_recording(
         ("recording_id" = uuid::Uuid, Path, description = "Recording UUID"),
         ("If-Match" = String, Header, pattern = r#"^"[1-9][0-9]{0,17}"$"#, description = "The ETag of the version signed, e.g. `\"3\"`"),
     ),
+    request_body(content = Option<SignRequest>, description = "The alerts acknowledged (optional)"),
     responses(
         (status = 200, description = "Signed: the recording", body = Recording,
             headers(("ETag" = String, description = "The new version, quoted"))),
         (status = 404, description = "Recording not found", body = crate::http::openapi::ErrorDetail),
-        (status = 409, description = "Not `completed`, no text, or already signed", body = crate::http::openapi::ErrorDetail),
+        (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
+        (status = 409, description = "Not `completed`, no text, already signed, its text still being checked, a critical alert not acknowledged, or an acknowledgement of an alert the check does not have", body = crate::http::openapi::ErrorDetail),
         (status = 412, description = "The recording changed since the version in If-Match: `detail` and the `current` recording",
             body = super::model::StaleBody,
             headers(("ETag" = String, description = "The current version, quoted"))),
-        (status = 422, description = "Malformed id", body = crate::http::openapi::ValidationErrorBody),
+        (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
+        (status = 422, description = "Malformed id, or a malformed body", body = crate::http::openapi::ValidationErrorBody),
         (status = 428, description = "If-Match missing, or not one ETag of a version", body = crate::http::openapi::ErrorDetail),
     )
 )]
 pub async fn sign_recording(
     State(recordings): State<Arc<dyn RecordingStore>>,
+    State(jobs): State<Arc<dyn JobStore>>,
+    State(guardrails): State<Guardrails>,
     context: AuditContext,
     RecordingId(id): RecordingId,
     headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
     let if_match = conditional::required_version(&headers)?;
-    let recording = review::sign(recordings.as_ref(), id, if_match, &context).await?;
+    let request = SignRequest::from_json(body.as_ref()).map_err(ApiError::Validation)?;
+    let recording = review::sign(
+        recordings.as_ref(),
+        jobs.as_ref(),
+        &guardrails,
+        id,
+        if_match,
+        &context,
+        request,
+    )
+    .await?;
     Ok(recording_response(
         StatusCode::OK,
         RecordingJson::of(&recording)?,
@@ -443,7 +467,10 @@ impl From<ReviewError> for ApiError {
             | ReviewError::Signed { .. }
             | ReviewError::NotSignable(_)
             | ReviewError::NothingToSign
-            | ReviewError::NotSigned) => Self::Conflict(e.to_string()),
+            | ReviewError::NotSigned
+            | ReviewError::CheckPending
+            | ReviewError::Unacknowledged(_)
+            | ReviewError::UnknownAlert(_)) => Self::Conflict(e.to_string()),
             ReviewError::Stale { seen, current } => match RecordingJson::of(&current) {
                 Ok(current) => Self::Stale {
                     message: format!(

@@ -157,7 +157,7 @@ pub struct StaleBody {
 
 /// Every field of a recording's JSON, in order (a unit test checks that it
 /// lists them all).
-pub const RECORDING_FIELDS: [&str; 37] = [
+pub const RECORDING_FIELDS: [&str; 38] = [
     "id",
     "patient_id",
     "clinician_id",
@@ -194,6 +194,7 @@ pub const RECORDING_FIELDS: [&str; 37] = [
     "signed_by",
     "signed_sha256",
     "amendments",
+    "acknowledgements",
     "version",
 ];
 /// The longest accepted `final_transcript`, in characters (hours of speech).
@@ -424,6 +425,29 @@ pub struct SignOff {
     pub signed_sha256: Option<String>,
     /// Corrections made after signing, oldest first.
     pub amendments: Vec<Amendment>,
+    /// The guardrails' alerts the signer acknowledged, with a reason, when
+    /// signing (every critical one must be).
+    pub acknowledgements: Vec<Acknowledgement>,
+}
+
+/// An alert of the note's check, acknowledged by the clinician who signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Acknowledgement {
+    /// The alert's id in the check (`verification_results.alerts[].id`).
+    pub alert_id: String,
+    /// Its rule.
+    pub rule_id: String,
+    /// Its severity.
+    pub severity: String,
+    /// Its message, as the clinician saw it.
+    pub message: String,
+    /// Why the note is right as it is.
+    pub reason: String,
+    /// The clinician who acknowledged it.
+    pub by: String,
+    /// When.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
 }
 
 /// A correction to a signed note: kept beside it with its author and time.
@@ -495,6 +519,130 @@ impl AmendmentRequest {
         match (text, reason) {
             (Some(text), Some(reason)) if issues.is_empty() => Ok(Self { text, reason }),
             _ => Err(issues),
+        }
+    }
+}
+
+/// The longest accepted reason for acknowledging an alert, in characters.
+pub const ACKNOWLEDGEMENT_REASON_MAX_CHARS: usize = 1000;
+
+/// The body of `POST /api/v1/recordings/{id}/sign` (optional; read by
+/// [`SignRequest::from_json`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The alerts of the note's check acknowledged, each with a reason:
+    /// every critical one must be.
+    #[serde(default)]
+    pub acknowledgements: Vec<GivenAcknowledgement>,
+}
+
+/// An alert acknowledged in a signature request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GivenAcknowledgement {
+    /// The alert's id (`verification_results.alerts[].id`).
+    #[schema(min_length = 1, max_length = 200)]
+    pub alert_id: String,
+    /// Why the note is right as it is: 1–1,000 characters, not only
+    /// whitespace, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub reason: String,
+}
+
+impl SignRequest {
+    /// Validates a body (None: no body, nothing acknowledged): every
+    /// problem reported at once.
+    pub fn from_json(body: Option<&Value>) -> Result<Self, Vec<ValidationIssue>> {
+        let Some(body) = body else {
+            return Ok(Self::default());
+        };
+        let object = body_object(body)?;
+        let mut issues = Vec::new();
+        for field in object.keys().filter(|k| k.as_str() != "acknowledgements") {
+            issues.push(ValidationIssue::new(
+                "extra_forbidden",
+                body_loc(field),
+                "Extra inputs are not permitted; a signature takes acknowledgements",
+                object[field].clone(),
+            ));
+        }
+        let mut acknowledgements = Vec::new();
+        match object.get("acknowledgements") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (n, item) in items.iter().enumerate() {
+                    let loc = |key: &str| {
+                        vec![
+                            json!("body"),
+                            json!("acknowledgements"),
+                            json!(n),
+                            json!(key),
+                        ]
+                    };
+                    let Some(item) = item.as_object() else {
+                        issues.push(ValidationIssue::new(
+                            "model_type",
+                            vec![json!("body"), json!("acknowledgements"), json!(n)],
+                            "Input should be an object with alert_id and reason",
+                            item.clone(),
+                        ));
+                        continue;
+                    };
+                    let mut field = |key: &str, max: usize| -> Option<String> {
+                        let mut found = Vec::new();
+                        let value = match item.get(key) {
+                            Some(v) => v,
+                            None => {
+                                issues.push(ValidationIssue::new(
+                                    "missing",
+                                    loc(key),
+                                    "Field required",
+                                    Value::Null,
+                                ));
+                                return None;
+                            }
+                        };
+                        let text = text_field(key, value, 1, max, &mut found);
+                        issues.extend(found.into_iter().map(|mut issue| {
+                            issue.loc = loc(key);
+                            issue
+                        }));
+                        text
+                    };
+                    let alert_id = field("alert_id", 200);
+                    let reason = field("reason", ACKNOWLEDGEMENT_REASON_MAX_CHARS);
+                    for key in item
+                        .keys()
+                        .filter(|k| !matches!(k.as_str(), "alert_id" | "reason"))
+                    {
+                        issues.push(ValidationIssue::new(
+                            "extra_forbidden",
+                            loc(key),
+                            "Extra inputs are not permitted; an acknowledgement has alert_id and reason",
+                            item[key].clone(),
+                        ));
+                    }
+                    if let (Some(alert_id), Some(reason)) = (alert_id, reason) {
+                        acknowledgements.push(GivenAcknowledgement { alert_id, reason });
+                    }
+                }
+            }
+            Some(other) => issues.push(ValidationIssue::new(
+                "list_type",
+                body_loc("acknowledgements"),
+                "Input should be a valid list",
+                other.clone(),
+            )),
+        }
+        if issues.is_empty() {
+            Ok(Self { acknowledgements })
+        } else {
+            Err(issues)
         }
     }
 }
@@ -941,8 +1089,8 @@ mod tests {
         let object = value.as_object().unwrap();
         assert_eq!(
             object.len(),
-            37,
-            "15 original fields, 6 of the upload, 11 of processing, 4 of sign-off, and the version"
+            38,
+            "15 original fields, 6 of the upload, 11 of processing, 5 of sign-off, and the version"
         );
         let mut listed = RECORDING_FIELDS.to_vec();
         listed.sort_unstable();

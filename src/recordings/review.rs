@@ -3,15 +3,19 @@
 //! clinician saw (`If-Match`); otherwise they get the current recording back
 //! and decide.
 
-use crate::guardrails::Guardrails;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::model::{Amendment, AmendmentRequest, Recording, RecordingPatch, RecordingStatus};
+use super::model::{
+    Acknowledgement, Amendment, AmendmentRequest, Recording, RecordingPatch, RecordingStatus,
+    SignRequest,
+};
 use super::store::{RecordingStore, Signature, StoreError};
 use crate::audit::{AuditAction, AuditContext, Audited};
 use crate::auth::Role;
 use crate::auth::policy;
+use crate::guardrails::{CheckUpdate, Guardrails, StoredCheck, fhir};
+use crate::jobs::JobStore;
 use crate::timestamp::Timestamp;
 
 /// Why a patch was not applied.
@@ -54,6 +58,24 @@ pub enum ReviewError {
     /// Amending a note that is not signed (it can simply be patched).
     #[error("Only a signed note takes amendments; change this one with PATCH")]
     NotSigned,
+    /// Signing while the note's text is still being checked elsewhere.
+    #[error(
+        "The guardrails are still checking this note's text; sign it once its \
+         verification_results are in (the change feed shows them)"
+    )]
+    CheckPending,
+    /// Signing without acknowledging every critical alert.
+    #[error(
+        "Every critical alert must be acknowledged with a reason before signing \
+         (acknowledgements: [{{\"alert_id\", \"reason\"}}]); not acknowledged: {0}"
+    )]
+    Unacknowledged(String),
+    /// An acknowledgement of an alert the note's check does not have.
+    #[error(
+        "The note's check has no alert '{0}' (its text may have changed): read the \
+         recording again and acknowledge the alerts it lists"
+    )]
+    UnknownAlert(String),
     /// The guardrails could not check the corrected text.
     #[error(transparent)]
     Check(#[from] crate::guardrails::ExtractError),
@@ -84,20 +106,36 @@ pub async fn patch_recording(
     if let Some(to) = changes.status {
         check_move(current.status, to)?;
     }
-    let check = match &changes.final_transcript {
-        None => None,
+    // The check is of the text, and its FHIR bundle names the patient:
+    // either changing makes it again.
+    let note = match &changes.final_transcript {
         // Cleared: the engine's text is the note again.
-        Some(text) => match text.as_deref().or(current.transcript.as_deref()) {
-            Some(text) => Some(Some(
-                guardrails
-                    .check_recording(text, current.created_at.date())
-                    .await?,
-            )),
-            None => Some(None),
-        },
+        Some(text) => text.as_deref().or(current.transcript.as_deref()),
+        None => current
+            .upload
+            .final_transcript
+            .as_deref()
+            .or(current.transcript.as_deref()),
+    };
+    let rechecked = changes.final_transcript.is_some() || changes.patient_id.is_some();
+    let stored: Option<StoredCheck>;
+    let check = match note {
+        _ if !rechecked => CheckUpdate::Keep,
+        None => CheckUpdate::Clear,
+        Some(_) if !guardrails.checks_in_process() => CheckUpdate::Later,
+        Some(text) => {
+            let subject = fhir::Subject {
+                recording_id: id,
+                patient_id: changes.patient_id.as_deref().unwrap_or(&current.patient_id),
+                on: current.created_at.date(),
+            };
+            stored = Some(guardrails.check_recording(text, &subject).await?);
+            stored
+                .as_ref()
+                .map_or(CheckUpdate::Clear, CheckUpdate::Store)
+        }
     };
     let audited = audited(context, AuditAction::Update, &current);
-    let check = check.as_ref().map(Option::as_ref);
     written(
         store,
         id,
@@ -126,7 +164,7 @@ pub async fn retry(
         }
         let audited = audited(context, AuditAction::Retry, &current);
         if let Some(queued) = store
-            .patch(id, current.version, &to_queue, None, &audited)
+            .patch(id, current.version, &to_queue, CheckUpdate::Keep, &audited)
             .await?
         {
             return Ok(queued);
@@ -136,12 +174,19 @@ pub async fn retry(
 }
 
 /// Signs a completed note at version `if_match` for the clinician acting: from then
-/// on its text is final, and the SHA-256 of that text is kept with it.
+/// on its text is final, and the SHA-256 of that text is kept with it. Every
+/// critical alert of the note's check must be acknowledged with a reason in
+/// `request`; the acknowledgements are kept with the signature. A note whose
+/// text is still being checked elsewhere cannot be signed yet; one that was
+/// never checked (a recording from the original) is checked now.
 pub async fn sign(
     store: &dyn RecordingStore,
+    jobs: &dyn JobStore,
+    guardrails: &Guardrails,
     id: Uuid,
     if_match: i64,
     context: &AuditContext,
+    request: SignRequest,
 ) -> Result<Recording, ReviewError> {
     let current = current_at(store, id, if_match, context, policy::may_change).await?;
     refuse_if_signed(&current)?;
@@ -154,10 +199,26 @@ pub async fn sign(
         .as_deref()
         .filter(|t| !t.trim().is_empty())
         .ok_or(ReviewError::NothingToSign)?;
+    let alerts = match current
+        .verification_results
+        .as_ref()
+        .and_then(crate::guardrails::model::stored_alerts)
+    {
+        Some(alerts) => alerts,
+        None if jobs.check_pending(id).await? => return Err(ReviewError::CheckPending),
+        None => {
+            let on = current.created_at.date();
+            crate::guardrails::model::stored_alerts(&guardrails.verify_in_process(text, on))
+                .unwrap_or_default()
+        }
+    };
+    let at = Timestamp::now();
+    let acknowledgements = acknowledged(&alerts, request, &context.actor, at)?;
     let signature = Signature {
-        at: Timestamp::now(),
+        at,
         by: context.actor.clone(),
         sha256: crate::digest::hex(&Sha256::digest(text.as_bytes())),
+        acknowledgements,
     };
     let audited = audited(context, AuditAction::Sign, &current);
     written(
@@ -249,6 +310,42 @@ async fn written(
 
 fn audited<'a>(context: &'a AuditContext, action: AuditAction, before: &Recording) -> Audited<'a> {
     Audited::new(context, action, before.id, &before.patient_id, before)
+}
+
+/// The acknowledgements of a signature: each names an alert of the check,
+/// and every critical alert has one.
+fn acknowledged(
+    alerts: &[crate::guardrails::model::StoredAlert],
+    request: SignRequest,
+    by: &str,
+    at: Timestamp,
+) -> Result<Vec<Acknowledgement>, ReviewError> {
+    let mut acknowledgements = Vec::new();
+    for given in request.acknowledgements {
+        let alert = alerts
+            .iter()
+            .find(|a| a.id == given.alert_id)
+            .ok_or_else(|| ReviewError::UnknownAlert(given.alert_id.clone()))?;
+        acknowledgements.push(Acknowledgement {
+            alert_id: alert.id.clone(),
+            rule_id: alert.rule_id.clone(),
+            severity: alert.severity.clone(),
+            message: alert.message.clone(),
+            reason: given.reason,
+            by: by.to_owned(),
+            at,
+        });
+    }
+    let missing: Vec<String> = alerts
+        .iter()
+        .filter(|a| a.severity == "critical")
+        .filter(|a| !acknowledgements.iter().any(|k| k.alert_id == a.id))
+        .map(|a| format!("{} ({})", a.id, a.message))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReviewError::Unacknowledged(missing.join("; ")));
+    }
+    Ok(acknowledgements)
 }
 
 fn refuse_if_signed(current: &Recording) -> Result<(), ReviewError> {

@@ -174,13 +174,29 @@ impl Worker {
                 let on = job
                     .recorded_on
                     .unwrap_or_else(|| time::OffsetDateTime::now_utc().date());
-                // A check that fails leaves the transcript to be stored
-                // unchecked (the clinician's first correction checks it).
-                let check = match self.guardrails.check_recording(&transcript.text, on).await {
-                    Ok(check) => Some(check),
-                    Err(e) => {
-                        tracing::warn!(recording = %id, error = %e, "the guardrails could not check a transcript");
-                        None
+                let subject = crate::guardrails::fhir::Subject {
+                    recording_id: id,
+                    patient_id: &job.patient_id,
+                    on,
+                };
+                // The embedded engine checks now, and the check is stored
+                // with the text; an engine elsewhere checks in a `verify` job
+                // queued with it. A check that fails leaves the transcript to
+                // be stored unchecked (the clinician's first correction checks it).
+                let check_later = !self.guardrails.checks_in_process();
+                let check = if check_later {
+                    None
+                } else {
+                    match self
+                        .guardrails
+                        .check_recording(&transcript.text, &subject)
+                        .await
+                    {
+                        Ok(check) => Some(check),
+                        Err(e) => {
+                            tracing::warn!(recording = %id, error = %e, "the guardrails could not check a transcript");
+                            None
+                        }
                     }
                 };
                 let result = JobResult {
@@ -189,6 +205,7 @@ impl Worker {
                     segments_json,
                     model: transcript.model,
                     check,
+                    check_later,
                 };
                 self.store(id, &result, stop).await
             }
@@ -239,7 +256,12 @@ impl Worker {
             tokio::time::sleep(every).await;
             match self
                 .jobs
-                .heartbeat(job.recording_id, &self.owner, self.settings.lease)
+                .heartbeat(
+                    job.recording_id,
+                    crate::jobs::JobKind::Transcribe,
+                    &self.owner,
+                    self.settings.lease,
+                )
                 .await
             {
                 Ok(true) => {}

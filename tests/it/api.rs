@@ -59,8 +59,8 @@ async fn create_returns_201_with_all_fields_and_ignores_client_controlled_ones(a
     let body = r.body.as_object().unwrap();
     assert_eq!(
         body.len(),
-        37,
-        "the original's 15 fields, the 6 of uploads, the 11 of processing, the 4 of sign-off and the version"
+        38,
+        "the original's 15 fields, the 6 of uploads, the 11 of processing, the 5 of sign-off and the version"
     );
     assert_eq!(r.body["version"], 1);
     assert_eq!(r.body["upload_attempts"], 0);

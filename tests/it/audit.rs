@@ -676,6 +676,7 @@ async fn the_transcription_worker_s_changes_are_events_of_system_transcription(a
         segments_json: "[]".into(),
         model: "tiny.en".into(),
         check: None,
+        check_later: false,
     };
     assert!(
         app.state

@@ -233,6 +233,7 @@ async fn another_clinicians_recording_is_not_found_and_an_admin_reads_it(app: Te
                 ],
                 match method {
                     Method::PATCH => r#"{"final_transcript": "changed by B"}"#,
+                    Method::POST if uri.ends_with("/sign") => r#"{"acknowledgements": []}"#,
                     Method::POST => r#"{"text": "x", "reason": "y"}"#,
                     _ => "",
                 },

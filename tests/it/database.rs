@@ -171,6 +171,7 @@ async fn migrations_build_the_schema_from_nothing_and_are_idempotent() {
             "amendments",
             "deleted_at",
             "change_seq",
+            "acknowledgements",
         ]
     );
     let indexes: Vec<String> = sqlx::query_scalar(

@@ -905,4 +905,182 @@ async fn a_corrected_text_is_checked_in_the_same_change(app: TestApp) {
     }
 }
 
-crate::on_both_backends!(a_corrected_text_is_checked_in_the_same_change);
+/// The facts of a note, as `fhir_bundle` holds them, validated as FHIR R4 by
+/// the fhir.resources package's models (scripts/fhir-validate).
+fn validate_fhir(bundles: &[&Value]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<String> = bundles
+        .iter()
+        .enumerate()
+        .map(|(n, bundle)| {
+            let path = dir.path().join(format!("bundle-{n}.json"));
+            std::fs::write(&path, bundle.to_string()).unwrap();
+            path.display().to_string()
+        })
+        .collect();
+    let out = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/fhir-validate"
+    ))
+    .args(&paths)
+    .output()
+    .expect("run scripts/fhir-validate");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "not valid FHIR R4:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The resources of a bundle by type, in order.
+fn resources<'a>(bundle: &'a Value, kind: &str) -> Vec<&'a Value> {
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == kind)
+        .collect()
+}
+
+/// Every check stores its facts as a FHIR R4 Bundle about the recording's
+/// patient; changing the patient makes it again.
+async fn the_facts_of_a_note_are_stored_as_a_valid_fhir_bundle(app: TestApp) {
+    let created = app.create("patient-fhir", 30).await;
+    let id = created["id"].as_str().unwrap();
+    let text = "Allergic to penicillin. History of hypertension. Started lisinopril 10 mg once daily \
+                by mouth. Stopped ibuprofen. Blood pressure 150 over 95, heart rate 88, temperature \
+                38.2, oxygen saturation 94 percent, blood glucose 7.8 mmol per litre, weight 82 kg.";
+    let noted = patch(
+        &app,
+        id,
+        Some(&tag_of(&created)),
+        json!({"final_transcript": text}),
+    )
+    .await;
+    assert_eq!(noted.status, 200, "{}", noted.text);
+    let bundle = &noted.body["fhir_bundle"];
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "collection");
+    assert_eq!(bundle["identifier"]["value"], format!("urn:uuid:{id}"));
+
+    let medications = resources(bundle, "MedicationStatement");
+    let named: Vec<(&str, &str)> = medications
+        .iter()
+        .map(|m| {
+            (
+                m["medicationCodeableConcept"]["text"].as_str().unwrap(),
+                m["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(named, [("lisinopril", "active"), ("ibuprofen", "stopped")]);
+    let dose = &medications[0]["dosage"][0];
+    assert_eq!(
+        dose["doseAndRate"][0]["doseQuantity"],
+        json!({"value": 10.0, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"})
+    );
+    assert_eq!(
+        dose["timing"]["repeat"],
+        json!({"frequency": 1, "period": 1, "periodUnit": "d"})
+    );
+    assert_eq!(
+        medications[0]["subject"]["identifier"]["value"],
+        "patient-fhir"
+    );
+
+    let allergies = resources(bundle, "AllergyIntolerance");
+    assert_eq!(allergies.len(), 1);
+    assert_eq!(allergies[0]["code"]["text"], "penicillin");
+    assert_eq!(
+        allergies[0]["patient"]["identifier"]["value"],
+        "patient-fhir"
+    );
+    let conditions = resources(bundle, "Condition");
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(conditions[0]["code"]["text"], "hypertension");
+
+    let observations: Vec<(&str, &str)> = resources(bundle, "Observation")
+        .iter()
+        .map(|o| {
+            (
+                o["code"]["coding"][0]["code"].as_str().unwrap(),
+                o["category"][0]["coding"][0]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        observations,
+        [
+            ("85354-9", "vital-signs"),
+            ("8867-4", "vital-signs"),
+            ("8310-5", "vital-signs"),
+            ("59408-5", "vital-signs"),
+            ("15074-8", "laboratory"),
+            ("29463-7", "vital-signs"),
+        ]
+    );
+    let pressure = resources(bundle, "Observation")[0];
+    let components: Vec<(&str, f64)> = pressure["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["code"]["coding"][0]["code"].as_str().unwrap(),
+                c["valueQuantity"]["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(components, [("8480-6", 150.0), ("8462-4", 95.0)]);
+    assert_eq!(pressure["component"][0]["valueQuantity"]["code"], "mm[Hg]");
+
+    // Filed under another patient: the bundle names the new one.
+    let moved = patch(
+        &app,
+        id,
+        Some(&tag_of(&noted.body)),
+        json!({"patient_id": "patient-moved"}),
+    )
+    .await;
+    assert_eq!(moved.status, 200, "{}", moved.text);
+    let moved_bundle = &moved.body["fhir_bundle"];
+    assert_eq!(
+        resources(moved_bundle, "Condition")[0]["subject"]["identifier"]["value"],
+        "patient-moved"
+    );
+    assert_eq!(current(&app, id).await["fhir_bundle"], *moved_bundle);
+
+    // No known allergies is a coded statement of its own.
+    let other = app.create("patient-fhir-2", 30).await;
+    let other_id = other["id"].as_str().unwrap();
+    let none = patch(
+        &app,
+        other_id,
+        Some(&tag_of(&other)),
+        json!({"final_transcript": "No known allergies. Continue atorvastatin 40 mg at night."}),
+    )
+    .await;
+    assert_eq!(none.status, 200, "{}", none.text);
+    let nka = &none.body["fhir_bundle"];
+    let coded = &resources(nka, "AllergyIntolerance")[0]["code"]["coding"][0];
+    assert_eq!(coded["system"], "http://snomed.info/sct");
+    assert_eq!(coded["code"], "716186003");
+
+    let report = validate_fhir(&[bundle, moved_bundle, nka]);
+    assert!(
+        report.contains("valid collection of 10: MedicationStatement MedicationStatement AllergyIntolerance Condition Observation"),
+        "{report}"
+    );
+    assert!(
+        report.contains("valid collection of 2: MedicationStatement AllergyIntolerance"),
+        "{report}"
+    );
+}
+
+crate::on_both_backends!(
+    a_corrected_text_is_checked_in_the_same_change,
+    the_facts_of_a_note_are_stored_as_a_valid_fhir_bundle,
+);

@@ -13,6 +13,7 @@ mod auth;
 mod changes;
 mod database;
 mod embedded;
+mod extraction;
 mod guardrails;
 mod hostile;
 mod oidc;

@@ -187,7 +187,7 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
     std::fs::create_dir(&broken_data).unwrap();
     std::fs::write(broken_data.join("rules.toml"), "version = [\n").unwrap();
     let broken_data = broken_data.to_str().unwrap().to_owned();
-    let cases: [(&str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str); 11] = [
         (
             "PWA_DATABASE_URL",
             "mysql://localhost/db",
@@ -204,6 +204,8 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
         ("PWA_SESSION_IDLE", "soon", "PWA_SESSION_IDLE"),
         ("PWA_SESSION_MAX", "0s", "PWA_SESSION_MAX"),
         ("PWA_EXTRACT_ENGINE", "oracle", "PWA_EXTRACT_ENGINE"),
+        // The openai engine without its server.
+        ("PWA_EXTRACT_ENGINE", "openai", "PWA_EXTRACT_BASE_URL"),
         ("PWA_GUARDRAILS_DIR", "/no/such/dir", "PWA_GUARDRAILS_DIR"),
         ("PWA_GUARDRAILS_DIR", &broken_data, "rules.toml: line 1"),
     ];
@@ -300,7 +302,7 @@ fn migrate_applies_then_reports_status_with_checksums() {
     );
     let (code, out) = run(&["migrate"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("applied 8 migration(s)"), "{out}");
+    assert!(out.contains("applied 9 migration(s)"), "{out}");
     let (code, out) = run(&["migrate", "--status"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("applied") && !out.contains("pending"), "{out}");

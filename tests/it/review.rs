@@ -344,6 +344,7 @@ async fn the_worker_finishing_keeps_the_text_a_clinician_wrote_meanwhile(app: Te
         segments_json: "[]".into(),
         model: "tiny.en".into(),
         check: None,
+        check_later: false,
     };
     assert!(
         app.state

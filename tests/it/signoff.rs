@@ -428,6 +428,161 @@ mod deletion {
     }
 }
 
+async fn sign_with(app: &TestApp, id: &str, tag: &str, body: Value) -> TestResponse {
+    post_with_tag(
+        app,
+        &format!("/api/v1/recordings/{id}/sign"),
+        Some(tag),
+        Some(body),
+    )
+    .await
+}
+
+const ALLERGY_TEXT: &str = "Allergic to penicillin. Start amoxicillin 500 mg three times a day. Atorvastatin 40 mg and simvastatin 20 mg.";
+
+/// A critical alert must be acknowledged, with a reason, before the note is
+/// signed; a high one may be; the acknowledgements are kept with the
+/// signature, audited with it, and final.
+async fn a_critical_alert_is_acknowledged_with_a_reason_before_signing(app: TestApp) {
+    let note = completed_with_text(&app, ALLERGY_TEXT).await;
+    let id = note["id"].as_str().unwrap();
+    let tag = tag_of(&note);
+    let alerts = note["verification_results"]["alerts"].as_array().unwrap();
+    let ids: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap(), a["severity"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let (critical, high) = (ids[0].0.to_owned(), ids[1].0.to_owned());
+    assert_eq!(ids[0].1, "critical");
+    assert!(critical.starts_with("ALLERGY_CONFLICT@"), "{critical}");
+    assert_eq!(ids[1].1, "high");
+    assert!(high.starts_with("DUPLICATE_THERAPY@"), "{high}");
+
+    // Without a body, or acknowledging only the high one: 409 naming the critical one.
+    for body in [
+        None,
+        Some(
+            json!({"acknowledgements": [{"alert_id": high, "reason": "Switching statins this week"}]}),
+        ),
+    ] {
+        let r = post_with_tag(
+            &app,
+            &format!("/api/v1/recordings/{id}/sign"),
+            Some(&tag),
+            body,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains(&critical), "{detail}");
+        assert!(detail.contains("must be acknowledged"), "{detail}");
+    }
+    // An alert the check does not have: 409 naming it.
+    let r = sign_with(
+        &app,
+        id,
+        &tag,
+        json!({"acknowledgements": [{"alert_id": "ALLERGY_CONFLICT@0-1", "reason": "x"}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("'ALLERGY_CONFLICT@0-1'"),
+        "{}",
+        r.text
+    );
+    // Malformed: 422 naming every problem.
+    let r = sign_with(
+        &app,
+        id,
+        &tag,
+        json!({"acknowledgements": [{"alert_id": critical, "reason": "   "}, {"reason": "no id", "extra": 1}], "note": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let problems: Vec<(String, String)> = r.body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["type"].as_str().unwrap().to_owned(), d["loc"].to_string()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                "extra_forbidden".to_owned(),
+                r#"["body","note"]"#.to_owned()
+            ),
+            (
+                "string_too_short".to_owned(),
+                r#"["body","acknowledgements",0,"reason"]"#.to_owned()
+            ),
+            (
+                "missing".to_owned(),
+                r#"["body","acknowledgements",1,"alert_id"]"#.to_owned()
+            ),
+            (
+                "extra_forbidden".to_owned(),
+                r#"["body","acknowledgements",1,"extra"]"#.to_owned()
+            ),
+        ]
+    );
+    // Nothing refused changed anything.
+    assert_eq!(current(&app, id).await, note);
+
+    let reason = "Tolerated amoxicillin in 2024; the penicillin allergy is a childhood rash";
+    let r = sign_with(
+        &app,
+        id,
+        &tag,
+        json!({"acknowledgements": [{"alert_id": critical, "reason": reason}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let signed = r.body;
+    let kept = &signed["acknowledgements"];
+    assert_eq!(kept.as_array().unwrap().len(), 1);
+    assert_eq!(kept[0]["alert_id"], critical.as_str());
+    assert_eq!(kept[0]["rule_id"], "ALLERGY_CONFLICT");
+    assert_eq!(kept[0]["severity"], "critical");
+    assert_eq!(kept[0]["reason"], reason);
+    assert_eq!(kept[0]["by"], signed["signed_by"]);
+    assert_eq!(kept[0]["at"], signed["signed_at"]);
+    assert_eq!(kept[0]["message"], alerts[0]["message"]);
+
+    let history = app
+        .get(&format!("/api/v1/recordings/{id}/history"))
+        .await
+        .body;
+    let event = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(event["action"], "sign");
+    assert_eq!(event["changes"]["acknowledgements"], json!([[], kept]));
+
+    let error = common::execute(
+        &app,
+        &format!(
+            "UPDATE recordings SET acknowledgements = '[]', version = version + 1 WHERE id = '{id}'"
+        ),
+    )
+    .await
+    .expect_err("acknowledgements are final");
+    assert!(error.contains("a signed note cannot change"), "{error}");
+}
+
+/// A note without critical alerts is signed as before, with no body.
+async fn a_note_without_critical_alerts_is_signed_without_acknowledgements(app: TestApp) {
+    let note = completed_with_text(&app, SIGNED_TEXT).await;
+    let id = note["id"].as_str().unwrap();
+    assert_eq!(note["verification_results"]["alerts"], json!([]));
+    let r = sign(&app, id, Some(&tag_of(&note))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["acknowledgements"], json!([]));
+}
+
 /// The state and last error of a recording's transcription job.
 async fn job_of(app: &TestApp, id: &str) -> (String, Option<String>) {
     use clinscribe::db::Database;
@@ -444,6 +599,8 @@ crate::on_both_backends!(
     a_signed_note_keeps_its_text_and_takes_amendments_in_order,
     only_a_completed_note_with_text_is_signed_and_only_a_signed_one_amended,
     the_database_itself_refuses_to_change_a_signed_note,
+    a_critical_alert_is_acknowledged_with_a_reason_before_signing,
+    a_note_without_critical_alerts_is_signed_without_acknowledgements,
 );
 
 /// The purge runs by itself in the server: a real process with a short

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::model::{ClaimedJob, JobCounts, JobResult};
+use super::model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
 use crate::audit::{AuditAction, NewAuditEvent};
 use crate::db::{Database, StoreError};
 use crate::timestamp::Timestamp;
@@ -28,8 +28,14 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// becomes `processing`. None when there is nothing to do.
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError>;
 
-    /// Extends `owner`'s lease on a job; false when it lost it.
-    async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError>;
+    /// Extends `owner`'s lease on a job of `kind`; false when it lost it.
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        kind: JobKind,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a transcript and ends the job, in one transaction; the recording
     /// becomes `completed`. False (nothing stored) when `owner` lost the lease.
@@ -51,6 +57,24 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Jobs per state.
     async fn counts(&self) -> Result<JobCounts, StoreError>;
+
+    /// Takes the `verify` job that is due first for `owner` until `lease`
+    /// from now, with the text to check. None when there is nothing to do.
+    async fn claim_check(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedCheck>, StoreError>;
+
+    /// Ends `owner`'s `verify` job as `end` says, storing the check with the
+    /// note (and its audit event) in the same transaction. False (nothing
+    /// stored) when `owner` lost the lease: the text changed and was queued
+    /// for checking again, or another worker took over.
+    async fn end_check(&self, id: Uuid, owner: &str, end: CheckEnd<'_>)
+    -> Result<bool, StoreError>;
+
+    /// Whether the note of recording `id` waits for a `verify` job.
+    async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
 /// The store for `db`.
@@ -161,6 +185,77 @@ fn work_event(id: Uuid, before: &BeforeWork, work: &Work<'_>) -> NewAuditEvent {
     }
 }
 
+/// The audit event of storing a check made elsewhere (`system:guardrails`,
+/// action `verify`): the note's text went to that engine. The check's own
+/// fields follow from the audited text and are named, not copied.
+fn check_event(id: Uuid, patient_id: &str, end: &CheckEnd<'_>) -> NewAuditEvent {
+    let (check, instead) = match end {
+        CheckEnd::Checked(check) => (Some(*check), None),
+        CheckEnd::CheckedInstead(check, why) => (Some(*check), Some(*why)),
+        CheckEnd::NothingToCheck | CheckEnd::RetryLater(..) => (None, None),
+    };
+    let mut changes = Map::new();
+    if let Some(check) = check {
+        changes.insert(
+            "verified_at".into(),
+            json!([Value::Null, check.completed_at.to_string()]),
+        );
+        changes.insert("llm_model".into(), json!([Value::Null, check.model]));
+    }
+    if let Some(why) = instead {
+        changes.insert("engine_error".into(), json!([Value::Null, why]));
+    }
+    NewAuditEvent {
+        at: Timestamp::now(),
+        actor: "system:guardrails".into(),
+        action: AuditAction::Verify,
+        recording_id: Some(id),
+        patient_id: Some(patient_id.to_owned()),
+        changes: Value::Object(changes),
+        request_id: None,
+        client_addr: None,
+    }
+}
+
+impl CheckEnd<'_> {
+    /// The job's state, error and when it is due again after this end.
+    fn job_end(&self) -> (&'static str, Option<String>, Option<String>) {
+        match self {
+            CheckEnd::Checked(_) | CheckEnd::NothingToCheck => ("done", None, None),
+            CheckEnd::CheckedInstead(_, why) => ("failed", Some((*why).to_owned()), None),
+            CheckEnd::RetryLater(why, delay) => (
+                "queued",
+                Some((*why).to_owned()),
+                Some(Timestamp::after(*delay).to_string()),
+            ),
+        }
+    }
+
+    /// The check to store with the note, if any.
+    fn stored(&self) -> Option<&crate::guardrails::StoredCheck> {
+        match self {
+            CheckEnd::Checked(check) | CheckEnd::CheckedInstead(check, _) => Some(check),
+            CheckEnd::NothingToCheck | CheckEnd::RetryLater(..) => None,
+        }
+    }
+}
+
+/// What a `verify` claim reads of the recording: the text, the patient and
+/// the day it was made (`YYYY-MM-DD`).
+type CheckedText = (Option<String>, String, Option<String>);
+
+fn claimed_check(id: String, attempts: i64, text: CheckedText) -> Result<ClaimedCheck, StoreError> {
+    let (text, patient_id, day) = text;
+    Ok(ClaimedCheck {
+        recording_id: Uuid::parse_str(&id)
+            .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))?,
+        attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+        text,
+        patient_id,
+        recorded_on: day.as_deref().and_then(crate::timestamp::parse_date),
+    })
+}
+
 /// The end of a lease taken now.
 fn lease_until(lease: Duration) -> String {
     Timestamp::after(lease).to_string()
@@ -181,19 +276,20 @@ fn counts_from(rows: Vec<(String, i64)>) -> JobCounts {
     counts
 }
 
-/// What the claim reads of the recording: audio key, content type, sha256
-/// and the day it was made (`YYYY-MM-DD`).
+/// What the claim reads of the recording: audio key, content type, sha256,
+/// the day it was made (`YYYY-MM-DD`) and the patient.
 type ClaimedAudio = (
     Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
+    String,
 );
 
 /// The claimed job from the recording's id and attempts, and what the
 /// claim read of the recording.
 fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob, StoreError> {
-    let (key, content_type, sha256, day) = audio;
+    let (key, content_type, sha256, day, patient_id) = audio;
     Ok(ClaimedJob {
         recording_id: Uuid::parse_str(&id)
             .map_err(|e| StoreError::Corrupt(format!("job {id}: {e}")))?,
@@ -202,6 +298,7 @@ fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob,
         audio_key: key.filter(|_| sha256.is_some()),
         audio_content_type: content_type,
         recorded_on: day.as_deref().and_then(crate::timestamp::parse_date),
+        patient_id,
     })
 }
 

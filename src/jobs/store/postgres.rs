@@ -7,14 +7,29 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BeforeWork, ClaimedAudio, JobStore, Work, claimed, counts_from, lease_until, shared_sql,
-    work_event,
+    BeforeWork, CheckedText, ClaimedAudio, JobStore, Work, check_event, claimed, claimed_check,
+    counts_from, lease_until, shared_sql, work_event,
 };
 use crate::audit::store::postgres as audit;
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
-use crate::jobs::model::{ClaimedJob, JobCounts, JobResult};
+use crate::guardrails::StoredCheck;
+use crate::jobs::model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
 use crate::timestamp::Timestamp;
+
+type PgQueryOf<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// As SQLite's [`super::sqlite::bind_check`]: a check's values in the order
+/// every statement that stores one takes them.
+pub fn bind_check<'q>(query: PgQueryOf<'q>, check: Option<&StoredCheck>) -> PgQueryOf<'q> {
+    query
+        .bind(check.map(|c| c.results_json.clone()))
+        .bind(check.map(|c| c.score))
+        .bind(check.map(|c| c.started_at.to_string()))
+        .bind(check.map(|c| c.completed_at.to_string()))
+        .bind(check.and_then(|c| c.model.clone()))
+        .bind(check.map(|c| c.fhir_json.clone()))
+}
 
 /// As SQLite's [`super::sqlite::ENQUEUE`], with PostgreSQL's types.
 pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
@@ -24,12 +39,20 @@ pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
     last_error = NULL, updated_at = excluded.updated_at";
 
-/// The job due first: queued and due, or running with an expired lease;
-/// rows another instance has locked are skipped, not waited for.
+/// As SQLite's [`super::sqlite::ENQUEUE_VERIFY`], with PostgreSQL's types.
+pub const ENQUEUE_VERIFY: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
+    created_at, updated_at) VALUES ($1::uuid, 'verify', 'queued', 0, $2::timestamptz, \
+    $2::timestamptz, $2::timestamptz) \
+    ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
+    run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
+    last_error = NULL, updated_at = excluded.updated_at";
+
+/// The job of kind `$4` due first: queued and due, or running with an
+/// expired lease; rows another instance has locked are skipped, not waited for.
 const CLAIM: &str = "WITH next AS ( \
         SELECT recording_id, kind FROM jobs \
-        WHERE (state = 'queued' AND run_after <= $3::timestamptz) \
-           OR (state = 'running' AND lease_expires_at < $3::timestamptz) \
+        WHERE kind = $4 AND ((state = 'queued' AND run_after <= $3::timestamptz) \
+           OR (state = 'running' AND lease_expires_at < $3::timestamptz)) \
         ORDER BY run_after LIMIT 1 FOR UPDATE SKIP LOCKED) \
     UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_owner = $1, \
         lease_expires_at = $2::timestamptz, updated_at = $3::timestamptz \
@@ -38,15 +61,25 @@ const CLAIM: &str = "WITH next AS ( \
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = $2::timestamptz, updated_at = $2::timestamptz \
     WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256, \
-    ((created_at AT TIME ZONE 'UTC')::date)::text";
+    ((created_at AT TIME ZONE 'UTC')::date)::text, patient_id";
+const TEXT_TO_CHECK: &str = "SELECT coalesce(final_transcript, transcript), patient_id, \
+    ((created_at AT TIME ZONE 'UTC')::date)::text FROM recordings \
+    WHERE id = $1::uuid AND deleted_at IS NULL";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = $3::timestamptz \
-    WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
+    WHERE recording_id = $1::uuid AND kind = $4 AND state = 'running' \
     AND lease_owner = $2";
 const END: &str = "UPDATE jobs SET state = $3, last_error = $4, \
     run_after = coalesce($5::timestamptz, run_after), \
     lease_expires_at = NULL, updated_at = $6::timestamptz \
-    WHERE recording_id = $1::uuid AND kind = 'transcribe' AND state = 'running' \
+    WHERE recording_id = $1::uuid AND kind = $7 AND state = 'running' \
     AND lease_owner = $2";
+const STORE_CHECK: &str = "UPDATE recordings SET version = version + 1, updated_at = $2::timestamptz, \
+    verification_results = $3::jsonb, verification_score = $4::float8, \
+    extraction_started_at = $5::timestamptz, extraction_completed_at = $6::timestamptz, \
+    verified_at = $6::timestamptz, llm_model = $7, fhir_bundle = $8::jsonb \
+    WHERE id = $1::uuid AND deleted_at IS NULL AND signed_at IS NULL RETURNING patient_id";
+const PENDING_CHECK: &str = "SELECT count(*) FROM jobs WHERE recording_id = $1::uuid \
+    AND kind = 'verify' AND state IN ('queued', 'running')";
 const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', version = version + 1, \
     error_message = NULL, transcript = $2, final_transcript = coalesce(final_transcript, $2), transcript_language = $3, \
     transcript_segments = $4::jsonb, whisper_model = $5, \
@@ -57,7 +90,8 @@ const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', vers
     extraction_started_at = CASE WHEN final_transcript IS NULL AND $7 THEN $10::timestamptz ELSE extraction_started_at END, \
     extraction_completed_at = CASE WHEN final_transcript IS NULL AND $7 THEN $11::timestamptz ELSE extraction_completed_at END, \
     verified_at = CASE WHEN final_transcript IS NULL AND $7 THEN $11::timestamptz ELSE verified_at END, \
-    llm_model = CASE WHEN final_transcript IS NULL AND $7 THEN $12 ELSE llm_model END \
+    llm_model = CASE WHEN final_transcript IS NULL AND $7 THEN $12 ELSE llm_model END, \
+    fhir_bundle = CASE WHEN final_transcript IS NULL AND $7 THEN $13::jsonb ELSE fhir_bundle END \
     WHERE id = $1::uuid";
 const SET_FAILED_STATE: &str = "UPDATE recordings SET status = $2, error_message = $3, version = version + 1, \
     updated_at = $4::timestamptz, \
@@ -103,6 +137,7 @@ impl PgJobs {
             .bind(work.job_error())
             .bind(due)
             .bind(&now)
+            .bind(JobKind::Transcribe.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -113,6 +148,16 @@ impl PgJobs {
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
+        if let (Work::Transcribed(result), Some(before)) = (&work, &before)
+            && result.check_later
+            && before.final_transcript.is_none()
+        {
+            sqlx::query(ENQUEUE_VERIFY)
+                .bind(&id)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
         recording(id, now).execute(&mut *tx).await?;
         if let Some(before) = before {
             audit::append(&mut tx, &work_event(uuid, &before, &work)).await?;
@@ -131,6 +176,7 @@ impl JobStore for PgJobs {
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
+            .bind(JobKind::Transcribe.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         let Some((id, attempts)) = job else {
@@ -152,11 +198,18 @@ impl JobStore for PgJobs {
         claimed(id, attempts, audio.unwrap_or_default()).map(Some)
     }
 
-    async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        kind: JobKind,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let extended = sqlx::query(HEARTBEAT)
             .bind(id.hyphenated().to_string())
             .bind(owner)
             .bind(lease_until(lease))
+            .bind(kind.as_str())
             .execute(self.db.pool())
             .await?
             .rows_affected();
@@ -172,19 +225,15 @@ impl JobStore for PgJobs {
         let work = Work::Transcribed(result);
         let result = result.clone();
         self.end(id, owner, work, None, move |id, now| {
-            sqlx::query(STORE_TRANSCRIPT)
+            let query = sqlx::query(STORE_TRANSCRIPT)
                 .bind(id)
                 .bind(result.text)
                 .bind(result.language)
                 .bind(result.segments_json)
                 .bind(result.model)
                 .bind(now)
-                .bind(result.check.is_some())
-                .bind(result.check.as_ref().map(|c| c.results_json.clone()))
-                .bind(result.check.as_ref().map(|c| c.score))
-                .bind(result.check.as_ref().map(|c| c.started_at.to_string()))
-                .bind(result.check.as_ref().map(|c| c.completed_at.to_string()))
-                .bind(result.check.and_then(|c| c.model))
+                .bind(result.check.is_some());
+            bind_check(query, result.check.as_ref())
         })
         .await
     }
@@ -237,5 +286,79 @@ impl JobStore for PgJobs {
             .fetch_all(self.db.pool())
             .await?;
         Ok(counts_from(rows))
+    }
+
+    async fn claim_check(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedCheck>, StoreError> {
+        let now = Timestamp::now().to_string();
+        let mut tx = self.db.pool().begin().await?;
+        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+            .bind(owner)
+            .bind(lease_until(lease))
+            .bind(&now)
+            .bind(JobKind::Verify.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, attempts)) = job else {
+            return Ok(None);
+        };
+        let text: Option<CheckedText> = sqlx::query_as(TEXT_TO_CHECK)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let text = text.unwrap_or((None, String::new(), None));
+        claimed_check(id, attempts, text).map(Some)
+    }
+
+    async fn end_check(
+        &self,
+        id: Uuid,
+        owner: &str,
+        end: CheckEnd<'_>,
+    ) -> Result<bool, StoreError> {
+        let uuid = id;
+        let id = id.hyphenated().to_string();
+        let now = Timestamp::now().to_string();
+        let (state, error, due) = end.job_end();
+        let mut tx = self.db.pool().begin().await?;
+        let ended = sqlx::query(END)
+            .bind(&id)
+            .bind(owner)
+            .bind(state)
+            .bind(error)
+            .bind(due)
+            .bind(&now)
+            .bind(JobKind::Verify.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if ended == 0 {
+            return Ok(false);
+        }
+        if let Some(check) = end.stored() {
+            let query = bind_check(sqlx::query(STORE_CHECK).bind(&id).bind(&now), Some(check));
+            let patient_id: Option<String> = query
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| sqlx::Row::try_get(&row, 0))
+                .transpose()?;
+            if let Some(patient_id) = patient_id {
+                audit::append(&mut tx, &check_event(uuid, &patient_id, &end)).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {
+        let pending: i64 = sqlx::query_scalar(PENDING_CHECK)
+            .bind(id.hyphenated().to_string())
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(pending > 0)
     }
 }

@@ -6,13 +6,29 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BeforeWork, ClaimedAudio, JobStore, Work, claimed, counts_from, lease_until, shared_sql,
-    work_event,
+    BeforeWork, CheckedText, ClaimedAudio, JobStore, Work, check_event, claimed, claimed_check,
+    counts_from, lease_until, shared_sql, work_event,
 };
 use crate::audit::store::sqlite as audit;
 use crate::db::{SqliteDatabase, StoreError};
-use crate::jobs::model::{ClaimedJob, JobCounts, JobResult};
+use crate::guardrails::StoredCheck;
+use crate::jobs::model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
 use crate::timestamp::Timestamp;
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds a check's values after a query's others, in the order every
+/// statement that stores one takes them: results, score, extraction start,
+/// completion (also `verified_at`), language model, FHIR bundle.
+pub fn bind_check<'q>(query: SqliteQuery<'q>, check: Option<&StoredCheck>) -> SqliteQuery<'q> {
+    query
+        .bind(check.map(|c| c.results_json.clone()))
+        .bind(check.map(|c| c.score))
+        .bind(check.map(|c| c.started_at.to_string()))
+        .bind(check.map(|c| c.completed_at.to_string()))
+        .bind(check.and_then(|c| c.model.clone()))
+        .bind(check.map(|c| c.fhir_json.clone()))
+}
 
 /// A job for a recording that has just become `queued` (`?1` its id, `?2`
 /// now), or a fresh start for its job when it had one: run inside the
@@ -23,25 +39,44 @@ pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
     last_error = NULL, updated_at = excluded.updated_at";
 
-/// The job due first: queued and due, or running with an expired lease
-/// (two branches, so that each uses its partial index).
+/// As [`ENQUEUE`], the `verify` job of a note whose text has just been
+/// written (and is checked by an extraction engine elsewhere).
+pub const ENQUEUE_VERIFY: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
+    created_at, updated_at) VALUES (?1, 'verify', 'queued', 0, ?2, ?2, ?2) \
+    ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
+    run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
+    last_error = NULL, updated_at = excluded.updated_at";
+
+/// The job of kind `?4` due first: queued and due, or running with an
+/// expired lease (two branches, so that each uses its partial index).
 const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
     lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
-    WHERE kind = 'transcribe' AND recording_id = (SELECT recording_id FROM ( \
-        SELECT recording_id, run_after AS due FROM jobs WHERE state = 'queued' AND run_after <= ?3 \
+    WHERE kind = ?4 AND recording_id = (SELECT recording_id FROM ( \
+        SELECT recording_id, run_after AS due FROM jobs WHERE state = 'queued' AND run_after <= ?3 AND kind = ?4 \
         UNION ALL \
-        SELECT recording_id, lease_expires_at FROM jobs WHERE state = 'running' AND lease_expires_at < ?3 \
+        SELECT recording_id, lease_expires_at FROM jobs WHERE state = 'running' AND lease_expires_at < ?3 AND kind = ?4 \
     ) ORDER BY due LIMIT 1) \
     RETURNING recording_id, attempts";
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = ?2, updated_at = ?2 WHERE id = ?1 \
-    RETURNING audio_file_path, audio_content_type, audio_sha256, substr(created_at, 1, 10)";
+    RETURNING audio_file_path, audio_content_type, audio_sha256, substr(created_at, 1, 10), patient_id";
+/// What a `verify` job checks: the note's text as it is now.
+const TEXT_TO_CHECK: &str = "SELECT coalesce(final_transcript, transcript), patient_id, \
+    substr(created_at, 1, 10) FROM recordings WHERE id = ?1 AND deleted_at IS NULL";
 const HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?3 \
-    WHERE recording_id = ?1 AND kind = 'transcribe' AND state = 'running' AND lease_owner = ?2";
-/// Ends the job held by `?2` (`?3` the new state, `?4` the error, `?5` when due again, `?6` now).
+    WHERE recording_id = ?1 AND kind = ?4 AND state = 'running' AND lease_owner = ?2";
+/// Ends the job of kind `?7` held by `?2` (`?3` the new state, `?4` the
+/// error, `?5` when due again, `?6` now).
 const END: &str = "UPDATE jobs SET state = ?3, last_error = ?4, run_after = coalesce(?5, run_after), \
     lease_expires_at = NULL, updated_at = ?6 \
-    WHERE recording_id = ?1 AND kind = 'transcribe' AND state = 'running' AND lease_owner = ?2";
+    WHERE recording_id = ?1 AND kind = ?7 AND state = 'running' AND lease_owner = ?2";
+/// A check made elsewhere, stored with the note it checked (binds: see [`bind_check`]).
+const STORE_CHECK: &str = "UPDATE recordings SET version = version + 1, updated_at = ?2, \
+    verification_results = ?3, verification_score = ?4, extraction_started_at = ?5, \
+    extraction_completed_at = ?6, verified_at = ?6, llm_model = ?7, fhir_bundle = ?8 \
+    WHERE id = ?1 AND deleted_at IS NULL AND signed_at IS NULL RETURNING patient_id";
+const PENDING_CHECK: &str = "SELECT count(*) FROM jobs WHERE recording_id = ?1 AND kind = 'verify' \
+    AND state IN ('queued', 'running')";
 const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', error_message = NULL, version = version + 1, \
     transcript = ?2, final_transcript = coalesce(final_transcript, ?2), transcript_language = ?3, transcript_segments = ?4, \
     whisper_model = ?5, transcription_completed_at = ?6, processed_at = ?6, updated_at = ?6, \
@@ -50,7 +85,8 @@ const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', erro
     extraction_started_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?10 ELSE extraction_started_at END, \
     extraction_completed_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?11 ELSE extraction_completed_at END, \
     verified_at = CASE WHEN final_transcript IS NULL AND ?7 THEN ?11 ELSE verified_at END, \
-    llm_model = CASE WHEN final_transcript IS NULL AND ?7 THEN ?12 ELSE llm_model END \
+    llm_model = CASE WHEN final_transcript IS NULL AND ?7 THEN ?12 ELSE llm_model END, \
+    fhir_bundle = CASE WHEN final_transcript IS NULL AND ?7 THEN ?13 ELSE fhir_bundle END \
     WHERE id = ?1";
 /// The recording's state after a failed attempt (`?2` status, `?3` error, `?4` now).
 const SET_FAILED_STATE: &str = "UPDATE recordings SET status = ?2, error_message = ?3, version = version + 1, \
@@ -101,6 +137,7 @@ impl SqliteJobs {
             .bind(work.job_error())
             .bind(due)
             .bind(&now)
+            .bind(JobKind::Transcribe.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -111,6 +148,16 @@ impl SqliteJobs {
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
+        if let (Work::Transcribed(result), Some(before)) = (&work, &before)
+            && result.check_later
+            && before.final_transcript.is_none()
+        {
+            sqlx::query(ENQUEUE_VERIFY)
+                .bind(&id)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
         recording(id, now).execute(&mut *tx).await?;
         if let Some(before) = before {
             audit::append(&mut tx, &work_event(uuid, &before, &work)).await?;
@@ -129,6 +176,7 @@ impl JobStore for SqliteJobs {
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
+            .bind(JobKind::Transcribe.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         let Some((id, attempts)) = job else {
@@ -150,11 +198,18 @@ impl JobStore for SqliteJobs {
         claimed(id, attempts, audio.unwrap_or_default()).map(Some)
     }
 
-    async fn heartbeat(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        kind: JobKind,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let extended = sqlx::query(HEARTBEAT)
             .bind(id.hyphenated().to_string())
             .bind(owner)
             .bind(lease_until(lease))
+            .bind(kind.as_str())
             .execute(self.db.writer())
             .await?
             .rows_affected();
@@ -170,19 +225,15 @@ impl JobStore for SqliteJobs {
         let work = Work::Transcribed(result);
         let result = result.clone();
         self.end(id, owner, work, None, move |id, now| {
-            sqlx::query(STORE_TRANSCRIPT)
+            let query = sqlx::query(STORE_TRANSCRIPT)
                 .bind(id)
                 .bind(result.text)
                 .bind(result.language)
                 .bind(result.segments_json)
                 .bind(result.model)
                 .bind(now)
-                .bind(result.check.is_some())
-                .bind(result.check.as_ref().map(|c| c.results_json.clone()))
-                .bind(result.check.as_ref().map(|c| c.score))
-                .bind(result.check.as_ref().map(|c| c.started_at.to_string()))
-                .bind(result.check.as_ref().map(|c| c.completed_at.to_string()))
-                .bind(result.check.and_then(|c| c.model))
+                .bind(result.check.is_some());
+            bind_check(query, result.check.as_ref())
         })
         .await
     }
@@ -235,5 +286,79 @@ impl JobStore for SqliteJobs {
             .fetch_all(self.db.readers())
             .await?;
         Ok(counts_from(rows))
+    }
+
+    async fn claim_check(
+        &self,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedCheck>, StoreError> {
+        let now = Timestamp::now().to_string();
+        let mut tx = self.db.begin_write().await?;
+        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+            .bind(owner)
+            .bind(lease_until(lease))
+            .bind(&now)
+            .bind(JobKind::Verify.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, attempts)) = job else {
+            return Ok(None);
+        };
+        let text: Option<CheckedText> = sqlx::query_as(TEXT_TO_CHECK)
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let text = text.unwrap_or((None, String::new(), None));
+        claimed_check(id, attempts, text).map(Some)
+    }
+
+    async fn end_check(
+        &self,
+        id: Uuid,
+        owner: &str,
+        end: CheckEnd<'_>,
+    ) -> Result<bool, StoreError> {
+        let uuid = id;
+        let id = id.hyphenated().to_string();
+        let now = Timestamp::now().to_string();
+        let (state, error, due) = end.job_end();
+        let mut tx = self.db.begin_write().await?;
+        let ended = sqlx::query(END)
+            .bind(&id)
+            .bind(owner)
+            .bind(state)
+            .bind(error)
+            .bind(due)
+            .bind(&now)
+            .bind(JobKind::Verify.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if ended == 0 {
+            return Ok(false);
+        }
+        if let Some(check) = end.stored() {
+            let query = bind_check(sqlx::query(STORE_CHECK).bind(&id).bind(&now), Some(check));
+            let patient_id: Option<String> = query
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| sqlx::Row::try_get(&row, 0))
+                .transpose()?;
+            if let Some(patient_id) = patient_id {
+                audit::append(&mut tx, &check_event(uuid, &patient_id, &end)).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {
+        let pending: i64 = sqlx::query_scalar(PENDING_CHECK)
+            .bind(id.hyphenated().to_string())
+            .fetch_one(self.db.readers())
+            .await?;
+        Ok(pending > 0)
     }
 }

@@ -5,7 +5,7 @@
 pub mod postgres;
 mod sqlite;
 
-use crate::guardrails::StoredCheck;
+use crate::guardrails::CheckUpdate;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -16,8 +16,8 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::model::{
-    Amendment, NewRecording, Processing, Recording, RecordingPatch, RecordingStatus, SignOff,
-    UploadDetails,
+    Acknowledgement, Amendment, NewRecording, Processing, Recording, RecordingPatch,
+    RecordingStatus, SignOff, UploadDetails,
 };
 use crate::audit::{AuditAction, AuditContext, Audited, NewAuditEvent};
 use crate::db::Database;
@@ -99,6 +99,16 @@ pub struct Signature {
     pub by: String,
     /// SHA-256 (hex) of the signed text.
     pub sha256: String,
+    /// The alerts acknowledged with it.
+    pub acknowledgements: Vec<Acknowledgement>,
+}
+
+impl Signature {
+    /// The acknowledgements as the JSON array stored.
+    pub fn acknowledgements_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(&self.acknowledgements)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 /// The events of giving recordings `(id, patient_id)` of `from` to `to`.
@@ -239,16 +249,16 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// Applies a clinician's patch (only fields that change) if the recording
     /// is still at `expected_version`, growing the version by one; None when
     /// it is not (or is gone). A move to `queued` counts a retry and writes
-    /// the recording's job in the same transaction. `check` is the
-    /// guardrails' check of the new text (`Some(None)`: no text left to
-    /// check, the check is cleared; None: it stays). Each of the clinician's
+    /// the recording's job in the same transaction. `check` says what
+    /// becomes of the guardrails' check (with [`CheckUpdate::Later`], its
+    /// `verify` job is written in the same transaction too). Each of the clinician's
     /// changes below writes its audit event (`audited`) in its transaction.
     async fn patch(
         &self,
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
-        check: Option<Option<&StoredCheck>>,
+        check: CheckUpdate<'_>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError>;
 
@@ -509,6 +519,7 @@ struct RecordingRow {
     signed_by: Option<String>,
     signed_sha256: Option<String>,
     amendments: String,
+    acknowledgements: String,
     version: i64,
 }
 
@@ -575,6 +586,8 @@ impl TryFrom<RecordingRow> for Recording {
                 signed_sha256: row.signed_sha256,
                 amendments: serde_json::from_str(&row.amendments)
                     .map_err(|e| corrupt("amendments", &e))?,
+                acknowledgements: serde_json::from_str(&row.acknowledgements)
+                    .map_err(|e| corrupt("acknowledgements", &e))?,
             },
             patient_id: row.patient_id,
             clinician_id: row.clinician_id,

@@ -5,7 +5,8 @@
 //! `RecordingRow` and its checks; values go in as text and are cast to the
 //! native types (`uuid`, `timestamptz`, `jsonb`) by the statements.
 
-use crate::guardrails::StoredCheck;
+use crate::guardrails::CheckUpdate;
+use crate::jobs::store::postgres as jobs_sql;
 use uuid::Uuid;
 
 use async_trait::async_trait;
@@ -60,7 +61,8 @@ macro_rules! columns {
             ts!("verified_at"),
             " AS verified_at, ",
             ts!("signed_at"),
-            " AS signed_at, signed_by, signed_sha256, amendments::text AS amendments, version"
+            " AS signed_at, signed_by, signed_sha256, amendments::text AS amendments, \
+             acknowledgements::text AS acknowledgements, version"
         )
     };
 }
@@ -111,13 +113,14 @@ const PATCH: &str = concat!(
      extraction_completed_at = CASE WHEN $8 THEN $12::timestamptz ELSE extraction_completed_at END, \
      verified_at = CASE WHEN $8 THEN $12::timestamptz ELSE verified_at END, \
      llm_model = CASE WHEN $8 THEN $13 ELSE llm_model END, \
+     fhir_bundle = CASE WHEN $8 THEN $14::jsonb ELSE fhir_bundle END, \
      updated_at = $5::timestamptz, version = version + 1 \
      WHERE id = $6::uuid AND version = $7 AND deleted_at IS NULL RETURNING ",
     columns!()
 );
 const SIGN: &str = concat!(
     "UPDATE recordings SET signed_at = $1::timestamptz, signed_by = $2, signed_sha256 = $3, \
-     updated_at = $1::timestamptz, version = version + 1 \
+     acknowledgements = $6::jsonb, updated_at = $1::timestamptz, version = version + 1 \
      WHERE id = $4::uuid AND version = $5 AND deleted_at IS NULL RETURNING ",
     columns!()
 );
@@ -248,14 +251,13 @@ impl RecordingStore for PgRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
-        check: Option<Option<&StoredCheck>>,
+        check: CheckUpdate<'_>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
-        let stored = check.flatten();
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
         let mut tx = self.db.pool().begin().await?;
-        let row: Option<RecordingRow> = sqlx::query_as(PATCH)
+        let query = sqlx::query(PATCH)
             .bind(patch.patient_id.as_deref())
             .bind(patch.final_transcript.is_some())
             .bind(patch.final_transcript.clone().flatten())
@@ -263,19 +265,23 @@ impl RecordingStore for PgRecordings {
             .bind(&now)
             .bind(&id_text)
             .bind(expected_version)
-            .bind(check.is_some())
-            .bind(stored.map(|c| c.results_json.as_str()))
-            .bind(stored.map(|c| c.score))
-            .bind(stored.map(|c| c.started_at.to_string()))
-            .bind(stored.map(|c| c.completed_at.to_string()))
-            .bind(stored.and_then(|c| c.model.as_deref()))
+            .bind(check.writes());
+        let row: Option<RecordingRow> = jobs_sql::bind_check(query, check.stored())
+            .try_map(|row| <RecordingRow as sqlx::FromRow<_>>::from_row(&row))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         if patch.status == Some(RecordingStatus::Queued) {
-            sqlx::query(crate::jobs::store::postgres::ENQUEUE)
+            sqlx::query(jobs_sql::ENQUEUE)
+                .bind(&id_text)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if matches!(check, CheckUpdate::Later) {
+            sqlx::query(jobs_sql::ENQUEUE_VERIFY)
                 .bind(&id_text)
                 .bind(&now)
                 .execute(&mut *tx)
@@ -298,6 +304,7 @@ impl RecordingStore for PgRecordings {
             .bind(&signature.sha256)
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
+            .bind(signature.acknowledgements_json()?)
             .fetch_optional(&mut *tx)
             .await?;
         audited_write(tx, row, audited).await

@@ -6,6 +6,7 @@
 //! [`on_both_backends!`] runs a test on each backend.
 
 pub mod fake_engine;
+pub mod fake_llm;
 mod server;
 pub mod small_fs;
 

@@ -53,6 +53,7 @@ fn insert_later_columns(object: &mut serde_json::Map<String, Value>) {
     object.insert("whisper_model".into(), "base".into());
     object.insert("version".into(), 1.into());
     object.insert("amendments".into(), Value::Array(Vec::new()));
+    object.insert("acknowledgements".into(), Value::Array(Vec::new()));
     for field in [
         "signed_at",
         "signed_by",

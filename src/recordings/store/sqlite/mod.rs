@@ -1,6 +1,7 @@
 //! The `recordings` SQL for SQLite.
 
-use crate::guardrails::StoredCheck;
+use crate::guardrails::CheckUpdate;
+use crate::jobs::store::sqlite as jobs_sql;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -33,7 +34,7 @@ macro_rules! recording_sql {
              whisper_model, transcription_started_at, transcription_completed_at, \
              transcript_language, transcript_segments, fhir_bundle, llm_model, \
              extraction_started_at, extraction_completed_at, verification_score, verified_at, \
-             signed_at, signed_by, signed_sha256, amendments, version ",
+             signed_at, signed_by, signed_sha256, amendments, acknowledgements, version ",
             $tail
         )
     };
@@ -61,7 +62,8 @@ macro_rules! recording_json {
          'extraction_completed_at', extraction_completed_at, \
          'verification_score', verification_score, 'verified_at', verified_at, \
          'signed_at', signed_at, 'signed_by', signed_by, 'signed_sha256', signed_sha256, \
-         'amendments', json(amendments), 'version', version)"
+         'amendments', json(amendments), 'acknowledgements', json(acknowledgements), \
+         'version', version)"
     };
 }
 
@@ -156,13 +158,15 @@ pub mod sql {
          extraction_completed_at = CASE WHEN ?8 THEN ?12 ELSE extraction_completed_at END, \
          verified_at = CASE WHEN ?8 THEN ?12 ELSE verified_at END, \
          llm_model = CASE WHEN ?8 THEN ?13 ELSE llm_model END, \
+         fhir_bundle = CASE WHEN ?8 THEN ?14 ELSE fhir_bundle END, \
          updated_at = ?5, version = version + 1 WHERE id = ?6 AND version = ?7 AND deleted_at IS NULL RETURNING",
         ""
     );
     /// A signature at an expected version, returning the updated row.
     pub const SIGN: &str = recording_sql!(
         "UPDATE recordings SET signed_at = ?1, signed_by = ?2, signed_sha256 = ?3, updated_at = ?1, \
-         version = version + 1 WHERE id = ?4 AND version = ?5 AND deleted_at IS NULL RETURNING",
+         acknowledgements = ?6, version = version + 1 \
+         WHERE id = ?4 AND version = ?5 AND deleted_at IS NULL RETURNING",
         ""
     );
     /// An amendment (JSON) appended at an expected version, returning the updated row.
@@ -270,14 +274,13 @@ impl RecordingStore for SqliteRecordings {
         id: Uuid,
         expected_version: i64,
         patch: &RecordingPatch,
-        check: Option<Option<&StoredCheck>>,
+        check: CheckUpdate<'_>,
         audited: &Audited<'_>,
     ) -> Result<Option<Recording>, StoreError> {
-        let stored = check.flatten();
         let now = Timestamp::now().to_string();
         let id_text = id.hyphenated().to_string();
         let mut tx = self.db.begin_write().await?;
-        let row: Option<RecordingRow> = sqlx::query_as(sql::PATCH)
+        let query = sqlx::query(sql::PATCH)
             .bind(patch.patient_id.as_deref())
             .bind(patch.final_transcript.is_some())
             .bind(patch.final_transcript.clone().flatten())
@@ -285,19 +288,23 @@ impl RecordingStore for SqliteRecordings {
             .bind(&now)
             .bind(&id_text)
             .bind(expected_version)
-            .bind(check.is_some())
-            .bind(stored.map(|c| c.results_json.as_str()))
-            .bind(stored.map(|c| c.score))
-            .bind(stored.map(|c| c.started_at.to_string()))
-            .bind(stored.map(|c| c.completed_at.to_string()))
-            .bind(stored.and_then(|c| c.model.as_deref()))
+            .bind(check.writes());
+        let row: Option<RecordingRow> = jobs_sql::bind_check(query, check.stored())
+            .try_map(|row| <RecordingRow as sqlx::FromRow<_>>::from_row(&row))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         if patch.status == Some(RecordingStatus::Queued) {
-            sqlx::query(crate::jobs::store::sqlite::ENQUEUE)
+            sqlx::query(jobs_sql::ENQUEUE)
+                .bind(&id_text)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if matches!(check, CheckUpdate::Later) {
+            sqlx::query(jobs_sql::ENQUEUE_VERIFY)
                 .bind(&id_text)
                 .bind(&now)
                 .execute(&mut *tx)
@@ -320,6 +327,7 @@ impl RecordingStore for SqliteRecordings {
             .bind(&signature.sha256)
             .bind(id.hyphenated().to_string())
             .bind(expected_version)
+            .bind(signature.acknowledgements_json()?)
             .fetch_optional(&mut *tx)
             .await?;
         audited_write(tx, row, audited).await
