@@ -759,6 +759,47 @@ scenario('two browsers edit one transcript: the second sees both versions, keeps
   await second.close();
 });
 
+scenario('the checks highlight a critical alert in the transcript, and signing needs a reason for it', async ({ browser, server }) => {
+  const recording = await transcribedRecording(server, 'patient-alerts');
+  const text = 'Allergic to penicillin. Start amoxicillin 500 mg three times a day. Atorvastatin 40 mg and simvastatin 20 mg.';
+  const patched = await fetch(`${server.url}/api/v1/recordings/${recording.id}`, {
+    method: 'PATCH',
+    headers: { 'content-type': 'application/merge-patch+json', 'if-match': `"${recording.version}"` },
+    body: JSON.stringify({ final_transcript: text }),
+  });
+  assert(patched.status === 200, `corrected: ${patched.status}`);
+  const context = await browser.newContext();
+  const page = await newPage(context);
+  await page.goto(`${server.url}/recordings/${recording.id}`);
+  await ready(page);
+  await page.waitForSelector('#alerts');
+  const listed = await page.$$eval('#alerts li', (items) => items.map((li) => li.querySelector('.badge').textContent + ' ' + li.querySelector('strong').textContent));
+  assert(listed.join(',') === 'critical ALLERGY_CONFLICT,high DUPLICATE_THERAPY', `most severe first: ${listed}`);
+  const marked = await page.$$eval('#checked-text mark', (marks) => marks.map((m) => `${m.className}: ${m.textContent}`));
+  assert(marked.includes('alert-span severity-critical: penicillin'), marked.join(' | '));
+  assert(marked.includes('alert-span severity-critical: amoxicillin 500 mg three times a day'), marked.join(' | '));
+  assert(marked.some((m) => m.startsWith('alert-span severity-high: Atorvastatin')), marked.join(' | '));
+  assert((await page.textContent('#checked-text')) === text, 'the marked text is the note, unchanged');
+  assert(await page.isDisabled('#sign'), 'no signing before the critical alert is acknowledged');
+  assert((await page.getAttribute('#sign', 'title')).includes('reason for each critical alert'), 'the button says why');
+  const reason = 'Tolerated amoxicillin in 2024; the allergy was a childhood rash';
+  await page.fill('.ack-reason', reason);
+  await page.waitForSelector('#sign:not([disabled])');
+  await page.screenshot({ path: join(SHOTS, 'alerts.png'), fullPage: true });
+  await page.click('#sign');
+  await page.waitForSelector('#signed');
+  const stored = await server.json(`/api/v1/recordings/${recording.id}`);
+  assert(stored.acknowledgements.length === 1, JSON.stringify(stored.acknowledgements));
+  assert(stored.acknowledgements[0].alert_id.startsWith('ALLERGY_CONFLICT@'), stored.acknowledgements[0].alert_id);
+  assert(stored.acknowledgements[0].reason === reason, 'the reason kept');
+  const shown = await page.textContent('#alerts .acknowledged');
+  assert(shown === `Acknowledged by current-clinician: ${reason}`, shown);
+  const history = await page.$$eval('#history li', (items) => items.map((li) => li.textContent));
+  assert(history.at(-1).startsWith('Signed by current-clinician') && history.at(-1).includes('acknowledgements'), history.join(' | '));
+  assertNoConsoleErrors(page);
+  await context.close();
+});
+
 scenario('a transcript edited offline is sent when the network returns; a conflict found then is shown, not sent over', async ({ browser, server }) => {
   const [sent, clashing] = [
     await transcribedRecording(server, 'patient-offline-edit'),

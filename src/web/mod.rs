@@ -43,6 +43,7 @@ static ASSETS: &[Asset] = &[
     asset!("uploader.js", "text/javascript; charset=utf-8"),
     asset!("legacy.js", "text/javascript; charset=utf-8"),
     asset!("review.js", "text/javascript; charset=utf-8"),
+    asset!("checks.js", "text/javascript; charset=utf-8"),
     asset!("session.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon-192.png", "image/png"),

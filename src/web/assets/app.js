@@ -12,6 +12,7 @@ import * as session from './session.js';
 import * as store from './store.js';
 import { Recorder } from './recorder.js';
 import { UploadManager } from './uploader.js';
+import { checksSection } from './checks.js';
 import { deleteControl, historySection, sendSavedEdits, transcriptSection } from './review.js';
 
 const main = document.getElementById('main');
@@ -452,7 +453,8 @@ async function recordingView(id) {
     shownVersion = r.version;
     const row = (label, value) => [h('dt', {}, label), h('dd', {}, value ?? '—')];
     const transcript = r.final_transcript || r.transcript;
-    const review = await transcriptSection(h, r, render);
+    const checks = checksSection(h, r);
+    const review = await transcriptSection(h, r, render, checks);
     const history = await historySection(h, r.id);
     if (stopped) return;
     show(`Recording for ${r.patient_id}`,
@@ -475,8 +477,7 @@ async function recordingView(id) {
         h('p', { class: 'muted', id: 'transcript-pending' },
           IN_PROGRESS.has(r.status) ? `${SERVER_LABELS[r.status]} The transcript appears here when it is ready.`
             : r.draft_transcript ? `Draft from the device: ${r.draft_transcript}` : 'Not transcribed yet.')),
-      h('section', { class: 'card' }, h('h2', {}, 'Verification'),
-        r.verification_results ? h('pre', { class: 'json' }, JSON.stringify(r.verification_results, null, 2)) : h('p', { class: 'muted' }, 'No results yet.')),
+      checks.section,
       history,
       deleteControl(h, r, () => { announce('Recording deleted.'); go('/queue'); }),
       h('p', {}, link('/queue', '← Dictations')));

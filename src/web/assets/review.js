@@ -75,9 +75,11 @@ function formatWhen(iso) {
 
 /**
  * The transcript section of a recording's page. `h` builds elements;
- * `refresh()` reloads the page's recording (after a change made here).
+ * `refresh()` reloads the page's recording (after a change made here);
+ * `checks` is the page's check section (checks.js), whose acknowledgements
+ * the signature carries.
  */
-export async function transcriptSection(h, r, refresh) {
+export async function transcriptSection(h, r, refresh, checks) {
   const engineText = r.transcript;
   if (r.signed_at) return signedSection(h, r, refresh);
   const editorUser = await store.recordingUser();
@@ -103,9 +105,13 @@ export async function transcriptSection(h, r, refresh) {
   const useEngine = h('button', { type: 'button', class: 'secondary', id: 'use-engine-text' }, 'Use the engine’s text');
   const sign = h('button', { type: 'button', class: 'secondary', id: 'sign' }, 'Sign');
   const updateButtons = () => {
-    sign.disabled = r.status !== 'completed' || dirty() || !!pending || !editor.value.trim();
-    sign.title = sign.disabled ? 'Save your changes first; only a transcribed note can be signed' : '';
+    const unacknowledged = checks.missing().length;
+    sign.disabled = r.status !== 'completed' || dirty() || !!pending || !editor.value.trim() || unacknowledged > 0;
+    sign.title = !sign.disabled ? ''
+      : unacknowledged ? 'Give a reason for each critical alert first'
+        : 'Save your changes first; only a transcribed note can be signed';
   };
+  checks.onChange(updateButtons);
   editor.addEventListener('input', () => { state.textContent = dirty() ? 'Not saved.' : ''; updateButtons(); });
   useEngine.disabled = !engineText;
   useEngine.addEventListener('click', () => { editor.value = engineText; editor.dispatchEvent(new Event('input')); });
@@ -137,7 +143,9 @@ export async function transcriptSection(h, r, refresh) {
   sign.addEventListener('click', async () => {
     sign.disabled = true;
     try {
-      const { status, body } = await send(`${recordingUrl(r.id)}/sign`, 'POST', { ifMatch: r.version });
+      const { status, body } = await send(`${recordingUrl(r.id)}/sign`, 'POST', {
+        ifMatch: r.version, body: { acknowledgements: checks.acknowledgements() },
+      });
       if (status === 412) notices.set(r.id, 'This note changed since you opened it; check it again before signing.');
       else if (status !== 200) notices.set(r.id, `Not signed: ${body?.detail ?? `HTTP ${status}`}`);
       await refresh();
