@@ -188,22 +188,40 @@ async fn spoken_dictations_become_transcripts_with_their_key_words() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A penicillin allergy and amoxicillin, spoken: the worker checks what
+    // it heard before storing it, and the alert's span covers the drug.
+    // (tiny.en hears espeak's "Start amoxicillin" as "Star-temic sisillin";
+    // "start oral amoxicillin" it hears as said.)
     let wav = spoken_wav(
         dir.path(),
-        "Start amoxicillin five hundred milligrams three times a day for seven days.",
+        "The patient is allergic to penicillin. We will start oral amoxicillin five hundred milligrams three times a day.",
     );
     let done = upload_and_finish(&server, &wav, "a.wav", Duration::from_secs(120)).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let text = words(done["transcript"].as_str().unwrap());
-    for word in ["500", "milligrams", "three times a day", "seven days"] {
+    let transcript = done["transcript"].as_str().unwrap();
+    let text = words(transcript);
+    for word in ["allergic to penicillin", "amoxicillin 500 milligrams"] {
         assert!(text.contains(word), "{word:?} not in {text:?}");
     }
-    // The worker checked what it heard before storing it. (tiny.en hears
-    // espeak's "amoxicillin" as "time at Sicillin": the drug's rules are
-    // proven on a whisper-service transcript in tests/it/transcription.rs.)
     let check = &done["verification_results"];
     assert_eq!(check["engine"], "embedded", "{check}");
     assert_eq!(check["checks_performed"].as_array().unwrap().len(), 8);
+    let alerts = check["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{check}");
+    assert_eq!(alerts[0]["rule_id"], "ALLERGY_CONFLICT");
+    assert_eq!(alerts[0]["severity"], "critical");
+    let drug = &alerts[0]["evidence"][1];
+    let points: Vec<char> = transcript.chars().collect();
+    let (start, end) = (
+        drug["start"].as_u64().unwrap() as usize,
+        drug["end"].as_u64().unwrap() as usize,
+    );
+    let covered: String = points[start..end].iter().collect();
+    assert!(
+        covered.starts_with("amoxicillin"),
+        "{covered:?} in {transcript:?}"
+    );
+    assert_eq!(drug["text"], covered.as_str());
     assert_eq!(done["verified_at"], done["extraction_completed_at"]);
     assert_eq!(done["final_transcript"], done["transcript"]);
     assert_eq!(
