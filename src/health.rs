@@ -238,6 +238,10 @@ pub struct Components {
     /// the queue). Not part of the status: the service serves without it.
     #[schema(example = "no engine")]
     pub transcription: String,
+    /// The engine extracting the facts the guardrails check: `embedded`, or
+    /// `openai (<endpoint>, model <name>)`.
+    #[schema(example = "embedded")]
+    pub extraction: String,
 }
 
 /// Which transcription engine this instance runs, for health.
@@ -255,6 +259,7 @@ where
     Arc<HealthProbe>: FromRef<S>,
     Arc<StorageHealth>: FromRef<S>,
     TranscriptionStatus: FromRef<S>,
+    crate::guardrails::Guardrails: FromRef<S>,
 {
     Router::new().route("/api/v1/health", get(health))
 }
@@ -274,6 +279,7 @@ pub async fn health(
     State(probe): State<Arc<HealthProbe>>,
     State(storage): State<Arc<StorageHealth>>,
     State(transcription): State<TranscriptionStatus>,
+    State(guardrails): State<crate::guardrails::Guardrails>,
 ) -> (StatusCode, Json<Health>) {
     let (problem, latency) = probe.database(&db).await;
     let degraded = match problem {
@@ -295,6 +301,7 @@ pub async fn health(
                 .engine
                 .as_ref()
                 .map_or_else(|| "no engine".to_owned(), |e| e.describe()),
+            extraction: guardrails.describe(),
         },
         backend: db.backend(),
         database_latency_ms: latency,

@@ -24,6 +24,7 @@ async fn health_reports_the_database(app: TestApp) {
     assert_eq!(r.body["status"], "healthy");
     assert_eq!(r.body["components"]["pwa"], "ok");
     assert_eq!(r.body["components"]["database"], "ok");
+    assert_eq!(r.body["components"]["extraction"], "embedded");
     assert_eq!(r.body["backend"], app.backend.name());
 }
 

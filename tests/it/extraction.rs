@@ -70,6 +70,11 @@ async fn a_good_answer_is_checked_with_each_item_located_in_the_text() {
     let llm = FakeLlm::start(vec![], Reply::Facts(note_facts())).await;
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start_url(&sqlite_url(&dir), &openai_env(&llm.url));
+    let health: Value = server.get_json("/api/v1/health").await;
+    assert_eq!(
+        health["components"]["extraction"],
+        format!("openai ({}/v1/chat/completions, model {MODEL})", llm.url)
+    );
     let (status, check) = verify(&server, NOTE).await;
     assert_eq!(status, 200, "{check}");
     assert_eq!(check["engine"], "openai");
@@ -248,14 +253,16 @@ async fn upload(server: &ServerProcess, seed: u64) -> String {
 
 /// `(kind, state, attempts)` of every job of a recording.
 async fn jobs_of(url: &str, id: &str) -> Vec<(String, String, i64)> {
-    let db =
-        crate::common::open_db(std::path::Path::new(url.trim_start_matches("sqlite://"))).await;
-    let rows = sqlx::query_as(
-        "SELECT kind, state, attempts FROM jobs WHERE recording_id = ?1 ORDER BY kind",
-    )
-    .bind(id)
-    .fetch_all(db.readers())
-    .await
+    use clinscribe::config::DatabaseSettings;
+    use clinscribe::db::Database;
+    let settings = DatabaseSettings::parse(url, "normal").unwrap();
+    let db = Database::open_without_migrating(&settings).await.unwrap();
+    let sql = "SELECT kind, state, attempts FROM jobs \
+               WHERE CAST(recording_id AS TEXT) = $1 ORDER BY kind";
+    let rows = match &db {
+        Database::Sqlite(db) => sqlx::query_as(sql).bind(id).fetch_all(db.readers()).await,
+        Database::Postgres(db) => sqlx::query_as(sql).bind(id).fetch_all(db.pool()).await,
+    }
     .unwrap();
     db.close().await;
     rows
@@ -272,6 +279,23 @@ async fn history(server: &ServerProcess, id: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transcript_is_checked_by_a_verify_job_retried_until_it_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    checked_by_a_verify_job(&sqlite_url(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transcript_is_checked_by_a_verify_job_on_postgresql() {
+    let test = "every_transcript_is_checked_by_a_verify_job_on_postgresql";
+    let Some(admin) = crate::common::postgres_or_skip(test) else {
+        return;
+    };
+    let pg = crate::common::PgTestDb::create(&admin).await;
+    checked_by_a_verify_job(&pg.url).await;
+}
+
+/// A transcript's check: a malformed answer and a 503 retried, then stored
+/// once, with its FHIR bundle and its audit event.
+async fn checked_by_a_verify_job(url: &str) {
     let whisper = FakeEngine::start(vec![], Behaviour::Transcribe(NOTE)).await;
     let llm = FakeLlm::start(
         vec![
@@ -281,14 +305,12 @@ async fn every_transcript_is_checked_by_a_verify_job_retried_until_it_is_stored_
         Reply::Facts(note_facts()),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(&dir);
     let mut env = openai_env(&llm.url);
     env.extend([
         ("PWA_TRANSCRIBE_ENGINE", "whisper-service"),
         ("WHISPER_URL", whisper.url.as_str()),
     ]);
-    let server = ServerProcess::start_url(&url, &env);
+    let server = ServerProcess::start_url(url, &env);
     let id = upload(&server, 1).await;
     let checked = wait_until(&server, &id, Duration::from_secs(30), |r| {
         !r["verification_results"].is_null()
@@ -309,7 +331,7 @@ async fn every_transcript_is_checked_by_a_verify_job_retried_until_it_is_stored_
     );
     assert_eq!(llm.asked().len(), 3, "malformed, 503, then a good answer");
     assert_eq!(
-        jobs_of(&url, &id).await,
+        jobs_of(url, &id).await,
         [
             ("transcribe".to_owned(), "done".to_owned(), 1),
             ("verify".to_owned(), "done".to_owned(), 3)
