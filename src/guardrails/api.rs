@@ -73,6 +73,7 @@ struct VerifyContext {
         (status = 400, description = "Body is not valid UTF-8", body = crate::http::openapi::ErrorDetail),
         (status = 413, description = "Body too large", body = crate::http::openapi::ErrorDetail),
         (status = 422, description = "Not JSON, a field missing or of the wrong type, or a key unknown in `context`", body = crate::http::openapi::ValidationErrorBody),
+        (status = 503, description = "The `openai` extraction engine failed: its server timed out, could not be reached, refused (429, 5xx), or answered something that is not the facts asked for", body = crate::http::openapi::ErrorDetail),
     )
 )]
 pub async fn verify(

@@ -107,24 +107,7 @@ impl ExtractionEngine for EmbeddedEngine {
     }
 }
 
-/// A check of a recording's text as the recording keeps it:
-/// `verification_results` (the [`Verification`] as JSON), `verification_score`,
-/// `verified_at`, `extraction_started_at`, `llm_model`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredCheck {
-    /// The [`Verification`], as JSON.
-    pub results_json: String,
-    /// Its score.
-    pub score: f64,
-    /// When the extraction began.
-    pub started_at: Timestamp,
-    /// When the check ended (`verified_at`, `extraction_completed_at`).
-    pub completed_at: Timestamp,
-    /// The language model that extracted, if one did.
-    pub model: Option<String>,
-    /// The facts as a FHIR R4 Bundle (`fhir_bundle`), as JSON.
-    pub fhir_json: String,
-}
+pub use crate::jobs::model::StoredCheck;
 
 /// What a write of a note's text does to its check.
 #[derive(Debug, Clone, Copy)]

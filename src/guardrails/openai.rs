@@ -81,6 +81,10 @@ allergies, conditions the note affirms (leave out negated ones such as 'no fever
 For every item, `text` must be the exact words of the note it comes from. Never add anything the \
 note does not say.";
 
+/// The longest `text` an item may quote: a fact is a few words, and each is
+/// looked for in the whole note.
+const MAX_QUOTE_CHARS: usize = 500;
+
 /// The dose units an answer may name (those the embedded reading produces).
 const MEDICATION_UNITS: [&str; 7] = ["mg", "mcg", "g", "units", "ml", "tablet", "puff"];
 /// The vital signs an answer may name, and their units.
@@ -203,6 +207,22 @@ impl Answer {
     /// that are empty, units and kinds from no list.
     fn validate(&self) -> Result<(), ExtractError> {
         let number = |n: Option<f64>| n.is_none_or(|n| n.is_finite() && n >= 0.0);
+        let quoted = self
+            .medications
+            .iter()
+            .map(|m| &m.text)
+            .chain(
+                self.allergies
+                    .iter()
+                    .chain(&self.conditions)
+                    .map(|n| &n.text),
+            )
+            .chain(self.vital_signs.iter().map(|v| &v.text));
+        if quoted.clone().any(|t| t.chars().count() > MAX_QUOTE_CHARS) {
+            return Err(malformed(format!(
+                "an item quoting more than {MAX_QUOTE_CHARS} characters of the note"
+            )));
+        }
         for m in &self.medications {
             if m.name.trim().is_empty() || m.text.trim().is_empty() {
                 return Err(malformed("a medication without a name"));

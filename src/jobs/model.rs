@@ -4,6 +4,26 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+/// The clinical guardrails' check of a recording's text as the recording
+/// keeps it — `verification_results`, `verification_score`, `verified_at`,
+/// `extraction_started_at`, `llm_model`, `fhir_bundle` — made by
+/// `guardrails` and stored by whoever writes the text, or by a `verify` job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCheck {
+    /// The [`crate::guardrails::Verification`], as JSON.
+    pub results_json: String,
+    /// Its score.
+    pub score: f64,
+    /// When the extraction began.
+    pub started_at: crate::timestamp::Timestamp,
+    /// When the check ended (`verified_at`, `extraction_completed_at`).
+    pub completed_at: crate::timestamp::Timestamp,
+    /// The language model that extracted, if one did.
+    pub model: Option<String>,
+    /// The facts as a FHIR R4 Bundle (`fhir_bundle`), as JSON.
+    pub fhir_json: String,
+}
+
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -60,10 +80,10 @@ pub struct ClaimedCheck {
 #[derive(Debug, Clone, Copy)]
 pub enum CheckEnd<'a> {
     /// The check is stored with the note.
-    Checked(&'a crate::guardrails::StoredCheck),
+    Checked(&'a StoredCheck),
     /// The engine failed for good (the reason); the check stored is the
     /// embedded engine's.
-    CheckedInstead(&'a crate::guardrails::StoredCheck, &'a str),
+    CheckedInstead(&'a StoredCheck, &'a str),
     /// Nothing to check (no text): the job ends.
     NothingToCheck,
     /// An attempt failed (the reason); the job is due again after the delay.
@@ -84,7 +104,7 @@ pub struct JobResult {
     pub model: String,
     /// The guardrails' check of the text, stored with it when the text
     /// becomes the note (no clinician has written one yet).
-    pub check: Option<crate::guardrails::StoredCheck>,
+    pub check: Option<StoredCheck>,
     /// Whether the text, if it becomes the note, is checked by a `verify`
     /// job (an extraction engine elsewhere) queued with it.
     pub check_later: bool,

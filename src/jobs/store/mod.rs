@@ -232,7 +232,7 @@ impl CheckEnd<'_> {
     }
 
     /// The check to store with the note, if any.
-    fn stored(&self) -> Option<&crate::guardrails::StoredCheck> {
+    fn stored(&self) -> Option<&super::model::StoredCheck> {
         match self {
             CheckEnd::Checked(check) | CheckEnd::CheckedInstead(check, _) => Some(check),
             CheckEnd::NothingToCheck | CheckEnd::RetryLater(..) => None,

@@ -13,8 +13,9 @@ use super::{
 use crate::audit::store::postgres as audit;
 use crate::db::StoreError;
 use crate::db::postgres::PgDatabase;
-use crate::guardrails::StoredCheck;
-use crate::jobs::model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
+use crate::jobs::model::{
+    CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult, StoredCheck,
+};
 use crate::timestamp::Timestamp;
 
 type PgQueryOf<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

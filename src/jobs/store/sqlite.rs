@@ -11,8 +11,9 @@ use super::{
 };
 use crate::audit::store::sqlite as audit;
 use crate::db::{SqliteDatabase, StoreError};
-use crate::guardrails::StoredCheck;
-use crate::jobs::model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
+use crate::jobs::model::{
+    CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult, StoredCheck,
+};
 use crate::timestamp::Timestamp;
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
