@@ -51,7 +51,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// A JSON request body that may be left out: None for an empty body (of any
-/// content type); otherwise as [`JsonBody`].
+/// content type) or JSON `null`; otherwise as [`JsonBody`].
 #[derive(Debug)]
 pub struct OptionalJsonBody(pub Option<Value>);
 
@@ -64,7 +64,14 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
         if bytes.is_empty() {
             return Ok(Self(None));
         }
-        decode_json(is_json, &bytes).map(|v| Self(Some(v)))
+        match decode_json(is_json, &bytes) {
+            Ok(value) => Ok(Self(Some(value))),
+            // `null` is what decode_json calls missing: here, no body.
+            Err(_) if serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_null()) => {
+                Ok(Self(None))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

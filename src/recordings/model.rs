@@ -542,15 +542,11 @@ pub struct SignRequest {
 #[serde(deny_unknown_fields)]
 pub struct GivenAcknowledgement {
     /// The alert's id (`verification_results.alerts[].id`).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = alert_id_schema)]
     pub alert_id: String,
     /// Why the note is right as it is: 1–1,000 characters, not only
-    /// whitespace, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 1000,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    /// whitespace, no control or invisible formatting characters.
+    #[schema(schema_with = amendment_reason_schema)]
     pub reason: String,
 }
 
@@ -614,7 +610,7 @@ impl SignRequest {
                         }));
                         text
                     };
-                    let alert_id = field("alert_id", 200);
+                    let alert_id = field("alert_id", ALERT_ID_MAX_CHARS);
                     let reason = field("reason", ACKNOWLEDGEMENT_REASON_MAX_CHARS);
                     for key in item
                         .keys()
@@ -675,6 +671,23 @@ pub fn amendment_reason_schema() -> utoipa::openapi::Object {
         .pattern(Some(PATIENT_ID_PATTERN))
         .description(Some(
             "Why: 1–1,000 characters, not only whitespace, no control or invisible formatting characters",
+        ))
+        .build()
+}
+
+/// The longest alert id an acknowledgement may name.
+pub const ALERT_ID_MAX_CHARS: usize = 200;
+
+/// The schema of an acknowledged alert's id: a patient id's rules.
+pub fn alert_id_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(ALERT_ID_MAX_CHARS))
+        .pattern(Some(PATIENT_ID_PATTERN))
+        .description(Some(
+            "An alert's id: 1–200 characters, not only whitespace, no control or invisible formatting characters",
         ))
         .build()
 }
