@@ -28,6 +28,9 @@
 //!     administrator's token, so that every seeded recording is readable)
 //!     against `PWA_AUTH=off`, this build, copies of the same database, runs
 //!     alternating: the cost of authentication.
+//! 11. (`metrics`) each workload with Prometheus metrics on (`PWA_METRICS_BIND`,
+//!     scraped every second meanwhile, as a busy Prometheus would) against
+//!     off, this build, copies of the same database, runs alternating.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -89,7 +92,7 @@ struct Options {
     #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     report: bool,
     /// Phases: seed, storage, backup, http, full, backends, uploads, wal,
-    /// compare (needs --baseline), auth.
+    /// compare (needs --baseline), auth, metrics.
     #[arg(
         long,
         value_delimiter = ',',
@@ -960,6 +963,9 @@ async fn main() {
         if has("wal") && size == *opts.sizes.iter().min().unwrap_or(&0) {
             wal_burst(&db, size, &ids, &opts, md, &mut report).await;
         }
+        if has("metrics") {
+            metrics_cost(&db, size, &ids, &opts, md, &mut report).await;
+        }
         if has("auth") {
             auth_cost(&db, size, &ids, &opts, md, &mut report).await;
         }
@@ -1308,6 +1314,48 @@ async fn auth_cost(
     ));
     let sides = [("token", &on), ("off", &off)];
     alternating(sides, "auth", size, ids, opts, md, report).await;
+    on.stop();
+    off.stop();
+}
+
+/// Each workload with the metrics on (and scraped every second) against
+/// off, this build, on copies of the same database, runs alternating.
+async fn metrics_cost(
+    db: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let url = |name: &str| format!("sqlite://{}", copy_db(db, name).display());
+    let binary = Path::new(env!("CARGO_BIN_EXE_clinscribe"));
+    let on = Server::spawn(
+        binary,
+        &url("metrics-on.db"),
+        &[("PWA_METRICS_BIND", "127.0.0.1:0")],
+        None,
+    );
+    let off = Server::start(&copy_db(db, "metrics-off.db"), "normal");
+    let scrape_url = on.process.metrics_url.clone().expect("metrics listening");
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let scraping = scraping.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while scraping.load(Ordering::Relaxed) {
+                let _ = client.get(&scrape_url).send().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    md.push_str(&format!(
+        "\nPrometheus metrics on (`PWA_METRICS_BIND`, scraped every second) against off ({size} rows, runs alternating, medians):\n\n"
+    ));
+    let sides = [("metrics", &on), ("off", &off)];
+    alternating(sides, "metrics", size, ids, opts, md, report).await;
+    scraping.store(false, Ordering::Relaxed);
+    let _ = scraper.await;
     on.stop();
     off.stop();
 }

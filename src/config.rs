@@ -363,6 +363,33 @@ pub fn parse_bind(value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// Parses `PWA_METRICS_BIND` (empty: no metrics). It may not be the
+/// public address (`bind`): the metrics are for the operator, not for
+/// whoever reaches the service.
+pub fn parse_metrics_bind(
+    value: Option<&str>,
+    bind: SocketAddr,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = value.parse().map_err(|_| {
+        ConfigError::new(
+            "PWA_METRICS_BIND",
+            value,
+            "expected IP:PORT, e.g. 127.0.0.1:9464",
+        )
+    })?;
+    if addr.port() != 0 && addr.port() == bind.port() {
+        return Err(ConfigError::new(
+            "PWA_METRICS_BIND",
+            value,
+            "the metrics need a port of their own, not the service's (PWA_BIND)",
+        ));
+    }
+    Ok(Some(addr))
+}
+
 /// The default of `PWA_AUTH`: every request signs in.
 pub const DEFAULT_AUTH: &str = "on";
 

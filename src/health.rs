@@ -36,9 +36,28 @@ const DATABASE_CHECK_TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct HealthProbe {
     last: Mutex<Option<(Instant, Option<String>, f64)>>,
+    last_queue: Mutex<Option<(Instant, String)>>,
 }
 
 impl HealthProbe {
+    /// The queue component, read at most once per [`DATABASE_CHECK_TTL`].
+    async fn queue(&self, jobs: &dyn crate::jobs::JobStore) -> String {
+        if let Ok(last) = self.last_queue.lock()
+            && let Some((at, said)) = last.as_ref()
+            && at.elapsed() < DATABASE_CHECK_TTL
+        {
+            return said.clone();
+        }
+        let said = match jobs.queue_stats().await {
+            Ok(stats) => queue_component(&stats),
+            Err(e) => format!("down: cannot read the queue: {e}"),
+        };
+        if let Ok(mut last) = self.last_queue.lock() {
+            *last = Some((Instant::now(), said.clone()));
+        }
+        said
+    }
+
     /// `(problem, latency_ms)`: a fresh check at most once per [`DATABASE_CHECK_TTL`].
     async fn database(&self, db: &crate::db::Database) -> (Option<String>, f64) {
         if db.is_closed() {
@@ -194,6 +213,76 @@ impl StorageHealth {
     }
 }
 
+/// Below this much free space on the database's or the audio's volume,
+/// health says the disk is `degraded` (writes still work, for now).
+pub const LOW_DISK_BYTES: u64 = 1 << 30;
+
+impl StorageHealth {
+    /// The disk component: `ok (… free)`, or `degraded: …` when writes are
+    /// being refused or a volume has less than [`LOW_DISK_BYTES`] free.
+    pub fn disk(&self) -> String {
+        if let Some(problem) = self.problem_now() {
+            return problem;
+        }
+        let free: Vec<(&PathBuf, u64)> = self
+            .probe_dirs
+            .iter()
+            .filter_map(|dir| {
+                let stat = rustix::fs::statvfs(dir).ok()?;
+                Some((dir, stat.f_bavail.saturating_mul(stat.f_frsize)))
+            })
+            .collect();
+        match free.iter().min_by_key(|(_, bytes)| *bytes) {
+            None => "ok".into(),
+            Some((dir, bytes)) if *bytes < LOW_DISK_BYTES => {
+                format!("degraded: {} MiB free in {}", bytes >> 20, dir.display())
+            }
+            Some((_, bytes)) => format!("ok ({} MiB free)", bytes >> 20),
+        }
+    }
+
+    /// The refusal episode under way, if any (without probing).
+    fn problem_now(&self) -> Option<String> {
+        if !self.in_episode.load(Ordering::Acquire) {
+            return None;
+        }
+        let episode = self.episode.lock().ok()?;
+        episode.as_ref().map(|e| {
+            format!(
+                "degraded: writes refused for lack of storage space for {} s ({} refused); reads work",
+                e.started.elapsed().as_secs(),
+                e.refused
+            )
+        })
+    }
+}
+
+/// How long a due job may wait before health says the queue is `degraded`
+/// (the example backlog alert's threshold, docs/alerts.yml).
+pub const QUEUE_WAIT_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// The queue component from the jobs' counts: `ok (N queued)`, or
+/// `degraded: …` when a due job has waited longer than [`QUEUE_WAIT_LIMIT`].
+pub fn queue_component(stats: &[crate::jobs::store::QueueStat]) -> String {
+    let queued: i64 = stats
+        .iter()
+        .filter(|(_, state, _, _)| state == "queued")
+        .map(|(_, _, n, _)| n)
+        .sum();
+    let late = stats
+        .iter()
+        .filter_map(|(kind, _, _, wait)| Some((kind, (*wait)?)))
+        .filter(|(_, wait)| *wait > QUEUE_WAIT_LIMIT.as_secs_f64())
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match late {
+        Some((kind, wait)) => format!(
+            "degraded: a {kind} job has waited {} min since it was due ({queued} queued)",
+            (wait / 60.0).floor()
+        ),
+        None => format!("ok ({queued} queued)"),
+    }
+}
+
 /// Writes, syncs and deletes a small file in `dir`: is there room to write?
 fn probe(dir: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write as _;
@@ -242,6 +331,15 @@ pub struct Components {
     /// `openai (<endpoint>, model <name>)`.
     #[schema(example = "embedded")]
     pub extraction: String,
+    /// The job queue: `ok (N queued)`, or `degraded: …` when a due job has
+    /// waited more than 15 minutes.
+    #[schema(example = "ok (0 queued)")]
+    pub queue: String,
+    /// Free space where the database and the audio are: `ok (N MiB free)`,
+    /// or `degraded: …` below 1 GiB or while writes are refused for lack of
+    /// space.
+    #[schema(example = "ok (51200 MiB free)")]
+    pub disk: String,
 }
 
 /// Which transcription engine this instance runs, for health.
@@ -260,8 +358,12 @@ where
     Arc<StorageHealth>: FromRef<S>,
     TranscriptionStatus: FromRef<S>,
     crate::guardrails::Guardrails: FromRef<S>,
+    Arc<dyn crate::jobs::JobStore>: FromRef<S>,
 {
-    Router::new().route("/api/v1/health", get(health))
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/health/live", get(live))
+        .route("/api/v1/health/ready", get(ready))
 }
 
 /// Report whether the service and its database are usable (200) or not (503).
@@ -280,32 +382,144 @@ pub async fn health(
     State(storage): State<Arc<StorageHealth>>,
     State(transcription): State<TranscriptionStatus>,
     State(guardrails): State<crate::guardrails::Guardrails>,
+    State(jobs): State<Arc<dyn crate::jobs::JobStore>>,
 ) -> (StatusCode, Json<Health>) {
     let (problem, latency) = probe.database(&db).await;
-    let degraded = match problem {
+    let full = match problem {
         Some(_) => None,
         None => storage.problem().await,
     };
-    let (status, word) = match (&problem, &degraded) {
-        (Some(_), _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
-        (None, Some(_)) => (StatusCode::OK, "degraded"),
-        (None, None) => (StatusCode::OK, "healthy"),
+    let queue = match problem {
+        Some(_) => "down: the database is unusable".to_owned(),
+        None => probe.queue(jobs.as_ref()).await,
     };
-    let detail = problem.or(degraded);
+    let disk = storage.disk();
+    let transcription = transcription
+        .engine
+        .as_ref()
+        .map_or_else(|| "no engine".to_owned(), |e| e.describe());
+    // What else makes the service degraded: a model missing, a backlog, little space.
+    let other = [
+        transcription
+            .starts_with("no model")
+            .then(|| format!("transcription: {transcription}")),
+        queue
+            .starts_with("degraded")
+            .then(|| format!("queue: {queue}")),
+        (full.is_none() && disk.starts_with("degraded")).then(|| format!("disk: {disk}")),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let (status, word) = match (&problem, &full, &other) {
+        (Some(_), _, _) => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy"),
+        (None, Some(_), _) | (None, None, Some(_)) => (StatusCode::OK, "degraded"),
+        (None, None, None) => (StatusCode::OK, "healthy"),
+    };
+    let database = problem
+        .clone()
+        .or(full.clone())
+        .unwrap_or_else(|| "ok".into());
+    let detail = problem.or(full).or(other);
     let health = Health {
         status: word,
         components: Components {
             pwa: "ok",
-            database: detail.clone().unwrap_or_else(|| "ok".into()),
-            transcription: transcription
-                .engine
-                .as_ref()
-                .map_or_else(|| "no engine".to_owned(), |e| e.describe()),
+            database,
+            transcription,
             extraction: guardrails.describe(),
+            queue,
+            disk,
         },
         backend: db.backend(),
         database_latency_ms: latency,
         detail,
     };
     (status, Json(health))
+}
+
+/// Whether the process answers (for an orchestrator's liveness probe).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    /// `alive`, `ready` or `not ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Why not ready (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Liveness: the process answers. Always 200; restart the instance when it
+/// does not answer at all.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health/live",
+    tag = "health",
+    responses((status = 200, description = "The process answers", body = Probe))
+)]
+pub async fn live() -> Json<Probe> {
+    Json(Probe {
+        status: "alive",
+        detail: None,
+    })
+}
+
+/// Readiness: the instance can serve (its database answers). 503 while it
+/// cannot: send it no traffic, but do not restart it for that.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The instance can serve", body = Probe),
+        (status = 503, description = "The database is unusable", body = Probe),
+    )
+)]
+pub async fn ready(
+    State(db): State<Database>,
+    State(probe): State<Arc<HealthProbe>>,
+) -> (StatusCode, Json<Probe>) {
+    match probe.database(&db).await.0 {
+        None => (
+            StatusCode::OK,
+            Json(Probe {
+                status: "ready",
+                detail: None,
+            }),
+        ),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Probe {
+                status: "not ready",
+                detail: Some(problem),
+            }),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(kind: &str, state: &str, n: i64, wait: Option<f64>) -> crate::jobs::store::QueueStat {
+        (kind.into(), state.into(), n, wait)
+    }
+
+    #[test]
+    fn the_queue_is_degraded_when_a_due_job_waited_more_than_fifteen_minutes() {
+        assert_eq!(queue_component(&[]), "ok (0 queued)");
+        let fresh = [
+            stat("transcribe", "queued", 3, Some(60.0)),
+            stat("transcribe", "done", 9, None),
+        ];
+        assert_eq!(queue_component(&fresh), "ok (3 queued)");
+        let late = [
+            stat("transcribe", "queued", 3, Some(20.0 * 60.0)),
+            stat("verify", "queued", 1, Some(16.0 * 60.0)),
+        ];
+        assert_eq!(
+            queue_component(&late),
+            "degraded: a transcribe job has waited 20 min since it was due (4 queued)"
+        );
+    }
 }

@@ -24,6 +24,7 @@ pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod jobs;
+pub mod metrics;
 pub mod recordings;
 pub mod tasks;
 pub mod timestamp;

@@ -18,6 +18,8 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
     ),
     paths(
         crate::health::health,
+        crate::health::live,
+        crate::health::ready,
         crate::auth::api::sign_in,
         crate::auth::api::set_up,
         crate::auth::api::providers,
@@ -69,8 +71,10 @@ pub struct ApiDoc;
 struct CommonResponses;
 
 /// Operations open to anyone: the health check, and signing in.
-const PUBLIC_PATHS: [&str; 6] = [
+const PUBLIC_PATHS: [&str; 8] = [
     "/api/v1/health",
+    "/api/v1/health/live",
+    "/api/v1/health/ready",
     "/api/v1/auth/login",
     "/api/v1/auth/setup",
     "/api/v1/auth/providers",

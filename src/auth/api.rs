@@ -607,11 +607,17 @@ pub async fn single_sign_on_callback(
     };
     let (identity, return_to) = match sso.finish(callback).await {
         Ok(found) => found,
-        Err(e) => return Ok(back_to_sign_in(&headers, &e)),
+        Err(e) => {
+            crate::metrics::sign_in("oidc", "failure");
+            return Ok(back_to_sign_in(&headers, &e));
+        }
     };
     let (signed_in, change) = match auth.sign_in_external(&identity).await {
         Ok(done) => done,
-        Err(e) => return Ok(back_to_sign_in(&headers, &e)),
+        Err(e) => {
+            crate::metrics::sign_in("oidc", "failure");
+            return Ok(back_to_sign_in(&headers, &e));
+        }
     };
     let user = &signed_in.user;
     let account_event = match change {
@@ -635,6 +641,7 @@ pub async fn single_sign_on_callback(
     if let Err(e) = audit_sign_in(&auth, &log, &headers, client, &signed_in, "oidc").await {
         return Ok(back_to_sign_in(&headers, &OidcError::Store(e)));
     }
+    crate::metrics::sign_in("oidc", "success");
     let mut response = see_other(&return_to, state_cookie(&headers, "", 0));
     if let Some(value) = cookie(&headers, &signed_in.secret, signed_in.max_age.as_secs()) {
         response.headers_mut().append(header::SET_COOKIE, value);

@@ -405,6 +405,7 @@ impl Authenticator {
         .copied();
         if let Some(wait) = wait {
             tracing::warn!(client, "sign-in refused: too many failures (rate limited)");
+            crate::metrics::sign_in_rate_limited();
             return Err(AuthError::TooManyFailures(wait));
         }
         let stored = self.users.get(user_id).await?;
@@ -421,9 +422,11 @@ impl Authenticator {
             self.by_account.failed(&account);
             self.by_address.failed(&address);
             tracing::warn!(client, "failed sign-in");
+            crate::metrics::sign_in("password", "failure");
             return Err(AuthError::BadSignIn);
         };
         self.by_account.succeeded(&account);
+        crate::metrics::sign_in("password", "success");
         self.start_session(user).await
     }
 

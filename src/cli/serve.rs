@@ -4,6 +4,7 @@ use crate::guardrails::Guardrails;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use crate::config::{
     self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawOidcSettings,
     RawTranscribeSettings, TranscribeSettings, UploadSettings,
 };
+use crate::db::Database;
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
@@ -244,12 +246,18 @@ pub(super) struct ServeArgs {
     /// pinned by version and SHA-256), while the server already serves.
     #[arg(long, env = "PWA_MODEL_FETCH", default_value = config::DEFAULT_MODEL_FETCH)]
     model_fetch: String,
+
+    /// Serve Prometheus metrics at http://<this>/metrics (e.g. 127.0.0.1:9464);
+    /// off when empty. Never the service's own port.
+    #[arg(long, env = "PWA_METRICS_BIND")]
+    metrics_bind: Option<String>,
 }
 
 /// Validated `serve` settings.
 #[derive(Debug)]
 pub(super) struct ServeSettings {
     bind: SocketAddr,
+    metrics_bind: Option<SocketAddr>,
     auth: AuthSettings,
     oidc: Option<OidcSettings>,
     backups: Option<(Duration, BackupOptions)>,
@@ -263,6 +271,7 @@ pub(super) struct ServeSettings {
 impl ServeArgs {
     pub(super) fn settings(&self) -> Result<ServeSettings, ConfigError> {
         let bind = config::parse_bind(&self.bind)?;
+        let metrics_bind = config::parse_metrics_bind(self.metrics_bind.as_deref(), bind)?;
         let auth = AuthSettings {
             session_idle: config::parse_interval("PWA_SESSION_IDLE", &self.session_idle)?,
             session_max: config::parse_interval("PWA_SESSION_MAX", &self.session_max)?,
@@ -338,6 +347,7 @@ impl ServeArgs {
         Ok(ServeSettings {
             guardrails,
             bind,
+            metrics_bind,
             auth,
             oidc,
             backups,
@@ -419,6 +429,9 @@ pub(super) async fn run(
         tasks.spawn("check worker", |stop| worker.run(stop));
     }
     state.transcription = start_transcription(&mut tasks, &state, settings.transcription, local)?;
+    if let Some(addr) = settings.metrics_bind {
+        start_metrics(&mut tasks, &state, addr).await?;
+    }
     let connections = fit_open_file_limit(settings.connections);
     let shutdown = shutdown_signal();
     // On stdout, so scripts (and tests) can find the port when binding to :0.
@@ -481,6 +494,75 @@ fn start_transcription(
     })
 }
 
+/// Installs the metrics recorder and serves `/metrics` on `addr`; says where
+/// on stdout (before the service's own line, which tests wait for).
+async fn start_metrics(
+    tasks: &mut Supervisor,
+    state: &AppState,
+    addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let handle = crate::metrics::install().context("installing the metrics recorder")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (PWA_METRICS_BIND)"))?;
+    let local = listener.local_addr()?;
+    let (jobs, db) = (state.jobs.clone(), state.db.clone());
+    let snapshot: crate::metrics::server::Snapshotter = Arc::new(move || {
+        let (jobs, db) = (jobs.clone(), db.clone());
+        Box::pin(async move { metrics_snapshot(jobs.as_ref(), &db).await })
+    });
+    tasks.spawn("metrics listener", move |stop| {
+        crate::metrics::server::serve(listener, handle, snapshot, stop)
+    });
+    out!("metrics listening on http://{local}/metrics");
+    Ok(())
+}
+
+/// The stored state a scrape reports; a part that cannot be read is left out.
+async fn metrics_snapshot(
+    jobs: &dyn crate::jobs::JobStore,
+    db: &Database,
+) -> crate::metrics::Snapshot {
+    let stats = jobs.queue_stats().await.unwrap_or_default();
+    let oldest_due = stats
+        .iter()
+        .filter_map(|(kind, _, _, wait)| Some((kind.clone(), (*wait)?)))
+        .collect();
+    let pool = |name: &'static str, size: u32, idle: usize| {
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        (name, idle, size - idle)
+    };
+    let (pools, wal_bytes) = match db {
+        Database::Sqlite(db) => (
+            vec![
+                pool(
+                    "sqlite_readers",
+                    db.readers().size(),
+                    db.readers().num_idle(),
+                ),
+                pool("sqlite_writer", db.writer().size(), db.writer().num_idle()),
+            ],
+            std::fs::metadata(format!("{}-wal", db.path().display()))
+                .map(|m| m.len())
+                .ok(),
+        ),
+        Database::Postgres(db) => (
+            vec![pool("postgres", db.pool().size(), db.pool().num_idle())],
+            None,
+        ),
+    };
+    crate::metrics::Snapshot {
+        jobs: stats
+            .into_iter()
+            .map(|(kind, state, n, _)| (kind, state, n))
+            .collect(),
+        oldest_due,
+        pools,
+        wal_bytes,
+        ..crate::metrics::Snapshot::default()
+    }
+}
+
 /// Names this instance in job leases: unique among instances sharing a database.
 fn instance_name(local: SocketAddr) -> String {
     format!("{}:{}@{}", hostname(), std::process::id(), local)
@@ -535,16 +617,21 @@ async fn scheduled_backups(
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let started = std::time::Instant::now();
         match backup::backup(&db_path, &options, |_| {}).await {
-            Ok(report) => tracing::info!(
-                path = %report.path.display(),
-                bytes = report.size_bytes,
-                recordings = report.recordings,
-                elapsed_ms = report.elapsed.as_millis() as u64,
-                deleted = report.deleted.len(),
-                "scheduled backup done"
-            ),
+            Ok(report) => {
+                crate::metrics::backup(true, started.elapsed());
+                tracing::info!(
+                    path = %report.path.display(),
+                    bytes = report.size_bytes,
+                    recordings = report.recordings,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    deleted = report.deleted.len(),
+                    "scheduled backup done"
+                );
+            }
             Err(e) => {
+                crate::metrics::backup(false, started.elapsed());
                 tracing::error!(error = %e, "scheduled backup failed; retrying at the next interval")
             }
         }

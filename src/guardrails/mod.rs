@@ -312,13 +312,21 @@ impl Guardrails {
             })
             .sum();
         let score = ((1.0_f64 - lost).max(0.0) * 1000.0).round() / 1000.0;
+        let passed = !alerts.iter().any(|a| {
+            matches!(
+                a.severity,
+                model::Severity::Critical | model::Severity::High
+            )
+        });
+        crate::metrics::checked(
+            self.engine.name(),
+            passed,
+            alerts
+                .iter()
+                .map(|a| (a.rule_id.as_str(), a.severity.as_str())),
+        );
         Verification {
-            passed: !alerts.iter().any(|a| {
-                matches!(
-                    a.severity,
-                    model::Severity::Critical | model::Severity::High
-                )
-            }),
+            passed,
             score,
             issues: alerts.iter().map(|a| a.message.clone()).collect(),
             checks_performed,

@@ -67,12 +67,15 @@ impl CheckWorker {
             {
                 Ok(Some(job)) => {
                     let (id, attempt) = (job.recording_id, job.attempt);
+                    crate::metrics::job_claimed("verify");
+                    let started = std::time::Instant::now();
                     let outcome = tokio::select! {
                         // Stopping: the lease runs out and another takes the job.
                         () = stop.cancelled() => "interrupted",
-                        () = self.hold_lease(&job) => "lost its lease",
+                        () = self.hold_lease(&job) => "lost_lease",
                         outcome = self.process(&job) => outcome,
                     };
+                    crate::metrics::job_finished("verify", outcome, started.elapsed());
                     tracing::info!(recording = %id, attempt, outcome, "verify job");
                 }
                 Ok(None) => {
@@ -92,11 +95,12 @@ impl CheckWorker {
         }
     }
 
-    /// Checks the job's text and ends the job; what happened, for the log.
+    /// Checks the job's text and ends the job; what happened, for the log
+    /// and `clinscribe_jobs_finished_total{outcome}`.
     async fn process(&self, job: &ClaimedCheck) -> &'static str {
         let Some(text) = job.text.as_deref() else {
             return self
-                .end(job, CheckEnd::NothingToCheck, "nothing to check")
+                .end(job, CheckEnd::NothingToCheck, "nothing_to_check")
                 .await;
         };
         let subject = fhir::Subject {
@@ -126,7 +130,7 @@ impl CheckWorker {
                 delay.as_secs()
             );
             return self
-                .end(job, CheckEnd::RetryLater(&why, delay), "retry later")
+                .end(job, CheckEnd::RetryLater(&why, delay), "retry_later")
                 .await;
         }
         let why = if transient {
@@ -145,7 +149,7 @@ impl CheckWorker {
                 self.end(
                     job,
                     CheckEnd::CheckedInstead(&check, &why),
-                    "checked by the embedded engine",
+                    "checked_instead",
                 )
                 .await
             }
@@ -169,7 +173,7 @@ impl CheckWorker {
         {
             Ok(true) => outcome,
             // The text changed (its check was queued again) or another took over.
-            Ok(false) => "lost its lease",
+            Ok(false) => "lost_lease",
             Err(e) => {
                 tracing::warn!(recording = %job.recording_id, error = %e, "cannot store a check");
                 "interrupted"

@@ -5,7 +5,8 @@
 //! In order: the request id (the client's, if acceptable, or a new one), the
 //! Host and Origin rules ([`RequestGuard`]), the handler, what the outcome
 //! tells [`StorageHealth`] (a 507 starts or extends a full-disk episode, a
-//! successful write ends it), the response headers, and one log line.
+//! successful write ends it), the response headers, one log line, and the
+//! request's metrics (by route template).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +50,7 @@ pub async fn edge(
     };
     let method = request.method().clone();
     let kind = RouteKind::of(request.uri().path());
+    crate::metrics::http_in_flight(1.0);
     let mut response = match edge.guard.check(&method, request.uri(), request.headers()) {
         Ok(()) => {
             let response = next.run(request).await;
@@ -66,8 +68,15 @@ pub async fn edge(
             refusal.into_response()
         }
     };
+    crate::metrics::http_in_flight(-1.0);
     secure_headers(response.headers_mut(), kind);
     let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    crate::metrics::http_request(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::info!(
         method = %method,
         route,

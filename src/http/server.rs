@@ -89,6 +89,7 @@ pub async fn serve_connections(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::connection_refused();
             if limit_log.begin() {
                 tracing::warn!(
                     max_connections = settings.max_connections,
@@ -110,7 +111,9 @@ pub async fn serve_connections(
         let builder = builder.clone();
         let stopped = stopped.clone();
         connections.spawn(async move {
+            crate::metrics::connection_open(1.0);
             serve_one(stream, router, builder, settings, stopped).await;
+            crate::metrics::connection_open(-1.0);
             drop(permit);
         });
     }

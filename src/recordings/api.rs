@@ -717,12 +717,22 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Busy(e) => {
                 tracing::warn!(error = %e, "database busy");
+                crate::metrics::db_error("busy");
                 Self::Unavailable("The database is busy; retry shortly".into())
             }
-            StoreError::Closed => Self::Unavailable("The database is not available".into()),
+            StoreError::Closed => {
+                crate::metrics::db_error("closed");
+                Self::Unavailable("The database is not available".into())
+            }
             StoreError::Duplicate(_) => Self::Conflict("The recording already exists".into()),
-            StoreError::DiskFull(_) => Self::StorageFull,
-            other => Self::Internal(other.into()),
+            StoreError::DiskFull(_) => {
+                crate::metrics::db_error("disk_full");
+                Self::StorageFull
+            }
+            other => {
+                crate::metrics::db_error("other");
+                Self::Internal(other.into())
+            }
         }
     }
 }

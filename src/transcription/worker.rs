@@ -35,7 +35,7 @@ pub struct Worker {
     owner: String,
 }
 
-/// How one job ended, for the log.
+/// How one job ended, for the log and the metrics.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Completed,
@@ -45,6 +45,19 @@ enum Outcome {
     LostLease,
     /// The server is stopping: the job goes back to the queue.
     Interrupted,
+}
+
+impl Outcome {
+    /// Its name in `clinscribe_jobs_finished_total{outcome}`.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::RetryLater => "retry_later",
+            Self::Failed => "failed",
+            Self::LostLease => "lost_lease",
+            Self::Interrupted => "interrupted",
+        }
+    }
 }
 
 impl Worker {
@@ -81,7 +94,10 @@ impl Worker {
                 Ok(Some(job)) => {
                     let id = job.recording_id;
                     let attempt = job.attempt;
+                    crate::metrics::job_claimed("transcribe");
+                    let started = std::time::Instant::now();
                     let outcome = self.process(job, &stop).await;
+                    crate::metrics::job_finished("transcribe", outcome.as_str(), started.elapsed());
                     tracing::info!(recording = %id, attempt, outcome = ?outcome, "transcription job");
                 }
                 Ok(None) => {
@@ -147,6 +163,7 @@ impl Worker {
         };
 
         // The engine works while the lease is renewed; whichever ends first wins.
+        let engine_started = std::time::Instant::now();
         let transcribing = self.engine.transcribe(&input);
         let heartbeat = self.hold_lease(&job);
         let transcript = tokio::select! {
@@ -163,6 +180,16 @@ impl Worker {
         drop(local);
         match transcript {
             Ok(transcript) => {
+                let heard = transcript
+                    .segments
+                    .iter()
+                    .map(|s| s.end)
+                    .fold(0.0, f64::max);
+                if heard > 0.0 {
+                    crate::metrics::transcription_speed(
+                        engine_started.elapsed().as_secs_f64() / heard,
+                    );
+                }
                 let segments_json = match serde_json::to_string(&transcript.segments) {
                     Ok(json) => json,
                     Err(e) => {

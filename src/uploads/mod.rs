@@ -189,6 +189,7 @@ impl Uploads {
         received: Received,
     ) -> Result<Stored, UploadError> {
         let clinician_id = context.actor.as_str();
+        crate::metrics::upload_bytes(received.size);
         if let Some(key) = meta.local_storage_key
             && let Some(existing) = self
                 .recordings
@@ -238,10 +239,13 @@ impl Uploads {
         };
         let event = context.creation(AuditAction::Upload, id, &recording.patient_id, &recording);
         match self.recordings.insert_durable(&recording, &event).await {
-            Ok(()) => Ok(Stored {
-                recording,
-                created: true,
-            }),
+            Ok(()) => {
+                crate::metrics::upload_completed();
+                Ok(Stored {
+                    recording,
+                    created: true,
+                })
+            }
             // The same dictation committed by a concurrent attempt (another
             // request, or another instance) between our lookup and our insert.
             Err(StoreError::Duplicate(_)) => {
@@ -276,6 +280,7 @@ impl Uploads {
     ) -> Result<Stored, UploadError> {
         match existing.upload.audio_sha256.as_deref() {
             Some(stored) if stored == sha256 => {
+                crate::metrics::upload_deduplicated();
                 let audited = Audited::new(
                     context,
                     AuditAction::Upload,

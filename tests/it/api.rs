@@ -25,7 +25,29 @@ async fn health_reports_the_database(app: TestApp) {
     assert_eq!(r.body["components"]["pwa"], "ok");
     assert_eq!(r.body["components"]["database"], "ok");
     assert_eq!(r.body["components"]["extraction"], "embedded");
+    assert_eq!(r.body["components"]["queue"], "ok (0 queued)");
+    let disk = r.body["components"]["disk"].as_str().unwrap();
+    match app.backend.name() {
+        // The database's and the audio's directories, probed.
+        "sqlite" => assert!(
+            disk.starts_with("ok (") && disk.ends_with(" MiB free)"),
+            "{disk}"
+        ),
+        // The database's disk is the PostgreSQL server's, out of sight.
+        _ => assert_eq!(disk, "ok"),
+    }
     assert_eq!(r.body["backend"], app.backend.name());
+    // An orchestrator's probes: the process answers; it can serve.
+    let live = app.get("/api/v1/health/live").await;
+    assert_eq!(
+        (live.status, live.body.clone()),
+        (StatusCode::OK, serde_json::json!({"status": "alive"}))
+    );
+    let ready = app.get("/api/v1/health/ready").await;
+    assert_eq!(
+        (ready.status, ready.body.clone()),
+        (StatusCode::OK, serde_json::json!({"status": "ready"}))
+    );
 }
 
 async fn health_is_503_when_the_database_is_unusable(app: TestApp) {
@@ -33,6 +55,14 @@ async fn health_is_503_when_the_database_is_unusable(app: TestApp) {
     let r = app.get("/api/v1/health").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.body["status"], "unhealthy");
+    assert_eq!(
+        r.body["components"]["queue"],
+        "down: the database is unusable"
+    );
+    let ready = app.get("/api/v1/health/ready").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["status"], "not ready");
+    assert_eq!(app.get("/api/v1/health/live").await.status, StatusCode::OK);
     assert!(
         r.body["detail"].as_str().unwrap().contains("database"),
         "{}",

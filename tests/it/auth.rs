@@ -112,7 +112,7 @@ async fn every_route_but_health_refuses_requests_without_valid_credentials(app: 
 
     for (method, uri) in every_operation(&id) {
         let what = format!("{method} {uri}");
-        if uri == "/api/v1/health" {
+        if uri.starts_with("/api/v1/health") {
             let r = call(&app, None, method, &uri, None).await;
             assert_eq!(r.status, StatusCode::OK, "{what}");
             continue;

@@ -500,6 +500,15 @@ async fn a_model_that_cannot_be_obtained_leaves_the_server_serving_and_says_how_
         "{says}"
     );
     assert!(says.contains("clinscribe model fetch base-q8_0"), "{says}");
+    // Serving, but not all there: degraded, saying why.
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("transcription: no model"),
+        "{health}"
+    );
     // Everything else is served: a dictation is stored and waits.
     let recording = upload_file(&server, &fixture("dictation.flac"), "dictation.flac").await;
     assert_eq!(recording["status"], "queued");

@@ -675,7 +675,20 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         )
         .await;
     assert_eq!(status, 201);
-    assert_eq!(health(&server).await["status"], "healthy");
+    // Writes work again; the small volume is still short of space, which
+    // health says (below 1 GiB free) without refusing anything.
+    let after = health(&server).await;
+    assert_eq!(after["components"]["database"], "ok", "{after}");
+    assert_eq!(after["status"], "degraded", "{after}");
+    let disk = after["components"]["disk"].as_str().unwrap();
+    assert!(
+        disk.starts_with("degraded: ") && disk.contains(" MiB free in "),
+        "{disk}"
+    );
+    assert!(
+        after["detail"].as_str().unwrap().starts_with("disk: "),
+        "{after}"
+    );
 
     // Every acknowledged row is intact.
     for before in &acknowledged {

@@ -16,6 +16,7 @@ mod embedded;
 mod extraction;
 mod guardrails;
 mod hostile;
+mod metrics;
 mod oidc;
 mod openapi;
 mod operations;

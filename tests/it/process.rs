@@ -187,7 +187,7 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
     std::fs::create_dir(&broken_data).unwrap();
     std::fs::write(broken_data.join("rules.toml"), "version = [\n").unwrap();
     let broken_data = broken_data.to_str().unwrap().to_owned();
-    let cases: [(&str, &str, &str); 11] = [
+    let cases: [(&str, &str, &str); 13] = [
         (
             "PWA_DATABASE_URL",
             "mysql://localhost/db",
@@ -201,6 +201,9 @@ fn a_bad_setting_is_one_line_naming_it_with_exit_code_2() {
         ),
         ("PWA_LOG", "info,[", "PWA_LOG"),
         ("PWA_AUTH", "maybe", "PWA_AUTH"),
+        ("PWA_METRICS_BIND", "somewhere", "PWA_METRICS_BIND"),
+        // The metrics never on the service's own port.
+        ("PWA_METRICS_BIND", "127.0.0.1:8000", "port of their own"),
         ("PWA_SESSION_IDLE", "soon", "PWA_SESSION_IDLE"),
         ("PWA_SESSION_MAX", "0s", "PWA_SESSION_MAX"),
         ("PWA_EXTRACT_ENGINE", "oracle", "PWA_EXTRACT_ENGINE"),

@@ -75,7 +75,14 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// Whether the note of recording `id` waits for a `verify` job.
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Jobs per kind and state, with, for queued ones, the longest a due
+    /// job has waited since it was due (seconds): for the metrics.
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError>;
 }
+
+/// `(kind, state, count, longest wait of a due job in seconds)`.
+pub type QueueStat = (String, String, i64, Option<f64>);
 
 /// The store for `db`.
 pub fn open(db: &Database) -> Arc<dyn JobStore> {

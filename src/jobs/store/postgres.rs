@@ -79,6 +79,10 @@ const STORE_CHECK: &str = "UPDATE recordings SET version = version + 1, updated_
     extraction_started_at = $5::timestamptz, extraction_completed_at = $6::timestamptz, \
     verified_at = $6::timestamptz, llm_model = $7, fhir_bundle = $8::jsonb \
     WHERE id = $1::uuid AND deleted_at IS NULL AND signed_at IS NULL RETURNING patient_id";
+const QUEUE_STATS: &str = "SELECT kind, state, count(*), \
+    max(CASE WHEN state = 'queued' AND run_after <= $1::timestamptz \
+        THEN extract(epoch FROM $1::timestamptz - run_after)::float8 END) \
+    FROM jobs GROUP BY kind, state";
 const PENDING_CHECK: &str = "SELECT count(*) FROM jobs WHERE recording_id = $1::uuid \
     AND kind = 'verify' AND state IN ('queued', 'running')";
 const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', version = version + 1, \
@@ -353,6 +357,13 @@ impl JobStore for PgJobs {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<super::QueueStat>, StoreError> {
+        Ok(sqlx::query_as(QUEUE_STATS)
+            .bind(Timestamp::now().to_string())
+            .fetch_all(self.db.pool())
+            .await?)
     }
 
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {

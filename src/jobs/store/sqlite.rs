@@ -76,6 +76,11 @@ const STORE_CHECK: &str = "UPDATE recordings SET version = version + 1, updated_
     verification_results = ?3, verification_score = ?4, extraction_started_at = ?5, \
     extraction_completed_at = ?6, verified_at = ?6, llm_model = ?7, fhir_bundle = ?8 \
     WHERE id = ?1 AND deleted_at IS NULL AND signed_at IS NULL RETURNING patient_id";
+/// Jobs per kind and state; for queued ones, the longest wait since due (`?1` now).
+const QUEUE_STATS: &str = "SELECT kind, state, count(*), \
+    max(CASE WHEN state = 'queued' AND run_after <= ?1 \
+        THEN (julianday(?1) - julianday(run_after)) * 86400.0 END) \
+    FROM jobs GROUP BY kind, state";
 const PENDING_CHECK: &str = "SELECT count(*) FROM jobs WHERE recording_id = ?1 AND kind = 'verify' \
     AND state IN ('queued', 'running')";
 const STORE_TRANSCRIPT: &str = "UPDATE recordings SET status = 'completed', error_message = NULL, version = version + 1, \
@@ -353,6 +358,13 @@ impl JobStore for SqliteJobs {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<super::QueueStat>, StoreError> {
+        Ok(sqlx::query_as(QUEUE_STATS)
+            .bind(Timestamp::now().to_string())
+            .fetch_all(self.db.readers())
+            .await?)
     }
 
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {

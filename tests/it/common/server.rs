@@ -24,6 +24,8 @@ pub fn binary() -> &'static str {
 pub struct ServerProcess {
     pub child: Child,
     pub base_url: String,
+    /// `http://host:port/metrics`, when `PWA_METRICS_BIND` is set.
+    pub metrics_url: Option<String>,
     _audio: Option<tempfile::TempDir>,
 }
 
@@ -79,18 +81,26 @@ impl ServerProcess {
             .expect("spawn clinscribe");
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("read listening line");
+        let mut metrics_url = None;
+        let base_url = loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read listening line");
+            if let Some(url) = line.trim().strip_prefix("metrics listening on ") {
+                metrics_url = Some(url.to_owned());
+                continue;
+            }
+            break line
+                .trim()
+                .strip_prefix("clinscribe listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+                .to_owned();
+        };
         // Keep draining stdout so the server never writes into a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let base_url = line
-            .trim()
-            .strip_prefix("clinscribe listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
         Self {
             child,
             base_url,
+            metrics_url,
             _audio: audio,
         }
     }

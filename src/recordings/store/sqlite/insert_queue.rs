@@ -90,6 +90,7 @@ async fn run(db: SqliteDatabase, mut receiver: mpsc::Receiver<Job>) {
 /// rows go in one by one, so only the offending row fails; a failed commit
 /// fails all.
 async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
+    let started = std::time::Instant::now();
     let mut tx = match db.begin_write().await {
         Ok(tx) => tx,
         Err(e) => return fail_all(batch, e),
@@ -125,6 +126,7 @@ async fn write_batch(db: &SqliteDatabase, batch: &mut Vec<Job>) {
     };
     match tx.commit().await {
         Ok(()) => {
+            crate::metrics::commit(batch.len(), started.elapsed());
             for (job, result) in batch.drain(..).zip(results) {
                 let _ = job.done.send(result);
             }
