@@ -453,6 +453,13 @@ impl Authenticator {
         })
     }
 
+    /// Browser sessions active now (not ended, expired or idle): for the metrics.
+    pub async fn active_sessions(&self) -> Result<i64, StoreError> {
+        let now = Timestamp::now();
+        let idle_since = Timestamp::ago(self.settings.session_idle);
+        self.sessions.count_active(&now, &idle_since).await
+    }
+
     /// Ends session `id`: at once on this instance, within
     /// [`CREDENTIAL_CACHE_TTL`] on the others.
     pub async fn sign_out(&self, session_id: &str) -> Result<(), StoreError> {

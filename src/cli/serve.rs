@@ -506,10 +506,15 @@ async fn start_metrics(
         .await
         .with_context(|| format!("cannot listen on {addr} (PWA_METRICS_BIND)"))?;
     let local = listener.local_addr()?;
-    let (jobs, db) = (state.jobs.clone(), state.db.clone());
+    let (jobs, db, auth) = (state.jobs.clone(), state.db.clone(), state.auth.clone());
     let snapshot: crate::metrics::server::Snapshotter = Arc::new(move || {
-        let (jobs, db) = (jobs.clone(), db.clone());
-        Box::pin(async move { metrics_snapshot(jobs.as_ref(), &db).await })
+        let (jobs, db, auth) = (jobs.clone(), db.clone(), auth.clone());
+        Box::pin(async move {
+            crate::metrics::Snapshot {
+                sessions: auth.active_sessions().await.ok(),
+                ..metrics_snapshot(jobs.as_ref(), &db).await
+            }
+        })
     });
     tasks.spawn("metrics listener", move |stop| {
         crate::metrics::server::serve(listener, handle, snapshot, stop)

@@ -321,3 +321,45 @@ async fn a_backlog_shows_as_the_oldest_due_jobs_age() {
     assert!((1.0..30.0).contains(&age), "{age}");
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_are_counted_by_outcome_and_sessions_by_the_active() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clinical.db");
+    let added = crate::common::run_cli_stdin(
+        &db,
+        &["user", "add", "dr-m", "--name", "Dr M", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(added.code, Some(0), "{added:?}");
+    let server = ServerProcess::start_url(
+        &format!("sqlite://{}", db.display()),
+        &[("PWA_METRICS_BIND", "127.0.0.1:0"), ("PWA_AUTH", "on")],
+    );
+    let login = |password: &'static str| {
+        client()
+            .post(server.url("/api/v1/auth/login"))
+            .json(&json!({"username": "dr-m", "password": password}))
+            .send()
+    };
+    assert_eq!(
+        login("not the password at all").await.unwrap().status(),
+        401
+    );
+    for _ in 0..2 {
+        assert_eq!(login(PASSWORD).await.unwrap().status(), 200);
+    }
+    let (text, samples) = scrape(&server).await;
+    let sign_ins = |outcome| {
+        value(
+            &samples,
+            "clinscribe_sign_ins_total",
+            &[("method", "password"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((sign_ins("success"), sign_ins("failure")), (2.0, 1.0));
+    assert_eq!(value(&samples, "clinscribe_sessions_active", &[]), 2.0);
+    assert!(!text.contains("dr-m"), "a user id in the metrics");
+    assert_eq!(server.terminate(), Some(0));
+}

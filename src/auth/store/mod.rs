@@ -130,6 +130,12 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn end_all(&self, user_id: &str, at: &Timestamp) -> Result<u64, StoreError>;
     /// Deletes the sessions that ended, or expired, before `before`; how many.
     async fn delete_finished(&self, before: &Timestamp) -> Result<u64, StoreError>;
+    /// Sessions not ended, not expired at `now`, and seen since `idle_since`.
+    async fn count_active(
+        &self,
+        now: &Timestamp,
+        idle_since: &Timestamp,
+    ) -> Result<i64, StoreError>;
 }
 
 /// A single sign-on login under way, as its callback needs it.
@@ -235,6 +241,8 @@ mod sql {
         "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL";
     pub const DELETE_FINISHED_SESSIONS: &str =
         "DELETE FROM sessions WHERE expires_at < $1 OR ended_at < $1";
+    pub const COUNT_ACTIVE_SESSIONS: &str = "SELECT count(*) FROM sessions \
+        WHERE ended_at IS NULL AND expires_at > $1 AND last_seen_at > $2";
 
     pub const INSERT_LOGIN: &str = "INSERT INTO oidc_logins (state_sha256, nonce, \
         pkce_verifier, redirect_uri, return_to, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -646,6 +654,20 @@ macro_rules! stores {
                     .execute(self.db.$write())
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn count_active(
+                &self,
+                now: &$crate::timestamp::Timestamp,
+                idle_since: &$crate::timestamp::Timestamp,
+            ) -> Result<i64, $crate::db::StoreError> {
+                Ok(
+                    sqlx::query_scalar($crate::auth::store::sql::COUNT_ACTIVE_SESSIONS)
+                        .bind(now.to_string())
+                        .bind(idle_since.to_string())
+                        .fetch_one(self.db.$read())
+                        .await?,
+                )
             }
         }
 
