@@ -507,11 +507,14 @@ async fn start_metrics(
         .with_context(|| format!("cannot listen on {addr} (PWA_METRICS_BIND)"))?;
     let local = listener.local_addr()?;
     let (jobs, db, auth) = (state.jobs.clone(), state.db.clone(), state.auth.clone());
+    let uploads = state.uploads.clone();
     let snapshot: crate::metrics::server::Snapshotter = Arc::new(move || {
         let (jobs, db, auth) = (jobs.clone(), db.clone(), auth.clone());
+        let uploads = uploads.clone();
         Box::pin(async move {
             crate::metrics::Snapshot {
                 sessions: auth.active_sessions().await.ok(),
+                upload_sessions: uploads.open_sessions().await.ok(),
                 ..metrics_snapshot(jobs.as_ref(), &db).await
             }
         })

@@ -47,6 +47,7 @@ pub const BACKUP_FAILURES: &str = "clinscribe_backup_failures_total";
 pub const UPLOAD_BYTES: &str = "clinscribe_upload_bytes_total";
 pub const UPLOADS_COMPLETED: &str = "clinscribe_uploads_completed_total";
 pub const UPLOADS_DEDUPLICATED: &str = "clinscribe_uploads_deduplicated_total";
+pub const UPLOAD_SESSIONS_OPEN: &str = "clinscribe_upload_sessions_open";
 pub const JOBS: &str = "clinscribe_jobs";
 pub const JOBS_OLDEST_DUE: &str = "clinscribe_jobs_oldest_due_age_seconds";
 pub const JOB_ATTEMPTS: &str = "clinscribe_job_attempts_total";
@@ -131,6 +132,7 @@ fn describe() {
         UPLOADS_DEDUPLICATED,
         "Uploads answered with the recording an earlier one stored"
     );
+    describe_gauge!(UPLOAD_SESSIONS_OPEN, "Chunked upload sessions not finished");
     describe_gauge!(JOBS, "Jobs by kind and state");
     describe_gauge!(
         JOBS_OLDEST_DUE,
@@ -291,6 +293,8 @@ pub struct Snapshot {
     pub wal_bytes: Option<u64>,
     /// Browser sessions active.
     pub sessions: Option<i64>,
+    /// Chunked upload sessions open.
+    pub upload_sessions: Option<i64>,
 }
 
 /// Sets the gauges of stored state from `snapshot`, and the process's.
@@ -317,6 +321,9 @@ pub fn scrape(snapshot: &Snapshot) {
     }
     if let Some(bytes) = snapshot.wal_bytes {
         gauge!(DB_WAL_BYTES).set(bytes as f64);
+    }
+    if let Some(n) = snapshot.upload_sessions {
+        gauge!(UPLOAD_SESSIONS_OPEN).set(n as f64);
     }
     if let Some(n) = snapshot.sessions {
         gauge!(SESSIONS_ACTIVE).set(n as f64);

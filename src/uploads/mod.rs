@@ -149,6 +149,11 @@ impl Uploads {
         })
     }
 
+    /// Chunked upload sessions open (for the metrics).
+    pub async fn open_sessions(&self) -> Result<i64, StoreError> {
+        self.sessions.count().await
+    }
+
     /// The largest audio accepted, in bytes (`PWA_MAX_UPLOAD_MB`).
     pub fn max_bytes(&self) -> u64 {
         self.settings.max_bytes

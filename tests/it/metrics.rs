@@ -304,6 +304,19 @@ async fn a_backlog_shows_as_the_oldest_due_jobs_age() {
         .await;
     assert_eq!(status, 201);
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A chunked upload begun and not finished: an open session.
+    let started = client()
+        .post(server.url("/api/v1/uploads"))
+        .json(&json!({
+            "local_storage_key": uuid::Uuid::new_v4().to_string(),
+            "patient_id": "patient-backlog",
+            "duration_seconds": 4,
+            "total_bytes": 5000
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
     let (_, samples) = scrape(&server).await;
     assert_eq!(
         value(
@@ -313,6 +326,7 @@ async fn a_backlog_shows_as_the_oldest_due_jobs_age() {
         ),
         1.0
     );
+    assert_eq!(value(&samples, "clinscribe_upload_sessions_open", &[]), 1.0);
     let age = value(
         &samples,
         "clinscribe_jobs_oldest_due_age_seconds",

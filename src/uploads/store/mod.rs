@@ -78,6 +78,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// Sessions that received nothing since `cutoff`.
     async fn idle_since(&self, cutoff: &Timestamp) -> Result<Vec<UploadSession>, StoreError>;
+
+    /// Sessions open (for the metrics).
+    async fn count(&self) -> Result<i64, StoreError>;
 }
 
 /// The store for `db`.
@@ -104,6 +107,7 @@ mod sql {
     pub const IDLE_SINCE: &str = "SELECT clinician_id, local_storage_key, patient_id, \
         duration_seconds, draft_transcript, total_bytes, received_bytes, created_at, updated_at \
         FROM upload_sessions WHERE updated_at < $1";
+    pub const COUNT: &str = "SELECT count(*) FROM upload_sessions";
 }
 
 /// A row as both backends return it, before parsing the key and times.

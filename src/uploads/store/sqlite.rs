@@ -87,4 +87,10 @@ impl SessionStore for SqliteSessions {
             .await?;
         rows.into_iter().map(UploadSession::try_from).collect()
     }
+
+    async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(sql::COUNT)
+            .fetch_one(self.db.readers())
+            .await?)
+    }
 }
