@@ -202,14 +202,7 @@ impl StorageHealth {
                 return None;
             }
         }
-        let episode = self.episode.lock().ok()?;
-        episode.as_ref().map(|e| {
-            format!(
-                "degraded: writes refused for lack of storage space for {} s ({} refused); reads work",
-                e.started.elapsed().as_secs(),
-                e.refused
-            )
-        })
+        self.problem_now()
     }
 }
 
@@ -218,12 +211,9 @@ impl StorageHealth {
 pub const LOW_DISK_BYTES: u64 = 1 << 30;
 
 impl StorageHealth {
-    /// The disk component: `ok (… free)`, or `degraded: …` when writes are
-    /// being refused or a volume has less than [`LOW_DISK_BYTES`] free.
-    pub fn disk(&self) -> String {
-        if let Some(problem) = self.problem_now() {
-            return problem;
-        }
+    /// The disk component when writes are not being refused: `ok (… free)`,
+    /// or `degraded: …` when a volume has less than [`LOW_DISK_BYTES`] free.
+    pub fn free_space(&self) -> String {
         let free: Vec<(&PathBuf, u64)> = self
             .probe_dirs
             .iter()
@@ -393,7 +383,7 @@ pub async fn health(
         Some(_) => "down: the database is unusable".to_owned(),
         None => probe.queue(jobs.as_ref()).await,
     };
-    let disk = storage.disk();
+    let disk = full.clone().unwrap_or_else(|| storage.free_space());
     let transcription = transcription
         .engine
         .as_ref()

@@ -95,7 +95,7 @@ pub struct EmbeddedEngine {
 #[async_trait]
 impl ExtractionEngine for EmbeddedEngine {
     fn name(&self) -> &'static str {
-        "embedded"
+        EMBEDDED
     }
 
     fn runs_in_process(&self) -> bool {
@@ -136,6 +136,17 @@ impl<'a> CheckUpdate<'a> {
             _ => None,
         }
     }
+}
+
+/// The embedded engine's name.
+const EMBEDDED: &str = "embedded";
+
+/// Who extracted the facts a stored check rests on.
+struct Extractor<'a> {
+    engine: &'static str,
+    model: Option<String>,
+    /// Why the configured engine did not (the embedded one did instead).
+    error: Option<&'a str>,
 }
 
 /// The extraction engine `PWA_EXTRACT_ENGINE` names.
@@ -230,11 +241,12 @@ impl Guardrails {
     ) -> Result<StoredCheck, ExtractError> {
         let started_at = Timestamp::now();
         let extracted = self.engine.extract(text, subject.on).await?;
-        let check = self.stored(text, extracted, subject, started_at, None);
-        Ok(StoredCheck {
+        let by = Extractor {
+            engine: self.engine.name(),
             model: self.engine.model(),
-            ..check?
-        })
+            error: None,
+        };
+        self.stored(text, extracted, subject, started_at, by)
     }
 
     /// Checks the text of a recording with the embedded engine, because the
@@ -247,7 +259,12 @@ impl Guardrails {
     ) -> Result<StoredCheck, ExtractError> {
         let started_at = Timestamp::now();
         let extracted = embedded::extract(&self.lexicon, text, subject.on);
-        self.stored(text, extracted, subject, started_at, Some(why))
+        let by = Extractor {
+            engine: EMBEDDED,
+            model: None,
+            error: Some(why),
+        };
+        self.stored(text, extracted, subject, started_at, by)
     }
 
     fn stored(
@@ -256,18 +273,12 @@ impl Guardrails {
         extracted: Extracted,
         subject: &fhir::Subject<'_>,
         started_at: Timestamp,
-        fallback: Option<&str>,
+        by: Extractor<'_>,
     ) -> Result<StoredCheck, ExtractError> {
-        let context = PatientContext {
-            encounter_date: Some(subject.on),
-            ..PatientContext::default()
-        };
         let fhir_json = fhir::bundle(&extracted, subject).to_string();
-        let mut verification = self.check(text, extracted, &context, subject.on);
-        if let Some(why) = fallback {
-            verification.engine = "embedded".into();
-            verification.engine_error = Some(why.to_owned());
-        }
+        let context = PatientContext::on(subject.on);
+        let mut verification = self.check_by(by.engine, text, extracted, &context, subject.on);
+        verification.engine_error = by.error.map(str::to_owned);
         let results_json = serde_json::to_string(&verification)
             .map_err(|e| ExtractError::Permanent(format!("cannot encode the result: {e}")))?;
         Ok(StoredCheck {
@@ -275,7 +286,7 @@ impl Guardrails {
             score: verification.score,
             started_at,
             completed_at: Timestamp::now(),
-            model: None,
+            model: by.model,
             fhir_json,
         })
     }
@@ -283,17 +294,26 @@ impl Guardrails {
     /// The embedded engine's check of `text` dated `on`, as stored (for a
     /// note that was never checked, signed now).
     pub fn verify_in_process(&self, text: &str, on: Date) -> serde_json::Value {
-        let context = PatientContext {
-            encounter_date: Some(on),
-            ..PatientContext::default()
-        };
         let extracted = embedded::extract(&self.lexicon, text, on);
-        serde_json::to_value(self.check(text, extracted, &context, on)).unwrap_or_default()
+        let checked = self.check_by(EMBEDDED, text, extracted, &PatientContext::on(on), on);
+        serde_json::to_value(checked).unwrap_or_default()
     }
 
-    /// Checks facts already extracted from `text`.
+    /// Checks facts already extracted from `text` by the configured engine.
     pub fn check(
         &self,
+        text: &str,
+        extracted: Extracted,
+        context: &PatientContext,
+        encounter: Date,
+    ) -> Verification {
+        self.check_by(self.engine.name(), text, extracted, context, encounter)
+    }
+
+    /// Checks facts `engine` extracted from `text`.
+    fn check_by(
+        &self,
+        engine: &'static str,
         text: &str,
         extracted: Extracted,
         context: &PatientContext,
@@ -319,7 +339,7 @@ impl Guardrails {
             )
         });
         crate::metrics::checked(
-            self.engine.name(),
+            engine,
             passed,
             alerts
                 .iter()
@@ -332,7 +352,7 @@ impl Guardrails {
             checks_performed,
             alerts,
             extracted,
-            engine: self.engine.name().to_owned(),
+            engine: engine.to_owned(),
             engine_error: None,
             ruleset_version: self.lexicon.version.clone(),
         }

@@ -2,7 +2,7 @@
 //! each with the span it came from, the alerts of the rules, the result
 //! stored in `verification_results`, and the `POST /api/v1/verify` body.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::Date;
 use utoipa::ToSchema;
@@ -19,7 +19,7 @@ pub struct Span {
 }
 
 /// Whether a medication is being started, goes on, or was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MedicationStatus {
     /// Started, prescribed or given now.
@@ -129,7 +129,9 @@ pub struct Extracted {
 }
 
 /// How serious an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Must be acknowledged before sign-off.
@@ -166,7 +168,7 @@ impl Severity {
 }
 
 /// The part of the text an alert is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Evidence {
     /// The first code point.
     pub start: usize,
@@ -177,7 +179,7 @@ pub struct Evidence {
 }
 
 /// What a rule found.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Alert {
     /// This finding's id in this text: the rule and the code points of its
     /// first evidence (`ALLERGY_CONFLICT@27-38`); what an acknowledgement names.
@@ -219,48 +221,10 @@ pub struct Verification {
     pub ruleset_version: String,
 }
 
-/// An alert as a stored check holds it: what an acknowledgement names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredAlert {
-    /// Its id (for a check stored before alerts had ids: made from its rule
-    /// and first evidence, as the rules make it now).
-    pub id: String,
-    /// Its rule.
-    pub rule_id: String,
-    /// Its severity.
-    pub severity: String,
-    /// Its message.
-    pub message: String,
-}
-
 /// The alerts of a stored check (`verification_results`); None when it is
 /// not one of ours (the original's object has no `alerts`).
-pub fn stored_alerts(results: &Value) -> Option<Vec<StoredAlert>> {
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let alerts = results.get("alerts")?.as_array()?;
-    Some(
-        alerts
-            .iter()
-            .filter_map(|a| {
-                let rule_id = text(a, "rule_id")?;
-                let id = text(a, "id").unwrap_or_else(|| {
-                    let first = a.get("evidence").and_then(|e| e.get(0));
-                    match first
-                        .and_then(|e| Some((e.get("start")?.as_u64()?, e.get("end")?.as_u64()?)))
-                    {
-                        Some((start, end)) => format!("{rule_id}@{start}-{end}"),
-                        None => rule_id.clone(),
-                    }
-                });
-                Some(StoredAlert {
-                    id,
-                    severity: text(a, "severity")?,
-                    message: text(a, "message").unwrap_or_default(),
-                    rule_id,
-                })
-            })
-            .collect(),
-    )
+pub fn stored_alerts(results: &Value) -> Option<Vec<Alert>> {
+    serde_json::from_value(results.get("alerts")?.clone()).ok()
 }
 
 /// What the caller knows of the patient beyond the text.
@@ -274,6 +238,16 @@ pub struct PatientContext {
     pub admission_date: Option<Date>,
     /// The encounter's date (the recording's day; today when not given).
     pub encounter_date: Option<Date>,
+}
+
+impl PatientContext {
+    /// No context but the encounter's day (a stored recording's check).
+    pub fn on(encounter: Date) -> Self {
+        Self {
+            encounter_date: Some(encounter),
+            ..Self::default()
+        }
+    }
 }
 
 /// The longest text a check reads, in characters.

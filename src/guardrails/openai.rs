@@ -25,6 +25,22 @@ use time::Date;
 
 use super::model::{Allergy, Condition, Extracted, Medication, MedicationStatus, Span, VitalSign};
 use super::{ExtractError, ExtractionEngine, Lexicon, embedded};
+use crate::http::outbound::{self, Refusal};
+
+impl From<Refusal> for ExtractError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Transient {
+                message,
+                retry_after,
+            } => Self::Transient {
+                message,
+                retry_after,
+            },
+            Refusal::Permanent(message) => Self::Permanent(message),
+        }
+    }
+}
 
 /// Where the server is and what to ask it for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,41 +427,7 @@ impl ExtractionEngine for OpenAiEngine {
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "did not answer in time"
-            } else if e.is_connect() {
-                "cannot be reached"
-            } else {
-                "failed"
-            };
-            ExtractError::transient(format!("the language model server {kind}: {e}"))
-        })?;
-        let status = response.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(ExtractError::Transient {
-                message: format!("the language model server answered {status}"),
-                retry_after,
-            });
-        }
-        if !status.is_success() {
-            let body: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(300)
-                .collect();
-            return Err(ExtractError::Permanent(format!(
-                "the language model server refused the request ({status}): {body}"
-            )));
-        }
+        let response = outbound::send("the language model server", "the request", request).await?;
         let completion: Completion = response
             .json()
             .await

@@ -181,25 +181,15 @@ impl CheckWorker {
         }
     }
 
-    /// Renews the lease every third of it; returns when it is lost.
+    /// Renews the lease while the work runs; returns when it is lost.
     async fn hold_lease(&self, job: &ClaimedCheck) {
-        let every = self.settings.lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            match self
-                .jobs
-                .heartbeat(
-                    job.recording_id,
-                    JobKind::Verify,
-                    &self.owner,
-                    self.settings.lease,
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => tracing::warn!(error = %e, "cannot renew a verify lease"),
-            }
-        }
+        crate::jobs::lease::hold(
+            self.jobs.as_ref(),
+            job.recording_id,
+            JobKind::Verify,
+            &self.owner,
+            self.settings.lease,
+        )
+        .await;
     }
 }

@@ -46,7 +46,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = is_json_content_type(req.headers());
         let bytes = read_limited(req.into_body(), JSON_BODY_LIMIT).await?;
-        decode_json(is_json, &bytes).map(Self)
+        decode_json(is_json, &bytes)?.map(Self).ok_or_else(|| {
+            ApiError::invalid(ValidationIssue::new(
+                "missing",
+                vec![json!("body")],
+                "Field required",
+                Value::Null,
+            ))
+        })
     }
 }
 
@@ -64,19 +71,13 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
         if bytes.is_empty() {
             return Ok(Self(None));
         }
-        match decode_json(is_json, &bytes) {
-            Ok(value) => Ok(Self(Some(value))),
-            // `null` is what decode_json calls missing: here, no body.
-            Err(_) if serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_null()) => {
-                Ok(Self(None))
-            }
-            Err(e) => Err(e),
-        }
+        decode_json(is_json, &bytes).map(Self)
     }
 }
 
-/// A body as JSON, refused as FastAPI refuses it.
-fn decode_json(is_json: bool, bytes: &[u8]) -> Result<Value, ApiError> {
+/// A body as JSON, refused as FastAPI refuses it; None for an empty body or
+/// `null` (which a required body calls missing).
+fn decode_json(is_json: bool, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
     let body_loc = || vec![json!("body")];
     if !is_json {
         return Err(ApiError::invalid(ValidationIssue::new(
@@ -86,16 +87,8 @@ fn decode_json(is_json: bool, bytes: &[u8]) -> Result<Value, ApiError> {
             Value::String(String::from_utf8_lossy(bytes).into_owned()),
         )));
     }
-    let missing = || {
-        ApiError::invalid(ValidationIssue::new(
-            "missing",
-            body_loc(),
-            "Field required",
-            Value::Null,
-        ))
-    };
     if bytes.is_empty() {
-        return Err(missing());
+        return Ok(None);
     }
     if std::str::from_utf8(bytes).is_err() {
         return Err(ApiError::BadRequest(
@@ -103,8 +96,8 @@ fn decode_json(is_json: bool, bytes: &[u8]) -> Result<Value, ApiError> {
         ));
     }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Null) => Err(missing()),
-        Ok(value) => Ok(value),
+        Ok(Value::Null) => Ok(None),
+        Ok(value) => Ok(Some(value)),
         Err(e) => {
             let offset = byte_offset(bytes, e.line(), e.column());
             Err(ApiError::invalid(

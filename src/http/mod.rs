@@ -8,4 +8,5 @@ pub mod edge;
 pub mod extract;
 pub mod guard;
 pub mod openapi;
+pub mod outbound;
 pub mod server;

@@ -19,6 +19,7 @@
 //!   one that cannot pass (undecodable audio), the recording goes to `error`
 //!   with the reason.
 
+pub mod lease;
 pub mod model;
 pub mod store;
 

@@ -14,6 +14,7 @@
 pub mod process;
 pub mod server;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::metrics::{
@@ -61,6 +62,10 @@ pub const SIGN_INS_RATE_LIMITED: &str = "clinscribe_sign_ins_rate_limited_total"
 pub const SESSIONS_ACTIVE: &str = "clinscribe_sessions_active";
 pub const BUILD_INFO: &str = "clinscribe_build_info";
 
+/// Whether a recorder is installed: labels that must be copied into owned
+/// strings (a route, a rule id) are not made for nothing on every request.
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
 /// Installs the Prometheus recorder for this process; the handle renders
 /// the exposition text.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -69,6 +74,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .set_buckets_for_metric(Matcher::Full(TRANSCRIPTION_SPEED.into()), &SPEED_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(DB_COMMIT_BATCH.into()), &BATCH_BUCKETS)?
         .install_recorder()?;
+    RECORDING.store(true, Ordering::Relaxed);
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
@@ -183,6 +189,9 @@ fn status_class(status: u16) -> &'static str {
 
 /// An HTTP request answered (`route`: the template, or `<unmatched>`).
 pub fn http_request(method: &str, route: &str, status: u16, elapsed: Duration) {
+    if !RECORDING.load(Ordering::Relaxed) {
+        return;
+    }
     let (method, route) = (method.to_owned(), route.to_owned());
     counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status_class" => status_class(status))
         .increment(1);
@@ -265,6 +274,9 @@ pub fn checked<'a>(
 ) {
     counter!(CHECKS, "engine" => engine, "passed" => if passed { "true" } else { "false" })
         .increment(1);
+    if !RECORDING.load(Ordering::Relaxed) {
+        return;
+    }
     for (rule, severity) in alerts {
         counter!(CHECK_ALERTS, "rule" => rule.to_owned(), "severity" => severity).increment(1);
     }

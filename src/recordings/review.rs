@@ -315,7 +315,7 @@ fn audited<'a>(context: &'a AuditContext, action: AuditAction, before: &Recordin
 /// The acknowledgements of a signature: each names an alert of the check,
 /// and every critical alert has one.
 fn acknowledged(
-    alerts: &[crate::guardrails::model::StoredAlert],
+    alerts: &[crate::guardrails::model::Alert],
     request: SignRequest,
     by: &str,
     at: Timestamp,
@@ -329,7 +329,7 @@ fn acknowledged(
         acknowledgements.push(Acknowledgement {
             alert_id: alert.id.clone(),
             rule_id: alert.rule_id.clone(),
-            severity: alert.severity.clone(),
+            severity: alert.severity.as_str().to_owned(),
             message: alert.message.clone(),
             reason: given.reason,
             by: by.to_owned(),
@@ -338,7 +338,7 @@ fn acknowledged(
     }
     let missing: Vec<String> = alerts
         .iter()
-        .filter(|a| a.severity == "critical")
+        .filter(|a| a.severity == crate::guardrails::model::Severity::Critical)
         .filter(|a| !acknowledgements.iter().any(|k| k.alert_id == a.id))
         .map(|a| format!("{} ({})", a.id, a.message))
         .collect();

@@ -16,7 +16,23 @@ use serde::Deserialize;
 use super::engine::{
     AudioInput, EngineError, Transcript, TranscriptionEngine, confidence_from_avg_logprob,
 };
+use crate::http::outbound::{self, Refusal};
 use crate::recordings::model::Segment;
+
+impl From<Refusal> for EngineError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Transient {
+                message,
+                retry_after,
+            } => Self::Transient {
+                message,
+                retry_after,
+            },
+            Refusal::Permanent(message) => Self::Permanent(message),
+        }
+    }
+}
 
 /// A segment as both APIs return it (OpenAI's `verbose_json`, and
 /// openai-whisper's `transcribe()` result, which the original's container passes on).
@@ -88,36 +104,7 @@ async fn send(
     what: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<RemoteTranscript, EngineError> {
-    let response = request.send().await.map_err(|e| {
-        let kind = if e.is_timeout() {
-            "did not answer in time"
-        } else if e.is_connect() {
-            "cannot be reached"
-        } else {
-            "failed"
-        };
-        EngineError::transient(format!("{what} {kind}: {e}"))
-    })?;
-    let status = response.status();
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        return Err(EngineError::Transient {
-            message: format!("{what} answered {status}"),
-            retry_after,
-        });
-    }
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let body: String = body.chars().take(300).collect();
-        return Err(EngineError::Permanent(format!(
-            "{what} refused the audio ({status}): {body}"
-        )));
-    }
+    let response = outbound::send(what, "the audio", request).await?;
     let body = response
         .bytes()
         .await

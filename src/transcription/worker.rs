@@ -276,27 +276,16 @@ impl Worker {
         }
     }
 
-    /// Renews the lease every third of it; returns when it is lost.
+    /// Renews the lease while the work runs; returns when it is lost.
     async fn hold_lease(&self, job: &ClaimedJob) {
-        let every = self.settings.lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            match self
-                .jobs
-                .heartbeat(
-                    job.recording_id,
-                    crate::jobs::JobKind::Transcribe,
-                    &self.owner,
-                    self.settings.lease,
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                // A database hiccup: the lease still runs; try again next time.
-                Err(e) => tracing::warn!(error = %e, "cannot renew a transcription lease"),
-            }
-        }
+        crate::jobs::lease::hold(
+            self.jobs.as_ref(),
+            job.recording_id,
+            crate::jobs::JobKind::Transcribe,
+            &self.owner,
+            self.settings.lease,
+        )
+        .await;
     }
 
     /// Retries a transient failure while attempts remain; otherwise gives up.

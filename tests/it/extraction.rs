@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::common::fake_engine::{Behaviour, FakeEngine};
 use crate::common::fake_llm::{FakeLlm, Reply};
-use crate::common::{ServerProcess, client, webm};
+use crate::common::{ServerProcess, client, sqlite_url, webm};
 
 const NOTE: &str = "Allergic to penicillin. Start amoxicillin 500 mg three times a day.";
 const MODEL: &str = "llama-3.1-8b-instruct";
@@ -43,10 +43,6 @@ fn openai_env(url: &str) -> Vec<(&str, &str)> {
         ("PWA_TRANSCRIBE_MAX_ATTEMPTS", "3"),
         ("PWA_TRANSCRIBE_LEASE", "5s"),
     ]
-}
-
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("clinical.db").display())
 }
 
 async fn verify(server: &ServerProcess, text: &str) -> (u16, Value) {
@@ -218,6 +214,22 @@ async fn malformed_answers_and_a_timeout_are_refused_with_503() {
     assert!(body["detail"].as_str().unwrap().contains("429"), "{body}");
     let (status, body) = verify(&server, NOTE).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_retrying_cannot_mend_is_said_as_such() {
+    let llm = FakeLlm::start(vec![], Reply::Status(400, None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_url(&sqlite_url(&dir), &openai_env(&llm.url));
+    let (status, body) = verify(&server, NOTE).await;
+    assert_eq!(status, 503, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the language model server refused the request (400 Bad Request)"),
+        "{detail}"
+    );
+    assert_eq!(llm.asked().len(), 1, "not retried within the request");
     assert_eq!(server.terminate(), Some(0));
 }
 

@@ -69,7 +69,7 @@ async fn the_counters_move_by_exactly_what_was_done_and_no_label_holds_an_id() {
     let whisper =
         FakeEngine::start(vec![], Behaviour::Transcribe("Blood pressure 130 over 85.")).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("clinical.db").display());
+    let url = crate::common::sqlite_url(&dir);
     let server = ServerProcess::start_url(
         &url,
         &[
@@ -292,7 +292,7 @@ async fn the_counters_move_by_exactly_what_was_done_and_no_label_holds_an_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_shows_as_the_oldest_due_jobs_age() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("clinical.db").display());
+    let url = crate::common::sqlite_url(&dir);
     // No engine: the dictation waits in the queue.
     let server = ServerProcess::start_url(&url, &[("PWA_METRICS_BIND", "127.0.0.1:0")]);
     let (status, _) = server

@@ -573,6 +573,43 @@ async fn a_critical_alert_is_acknowledged_with_a_reason_before_signing(app: Test
     assert!(error.contains("a signed note cannot change"), "{error}");
 }
 
+/// A note that was never checked (a recording adopted from the original,
+/// its text written before the guardrails existed) is checked at signing:
+/// its critical alert must be acknowledged all the same.
+async fn a_note_never_checked_is_checked_when_it_is_signed(app: TestApp) {
+    let recording = in_status(&app, RecordingStatus::Completed).await;
+    let id = recording["id"].as_str().unwrap();
+    common::execute(
+        &app,
+        &format!(
+            "UPDATE recordings SET final_transcript = 'Allergic to penicillin. Start amoxicillin 500 mg three times a day.', \
+             version = version + 1 WHERE id = '{id}'"
+        ),
+    )
+    .await
+    .unwrap();
+    let note = current(&app, id).await;
+    assert!(note["verification_results"].is_null());
+    let r = sign(&app, id, Some(&tag_of(&note))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.contains("ALLERGY_CONFLICT@"), "{detail}");
+    let alert = detail
+        .split_whitespace()
+        .find(|w| w.starts_with("ALLERGY_CONFLICT@"))
+        .unwrap()
+        .to_owned();
+    let r = sign_with(
+        &app,
+        id,
+        &tag_of(&note),
+        json!({"acknowledgements": [{"alert_id": alert, "reason": "Allergy disproven by skin testing"}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["acknowledgements"][0]["rule_id"], "ALLERGY_CONFLICT");
+}
+
 /// A note without critical alerts is signed as before, with no body.
 async fn a_note_without_critical_alerts_is_signed_without_acknowledgements(app: TestApp) {
     let note = completed_with_text(&app, SIGNED_TEXT).await;
@@ -608,6 +645,7 @@ crate::on_both_backends!(
     the_database_itself_refuses_to_change_a_signed_note,
     a_critical_alert_is_acknowledged_with_a_reason_before_signing,
     a_note_without_critical_alerts_is_signed_without_acknowledgements,
+    a_note_never_checked_is_checked_when_it_is_signed,
 );
 
 /// The purge runs by itself in the server: a real process with a short

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::fake_engine::{AVG_LOGPROBS, Behaviour, FakeEngine};
-use crate::common::{PgTestDb, ServerProcess, client, postgres_or_skip, webm};
+use crate::common::{PgTestDb, ServerProcess, client, postgres_or_skip, sqlite_url, webm};
 use clinscribe::config::DatabaseSettings;
 use clinscribe::db::Database;
 
@@ -98,10 +98,6 @@ async fn job(database_url: &str, id: &str) -> (String, i64, Option<String>) {
     .unwrap();
     db.close().await;
     row
-}
-
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("clinical.db").display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

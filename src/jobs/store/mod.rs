@@ -224,17 +224,34 @@ fn check_event(id: Uuid, patient_id: &str, end: &CheckEnd<'_>) -> NewAuditEvent 
     }
 }
 
+/// How a claimed job ends: what the `END` statement of each backend sets.
+struct JobEnd<'a> {
+    kind: JobKind,
+    /// Its new state.
+    state: &'static str,
+    /// Its `last_error`.
+    error: Option<&'a str>,
+    /// When it is due again (a retry).
+    due: Option<String>,
+}
+
 impl CheckEnd<'_> {
-    /// The job's state, error and when it is due again after this end.
-    fn job_end(&self) -> (&'static str, Option<String>, Option<String>) {
-        match self {
+    /// The `verify` job's end.
+    fn job_end(&self) -> JobEnd<'_> {
+        let (state, error, due) = match self {
             CheckEnd::Checked(_) | CheckEnd::NothingToCheck => ("done", None, None),
-            CheckEnd::CheckedInstead(_, why) => ("failed", Some((*why).to_owned()), None),
+            CheckEnd::CheckedInstead(_, why) => ("failed", Some(*why), None),
             CheckEnd::RetryLater(why, delay) => (
                 "queued",
-                Some((*why).to_owned()),
+                Some(*why),
                 Some(Timestamp::after(*delay).to_string()),
             ),
+        };
+        JobEnd {
+            kind: JobKind::Verify,
+            state,
+            error,
+            due,
         }
     }
 

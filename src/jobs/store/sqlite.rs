@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{
-    BeforeWork, CheckedText, ClaimedAudio, JobStore, Work, check_event, claimed, claimed_check,
-    counts_from, lease_until, shared_sql, work_event,
+    BeforeWork, CheckedText, ClaimedAudio, JobEnd, JobStore, Work, check_event, claimed,
+    claimed_check, counts_from, lease_until, shared_sql, work_event,
 };
 use crate::audit::store::sqlite as audit;
 use crate::db::{SqliteDatabase, StoreError};
@@ -136,18 +136,13 @@ impl SqliteJobs {
         let id = id.hyphenated().to_string();
         let now = Timestamp::now().to_string();
         let mut tx = self.db.begin_write().await?;
-        let ended = sqlx::query(END)
-            .bind(&id)
-            .bind(owner)
-            .bind(work.job_state())
-            .bind(work.job_error())
-            .bind(due)
-            .bind(&now)
-            .bind(JobKind::Transcribe.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if ended == 0 {
+        let job = JobEnd {
+            kind: JobKind::Transcribe,
+            state: work.job_state(),
+            error: work.job_error(),
+            due,
+        };
+        if !end_job(&mut tx, &id, owner, &job, &now).await? {
             return Ok(false);
         }
         let before: Option<BeforeWork> = sqlx::query_as(BEFORE_WORK)
@@ -329,20 +324,9 @@ impl JobStore for SqliteJobs {
         let uuid = id;
         let id = id.hyphenated().to_string();
         let now = Timestamp::now().to_string();
-        let (state, error, due) = end.job_end();
+
         let mut tx = self.db.begin_write().await?;
-        let ended = sqlx::query(END)
-            .bind(&id)
-            .bind(owner)
-            .bind(state)
-            .bind(error)
-            .bind(due)
-            .bind(&now)
-            .bind(JobKind::Verify.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if ended == 0 {
+        if !end_job(&mut tx, &id, owner, &end.job_end(), &now).await? {
             return Ok(false);
         }
         if let Some(check) = end.stored() {
@@ -374,4 +358,27 @@ impl JobStore for SqliteJobs {
             .await?;
         Ok(pending > 0)
     }
+}
+
+/// Ends `owner`'s job as `job` says, in `conn`'s transaction; false when
+/// `owner` no longer holds its lease.
+async fn end_job(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    owner: &str,
+    job: &JobEnd<'_>,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let ended = sqlx::query(END)
+        .bind(id)
+        .bind(owner)
+        .bind(job.state)
+        .bind(job.error)
+        .bind(job.due.as_deref())
+        .bind(now)
+        .bind(job.kind.as_str())
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(ended == 1)
 }

@@ -416,6 +416,11 @@ impl ServerProcess {
     }
 }
 
+/// The URL of a database file `clinical.db` in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("clinical.db").display())
+}
+
 /// An HTTP client for talking to a [`ServerProcess`].
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
