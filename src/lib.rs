@@ -6,6 +6,7 @@
 //! - [`uploads`], [`audio`]: audio uploads and storage; [`idempotency`];
 //! - [`auth`]: users, tokens and who may do what; [`audit`]: the trail;
 //! - [`web`]: the offline-first web app (pages and assets, embedded);
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and OpenTelemetry traces;
 //! - [`cli`]: the `clinscribe` command line; [`config`]: its settings.
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod recordings;
 pub mod tasks;
+pub mod telemetry;
 pub mod timestamp;
 pub mod transcription;
 pub mod uploads;

@@ -159,13 +159,41 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let filter = config::parse_log_filter(&cli.log)?;
     // Validate the subcommand's own settings before anything touches the disk.
     let job = Job::validate(cli.command, &database)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Traces are the server's: the other commands only log.
+    let traces = match job {
+        Job::Serve(_) => crate::telemetry::TraceSettings::from_env()?,
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(anyhow::Error::from)?;
-    Ok(runtime.block_on(job.run(database))?)
+    let tracing = {
+        let _inside = runtime.enter();
+        traces
+            .as_ref()
+            .map(crate::telemetry::Tracing::start)
+            .transpose()?
+    };
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
+        .with(tracing.as_ref().map(crate::telemetry::Tracing::layer))
+        .init();
+    if let Some(settings) = &traces {
+        tracing::info!(transport = ?settings.transport, "exporting traces over OTLP");
+    }
+    let outcome = runtime.block_on(job.run(database));
+    if let Some(tracing) = tracing {
+        // The exporter's last batch goes out over the runtime's connections.
+        let _inside = runtime.enter();
+        tracing.shutdown();
+    }
+    Ok(outcome?)
 }
 
 /// A command whose own settings are validated: ready to run.

@@ -6,7 +6,8 @@
 //! Host and Origin rules ([`RequestGuard`]), the handler, what the outcome
 //! tells [`StorageHealth`] (a 507 starts or extends a full-disk episode, a
 //! successful write ends it), the response headers, one log line, and the
-//! request's metrics (by route template).
+//! request's metrics (by route template). The request runs in its trace span
+//! ([`crate::telemetry::request_span`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::guard::{RequestGuard, RouteKind, acceptable_request_id, secure_headers};
 use crate::health::StorageHealth;
@@ -50,10 +52,17 @@ pub async fn edge(
     };
     let method = request.method().clone();
     let kind = RouteKind::of(request.uri().path());
+    let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let span = crate::telemetry::request_span(
+        method.as_str(),
+        route,
+        request_id.to_str().unwrap_or("-"),
+        request.headers(),
+    );
     crate::metrics::http_in_flight(1.0);
     let mut response = match edge.guard.check(&method, request.uri(), request.headers()) {
         Ok(()) => {
-            let response = next.run(request).await;
+            let response = next.run(request).instrument(span.clone()).await;
             if response.status() == StatusCode::INSUFFICIENT_STORAGE {
                 edge.storage.record_full();
             } else if response.status().is_success()
@@ -69,8 +78,8 @@ pub async fn edge(
         }
     };
     crate::metrics::http_in_flight(-1.0);
+    crate::telemetry::record_status(&span, response.status().as_u16());
     secure_headers(response.headers_mut(), kind);
-    let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
     crate::metrics::http_request(
         method.as_str(),
         route,

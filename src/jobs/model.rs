@@ -59,6 +59,8 @@ pub struct ClaimedJob {
     pub recorded_on: Option<time::Date>,
     /// The recording's patient (for the FHIR bundle's subject).
     pub patient_id: String,
+    /// The W3C `traceparent` of the request that queued the job, if traced.
+    pub trace_parent: Option<String>,
 }
 
 /// A `verify` job a worker holds the lease of: the text to check.
@@ -74,6 +76,8 @@ pub struct ClaimedCheck {
     pub patient_id: String,
     /// The day the recording was made.
     pub recorded_on: Option<time::Date>,
+    /// The W3C `traceparent` of the request that queued the job, if traced.
+    pub trace_parent: Option<String>,
 }
 
 /// How a `verify` job ends.

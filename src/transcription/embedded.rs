@@ -114,6 +114,7 @@ impl EmbeddedEngine {
         let mut ended = false;
         let mut decoded_any = false;
         while !ended || !pending.is_empty() {
+            let decoding = tracing::trace_span!("audio.decode").entered();
             while !ended && pending.len() < window {
                 match decoder.next_samples().map_err(decode_error)? {
                     Some(samples) => {
@@ -134,7 +135,9 @@ impl EmbeddedEngine {
                 quiet_cut(&pending[..window.min(pending.len())])
             };
             let piece: Vec<f32> = pending.drain(..cut).collect();
-            let heard = self.run(&mut state, &piece, offset_samples, language.as_deref())?;
+            drop(decoding);
+            let heard = tracing::trace_span!("whisper.window")
+                .in_scope(|| self.run(&mut state, &piece, offset_samples, language.as_deref()))?;
             if language.is_none() {
                 language = heard.1;
             }
@@ -243,12 +246,15 @@ impl TranscriptionEngine for EmbeddedEngine {
         let engine = self.clone();
         let (path, content_type) = (audio.path.clone(), audio.content_type.clone());
         let (done, result) = tokio::sync::oneshot::channel();
+        // The thread's work belongs to the job's trace.
+        let span = tracing::Span::current();
         // A thread of its own at a lower priority (whisper.cpp's threads
         // inherit it): requests keep their latency while a dictation is
         // transcribed on every core (docs/BENCHMARKS.md, "Transcription").
         std::thread::Builder::new()
             .name("transcription".into())
             .spawn(move || {
+                let _in_job = span.enter();
                 let tid = rustix::thread::gettid();
                 if let Err(e) = rustix::process::setpriority_process(Some(tid), TRANSCRIPTION_NICE)
                 {

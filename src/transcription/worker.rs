@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::engine::{AudioInput, EngineError, TranscriptionEngine};
 use crate::audio::sniff::extension;
@@ -94,9 +95,15 @@ impl Worker {
                 Ok(Some(job)) => {
                     let id = job.recording_id;
                     let attempt = job.attempt;
+                    let span = crate::telemetry::job_span(
+                        "transcribe",
+                        attempt,
+                        job.trace_parent.as_deref(),
+                    );
                     crate::metrics::job_claimed("transcribe");
                     let started = std::time::Instant::now();
-                    let outcome = self.process(job, &stop).await;
+                    let outcome = self.process(job, &stop).instrument(span.clone()).await;
+                    span.record("job.outcome", outcome.as_str());
                     crate::metrics::job_finished("transcribe", outcome.as_str(), started.elapsed());
                     tracing::info!(recording = %id, attempt, outcome = ?outcome, "transcription job");
                 }
@@ -164,7 +171,10 @@ impl Worker {
 
         // The engine works while the lease is renewed; whichever ends first wins.
         let engine_started = std::time::Instant::now();
-        let transcribing = self.engine.transcribe(&input);
+        let transcribing = self
+            .engine
+            .transcribe(&input)
+            .instrument(tracing::trace_span!("transcription"));
         let heartbeat = self.hold_lease(&job);
         let transcript = tokio::select! {
             result = transcribing => result,

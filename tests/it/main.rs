@@ -26,6 +26,7 @@ mod review;
 mod s3;
 mod signoff;
 mod store;
+mod traces;
 mod transcription;
 mod uploads;
 mod web;

@@ -405,6 +405,7 @@ macro_rules! stores {
     ($store:ty, write: $write:ident, read: $read:ident) => {
         #[async_trait::async_trait]
         impl $crate::auth::store::UserStore for $store {
+            #[tracing::instrument(level = "trace", name = "users.insert", skip_all)]
             async fn insert(
                 &self,
                 user: $crate::auth::store::NewUser<'_>,
@@ -421,6 +422,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "users.get", skip_all)]
             async fn get(
                 &self,
                 id: &str,
@@ -434,6 +436,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::UserRow::decode).transpose()
             }
 
+            #[tracing::instrument(level = "trace", name = "users.by_subject", skip_all)]
             async fn by_subject(
                 &self,
                 subject: &str,
@@ -449,6 +452,7 @@ macro_rules! stores {
                     .map(|(user, _)| user))
             }
 
+            #[tracing::instrument(level = "trace", name = "users.set_role", skip_all)]
             async fn set_role(
                 &self,
                 id: &str,
@@ -462,6 +466,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(level = "trace", name = "users.list", skip_all)]
             async fn list(&self) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
                 let rows: Vec<$crate::auth::store::UserRow> =
                     sqlx::query_as($crate::auth::store::sql::LIST_USERS)
@@ -470,6 +475,7 @@ macro_rules! stores {
                 rows.into_iter().map(|r| Ok(r.decode()?.0)).collect()
             }
 
+            #[tracing::instrument(level = "trace", name = "users.set_password", skip_all)]
             async fn set_password(
                 &self,
                 id: &str,
@@ -483,6 +489,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(level = "trace", name = "users.disable", skip_all)]
             async fn disable(
                 &self,
                 id: &str,
@@ -496,6 +503,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
+            #[tracing::instrument(level = "trace", name = "users.active_admins", skip_all)]
             async fn active_admins(&self) -> Result<i64, $crate::db::StoreError> {
                 Ok(sqlx::query_scalar($crate::auth::store::sql::COUNT_ADMINS)
                     .fetch_one(self.db.$read())
@@ -505,6 +513,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::TokenStore for $store {
+            #[tracing::instrument(level = "trace", name = "api_tokens.insert", skip_all)]
             async fn insert(
                 &self,
                 token: &$crate::auth::model::TokenInfo,
@@ -521,6 +530,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "api_tokens.owner", skip_all)]
             async fn owner(
                 &self,
                 sha256: &str,
@@ -533,6 +543,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::OwnerRow::decode).transpose()
             }
 
+            #[tracing::instrument(level = "trace", name = "api_tokens.touch", skip_all)]
             async fn touch(
                 &self,
                 id: &str,
@@ -546,6 +557,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "api_tokens.list", skip_all)]
             async fn list(
                 &self,
                 user_id: Option<&str>,
@@ -560,6 +572,7 @@ macro_rules! stores {
                     .collect()
             }
 
+            #[tracing::instrument(level = "trace", name = "api_tokens.revoke", skip_all)]
             async fn revoke(
                 &self,
                 id: &str,
@@ -576,6 +589,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::SessionStore for $store {
+            #[tracing::instrument(level = "trace", name = "sessions.insert", skip_all)]
             async fn insert(
                 &self,
                 session: &$crate::auth::store::SessionRecord,
@@ -594,6 +608,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.owner", skip_all)]
             async fn owner(
                 &self,
                 sha256: &str,
@@ -606,6 +621,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::SessionRow::decode).transpose()
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.touch", skip_all)]
             async fn touch(
                 &self,
                 id: &str,
@@ -619,6 +635,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.end", skip_all)]
             async fn end(
                 &self,
                 id: &str,
@@ -632,6 +649,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.end_all", skip_all)]
             async fn end_all(
                 &self,
                 user_id: &str,
@@ -645,6 +663,7 @@ macro_rules! stores {
                 Ok(done.rows_affected())
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.delete_finished", skip_all)]
             async fn delete_finished(
                 &self,
                 before: &$crate::timestamp::Timestamp,
@@ -656,6 +675,7 @@ macro_rules! stores {
                 Ok(done.rows_affected())
             }
 
+            #[tracing::instrument(level = "trace", name = "sessions.count_active", skip_all)]
             async fn count_active(
                 &self,
                 now: &$crate::timestamp::Timestamp,
@@ -673,6 +693,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::LoginStore for $store {
+            #[tracing::instrument(level = "trace", name = "oidc_logins.insert", skip_all)]
             async fn insert(
                 &self,
                 login: &$crate::auth::store::PendingLogin,
@@ -690,6 +711,7 @@ macro_rules! stores {
                 Ok(())
             }
 
+            #[tracing::instrument(level = "trace", name = "oidc_logins.take", skip_all)]
             async fn take(
                 &self,
                 state_sha256: &str,
@@ -702,6 +724,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::LoginRow::decode).transpose()
             }
 
+            #[tracing::instrument(level = "trace", name = "oidc_logins.delete_older", skip_all)]
             async fn delete_older(
                 &self,
                 before: &$crate::timestamp::Timestamp,

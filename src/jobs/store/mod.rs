@@ -268,7 +268,12 @@ impl CheckEnd<'_> {
 /// the day it was made (`YYYY-MM-DD`).
 type CheckedText = (Option<String>, String, Option<String>);
 
-fn claimed_check(id: String, attempts: i64, text: CheckedText) -> Result<ClaimedCheck, StoreError> {
+fn claimed_check(
+    id: String,
+    attempts: i64,
+    trace_parent: Option<String>,
+    text: CheckedText,
+) -> Result<ClaimedCheck, StoreError> {
     let (text, patient_id, day) = text;
     Ok(ClaimedCheck {
         recording_id: Uuid::parse_str(&id)
@@ -277,6 +282,7 @@ fn claimed_check(id: String, attempts: i64, text: CheckedText) -> Result<Claimed
         text,
         patient_id,
         recorded_on: day.as_deref().and_then(crate::timestamp::parse_date),
+        trace_parent,
     })
 }
 
@@ -312,7 +318,12 @@ type ClaimedAudio = (
 
 /// The claimed job from the recording's id and attempts, and what the
 /// claim read of the recording.
-fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob, StoreError> {
+fn claimed(
+    id: String,
+    attempts: i64,
+    trace_parent: Option<String>,
+    audio: ClaimedAudio,
+) -> Result<ClaimedJob, StoreError> {
     let (key, content_type, sha256, day, patient_id) = audio;
     Ok(ClaimedJob {
         recording_id: Uuid::parse_str(&id)
@@ -323,6 +334,7 @@ fn claimed(id: String, attempts: i64, audio: ClaimedAudio) -> Result<ClaimedJob,
         audio_content_type: content_type,
         recorded_on: day.as_deref().and_then(crate::timestamp::parse_date),
         patient_id,
+        trace_parent,
     })
 }
 

@@ -34,19 +34,19 @@ pub fn bind_check<'q>(query: PgQueryOf<'q>, check: Option<&StoredCheck>) -> PgQu
 
 /// As SQLite's [`super::sqlite::ENQUEUE`], with PostgreSQL's types.
 pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
-    created_at, updated_at) VALUES ($1::uuid, 'transcribe', 'queued', 0, $2::timestamptz, \
-    $2::timestamptz, $2::timestamptz) \
+    created_at, updated_at, trace_parent) VALUES ($1::uuid, 'transcribe', 'queued', 0, \
+    $2::timestamptz, $2::timestamptz, $2::timestamptz, $3) \
     ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
-    last_error = NULL, updated_at = excluded.updated_at";
+    last_error = NULL, updated_at = excluded.updated_at, trace_parent = excluded.trace_parent";
 
 /// As SQLite's [`super::sqlite::ENQUEUE_VERIFY`], with PostgreSQL's types.
 pub const ENQUEUE_VERIFY: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
-    created_at, updated_at) VALUES ($1::uuid, 'verify', 'queued', 0, $2::timestamptz, \
-    $2::timestamptz, $2::timestamptz) \
+    created_at, updated_at, trace_parent) VALUES ($1::uuid, 'verify', 'queued', 0, \
+    $2::timestamptz, $2::timestamptz, $2::timestamptz, $3) \
     ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
-    last_error = NULL, updated_at = excluded.updated_at";
+    last_error = NULL, updated_at = excluded.updated_at, trace_parent = excluded.trace_parent";
 
 /// The job of kind `$4` due first: queued and due, or running with an
 /// expired lease; rows another instance has locked are skipped, not waited for.
@@ -58,7 +58,7 @@ const CLAIM: &str = "WITH next AS ( \
     UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, lease_owner = $1, \
         lease_expires_at = $2::timestamptz, updated_at = $3::timestamptz \
     FROM next WHERE jobs.recording_id = next.recording_id AND jobs.kind = next.kind \
-    RETURNING jobs.recording_id::text, jobs.attempts";
+    RETURNING jobs.recording_id::text, jobs.attempts, jobs.trace_parent";
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = $2::timestamptz, updated_at = $2::timestamptz \
     WHERE id = $1::uuid RETURNING audio_file_path, audio_content_type, audio_sha256, \
@@ -155,6 +155,7 @@ impl PgJobs {
             sqlx::query(ENQUEUE_VERIFY)
                 .bind(&id)
                 .bind(&now)
+                .bind(crate::telemetry::traceparent())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -169,17 +170,18 @@ impl PgJobs {
 
 #[async_trait]
 impl JobStore for PgJobs {
+    #[tracing::instrument(level = "trace", name = "jobs.claim", skip_all)]
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError> {
         let now = Timestamp::now().to_string();
         let mut tx = self.db.pool().begin().await?;
-        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+        let job: Option<(String, i64, Option<String>)> = sqlx::query_as(CLAIM)
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
             .bind(JobKind::Transcribe.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((id, attempts)) = job else {
+        let Some((id, attempts, trace_parent)) = job else {
             return Ok(None);
         };
         let before: Option<BeforeWork> = sqlx::query_as(BEFORE_WORK)
@@ -195,9 +197,10 @@ impl JobStore for PgJobs {
             audit::append(&mut tx, &work_event(uuid, &before, &Work::Start)).await?;
         }
         tx.commit().await?;
-        claimed(id, attempts, audio.unwrap_or_default()).map(Some)
+        claimed(id, attempts, trace_parent, audio.unwrap_or_default()).map(Some)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.heartbeat", skip_all)]
     async fn heartbeat(
         &self,
         id: Uuid,
@@ -216,6 +219,7 @@ impl JobStore for PgJobs {
         Ok(extended == 1)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.complete", skip_all)]
     async fn complete(
         &self,
         id: Uuid,
@@ -238,6 +242,7 @@ impl JobStore for PgJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.retry_later", skip_all)]
     async fn retry_later(
         &self,
         id: Uuid,
@@ -265,6 +270,7 @@ impl JobStore for PgJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.fail", skip_all)]
     async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError> {
         let message = error.to_owned();
         let work = Work::Failed {
@@ -281,6 +287,7 @@ impl JobStore for PgJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.counts", skip_all)]
     async fn counts(&self) -> Result<JobCounts, StoreError> {
         let rows = sqlx::query_as(shared_sql::COUNTS)
             .fetch_all(self.db.pool())
@@ -288,6 +295,7 @@ impl JobStore for PgJobs {
         Ok(counts_from(rows))
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.claim_check", skip_all)]
     async fn claim_check(
         &self,
         owner: &str,
@@ -295,14 +303,14 @@ impl JobStore for PgJobs {
     ) -> Result<Option<ClaimedCheck>, StoreError> {
         let now = Timestamp::now().to_string();
         let mut tx = self.db.pool().begin().await?;
-        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+        let job: Option<(String, i64, Option<String>)> = sqlx::query_as(CLAIM)
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
             .bind(JobKind::Verify.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((id, attempts)) = job else {
+        let Some((id, attempts, trace_parent)) = job else {
             return Ok(None);
         };
         let text: Option<CheckedText> = sqlx::query_as(TEXT_TO_CHECK)
@@ -311,9 +319,10 @@ impl JobStore for PgJobs {
             .await?;
         tx.commit().await?;
         let text = text.unwrap_or((None, String::new(), None));
-        claimed_check(id, attempts, text).map(Some)
+        claimed_check(id, attempts, trace_parent, text).map(Some)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.end_check", skip_all)]
     async fn end_check(
         &self,
         id: Uuid,
@@ -343,6 +352,7 @@ impl JobStore for PgJobs {
         Ok(true)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.queue_stats", skip_all)]
     async fn queue_stats(&self) -> Result<Vec<super::QueueStat>, StoreError> {
         Ok(sqlx::query_as(QUEUE_STATS)
             .bind(Timestamp::now().to_string())
@@ -350,6 +360,7 @@ impl JobStore for PgJobs {
             .await?)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.check_pending", skip_all)]
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {
         let pending: i64 = sqlx::query_scalar(PENDING_CHECK)
             .bind(id.hyphenated().to_string())

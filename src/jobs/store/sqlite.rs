@@ -32,21 +32,21 @@ pub fn bind_check<'q>(query: SqliteQuery<'q>, check: Option<&StoredCheck>) -> Sq
 }
 
 /// A job for a recording that has just become `queued` (`?1` its id, `?2`
-/// now), or a fresh start for its job when it had one: run inside the
+/// now, `?3` the `traceparent` of the request queuing it), or a fresh start for its job when it had one: run inside the
 /// transaction that makes the recording `queued`.
 pub const ENQUEUE: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
-    created_at, updated_at) VALUES (?1, 'transcribe', 'queued', 0, ?2, ?2, ?2) \
+    created_at, updated_at, trace_parent) VALUES (?1, 'transcribe', 'queued', 0, ?2, ?2, ?2, ?3) \
     ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
-    last_error = NULL, updated_at = excluded.updated_at";
+    last_error = NULL, updated_at = excluded.updated_at, trace_parent = excluded.trace_parent";
 
 /// As [`ENQUEUE`], the `verify` job of a note whose text has just been
 /// written (and is checked by an extraction engine elsewhere).
 pub const ENQUEUE_VERIFY: &str = "INSERT INTO jobs (recording_id, kind, state, attempts, run_after, \
-    created_at, updated_at) VALUES (?1, 'verify', 'queued', 0, ?2, ?2, ?2) \
+    created_at, updated_at, trace_parent) VALUES (?1, 'verify', 'queued', 0, ?2, ?2, ?2, ?3) \
     ON CONFLICT (recording_id, kind) DO UPDATE SET state = 'queued', attempts = 0, \
     run_after = excluded.run_after, lease_owner = NULL, lease_expires_at = NULL, \
-    last_error = NULL, updated_at = excluded.updated_at";
+    last_error = NULL, updated_at = excluded.updated_at, trace_parent = excluded.trace_parent";
 
 /// The job of kind `?4` due first: queued and due, or running with an
 /// expired lease (two branches, so that each uses its partial index).
@@ -57,7 +57,7 @@ const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1,
         UNION ALL \
         SELECT recording_id, lease_expires_at FROM jobs WHERE state = 'running' AND lease_expires_at < ?3 AND kind = ?4 \
     ) ORDER BY due LIMIT 1) \
-    RETURNING recording_id, attempts";
+    RETURNING recording_id, attempts, trace_parent";
 const START_PROCESSING: &str = "UPDATE recordings SET status = 'processing', version = version + 1, \
     transcription_started_at = ?2, updated_at = ?2 WHERE id = ?1 \
     RETURNING audio_file_path, audio_content_type, audio_sha256, substr(created_at, 1, 10), patient_id";
@@ -156,6 +156,7 @@ impl SqliteJobs {
             sqlx::query(ENQUEUE_VERIFY)
                 .bind(&id)
                 .bind(&now)
+                .bind(crate::telemetry::traceparent())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -170,17 +171,18 @@ impl SqliteJobs {
 
 #[async_trait]
 impl JobStore for SqliteJobs {
+    #[tracing::instrument(level = "trace", name = "jobs.claim", skip_all)]
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError> {
         let now = Timestamp::now().to_string();
         let mut tx = self.db.begin_write().await?;
-        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+        let job: Option<(String, i64, Option<String>)> = sqlx::query_as(CLAIM)
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
             .bind(JobKind::Transcribe.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((id, attempts)) = job else {
+        let Some((id, attempts, trace_parent)) = job else {
             return Ok(None);
         };
         let before: Option<BeforeWork> = sqlx::query_as(BEFORE_WORK)
@@ -196,9 +198,10 @@ impl JobStore for SqliteJobs {
             audit::append(&mut tx, &work_event(uuid, &before, &Work::Start)).await?;
         }
         tx.commit().await?;
-        claimed(id, attempts, audio.unwrap_or_default()).map(Some)
+        claimed(id, attempts, trace_parent, audio.unwrap_or_default()).map(Some)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.heartbeat", skip_all)]
     async fn heartbeat(
         &self,
         id: Uuid,
@@ -217,6 +220,7 @@ impl JobStore for SqliteJobs {
         Ok(extended == 1)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.complete", skip_all)]
     async fn complete(
         &self,
         id: Uuid,
@@ -239,6 +243,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.retry_later", skip_all)]
     async fn retry_later(
         &self,
         id: Uuid,
@@ -266,6 +271,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.fail", skip_all)]
     async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError> {
         let message = error.to_owned();
         let work = Work::Failed {
@@ -282,6 +288,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.counts", skip_all)]
     async fn counts(&self) -> Result<JobCounts, StoreError> {
         let rows = sqlx::query_as(shared_sql::COUNTS)
             .fetch_all(self.db.readers())
@@ -289,6 +296,7 @@ impl JobStore for SqliteJobs {
         Ok(counts_from(rows))
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.claim_check", skip_all)]
     async fn claim_check(
         &self,
         owner: &str,
@@ -296,14 +304,14 @@ impl JobStore for SqliteJobs {
     ) -> Result<Option<ClaimedCheck>, StoreError> {
         let now = Timestamp::now().to_string();
         let mut tx = self.db.begin_write().await?;
-        let job: Option<(String, i64)> = sqlx::query_as(CLAIM)
+        let job: Option<(String, i64, Option<String>)> = sqlx::query_as(CLAIM)
             .bind(owner)
             .bind(lease_until(lease))
             .bind(&now)
             .bind(JobKind::Verify.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some((id, attempts)) = job else {
+        let Some((id, attempts, trace_parent)) = job else {
             return Ok(None);
         };
         let text: Option<CheckedText> = sqlx::query_as(TEXT_TO_CHECK)
@@ -312,9 +320,10 @@ impl JobStore for SqliteJobs {
             .await?;
         tx.commit().await?;
         let text = text.unwrap_or((None, String::new(), None));
-        claimed_check(id, attempts, text).map(Some)
+        claimed_check(id, attempts, trace_parent, text).map(Some)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.end_check", skip_all)]
     async fn end_check(
         &self,
         id: Uuid,
@@ -344,6 +353,7 @@ impl JobStore for SqliteJobs {
         Ok(true)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.queue_stats", skip_all)]
     async fn queue_stats(&self) -> Result<Vec<super::QueueStat>, StoreError> {
         Ok(sqlx::query_as(QUEUE_STATS)
             .bind(Timestamp::now().to_string())
@@ -351,6 +361,7 @@ impl JobStore for SqliteJobs {
             .await?)
     }
 
+    #[tracing::instrument(level = "trace", name = "jobs.check_pending", skip_all)]
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {
         let pending: i64 = sqlx::query_scalar(PENDING_CHECK)
             .bind(id.hyphenated().to_string())

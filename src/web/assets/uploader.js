@@ -135,13 +135,16 @@ export class UploadManager {
 
   /** Uploads one dictation to the end (throws on a retryable failure). */
   async upload(d) {
+    // One trace per attempt: the server's spans for these requests, and the
+    // transcription job the last one queues, join it (W3C Trace Context).
+    const trace = randomHex(16);
     try {
       await store.updateDictation(d.key, { state: store.State.UPLOADING, error: null });
       const blob = await store.audioBlob(d.key, d.mime_type);
       if (blob.size === 0) throw new Refused(422, 'The dictation holds no audio');
       const start = await fetch('/api/v1/uploads', {
         method: 'POST',
-        headers: await session.withCsrf({ 'content-type': 'application/json' }),
+        headers: await session.withCsrf({ 'content-type': 'application/json', traceparent: traceparent(trace) }),
         body: JSON.stringify({
           local_storage_key: d.key,
           patient_id: d.patient_id,
@@ -162,6 +165,7 @@ export class UploadManager {
           headers: await session.withCsrf({
             'content-type': 'application/octet-stream',
             'content-range': `bytes ${offset}-${end}/${blob.size}`,
+            traceparent: traceparent(trace),
           }),
           body: blob.slice(offset, end + 1),
         });
@@ -219,4 +223,14 @@ export class UploadManager {
     await store.updateDictation(key, { ...changes, state: store.State.RECORDED, error: null, error_status: null });
     this.kick();
   }
+}
+
+/** `bytes` random bytes as lowercase hex. */
+function randomHex(bytes) {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** A W3C `traceparent` header in trace `trace` (a new span id each request; sampled). */
+function traceparent(trace) {
+  return `00-${trace}-${randomHex(8)}-01`;
 }

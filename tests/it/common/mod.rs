@@ -7,6 +7,7 @@
 
 pub mod fake_engine;
 pub mod fake_llm;
+pub mod otlp;
 mod server;
 pub mod small_fs;
 

@@ -1,0 +1,320 @@
+//! OpenTelemetry traces, exported over OTLP when the standard variables ask
+//! for it (`OTEL_EXPORTER_OTLP_ENDPOINT`, or the original's `OTEL_ENABLED`).
+//!
+//! The spans are ordinary `tracing` spans at `trace` level, so that they cost
+//! nothing and stay out of the log when no exporter is installed: one per
+//! request ([`request_span`], made by the edge middleware), one per job
+//! ([`job_span`]), and beneath them the store calls (`#[instrument]` on every
+//! store method), audio storage, decoding, transcription and verification.
+//! Their names are route templates, table and step names; their attributes
+//! hold the method, status, request id, job kind and attempt — never a path,
+//! a patient id, a recording id or text.
+//!
+//! A trace continues across the queue: a job stores the `traceparent` of the
+//! request that queued it ([`traceparent`]) and the worker's span for it is
+//! that request's child, so a dictation's upload (whose context the web app
+//! sends in a W3C `traceparent` header) and its transcription are one trace.
+
+use std::collections::HashMap;
+
+use axum::http::HeaderMap;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::config::ConfigError;
+
+/// The service name when `OTEL_SERVICE_NAME` does not give one.
+const SERVICE_NAME: &str = "clinscribe";
+
+/// How traces leave the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP over gRPC (port 4317 by convention): the original's, and the default.
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318, `/v1/traces`).
+    HttpProtobuf,
+}
+
+/// Whether and how to export traces, from the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// The protocol.
+    pub transport: Transport,
+}
+
+impl TraceSettings {
+    /// Reads the process's environment; `None` when traces are off.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Traces are on when an OTLP endpoint is named, or `OTEL_ENABLED` is
+    /// true (the original's switch; the SDK's default endpoint then applies);
+    /// off when `OTEL_ENABLED` is false, `OTEL_SDK_DISABLED` is true or
+    /// `OTEL_TRACES_EXPORTER` is `none`. The protocol is
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`;
+    /// unset, gRPC, as the original exported.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let flag = |name: &'static str| -> Result<Option<bool>, ConfigError> {
+            set(name)
+                .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(ConfigError::new(name, &v, "expected true or false")),
+                })
+                .transpose()
+        };
+        let enabled = flag("OTEL_ENABLED")?;
+        let disabled = flag("OTEL_SDK_DISABLED")? == Some(true)
+            || enabled == Some(false)
+            || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
+        let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .is_some();
+        if disabled || !(endpoint || enabled == Some(true)) {
+            return Ok(None);
+        }
+        if let Some(exporter) = set("OTEL_TRACES_EXPORTER")
+            && exporter.trim() != "otlp"
+        {
+            return Err(ConfigError::new(
+                "OTEL_TRACES_EXPORTER",
+                &exporter,
+                "clinscribe exports traces over OTLP only: expected otlp or none",
+            ));
+        }
+        let (setting, protocol) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                set("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
+        };
+        let transport = match protocol.as_deref().map(str::trim) {
+            None | Some("grpc") => Transport::Grpc,
+            Some("http/protobuf") => Transport::HttpProtobuf,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    setting,
+                    other,
+                    "expected grpc or http/protobuf",
+                ));
+            }
+        };
+        Ok(Some(Self { transport }))
+    }
+}
+
+/// The installed exporter: flushed and stopped by [`Tracing::shutdown`].
+#[derive(Debug)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+}
+
+impl Tracing {
+    /// Builds the exporter (endpoint, headers, timeout and batching from the
+    /// standard variables, read by the SDK) and the tracer. Call it inside the
+    /// Tokio runtime: the gRPC client needs it.
+    pub fn start(settings: &TraceSettings) -> anyhow::Result<Self> {
+        let builder = opentelemetry_otlp::SpanExporter::builder();
+        let exporter = match settings.transport {
+            Transport::Grpc => builder.with_tonic().with_protocol(Protocol::Grpc).build()?,
+            Transport::HttpProtobuf => builder
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .build()?,
+        };
+        let mut resource = opentelemetry_sdk::Resource::builder().with_attribute(
+            opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        );
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(SERVICE_NAME);
+        }
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build();
+        Ok(Self { provider })
+    }
+
+    /// The layer that turns this crate's spans into OpenTelemetry spans:
+    /// requests and jobs, and the spans made inside them (a store call of
+    /// an idle worker's poll or a background sweep starts no trace of its
+    /// own). Events stay in the log: they are not exported.
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(SERVICE_NAME))
+            .with_error_events_to_status(false)
+            .with_error_events_to_exceptions(false)
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
+                meta.is_span()
+                    && meta.target().starts_with("clinscribe")
+                    && (meta.target() == module_path!() || cx.lookup_current().is_some())
+            }))
+    }
+
+    /// Exports what is still buffered and stops the exporter.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "could not export the last traces");
+        }
+    }
+}
+
+/// The span of one HTTP request, named by its route template, continuing
+/// the trace of a W3C `traceparent` header when the client sent one.
+pub fn request_span(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Span {
+    let span = tracing::trace_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+    );
+    if !span.is_disabled() && headers.contains_key("traceparent") {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Records a request's status on its span (5xx marks the span an error).
+pub fn record_status(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// The span of one attempt at a job of `kind`: the child of the request that
+/// queued it when the job kept that request's `traceparent`.
+pub fn job_span(kind: &'static str, attempt: u32, trace_parent: Option<&str>) -> Span {
+    let span = tracing::trace_span!(
+        "job",
+        otel.name = format!("job {kind}"),
+        otel.kind = "consumer",
+        job.kind = kind,
+        job.attempt = attempt,
+        job.outcome = tracing::field::Empty,
+    );
+    if let Some(parent) = trace_parent.filter(|_| !span.is_disabled()) {
+        let carrier = HashMap::from([("traceparent".to_owned(), parent.to_owned())]);
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+    span
+}
+
+/// The W3C `traceparent` of the current span, to be kept with work queued
+/// for later; `None` when traces are off.
+pub fn traceparent() -> Option<String> {
+    let span = Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Reads propagation headers from a request.
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Option<TraceSettings>, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        TraceSettings::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn traces_are_on_when_an_endpoint_or_the_originals_switch_says_so() {
+        let grpc = Some(TraceSettings {
+            transport: Transport::Grpc,
+        });
+        assert_eq!(settings(&[]).unwrap(), None);
+        assert_eq!(
+            settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]).unwrap(),
+            grpc
+        );
+        assert_eq!(
+            settings(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4317")]).unwrap(),
+            grpc
+        );
+        assert_eq!(settings(&[("OTEL_ENABLED", "true")]).unwrap(), grpc);
+        assert_eq!(
+            settings(&[
+                ("OTEL_ENABLED", "false"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")
+            ])
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            settings(&[
+                ("OTEL_SDK_DISABLED", "true"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")
+            ])
+            .unwrap(),
+            None
+        );
+        assert_eq!(
+            settings(&[("OTEL_TRACES_EXPORTER", "none"), ("OTEL_ENABLED", "true")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_protocol_is_grpc_unless_http_protobuf_is_asked_for() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        assert_eq!(
+            settings(&[on, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
+                .unwrap()
+                .map(|s| s.transport),
+            Some(Transport::HttpProtobuf)
+        );
+        assert_eq!(
+            settings(&[
+                on,
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+            ])
+            .unwrap()
+            .map(|s| s.transport),
+            Some(Transport::Grpc)
+        );
+        let refused = settings(&[on, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+        assert_eq!(refused.setting, "OTEL_EXPORTER_OTLP_PROTOCOL");
+        let refused = settings(&[("OTEL_ENABLED", "maybe")]).unwrap_err();
+        assert_eq!(refused.setting, "OTEL_ENABLED");
+        let refused = settings(&[on, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert_eq!(refused.setting, "OTEL_TRACES_EXPORTER");
+    }
+}
