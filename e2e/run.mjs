@@ -896,6 +896,7 @@ scenario('screenshots of every page at 390×844 and 1280×800; accessible names'
       ['record', '/record/patient-e2e-1'],
       ['queue', '/queue'],
       ['recording', `/recordings/${shared.recordingId}`],
+      ['status', '/status'],
     ];
     for (const [name, path] of pages) {
       await page.goto(server.url + path);
@@ -970,6 +971,55 @@ async function withAuthServer(fn) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+scenario('the status page: an administrator sees the queue, recordings, backups, disk and engines; a clinician is refused', async ({ browser }) => {
+  await withAuthServer(async (server) => {
+    cli(server, ['user', 'add', 'chief', '--name', 'Chief Admin', '--admin', '--password-stdin'], `${PASSWORD}\n`);
+    const clinicianToken = addUser(server, 'dr-status', 'Dr Status');
+    for (const n of [1, 2]) {
+      const r = await fetch(`${server.url}/api/v1/recordings`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${clinicianToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ patient_id: `patient-status-${n}`, duration_seconds: 5 }),
+      });
+      assert(r.status === 201, `create: ${r.status}`);
+    }
+    const context = await browser.newContext();
+    // Before signing in, the app's own requests are refused (401) by design.
+    const page = await newPage(context, [/401/]);
+    await signInAs(page, server, 'chief');
+    await page.click('#status-link');
+    await page.waitForSelector('#health-status');
+    const text = await page.textContent('#status');
+    assert(/Health: (healthy|degraded)/.test(text), text);
+    const recordings = await page.$$eval('table.status-table', (tables) => {
+      const t = tables.find((x) => x.caption.textContent === 'Recordings');
+      return [...t.tBodies[0].rows].map((r) => [...r.cells].map((c) => c.textContent));
+    });
+    assert(JSON.stringify(recordings) === JSON.stringify([['pending', '2']]), JSON.stringify(recordings));
+    for (const caption of ['Components', 'Job queue', 'Disk', 'Engines and sessions']) {
+      assert(text.includes(caption), `${caption} missing`);
+    }
+    assert(text.includes('This instance makes no scheduled backups'), text);
+    assert(text.includes('no engine'), text);
+    assert(!/null|undefined|NaN/.test(text), text);
+    await page.screenshot({ path: join(SHOTS, 'status-admin.png'), fullPage: true });
+    assertNoConsoleErrors(page);
+    await context.close();
+
+    const other = await browser.newContext();
+    // The refused fetches are logged by the browser as failed resources (401 before signing in, then 403).
+    const clinicianPage = await newPage(other, [/401/, /403/]);
+    await signInAs(clinicianPage, server, 'dr-status');
+    assert(!(await clinicianPage.$('#status-link')), 'a clinician is offered no status page');
+    await clinicianPage.goto(server.url + '/status');
+    await ready(clinicianPage);
+    const refused = await clinicianPage.waitForSelector('#status [role=alert]');
+    assert((await refused.textContent()).includes('Only an administrator'), await refused.textContent());
+    assertNoConsoleErrors(clinicianPage);
+    await other.close();
+  });
+});
 
 scenario('first run: the setup link creates the administrator, who is then signed in', async ({ browser }) => {
   await withAuthServer(async (server) => {

@@ -211,23 +211,31 @@ impl StorageHealth {
 pub const LOW_DISK_BYTES: u64 = 1 << 30;
 
 impl StorageHealth {
-    /// The disk component when writes are not being refused: `ok (… free)`,
-    /// or `degraded: …` when a volume has less than [`LOW_DISK_BYTES`] free.
-    pub fn free_space(&self) -> String {
-        let free: Vec<(&PathBuf, u64)> = self
-            .probe_dirs
+    /// The volumes of the database and the audio: `(directory, free bytes,
+    /// size in bytes)` of each that can be read.
+    pub fn volumes(&self) -> Vec<(PathBuf, u64, u64)> {
+        self.probe_dirs
             .iter()
             .filter_map(|dir| {
                 let stat = rustix::fs::statvfs(dir).ok()?;
-                Some((dir, stat.f_bavail.saturating_mul(stat.f_frsize)))
+                Some((
+                    dir.clone(),
+                    stat.f_bavail.saturating_mul(stat.f_frsize),
+                    stat.f_blocks.saturating_mul(stat.f_frsize),
+                ))
             })
-            .collect();
-        match free.iter().min_by_key(|(_, bytes)| *bytes) {
+            .collect()
+    }
+
+    /// The disk component when writes are not being refused: `ok (… free)`,
+    /// or `degraded: …` when a volume has less than [`LOW_DISK_BYTES`] free.
+    pub fn free_space(&self) -> String {
+        match self.volumes().iter().min_by_key(|(_, free, _)| *free) {
             None => "ok".into(),
-            Some((dir, bytes)) if *bytes < LOW_DISK_BYTES => {
-                format!("degraded: {} MiB free in {}", bytes >> 20, dir.display())
+            Some((dir, free, _)) if *free < LOW_DISK_BYTES => {
+                format!("degraded: {} MiB free in {}", free >> 20, dir.display())
             }
-            Some((_, bytes)) => format!("ok ({} MiB free)", bytes >> 20),
+            Some((_, free, _)) => format!("ok ({} MiB free)", free >> 20),
         }
     }
 

@@ -4,6 +4,7 @@
 //! (through [`FromRef`]).
 
 pub mod openapi;
+pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,10 @@ pub struct AppState {
     pub audit_log: AuditLog,
     /// The clinical checks.
     pub guardrails: Guardrails,
+    /// The backups this instance made (for the status page).
+    pub backups: Arc<status::BackupLog>,
+    /// When this instance started serving.
+    pub started: std::time::Instant,
 }
 
 /// Why the application state could not be made.
@@ -113,6 +118,8 @@ impl AppState {
             guard: Default::default(),
             auth: Authenticator::new(&db, AuthMode::Off),
             guardrails: Guardrails::built_in()?,
+            backups: Arc::default(),
+            started: std::time::Instant::now(),
             db,
         })
     }
@@ -132,6 +139,12 @@ impl AppState {
     /// The same state, authenticating requests with these settings.
     pub fn with_auth_settings(mut self, settings: AuthSettings) -> Self {
         self.auth = Authenticator::with_settings(&self.db, settings);
+        self
+    }
+
+    /// The same state, logging its scheduled backups in `backups`.
+    pub fn with_backups(mut self, backups: Arc<status::BackupLog>) -> Self {
+        self.backups = backups;
         self
     }
 
@@ -158,6 +171,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(crate::guardrails::api::routes())
                 .merge(crate::recordings::api::routes())
                 .merge(crate::uploads::api::routes())
+                .route("/api/v1/status", axum::routing::get(status::status))
                 .route_layer(middleware::from_fn_with_state(
                     state.auth.clone(),
                     crate::auth::api::require_sign_in,

@@ -20,6 +20,7 @@ use crate::http::openapi::{ErrorDetail, ValidationErrorBody};
         crate::health::health,
         crate::health::live,
         crate::health::ready,
+        super::status::status,
         crate::auth::api::sign_in,
         crate::auth::api::set_up,
         crate::auth::api::providers,

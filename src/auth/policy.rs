@@ -39,6 +39,13 @@ pub fn may_manage_users(role: Role) -> bool {
     role == Role::Admin
 }
 
+/// Whether `role` may see the instance's status (the operations page):
+/// administrators, and the one clinician of `PWA_AUTH=off` (served on
+/// loopback only, so the person at this machine).
+pub fn may_see_status(role: Role) -> bool {
+    matches!(role, Role::Admin | Role::Single)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 
 use super::{POSTGRES_BACKUPS, sqlite_path};
+use crate::app::status::BackupLog;
 use crate::app::{self, AppState};
 use crate::auth::oidc::OidcSettings;
 use crate::auth::{AuthMode, AuthSettings, DEFAULT_CLINICIAN};
@@ -19,7 +20,6 @@ use crate::config::{
     self, AccessSettings, ConfigError, ConnectionSettings, DatabaseSettings, RawOidcSettings,
     RawTranscribeSettings, TranscribeSettings, UploadSettings,
 };
-use crate::db::Database;
 use crate::db::sqlite::backup::{self, BackupOptions};
 use crate::db::sqlite::lock::ServerLock;
 use crate::health::TranscriptionStatus;
@@ -379,16 +379,20 @@ pub(super) async fn run(
         .with_context(|| format!("cannot listen on {} (PWA_BIND)", settings.bind))?;
     let local = listener.local_addr()?;
     let mut tasks = Supervisor::new();
+    let mut backups = Arc::new(BackupLog::default());
     if let (Some((interval, options)), Some(db_path)) = (settings.backups, db_path) {
+        backups = Arc::new(BackupLog::scheduled(options.dest_dir.clone(), interval));
+        let log = backups.clone();
         tasks.spawn("scheduled backups", |stop| {
-            scheduled_backups(db_path, interval, options, stop)
+            scheduled_backups(db_path, interval, options, log, stop)
         });
     }
     let mut state = AppState::new(db.clone(), settings.uploads)
         .context("preparing the audio directory")?
         .with_guard(RequestGuard::new(Some(local), settings.access))
         .with_auth_settings(settings.auth)
-        .with_guardrails(settings.guardrails);
+        .with_guardrails(settings.guardrails)
+        .with_backups(backups);
     if let Some(oidc) = settings.oidc {
         tracing::info!(issuer = %oidc.issuer, "single sign-on through the OpenID Connect provider");
         state.auth = state
@@ -506,69 +510,16 @@ async fn start_metrics(
         .await
         .with_context(|| format!("cannot listen on {addr} (PWA_METRICS_BIND)"))?;
     let local = listener.local_addr()?;
-    let (jobs, db, auth) = (state.jobs.clone(), state.db.clone(), state.auth.clone());
-    let uploads = state.uploads.clone();
+    let state = state.clone();
     let snapshot: crate::metrics::server::Snapshotter = Arc::new(move || {
-        let (jobs, db, auth) = (jobs.clone(), db.clone(), auth.clone());
-        let uploads = uploads.clone();
-        Box::pin(async move {
-            crate::metrics::Snapshot {
-                sessions: auth.active_sessions().await.ok(),
-                upload_sessions: uploads.open_sessions().await.ok(),
-                ..metrics_snapshot(jobs.as_ref(), &db).await
-            }
-        })
+        let state = state.clone();
+        Box::pin(async move { crate::app::status::snapshot(&state).await })
     });
     tasks.spawn("metrics listener", move |stop| {
         crate::metrics::server::serve(listener, handle, snapshot, stop)
     });
     out!("metrics listening on http://{local}/metrics");
     Ok(())
-}
-
-/// The stored state a scrape reports; a part that cannot be read is left out.
-async fn metrics_snapshot(
-    jobs: &dyn crate::jobs::JobStore,
-    db: &Database,
-) -> crate::metrics::Snapshot {
-    let stats = jobs.queue_stats().await.unwrap_or_default();
-    let oldest_due = stats
-        .iter()
-        .filter_map(|(kind, _, _, wait)| Some((kind.clone(), (*wait)?)))
-        .collect();
-    let pool = |name: &'static str, size: u32, idle: usize| {
-        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
-        (name, idle, size - idle)
-    };
-    let (pools, wal_bytes) = match db {
-        Database::Sqlite(db) => (
-            vec![
-                pool(
-                    "sqlite_readers",
-                    db.readers().size(),
-                    db.readers().num_idle(),
-                ),
-                pool("sqlite_writer", db.writer().size(), db.writer().num_idle()),
-            ],
-            std::fs::metadata(format!("{}-wal", db.path().display()))
-                .map(|m| m.len())
-                .ok(),
-        ),
-        Database::Postgres(db) => (
-            vec![pool("postgres", db.pool().size(), db.pool().num_idle())],
-            None,
-        ),
-    };
-    crate::metrics::Snapshot {
-        jobs: stats
-            .into_iter()
-            .map(|(kind, state, n, _)| (kind, state, n))
-            .collect(),
-        oldest_due,
-        pools,
-        wal_bytes,
-        ..crate::metrics::Snapshot::default()
-    }
 }
 
 /// Names this instance in job leases: unique among instances sharing a database.
@@ -616,6 +567,7 @@ async fn scheduled_backups(
     db_path: PathBuf,
     interval: Duration,
     options: BackupOptions,
+    log: Arc<BackupLog>,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -629,6 +581,7 @@ async fn scheduled_backups(
         match backup::backup(&db_path, &options, |_| {}).await {
             Ok(report) => {
                 crate::metrics::backup(true, started.elapsed());
+                log.succeeded(started.elapsed());
                 tracing::info!(
                     path = %report.path.display(),
                     bytes = report.size_bytes,
@@ -640,6 +593,7 @@ async fn scheduled_backups(
             }
             Err(e) => {
                 crate::metrics::backup(false, started.elapsed());
+                log.failed(e.to_string());
                 tracing::error!(error = %e, "scheduled backup failed; retrying at the next interval")
             }
         }

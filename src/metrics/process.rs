@@ -23,14 +23,26 @@ pub(super) fn describe() {
     describe_gauge!(MAX_FDS, "The most file descriptors this process may open");
 }
 
+/// This process's resident memory, in bytes.
+pub fn resident_bytes() -> Option<u64> {
+    let pages: u64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// How many file descriptors this process has open.
+pub fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
 pub(super) fn scrape() {
-    let page = rustix::param::page_size() as f64;
     let ticks = rustix::param::clock_ticks_per_second() as f64;
-    if let Some(resident) = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
-    {
-        gauge!(RESIDENT_MEMORY).set(resident * page);
+    if let Some(resident) = resident_bytes() {
+        gauge!(RESIDENT_MEMORY).set(resident as f64);
     }
     // Fields 14 and 15 (utime, stime), counted after the parenthesised name.
     if let Some(cpu) = std::fs::read_to_string("/proc/self/stat")
@@ -43,8 +55,8 @@ pub(super) fn scrape() {
     {
         gauge!(CPU_SECONDS).set(cpu / ticks);
     }
-    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-        gauge!(OPEN_FDS).set(entries.count() as f64);
+    if let Some(open) = open_fds() {
+        gauge!(OPEN_FDS).set(open as f64);
     }
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         gauge!(MAX_FDS).set(soft as f64);

@@ -115,6 +115,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(page))
         .route("/record/{patient_id}", get(page))
         .route("/queue", get(page))
+        .route("/status", get(page))
         .route("/signin", get(page))
         .route("/setup", get(page))
         .route("/recordings/{recording_id}", get(page))

@@ -25,6 +25,7 @@ mod process;
 mod review;
 mod s3;
 mod signoff;
+mod status;
 mod store;
 mod traces;
 mod transcription;

@@ -494,15 +494,19 @@ async function showWho() {
   const el = document.getElementById('who');
   if (!el) return;
   const user = await session.current();
+  // Administrators (and the one clinician of PWA_AUTH=off, on loopback) see the status page.
+  const statusLink = user && (user.role === 'admin' || !user.csrf_token)
+    ? [link('/status', 'Status', { id: 'status-link' }), ' ']
+    : [];
   if (user && !user.csrf_token) {
     // Not a browser session (PWA_AUTH=off): nothing to sign out of.
-    el.replaceChildren(h('span', { id: 'signed-in-as' }, user.display_name));
+    el.replaceChildren(...statusLink, h('span', { id: 'signed-in-as' }, user.display_name));
   } else if (user) {
     const out = h('button', {
       class: 'small', id: 'sign-out',
       onclick: async () => { await session.signOut().catch(() => {}); location.assign('/signin'); },
     }, 'Sign out');
-    el.replaceChildren(h('span', { id: 'signed-in-as' }, user.display_name), ' ', out);
+    el.replaceChildren(...statusLink, h('span', { id: 'signed-in-as' }, user.display_name), ' ', out);
   } else {
     el.replaceChildren(link('/signin', 'Sign in', { id: 'sign-in-link' }));
   }
@@ -602,6 +606,75 @@ async function setupView() {
   show('First run', h('p', {}, 'No administrator exists yet. Create the first one; this link works once.'), form);
 }
 
+// ---------------------------------------------------------------- status (administrators)
+
+/** Seconds as "3 h 5 min", "4 min 10 s" or "12 s". */
+function formatSeconds(seconds) {
+  const s = Math.round(seconds);
+  if (s >= 3600) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  if (s >= 60) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${s} s`;
+}
+
+function table(caption, headings, rows) {
+  return h('table', { class: 'status-table' },
+    h('caption', {}, caption),
+    h('thead', {}, h('tr', {}, headings.map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, rows.length
+      ? rows.map((cells) => h('tr', {}, cells.map((c, i) => (i === 0 ? h('th', { scope: 'row' }, c) : h('td', {}, c)))))
+      : h('tr', {}, h('td', { colspan: String(headings.length) }, 'None'))));
+}
+
+/** The backup line: when the last one was made, or that none is known. */
+function backupSummary(b) {
+  if (b.last_success_at) return `Last scheduled backup ${b.last_success_at} (took ${b.last_duration_seconds.toFixed(1)} s).`;
+  if (b.newest_file) return `Newest backup file ${b.newest_file.name}, ${formatBytes(b.newest_file.bytes)}, written ${b.newest_file.modified_at}.`;
+  return b.directory ? `No backup in ${b.directory} yet.` : 'This instance makes no scheduled backups (PWA_BACKUP_INTERVAL is unset).';
+}
+
+/** The instance at a glance: health, queue, recordings, backup, disk, engines. */
+async function statusView() {
+  const body = h('div', { id: 'status' }, h('p', { class: 'status' }, 'Loading…'));
+  show('Status', body);
+  const render = async () => {
+    let status;
+    let health;
+    try {
+      [status, health] = await Promise.all([api('/api/v1/status'), api('/api/v1/health')]);
+    } catch (e) {
+      body.replaceChildren(h('p', { class: 'error-text', role: 'alert' }, `Cannot show the status: ${e.message}`));
+      return;
+    }
+    const b = status.backup;
+    body.replaceChildren(...[
+      h('p', { class: 'status', id: 'health-status', dataset: { health: health.status } },
+        `Health: ${health.status}${health.detail ? ` (${health.detail})` : ''}. `
+        + `clinscribe ${status.version} on ${status.backend}, up ${formatSeconds(status.uptime_seconds)}.`),
+      table('Components', ['Component', 'State'], Object.entries(health.components)),
+      table('Job queue', ['Kind', 'State', 'Jobs', 'Longest wait'], status.jobs.map((j) => [
+        j.kind, j.state, String(j.count), j.oldest_due_seconds == null ? '' : formatSeconds(j.oldest_due_seconds)])),
+      table('Recordings', ['Status', 'Recordings'], status.recordings.map((r) => [r.status, String(r.count)])),
+      h('h2', {}, 'Backups'),
+      h('p', { id: 'backup-summary' }, backupSummary(b)),
+      b.last_failure_at ? h('p', { class: 'error-text', role: 'alert' }, `Last failure ${b.last_failure_at}: ${b.last_failure}`) : null,
+      table('Disk', ['Volume', 'Free', 'Size'], status.disk.map((v) => [
+        v.path, `${formatBytes(v.free_bytes)} (${Math.round((100 * v.free_bytes) / Math.max(1, v.total_bytes))} %)`, formatBytes(v.total_bytes)])),
+      table('Engines and sessions', ['What', 'Now'], [
+        ['Transcription', status.engines.transcription],
+        ['Clinical checks', status.engines.extraction],
+        ['Browser sessions', String(status.sessions_active ?? '?')],
+        ['Uploads under way', String(status.upload_sessions_open ?? '?')],
+        ['Write-ahead log', status.wal_bytes == null ? 'n/a' : formatBytes(status.wal_bytes)],
+        ['Server memory', status.resident_memory_bytes == null ? '?' : formatBytes(status.resident_memory_bytes)],
+        ['Open files', String(status.open_fds ?? '?')],
+      ]),
+    ].filter(Boolean));
+  };
+  await render();
+  const timer = setInterval(render, 5000);
+  cleanup = () => clearInterval(timer);
+}
+
 // ---------------------------------------------------------------- router
 
 let cleanup = () => {};
@@ -621,6 +694,7 @@ function route() {
   else if (path === '/') startView();
   else if ((m = path.match(/^\/record\/(.+)$/))) recordView(decodeURIComponent(m[1]));
   else if (path === '/queue') queueView();
+  else if (path === '/status') statusView();
   else if ((m = path.match(/^\/recordings\/([^/]+)$/))) recordingView(m[1]);
   else show('Not found', h('p', {}, link('/', 'Start')));
   for (const a of document.querySelectorAll('nav a')) {
