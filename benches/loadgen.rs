@@ -31,6 +31,9 @@
 //! 11. (`metrics`) each workload with Prometheus metrics on (`PWA_METRICS_BIND`,
 //!     scraped every second meanwhile, as a busy Prometheus would) against
 //!     off, this build, copies of the same database, runs alternating.
+//! 12. (`tracing`) each workload with OpenTelemetry traces on (exported over
+//!     OTLP/gRPC to a receiver in this process that decodes and counts the
+//!     spans) against off, the same way: every request traced, then a tenth.
 //!
 //! Results: JSON lines in `target/bench/loadgen-<time>.jsonl` and a Markdown
 //! report appended to `docs/BENCHMARKS.md` (`--no-report` to skip).
@@ -92,7 +95,7 @@ struct Options {
     #[arg(long = "no-report", action = clap::ArgAction::SetFalse)]
     report: bool,
     /// Phases: seed, storage, backup, http, full, backends, uploads, wal,
-    /// compare (needs --baseline), auth, metrics.
+    /// compare (needs --baseline), auth, metrics, tracing.
     #[arg(
         long,
         value_delimiter = ',',
@@ -158,6 +161,10 @@ impl Workload {
 mod server_process;
 
 use server_process::{Log, ServerProcess};
+
+#[path = "../tests/it/common/otlp.rs"]
+#[allow(dead_code)] // what only the tests use
+mod otlp;
 
 /// A server under load: the test harness's process, its log in a file, and
 /// how long it took to start.
@@ -544,6 +551,16 @@ async fn run_workload(
         loadgen_cpu_pct: (self_cpu1 - self_cpu0) / elapsed * 100.0,
         extra,
     }
+}
+
+/// The median over runs of the server's CPU time per request, in microseconds.
+fn median_cpu_per_request(runs: &[RunResult]) -> f64 {
+    let mut v: Vec<f64> = runs
+        .iter()
+        .map(|r| r.server_cpu_pct * 1e4 / r.throughput.max(1.0))
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The median run by throughput, with each latency figure the median across runs.
@@ -969,6 +986,9 @@ async fn main() {
         if has("auth") {
             auth_cost(&db, size, &ids, &opts, md, &mut report).await;
         }
+        if has("tracing") {
+            tracing_cost(&db, size, &ids, &opts, md, &mut report).await;
+        }
         if has("compare") {
             match &opts.baseline {
                 Some(baseline) => {
@@ -1312,10 +1332,16 @@ async fn auth_cost(
     md.push_str(&format!(
         "\nSigned in with an API token (`PWA_AUTH=on`) against `PWA_AUTH=off` ({size} rows, runs alternating, medians):\n\n"
     ));
-    let sides = [("token", &on), ("off", &off)];
-    alternating(sides, "auth", size, ids, opts, md, report).await;
-    on.stop();
-    off.stop();
+    alternating_then_stop(
+        [("token", on), ("off", off)],
+        "auth",
+        size,
+        ids,
+        opts,
+        md,
+        report,
+    )
+    .await;
 }
 
 /// Each workload with the metrics on (and scraped every second) against
@@ -1352,12 +1378,74 @@ async fn metrics_cost(
     md.push_str(&format!(
         "\nPrometheus metrics on (`PWA_METRICS_BIND`, scraped every second) against off ({size} rows, runs alternating, medians):\n\n"
     ));
-    let sides = [("metrics", &on), ("off", &off)];
-    alternating(sides, "metrics", size, ids, opts, md, report).await;
+    alternating_then_stop(
+        [("metrics", on), ("off", off)],
+        "metrics",
+        size,
+        ids,
+        opts,
+        md,
+        report,
+    )
+    .await;
     scraping.store(false, Ordering::Relaxed);
     let _ = scraper.await;
-    on.stop();
-    off.stop();
+}
+
+/// Each workload with traces on (every request traced, exported over gRPC
+/// to a receiver in this process) against off, this build, on copies of the
+/// same database, runs alternating; how many spans arrived.
+async fn tracing_cost(
+    db: &Path,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let receiver = otlp::Receiver::counting();
+    let endpoint = receiver.start_grpc().await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_clinscribe"));
+    // Every trace kept, then a tenth (the standard sampler variables).
+    for (ratio, what) in [("1.0", "every request"), ("0.1", "a tenth of requests")] {
+        let db_on = copy_db(db, &format!("tracing-on-{ratio}.db"));
+        // A queue and batches large enough that no span is dropped at these rates.
+        let on = Server::spawn(
+            binary,
+            &format!("sqlite://{}", db_on.display()),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "262144"),
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ],
+            None,
+        );
+        let off = Server::start(&copy_db(db, &format!("tracing-off-{ratio}.db")), "normal");
+        md.push_str(&format!(
+            "\nOpenTelemetry traces on ({what} traced, OTLP/gRPC to a receiver in the load generator) against off ({size} rows, runs alternating, medians):\n\n"
+        ));
+        let before = receiver.received.load(Ordering::Relaxed);
+        let phase = format!("tracing-{ratio}");
+        alternating_then_stop(
+            [("tracing", on), ("off", off)],
+            &phase,
+            size,
+            ids,
+            opts,
+            md,
+            report,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let spans = receiver.received.load(Ordering::Relaxed) - before;
+        md.push_str(&format!(
+            "\nSpans received by the OTLP receiver: {spans}.\n"
+        ));
+        report.emit(json!({"size": size, "phase": phase, "spans_received": spans}));
+    }
 }
 
 async fn compare(
@@ -1379,10 +1467,32 @@ async fn compare(
         "\nThis build against {} ({size} rows, runs alternating, medians):\n\n",
         build_name(baseline)
     ));
-    let sides = [("this", &this), ("baseline", &base)];
-    alternating(sides, "compare", size, ids, opts, md, report).await;
-    this.stop();
-    base.stop();
+    alternating_then_stop(
+        [("this", this), ("baseline", base)],
+        "compare",
+        size,
+        ids,
+        opts,
+        md,
+        report,
+    )
+    .await;
+}
+
+/// [`alternating`], then both servers stopped.
+async fn alternating_then_stop(
+    [(first_name, first), (second_name, second)]: [(&str, Server); 2],
+    phase: &str,
+    size: u64,
+    ids: &[String],
+    opts: &Options,
+    md: &mut String,
+    report: &mut Report,
+) {
+    let sides = [(first_name, &first), (second_name, &second)];
+    alternating(sides, phase, size, ids, opts, md, report).await;
+    first.stop();
+    second.stop();
 }
 
 /// Each workload at each concurrency on two servers, runs alternating: a
@@ -1396,9 +1506,11 @@ async fn alternating(
     md: &mut String,
     report: &mut Report,
 ) {
+    // Throughput on this shared machine moves with everything else on it;
+    // the server's CPU time per request is the steadier measure of a cost.
     md.push_str(&format!(
-        "| workload | conns | {first_name} req/s | {second_name} req/s | ratio | {first_name} p99 ms | {second_name} p99 ms |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n"
+        "| workload | conns | {first_name} req/s | {second_name} req/s | ratio | {first_name} p99 ms | {second_name} p99 ms | {first_name} CPU µs/req | {second_name} CPU µs/req | CPU ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     ));
     for &workload in &opts.workloads {
         for &conns in &opts.concurrency {
@@ -1408,20 +1520,25 @@ async fn alternating(
                 b.push(run_workload(&[second], ids, workload, conns, opts).await);
             }
             let (m, n) = (median_of(&a), median_of(&b));
+            let (cpu_a, cpu_b) = (median_cpu_per_request(&a), median_cpu_per_request(&b));
             md.push_str(&format!(
-                "| {} | {conns} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+                "| {} | {conns} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} |\n",
                 workload.name(),
                 m.throughput,
                 n.throughput,
                 m.throughput / n.throughput,
                 m.p99_ms,
-                n.p99_ms
+                n.p99_ms,
+                cpu_a,
+                cpu_b,
+                cpu_a / cpu_b
             ));
             let throughputs =
                 |runs: &[RunResult]| runs.iter().map(|r| r.throughput).collect::<Vec<_>>();
             let mut row = json!({"size": size, "phase": phase, "workload": workload.name(), "connections": conns});
             for (name, median, runs) in [(first_name, &m, &a), (second_name, &n, &b)] {
-                row[name] = json!({"req_per_s": median.throughput, "p99_ms": median.p99_ms, "errors": median.errors});
+                row[name] = json!({"req_per_s": median.throughput, "p99_ms": median.p99_ms, "errors": median.errors,
+                                   "server_cpu_us_per_req": median_cpu_per_request(runs)});
                 row[format!("runs_{name}")] = json!(throughputs(runs));
             }
             report.emit(row);

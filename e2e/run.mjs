@@ -175,6 +175,11 @@ scenario('record 5 s online: the server holds exactly the recorded bytes', async
   assert(headers['content-security-policy'].includes("script-src 'self'"), 'CSP on the shell');
   assert(!/<script(?![^>]*\bsrc=)/.test(await (await page.request.get(server.url + '/')).text()), 'no inline script');
 
+  // Each upload request carries a W3C traceparent, one trace per attempt.
+  const traceparents = [];
+  context.on('request', (r) => {
+    if (r.url().includes('/api/v1/uploads')) traceparents.push(r.headers().traceparent);
+  });
   await page.fill('#patient-id', 'patient-e2e-1');
   await page.click('button[type=submit]');
   await page.waitForURL('**/record/patient-e2e-1');
@@ -186,6 +191,10 @@ scenario('record 5 s online: the server holds exactly the recorded bytes', async
     return found.length ? found : null;
   });
   assert(recording.audio_sha256 === recorded.sha256, 'server hash = the page’s recorded audio');
+  assert(traceparents.length >= 2 && traceparents.every((t) => /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/.test(t || '')),
+    `upload traceparents: ${traceparents}`);
+  assert(new Set(traceparents.map((t) => t.split('-')[1])).size === 1, `one trace: ${traceparents}`);
+  assert(new Set(traceparents.map((t) => t.split('-')[2])).size === traceparents.length, `a span each: ${traceparents}`);
   assert(recording.patient_id === 'patient-e2e-1', 'patient id');
   assert(recording.duration_seconds >= 4 && recording.duration_seconds <= 7, `duration ${recording.duration_seconds}`);
   const audio = Buffer.from(await (await fetch(`${server.url}/api/v1/recordings/${recording.id}/audio`)).arrayBuffer());

@@ -75,23 +75,16 @@ impl BackupLog {
     }
 }
 
-/// The newest `.db` file in `dir`.
+/// The newest backup file in `dir`, whoever made it.
 fn newest_backup(dir: &std::path::Path) -> Option<BackupFile> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
-        .filter_map(|e| {
-            let meta = e.metadata().ok()?;
-            let modified = meta.modified().ok()?;
-            Some((modified, e.file_name(), meta.len()))
-        })
-        .max_by_key(|(modified, _, _)| *modified)
-        .map(|(modified, name, bytes)| BackupFile {
-            name: name.to_string_lossy().into_owned(),
-            bytes,
-            modified_at: Timestamp::from_datetime(time::OffsetDateTime::from(modified)).to_string(),
-        })
+    let path = crate::db::sqlite::backup::newest(dir)?;
+    let meta = std::fs::metadata(&path).ok()?;
+    Some(BackupFile {
+        name: path.file_name()?.to_string_lossy().into_owned(),
+        bytes: meta.len(),
+        modified_at: Timestamp::from_datetime(time::OffsetDateTime::from(meta.modified().ok()?))
+            .to_string(),
+    })
 }
 
 /// `GET /api/v1/status`.
@@ -173,7 +166,7 @@ pub struct BackupStatus {
     pub last_failure_at: Option<String>,
     /// Why it failed.
     pub last_failure: Option<String>,
-    /// The newest backup file in the directory, whoever made it.
+    /// The newest backup file in the directory (`clinical_YYYYMMDD_HHMMSS.db`), whoever made it.
     pub newest_file: Option<BackupFile>,
 }
 

@@ -4,7 +4,7 @@
 //! a recording id.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -140,17 +140,9 @@ async fn the_counters_move_by_exactly_what_was_done_and_no_label_holds_an_id() {
     let (status, again) = server.upload(SECRET_PATIENT, &audio, &key).await;
     assert_eq!(status, 200, "{again}");
     let uploaded = first["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    loop {
-        let r: Value = server
-            .get_json(&format!("/api/v1/recordings/{uploaded}"))
-            .await;
-        if r["status"] == "completed" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .wait_for_status(&uploaded, "completed", Duration::from_secs(30))
+        .await;
 
     let (text, after) = scrape(&server).await;
     let moved = |name: &str, labels: &[(&str, &str)]| {

@@ -5,7 +5,7 @@
 //! protocols (gRPC, the default; HTTP/protobuf).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -150,17 +150,9 @@ async fn each_request_and_job_is_traced_with_its_spans_and_no_patient_data() {
     assert_eq!(stored.status(), 201);
     let recording: Value = stored.json().await.unwrap();
     let recording_id = recording["id"].as_str().unwrap().to_owned();
-    let waiting = Instant::now();
-    loop {
-        let r: Value = server
-            .get_json(&format!("/api/v1/recordings/{recording_id}"))
-            .await;
-        if r["status"] == "completed" {
-            break;
-        }
-        assert!(waiting.elapsed() < Duration::from_secs(30), "{r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server
+        .wait_for_status(&recording_id, "completed", Duration::from_secs(30))
+        .await;
     receiver
         .wait_for("the transcription job's spans", |spans| {
             in_trace(spans, trace_id)

@@ -53,7 +53,9 @@ async fn upload_to_the_engine(server: &ServerProcess, fake: &FakeEngine, seed: u
         .as_str()
         .unwrap()
         .to_owned();
-    wait_for(server, &id, "processing", Duration::from_secs(10)).await;
+    server
+        .wait_for_status(&id, "processing", Duration::from_secs(10))
+        .await;
     while fake.received().is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -67,23 +69,6 @@ async fn upload(server: &ServerProcess, seed: u64) -> Value {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "queued");
     body
-}
-
-/// Polls the recording until its status is `want` (panics after `within`).
-async fn wait_for(server: &ServerProcess, id: &str, want: &str, within: Duration) -> Value {
-    let started = Instant::now();
-    loop {
-        let recording: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
-        if recording["status"] == want {
-            return recording;
-        }
-        assert!(
-            started.elapsed() < within,
-            "still {} after {within:?}, not {want}: {recording}",
-            recording["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `(state, attempts, lease_owner)` of a recording's job.
@@ -117,7 +102,9 @@ async fn the_whisper_service_transcribes_a_stored_dictation_exactly_once() {
 
     let created = upload(&server, 1).await;
     let id = created["id"].as_str().unwrap();
-    let done = wait_for(&server, id, "completed", Duration::from_secs(20)).await;
+    let done = server
+        .wait_for_status(id, "completed", Duration::from_secs(20))
+        .await;
     assert_eq!(done["transcript"], TEXT);
     assert_eq!(done["final_transcript"], TEXT);
     assert_eq!(done["whisper_model"], "base");
@@ -191,7 +178,9 @@ async fn a_transcript_prescribing_against_an_allergy_is_stored_with_its_alert() 
     );
     let created = upload(&server, 7).await;
     let id = created["id"].as_str().unwrap();
-    let done = wait_for(&server, id, "completed", Duration::from_secs(20)).await;
+    let done = server
+        .wait_for_status(id, "completed", Duration::from_secs(20))
+        .await;
     let check = &done["verification_results"];
     assert_eq!(check["passed"], false, "{check}");
     assert_eq!(done["verification_score"], 0.6);
@@ -237,7 +226,9 @@ async fn the_openai_engine_is_retried_after_500_and_429_then_completes() {
 
     let created = upload(&server, 2).await;
     let id = created["id"].as_str().unwrap();
-    let done = wait_for(&server, id, "completed", Duration::from_secs(30)).await;
+    let done = server
+        .wait_for_status(id, "completed", Duration::from_secs(30))
+        .await;
     assert_eq!(done["transcript"], TEXT);
     assert_eq!(done["whisper_model"], "whisper-large-v3");
     assert_eq!(done["transcript_language"], "english");
@@ -283,7 +274,9 @@ async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
     );
     let id = upload(&server, 3).await["id"].as_str().unwrap().to_owned();
 
-    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    let failed = server
+        .wait_for_status(&id, "error", Duration::from_secs(30))
+        .await;
     let reason = failed["error_message"].as_str().unwrap();
     assert!(
         reason.contains("after 3 attempts") && reason.contains("503"),
@@ -306,7 +299,9 @@ async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
         (Some("queued"), Some(1))
     );
     assert!(queued["error_message"].is_null());
-    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    let failed = server
+        .wait_for_status(&id, "error", Duration::from_secs(30))
+        .await;
     assert!(
         failed["error_message"]
             .as_str()
@@ -322,7 +317,9 @@ async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
         .send()
         .await
         .unwrap();
-    let failed = wait_for(&server, &id, "error", Duration::from_secs(40)).await;
+    let failed = server
+        .wait_for_status(&id, "error", Duration::from_secs(40))
+        .await;
     assert!(
         failed["error_message"]
             .as_str()
@@ -338,7 +335,9 @@ async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
         .send()
         .await
         .unwrap();
-    let done = wait_for(&server, &id, "completed", Duration::from_secs(20)).await;
+    let done = server
+        .wait_for_status(&id, "completed", Duration::from_secs(20))
+        .await;
     assert_eq!(
         (done["transcript"].as_str(), done["retry_count"].as_i64()),
         (Some(TEXT), Some(3))
@@ -347,7 +346,9 @@ async fn failures_end_in_error_with_the_reason_and_retry_queues_again() {
     // A refusal that retrying cannot fix ends at once.
     fake.set(Behaviour::Status(400, None));
     let other = upload(&server, 4).await["id"].as_str().unwrap().to_owned();
-    let failed = wait_for(&server, &other, "error", Duration::from_secs(20)).await;
+    let failed = server
+        .wait_for_status(&other, "error", Duration::from_secs(20))
+        .await;
     assert!(
         failed["error_message"]
             .as_str()
@@ -370,7 +371,9 @@ async fn an_engine_that_cannot_be_reached_is_retried_then_error() {
     let server =
         ServerProcess::start_url(&url, &engine_env("openai", "PWA_TRANSCRIBE_URL", &closed));
     let id = upload(&server, 5).await["id"].as_str().unwrap().to_owned();
-    let failed = wait_for(&server, &id, "error", Duration::from_secs(30)).await;
+    let failed = server
+        .wait_for_status(&id, "error", Duration::from_secs(30))
+        .await;
     let reason = failed["error_message"].as_str().unwrap();
     assert!(
         reason.contains("cannot be reached") && reason.contains("after 3 attempts"),
@@ -396,7 +399,9 @@ async fn a_server_killed_mid_job_leaves_it_to_the_next_after_the_lease() {
     server.kill_9();
 
     let server = ServerProcess::start_url(&url, &env);
-    let done = wait_for(&server, &id, "completed", Duration::from_secs(30)).await;
+    let done = server
+        .wait_for_status(&id, "completed", Duration::from_secs(30))
+        .await;
     assert_eq!(done["transcript"], TEXT);
     let (state, attempts, _) = job(&url, &id).await;
     assert_eq!(
@@ -434,7 +439,9 @@ async fn two_postgresql_instances_transcribe_twenty_dictations_each_once() {
     }
     let mut owners = std::collections::HashSet::new();
     for id in &ids {
-        wait_for(&servers[0], id, "completed", Duration::from_secs(60)).await;
+        servers[0]
+            .wait_for_status(id, "completed", Duration::from_secs(60))
+            .await;
         let (state, attempts, owner) = job(&pg.url, id).await;
         assert_eq!((state.as_str(), attempts), ("done", 1));
         // `host:pid@addr/worker`: the instance is what precedes the worker number.
@@ -481,7 +488,9 @@ async fn a_server_stopped_mid_job_puts_it_back_in_the_queue_at_once() {
     );
 
     let server = ServerProcess::start_url(&url, &env);
-    let done = wait_for(&server, &id, "completed", Duration::from_secs(15)).await;
+    let done = server
+        .wait_for_status(&id, "completed", Duration::from_secs(15))
+        .await;
     assert_eq!(done["transcript"], TEXT);
     assert_eq!(job(&url, &id).await.1, 2);
     assert_eq!(fake.received().len(), 2);
@@ -566,7 +575,9 @@ async fn a_transcript_that_meets_a_full_disk_is_kept_and_stored_once_space_retur
     // Space returns: the transcript the engine already made is stored, once,
     // without asking the engine again.
     std::fs::remove_file(&filler).unwrap();
-    let done = wait_for(&server, &id, "completed", Duration::from_secs(15)).await;
+    let done = server
+        .wait_for_status(&id, "completed", Duration::from_secs(15))
+        .await;
     assert!(
         done["transcript"] == long_text,
         "the whole transcript is stored"

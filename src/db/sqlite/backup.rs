@@ -255,6 +255,16 @@ fn backup_sort_key(name: &str) -> Option<(String, u32)> {
     ok.then(|| (stamp.to_owned(), n))
 }
 
+/// The newest backup file [`backup`] made in `dir`, by its name's time.
+pub fn newest(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((backup_sort_key(e.file_name().to_str()?)?, e.path())))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, path)| path)
+}
+
 /// Deletes the oldest backups in `dir` beyond the newest `keep`.
 fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
     let mut backups: Vec<((String, u32), PathBuf)> = std::fs::read_dir(dir)

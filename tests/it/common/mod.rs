@@ -415,6 +415,23 @@ impl ServerProcess {
     pub async fn upload(&self, patient: &str, audio: &[u8], key: &str) -> (u16, Value) {
         upload_to(&self.base_url, patient, audio, key).await
     }
+
+    /// Polls recording `id` until its status is `want` (panics after `within`).
+    pub async fn wait_for_status(&self, id: &str, want: &str, within: Duration) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let recording: Value = self.get_json(&format!("/api/v1/recordings/{id}")).await;
+            if recording["status"] == want {
+                return recording;
+            }
+            assert!(
+                started.elapsed() < within,
+                "still {} after {within:?}, not {want}: {recording}",
+                recording["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// The URL of a database file `clinical.db` in `dir`.
