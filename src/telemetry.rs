@@ -10,6 +10,10 @@
 //! hold the method, status, request id, job kind and attempt — never a path,
 //! a patient id, a recording id or text.
 //!
+//! Sampling (`OTEL_TRACES_SAMPLER`) is decided where a trace would start
+//! here, before its root span is made: a request or job not kept makes no
+//! span at all, so a tenth of requests traced costs about a tenth.
+//!
 //! A trace continues across the queue: a job stores the `traceparent` of the
 //! request that queued it ([`traceparent`]) and the worker's span for it is
 //! that request's child, so a dictation's upload (whose context the web app
@@ -40,11 +44,46 @@ pub enum Transport {
     HttpProtobuf,
 }
 
+/// Which traces are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`),
+/// decided where a trace would start here: a request, or a job queued
+/// without one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// The share of new traces kept (0 to 1).
+    pub ratio: f64,
+    /// Whether a caller's `traceparent` decides instead (its sampled flag).
+    pub parent_based: bool,
+}
+
+impl Sampler {
+    /// The SDK's default: every trace, a caller's decision honoured.
+    pub const DEFAULT: Self = Self {
+        ratio: 1.0,
+        parent_based: true,
+    };
+
+    /// Whether a trace starting here with this (W3C) parent is kept.
+    fn keeps(self, parent: Option<&str>) -> bool {
+        match parent.filter(|_| self.parent_based).and_then(sampled_flag) {
+            Some(sampled) => sampled,
+            None => self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio),
+        }
+    }
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<trace>-<span>-<flags>`).
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let flags = traceparent.trim().rsplit('-').next()?;
+    Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
+}
+
 /// Whether and how to export traces, from the standard OpenTelemetry variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceSettings {
     /// The protocol.
     pub transport: Transport,
+    /// Which traces are kept.
+    pub sampler: Sampler,
 }
 
 impl TraceSettings {
@@ -107,8 +146,56 @@ impl TraceSettings {
                 ));
             }
         };
-        Ok(Some(Self { transport }))
+        Ok(Some(Self {
+            transport,
+            sampler: sampler(set("OTEL_TRACES_SAMPLER"), set("OTEL_TRACES_SAMPLER_ARG"))?,
+        }))
     }
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` names, with `OTEL_TRACES_SAMPLER_ARG`
+/// as the ratio of the ratio-based ones (default 1, as the specification says).
+fn sampler(name: Option<String>, arg: Option<String>) -> Result<Sampler, ConfigError> {
+    let ratio = || -> Result<f64, ConfigError> {
+        match &arg {
+            None => Ok(1.0),
+            Some(a) => a
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    ConfigError::new("OTEL_TRACES_SAMPLER_ARG", a, "expected a ratio from 0 to 1")
+                }),
+        }
+    };
+    let (ratio, parent_based) = match name.as_deref().map(str::trim) {
+        None | Some("parentbased_always_on") => (1.0, true),
+        Some("always_on") => (1.0, false),
+        Some("always_off") => (0.0, false),
+        Some("parentbased_always_off") => (0.0, true),
+        Some("traceidratio") => (ratio()?, false),
+        Some("parentbased_traceidratio") => (ratio()?, true),
+        Some(other) => {
+            return Err(ConfigError::new(
+                "OTEL_TRACES_SAMPLER",
+                other,
+                "expected always_on, always_off, traceidratio or their parentbased_ forms",
+            ));
+        }
+    };
+    Ok(Sampler {
+        ratio,
+        parent_based,
+    })
+}
+
+/// The sampler of the installed exporter (none: traces are off).
+static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
+
+/// Whether a trace starting here (with this parent) is kept.
+fn keeps(parent: Option<&str>) -> bool {
+    SAMPLER.get().is_some_and(|s| s.keeps(parent))
 }
 
 /// The installed exporter: flushed and stopped by [`Tracing::shutdown`].
@@ -136,7 +223,14 @@ impl Tracing {
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(SERVICE_NAME);
         }
+        // The sampler's decision is made before a root span is made at all
+        // (an unsampled request then costs nothing: no span beneath it is
+        // made either); the SDK records every span it is given.
+        let _ = SAMPLER.set(settings.sampler);
         let provider = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::AlwaysOn,
+            )))
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build();
@@ -194,6 +288,10 @@ impl Tracing {
 /// The span of one HTTP request, named by its route template, continuing
 /// the trace of a W3C `traceparent` header when the client sent one.
 pub fn request_span(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Span {
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    if !keeps(parent) {
+        return Span::none();
+    }
     let span = tracing::trace_span!(
         "request",
         otel.name = format!("{method} {route}"),
@@ -204,7 +302,7 @@ pub fn request_span(method: &str, route: &str, request_id: &str, headers: &Heade
         http.response.status_code = tracing::field::Empty,
         request_id,
     );
-    if !span.is_disabled() && headers.contains_key("traceparent") {
+    if !span.is_disabled() && parent.is_some() {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let _ = span.set_parent(parent);
     }
@@ -222,6 +320,9 @@ pub fn record_status(span: &Span, status: u16) {
 /// The span of one attempt at a job of `kind`: the child of the request that
 /// queued it when the job kept that request's `traceparent`.
 pub fn job_span(kind: &'static str, attempt: u32, trace_parent: Option<&str>) -> Span {
+    if !keeps(trace_parent) {
+        return Span::none();
+    }
     let span = tracing::trace_span!(
         "job",
         otel.name = format!("job {kind}"),
@@ -278,6 +379,7 @@ mod tests {
     fn traces_are_on_when_an_endpoint_or_the_originals_switch_says_so() {
         let grpc = Some(TraceSettings {
             transport: Transport::Grpc,
+            sampler: Sampler::DEFAULT,
         });
         assert_eq!(settings(&[]).unwrap(), None);
         assert_eq!(
@@ -309,6 +411,69 @@ mod tests {
             settings(&[("OTEL_TRACES_EXPORTER", "none"), ("OTEL_ENABLED", "true")]).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn the_sampler_is_read_from_the_standard_variables() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317");
+        let sampler = |vars: &[(&str, &str)]| settings(vars).map(|s| s.unwrap().sampler);
+        assert_eq!(sampler(&[on]).unwrap(), Sampler::DEFAULT);
+        assert_eq!(
+            sampler(&[
+                on,
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25")
+            ])
+            .unwrap(),
+            Sampler {
+                ratio: 0.25,
+                parent_based: true
+            }
+        );
+        assert_eq!(
+            sampler(&[on, ("OTEL_TRACES_SAMPLER", "always_off")]).unwrap(),
+            Sampler {
+                ratio: 0.0,
+                parent_based: false
+            }
+        );
+        let refused = sampler(&[on, ("OTEL_TRACES_SAMPLER", "jaeger_remote")]).unwrap_err();
+        assert_eq!(refused.setting, "OTEL_TRACES_SAMPLER");
+        let refused = sampler(&[
+            on,
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ])
+        .unwrap_err();
+        assert_eq!(refused.setting, "OTEL_TRACES_SAMPLER_ARG");
+    }
+
+    #[test]
+    fn a_callers_sampled_flag_decides_when_the_sampler_is_parent_based() {
+        let none = Sampler {
+            ratio: 0.0,
+            parent_based: true,
+        };
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(none.keeps(Some(sampled)));
+        assert!(!none.keeps(Some(unsampled)));
+        assert!(!none.keeps(None));
+        assert!(!none.keeps(Some("garbage")));
+        let all = Sampler {
+            ratio: 1.0,
+            parent_based: false,
+        };
+        assert!(
+            all.keeps(Some(unsampled)),
+            "not parent-based: the ratio decides"
+        );
+        let tenth = Sampler {
+            ratio: 0.1,
+            parent_based: false,
+        };
+        let kept = (0..10_000).filter(|_| tenth.keeps(None)).count();
+        assert!((700..1300).contains(&kept), "{kept}");
     }
 
     #[test]

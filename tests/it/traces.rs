@@ -287,3 +287,59 @@ fn a_protocol_clinscribe_cannot_speak_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_sampled_makes_no_span_and_a_callers_decision_is_honoured() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_url(
+        &crate::common::sqlite_url(&dir),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            // No new trace is kept; a caller's sampled flag decides.
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    );
+    let http = client();
+    let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-00";
+    let mut request_ids = Vec::new();
+    for traceparent in [None, Some(unsampled), Some(sampled)] {
+        let mut request = http
+            .post(server.url("/api/v1/recordings"))
+            .json(&json!({"patient_id": "p-sampling", "duration_seconds": 5}));
+        if let Some(t) = traceparent {
+            request = request.header("traceparent", t);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        request_ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+    }
+    // Stopping flushes: everything made has arrived once it has stopped.
+    assert_eq!(server.terminate(), Some(0));
+    receiver
+        .wait_for("the sampled request's spans", |spans| {
+            request_span(spans, &request_ids[2]).is_some()
+        })
+        .await;
+    let spans = receiver.spans();
+    let kept = request_span(&spans, &request_ids[2]).unwrap();
+    assert_eq!(kept.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(kept.parent_span_id, "b7ad6b7169203331");
+    assert!(request_span(&spans, &request_ids[0]).is_none());
+    assert!(request_span(&spans, &request_ids[1]).is_none());
+    // Only the kept request's trace arrived: its request and store spans.
+    let names: BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["POST /api/v1/recordings", "recordings.insert_audited"]),
+        "{spans:#?}"
+    );
+    assert!(
+        spans.iter().all(|s| s.trace_id == kept.trace_id),
+        "{spans:#?}"
+    );
+}
