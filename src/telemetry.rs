@@ -1,8 +1,10 @@
 //! OpenTelemetry traces, exported over OTLP when the standard variables ask
 //! for it (`OTEL_EXPORTER_OTLP_ENDPOINT`, or the original's `OTEL_ENABLED`).
 //!
-//! The spans are ordinary `tracing` spans at `trace` level, so that they cost
-//! nothing and stay out of the log when no exporter is installed: one per
+//! The spans are ordinary `tracing` spans at `info` level (the log takes
+//! events only, so they never reach it; without an exporter no layer wants
+//! them and they are not made, and the process's most verbose level stays
+//! the log's, so other crates' debug output costs nothing more): one per
 //! request ([`request_span`], made by the edge middleware), one per job
 //! ([`job_span`]), and beneath them the store calls (`#[instrument]` on every
 //! store method), audio storage, decoding, transcription and verification.
@@ -262,18 +264,18 @@ impl Tracing {
             .with_context_activation(false)
             .with_filter(
                 dynamic_filter_fn(|meta, cx| {
-                    meta.target() == module_path!() || cx.lookup_current().is_some()
+                    ours(meta) && (meta.target() == module_path!() || cx.lookup_current().is_some())
                 })
                 // Decided once per call site: other crates' spans and every
                 // event are never asked about again.
                 .with_callsite_filter(|meta| {
-                    if meta.is_span() && meta.target().starts_with("clinscribe") {
+                    if ours(meta) {
                         tracing::subscriber::Interest::sometimes()
                     } else {
                         tracing::subscriber::Interest::never()
                     }
                 })
-                .with_max_level_hint(LevelFilter::TRACE),
+                .with_max_level_hint(LevelFilter::INFO),
             )
     }
 
@@ -285,6 +287,14 @@ impl Tracing {
     }
 }
 
+/// Whether this is one of this crate's spans (all at `info` level, so that
+/// the process's most verbose level stays the log's).
+fn ours(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span()
+        && *meta.level() <= tracing::Level::INFO
+        && meta.target().starts_with("clinscribe")
+}
+
 /// The span of one HTTP request, named by its route template, continuing
 /// the trace of a W3C `traceparent` header when the client sent one.
 pub fn request_span(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Span {
@@ -292,7 +302,7 @@ pub fn request_span(method: &str, route: &str, request_id: &str, headers: &Heade
     if !keeps(parent) {
         return Span::none();
     }
-    let span = tracing::trace_span!(
+    let span = tracing::info_span!(
         "request",
         otel.name = format!("{method} {route}"),
         otel.kind = "server",
@@ -323,7 +333,7 @@ pub fn job_span(kind: &'static str, attempt: u32, trace_parent: Option<&str>) ->
     if !keeps(trace_parent) {
         return Span::none();
     }
-    let span = tracing::trace_span!(
+    let span = tracing::info_span!(
         "job",
         otel.name = format!("job {kind}"),
         otel.kind = "consumer",

@@ -83,7 +83,7 @@ impl AudioStore {
 
     /// Streams `body` into a temporary file, at most `limit` bytes, hashing it
     /// and checking its first bytes are audio (failing as soon as they are not).
-    #[tracing::instrument(level = "trace", name = "audio.receive", skip_all)]
+    #[tracing::instrument(name = "audio.receive", skip_all)]
     pub async fn receive<S, E>(&self, body: S, limit: u64) -> Result<Received, AudioError>
     where
         S: Stream<Item = Result<Bytes, E>>,
@@ -101,7 +101,7 @@ impl AudioStore {
 
     /// Moves received audio into place as recording `id`'s object, durably;
     /// returns its key.
-    #[tracing::instrument(level = "trace", name = "audio.keep", skip_all)]
+    #[tracing::instrument(name = "audio.keep", skip_all)]
     pub async fn keep(&self, received: &Received, id: Uuid) -> Result<String, AudioError> {
         let key = Self::object_key(id, received.content_type);
         self.objects.keep(received.path(), &key).await?;
@@ -121,19 +121,19 @@ impl AudioStore {
     }
 
     /// Deletes a stored object; one already gone is fine.
-    #[tracing::instrument(level = "trace", name = "audio.delete", skip_all)]
+    #[tracing::instrument(name = "audio.delete", skip_all)]
     pub async fn delete(&self, key: &str) -> std::io::Result<()> {
         self.objects.delete(key).await
     }
 
     /// The length of a stored object.
-    #[tracing::instrument(level = "trace", name = "audio.object_len", skip_all)]
+    #[tracing::instrument(name = "audio.object_len", skip_all)]
     pub async fn object_len(&self, key: &str) -> std::io::Result<u64> {
         self.objects.len(key).await
     }
 
     /// `count` bytes of a stored object from `start`, as a stream.
-    #[tracing::instrument(level = "trace", name = "audio.object_stream", skip_all)]
+    #[tracing::instrument(name = "audio.object_stream", skip_all)]
     pub async fn object_stream(
         &self,
         key: &str,
@@ -146,7 +146,7 @@ impl AudioStore {
     /// A stored object as a local file (for a transcription engine): the
     /// object itself on disk; from a bucket, a temporary copy deleted when
     /// the returned value drops.
-    #[tracing::instrument(level = "trace", name = "audio.local_file", skip_all)]
+    #[tracing::instrument(name = "audio.local_file", skip_all)]
     pub async fn local_file(&self, key: &str) -> std::io::Result<LocalFile> {
         if let Some(path) = self.objects.local_path(key) {
             fs::metadata(&path).await?;
@@ -177,7 +177,7 @@ impl AudioStore {
     /// Appends `body` to a partial file at `offset`, at most up to `total`
     /// bytes; returns the new length, fsynced, even when the client broke off
     /// (see [`partial`]).
-    #[tracing::instrument(level = "trace", name = "audio.append", skip_all)]
+    #[tracing::instrument(name = "audio.append", skip_all)]
     pub async fn append<S, E>(
         &self,
         path: &Path,
@@ -193,7 +193,7 @@ impl AudioStore {
     }
 
     /// Turns a complete partial file into received audio (hashing and sniffing it).
-    #[tracing::instrument(level = "trace", name = "audio.receive_partial", skip_all)]
+    #[tracing::instrument(name = "audio.receive_partial", skip_all)]
     pub async fn receive_partial(&self, path: &Path) -> Result<Received, AudioError> {
         receiving::receive_file(path, self.temp_path()).await
     }

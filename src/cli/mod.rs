@@ -173,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             .transpose()?
     };
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::registry()
@@ -180,7 +181,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(filter),
+                // Events only: the spans are the exporter's (crate::telemetry).
+                .with_filter(filter.and(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.is_event()
+                }))),
         )
         .with(tracing.as_ref().map(crate::telemetry::Tracing::layer))
         .init();

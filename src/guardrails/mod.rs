@@ -234,7 +234,7 @@ impl Guardrails {
     /// Checks the text of a recording, for storing with it (relative dates
     /// are read against the day it was made). The server knows no patient
     /// context, so the check rests on the text alone.
-    #[tracing::instrument(level = "trace", name = "verification", skip_all)]
+    #[tracing::instrument(name = "verification", skip_all)]
     pub async fn check_recording(
         &self,
         text: &str,
@@ -252,7 +252,7 @@ impl Guardrails {
 
     /// Checks the text of a recording with the embedded engine, because the
     /// configured one failed for good (`why`): every note is checked.
-    #[tracing::instrument(level = "trace", name = "verification", skip_all)]
+    #[tracing::instrument(name = "verification", skip_all)]
     pub fn check_recording_in_process(
         &self,
         text: &str,

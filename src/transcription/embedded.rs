@@ -114,7 +114,7 @@ impl EmbeddedEngine {
         let mut ended = false;
         let mut decoded_any = false;
         while !ended || !pending.is_empty() {
-            let decoding = tracing::trace_span!("audio.decode").entered();
+            let decoding = tracing::info_span!("audio.decode").entered();
             while !ended && pending.len() < window {
                 match decoder.next_samples().map_err(decode_error)? {
                     Some(samples) => {
@@ -136,7 +136,7 @@ impl EmbeddedEngine {
             };
             let piece: Vec<f32> = pending.drain(..cut).collect();
             drop(decoding);
-            let heard = tracing::trace_span!("whisper.window")
+            let heard = tracing::info_span!("whisper.window")
                 .in_scope(|| self.run(&mut state, &piece, offset_samples, language.as_deref()))?;
             if language.is_none() {
                 language = heard.1;

@@ -174,7 +174,7 @@ impl Worker {
         let transcribing = self
             .engine
             .transcribe(&input)
-            .instrument(tracing::trace_span!("transcription"));
+            .instrument(tracing::info_span!("transcription"));
         let heartbeat = self.hold_lease(&job);
         let transcript = tokio::select! {
             result = transcribing => result,

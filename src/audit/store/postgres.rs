@@ -77,7 +77,7 @@ impl PgAudit {
 
 #[async_trait]
 impl AuditStore for PgAudit {
-    #[tracing::instrument(level = "trace", name = "audit_events.append_batch", skip_all)]
+    #[tracing::instrument(name = "audit_events.append_batch", skip_all)]
     async fn append_batch(
         &self,
         events: &[&NewAuditEvent],
@@ -88,7 +88,7 @@ impl AuditStore for PgAudit {
         Ok(chained)
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.history", skip_all)]
+    #[tracing::instrument(name = "audit_events.history", skip_all)]
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
         let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
             .bind(recording_id.hyphenated().to_string())
@@ -97,7 +97,7 @@ impl AuditStore for PgAudit {
         Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.export", skip_all)]
+    #[tracing::instrument(name = "audit_events.export", skip_all)]
     async fn export(
         &self,
         since: Option<Timestamp>,
@@ -113,7 +113,7 @@ impl AuditStore for PgAudit {
         Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.verify", skip_all)]
+    #[tracing::instrument(name = "audit_events.verify", skip_all)]
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
         let pool = self.db.pool();
         let max_seq: Option<i64> = sqlx::query_scalar(sql::MAX_SEQ).fetch_one(pool).await?;

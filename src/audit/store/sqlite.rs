@@ -91,7 +91,7 @@ impl SqliteAudit {
 
 #[async_trait]
 impl AuditStore for SqliteAudit {
-    #[tracing::instrument(level = "trace", name = "audit_events.append_batch", skip_all)]
+    #[tracing::instrument(name = "audit_events.append_batch", skip_all)]
     async fn append_batch(
         &self,
         events: &[&NewAuditEvent],
@@ -102,7 +102,7 @@ impl AuditStore for SqliteAudit {
         Ok(chained)
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.history", skip_all)]
+    #[tracing::instrument(name = "audit_events.history", skip_all)]
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
         let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
             .bind(recording_id.hyphenated().to_string())
@@ -111,7 +111,7 @@ impl AuditStore for SqliteAudit {
         Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.export", skip_all)]
+    #[tracing::instrument(name = "audit_events.export", skip_all)]
     async fn export(
         &self,
         since: Option<Timestamp>,
@@ -127,7 +127,7 @@ impl AuditStore for SqliteAudit {
         Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 
-    #[tracing::instrument(level = "trace", name = "audit_events.verify", skip_all)]
+    #[tracing::instrument(name = "audit_events.verify", skip_all)]
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
         let pool = self.db.readers();
         let max_seq: Option<i64> = sqlx::query_scalar(sql::MAX_SEQ).fetch_one(pool).await?;

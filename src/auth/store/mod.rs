@@ -405,7 +405,7 @@ macro_rules! stores {
     ($store:ty, write: $write:ident, read: $read:ident) => {
         #[async_trait::async_trait]
         impl $crate::auth::store::UserStore for $store {
-            #[tracing::instrument(level = "trace", name = "users.insert", skip_all)]
+            #[tracing::instrument(name = "users.insert", skip_all)]
             async fn insert(
                 &self,
                 user: $crate::auth::store::NewUser<'_>,
@@ -422,7 +422,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "users.get", skip_all)]
+            #[tracing::instrument(name = "users.get", skip_all)]
             async fn get(
                 &self,
                 id: &str,
@@ -436,7 +436,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::UserRow::decode).transpose()
             }
 
-            #[tracing::instrument(level = "trace", name = "users.by_subject", skip_all)]
+            #[tracing::instrument(name = "users.by_subject", skip_all)]
             async fn by_subject(
                 &self,
                 subject: &str,
@@ -452,7 +452,7 @@ macro_rules! stores {
                     .map(|(user, _)| user))
             }
 
-            #[tracing::instrument(level = "trace", name = "users.set_role", skip_all)]
+            #[tracing::instrument(name = "users.set_role", skip_all)]
             async fn set_role(
                 &self,
                 id: &str,
@@ -466,7 +466,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
-            #[tracing::instrument(level = "trace", name = "users.list", skip_all)]
+            #[tracing::instrument(name = "users.list", skip_all)]
             async fn list(&self) -> Result<Vec<$crate::auth::model::User>, $crate::db::StoreError> {
                 let rows: Vec<$crate::auth::store::UserRow> =
                     sqlx::query_as($crate::auth::store::sql::LIST_USERS)
@@ -475,7 +475,7 @@ macro_rules! stores {
                 rows.into_iter().map(|r| Ok(r.decode()?.0)).collect()
             }
 
-            #[tracing::instrument(level = "trace", name = "users.set_password", skip_all)]
+            #[tracing::instrument(name = "users.set_password", skip_all)]
             async fn set_password(
                 &self,
                 id: &str,
@@ -489,7 +489,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
-            #[tracing::instrument(level = "trace", name = "users.disable", skip_all)]
+            #[tracing::instrument(name = "users.disable", skip_all)]
             async fn disable(
                 &self,
                 id: &str,
@@ -503,7 +503,7 @@ macro_rules! stores {
                 Ok(done.rows_affected() == 1)
             }
 
-            #[tracing::instrument(level = "trace", name = "users.active_admins", skip_all)]
+            #[tracing::instrument(name = "users.active_admins", skip_all)]
             async fn active_admins(&self) -> Result<i64, $crate::db::StoreError> {
                 Ok(sqlx::query_scalar($crate::auth::store::sql::COUNT_ADMINS)
                     .fetch_one(self.db.$read())
@@ -513,7 +513,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::TokenStore for $store {
-            #[tracing::instrument(level = "trace", name = "api_tokens.insert", skip_all)]
+            #[tracing::instrument(name = "api_tokens.insert", skip_all)]
             async fn insert(
                 &self,
                 token: &$crate::auth::model::TokenInfo,
@@ -530,7 +530,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "api_tokens.owner", skip_all)]
+            #[tracing::instrument(name = "api_tokens.owner", skip_all)]
             async fn owner(
                 &self,
                 sha256: &str,
@@ -543,7 +543,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::OwnerRow::decode).transpose()
             }
 
-            #[tracing::instrument(level = "trace", name = "api_tokens.touch", skip_all)]
+            #[tracing::instrument(name = "api_tokens.touch", skip_all)]
             async fn touch(
                 &self,
                 id: &str,
@@ -557,7 +557,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "api_tokens.list", skip_all)]
+            #[tracing::instrument(name = "api_tokens.list", skip_all)]
             async fn list(
                 &self,
                 user_id: Option<&str>,
@@ -572,7 +572,7 @@ macro_rules! stores {
                     .collect()
             }
 
-            #[tracing::instrument(level = "trace", name = "api_tokens.revoke", skip_all)]
+            #[tracing::instrument(name = "api_tokens.revoke", skip_all)]
             async fn revoke(
                 &self,
                 id: &str,
@@ -589,7 +589,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::SessionStore for $store {
-            #[tracing::instrument(level = "trace", name = "sessions.insert", skip_all)]
+            #[tracing::instrument(name = "sessions.insert", skip_all)]
             async fn insert(
                 &self,
                 session: &$crate::auth::store::SessionRecord,
@@ -608,7 +608,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.owner", skip_all)]
+            #[tracing::instrument(name = "sessions.owner", skip_all)]
             async fn owner(
                 &self,
                 sha256: &str,
@@ -621,7 +621,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::SessionRow::decode).transpose()
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.touch", skip_all)]
+            #[tracing::instrument(name = "sessions.touch", skip_all)]
             async fn touch(
                 &self,
                 id: &str,
@@ -635,7 +635,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.end", skip_all)]
+            #[tracing::instrument(name = "sessions.end", skip_all)]
             async fn end(
                 &self,
                 id: &str,
@@ -649,7 +649,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.end_all", skip_all)]
+            #[tracing::instrument(name = "sessions.end_all", skip_all)]
             async fn end_all(
                 &self,
                 user_id: &str,
@@ -663,7 +663,7 @@ macro_rules! stores {
                 Ok(done.rows_affected())
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.delete_finished", skip_all)]
+            #[tracing::instrument(name = "sessions.delete_finished", skip_all)]
             async fn delete_finished(
                 &self,
                 before: &$crate::timestamp::Timestamp,
@@ -675,7 +675,7 @@ macro_rules! stores {
                 Ok(done.rows_affected())
             }
 
-            #[tracing::instrument(level = "trace", name = "sessions.count_active", skip_all)]
+            #[tracing::instrument(name = "sessions.count_active", skip_all)]
             async fn count_active(
                 &self,
                 now: &$crate::timestamp::Timestamp,
@@ -693,7 +693,7 @@ macro_rules! stores {
 
         #[async_trait::async_trait]
         impl $crate::auth::store::LoginStore for $store {
-            #[tracing::instrument(level = "trace", name = "oidc_logins.insert", skip_all)]
+            #[tracing::instrument(name = "oidc_logins.insert", skip_all)]
             async fn insert(
                 &self,
                 login: &$crate::auth::store::PendingLogin,
@@ -711,7 +711,7 @@ macro_rules! stores {
                 Ok(())
             }
 
-            #[tracing::instrument(level = "trace", name = "oidc_logins.take", skip_all)]
+            #[tracing::instrument(name = "oidc_logins.take", skip_all)]
             async fn take(
                 &self,
                 state_sha256: &str,
@@ -724,7 +724,7 @@ macro_rules! stores {
                 row.map($crate::auth::store::LoginRow::decode).transpose()
             }
 
-            #[tracing::instrument(level = "trace", name = "oidc_logins.delete_older", skip_all)]
+            #[tracing::instrument(name = "oidc_logins.delete_older", skip_all)]
             async fn delete_older(
                 &self,
                 before: &$crate::timestamp::Timestamp,

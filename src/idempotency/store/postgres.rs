@@ -22,7 +22,7 @@ impl PgIdempotencyKeys {
 
 #[async_trait]
 impl IdempotencyStore for PgIdempotencyKeys {
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.insert_claim", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.insert_claim", skip_all)]
     async fn insert_claim(
         &self,
         clinician_id: &str,
@@ -41,7 +41,7 @@ impl IdempotencyStore for PgIdempotencyKeys {
         Ok(inserted == 1)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.find", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.find", skip_all)]
     async fn find(&self, clinician_id: &str, key: &str) -> Result<Option<StoredKey>, StoreError> {
         Ok(sqlx::query_as(sql::FIND)
             .bind(clinician_id)
@@ -50,7 +50,7 @@ impl IdempotencyStore for PgIdempotencyKeys {
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.take_over", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.take_over", skip_all)]
     async fn take_over(
         &self,
         clinician_id: &str,
@@ -69,7 +69,7 @@ impl IdempotencyStore for PgIdempotencyKeys {
         Ok(taken == 1)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.complete", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.complete", skip_all)]
     async fn complete(
         &self,
         clinician_id: &str,
@@ -87,7 +87,7 @@ impl IdempotencyStore for PgIdempotencyKeys {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.release", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.release", skip_all)]
     async fn release(&self, clinician_id: &str, key: &str) -> Result<(), StoreError> {
         sqlx::query(sql::RELEASE)
             .bind(clinician_id)
@@ -97,7 +97,7 @@ impl IdempotencyStore for PgIdempotencyKeys {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.forget_before", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.forget_before", skip_all)]
     async fn forget_before(&self, cutoff: &Timestamp) -> Result<u64, StoreError> {
         Ok(sqlx::query(sql::FORGET_BEFORE)
             .bind(cutoff.to_string())

@@ -21,7 +21,7 @@ impl SqliteIdempotencyKeys {
 
 #[async_trait]
 impl IdempotencyStore for SqliteIdempotencyKeys {
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.insert_claim", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.insert_claim", skip_all)]
     async fn insert_claim(
         &self,
         clinician_id: &str,
@@ -40,7 +40,7 @@ impl IdempotencyStore for SqliteIdempotencyKeys {
         Ok(inserted == 1)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.find", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.find", skip_all)]
     async fn find(&self, clinician_id: &str, key: &str) -> Result<Option<StoredKey>, StoreError> {
         Ok(sqlx::query_as(sql::FIND)
             .bind(clinician_id)
@@ -49,7 +49,7 @@ impl IdempotencyStore for SqliteIdempotencyKeys {
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.take_over", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.take_over", skip_all)]
     async fn take_over(
         &self,
         clinician_id: &str,
@@ -68,7 +68,7 @@ impl IdempotencyStore for SqliteIdempotencyKeys {
         Ok(taken == 1)
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.complete", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.complete", skip_all)]
     async fn complete(
         &self,
         clinician_id: &str,
@@ -86,7 +86,7 @@ impl IdempotencyStore for SqliteIdempotencyKeys {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.release", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.release", skip_all)]
     async fn release(&self, clinician_id: &str, key: &str) -> Result<(), StoreError> {
         sqlx::query(sql::RELEASE)
             .bind(clinician_id)
@@ -96,7 +96,7 @@ impl IdempotencyStore for SqliteIdempotencyKeys {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "idempotency_keys.forget_before", skip_all)]
+    #[tracing::instrument(name = "idempotency_keys.forget_before", skip_all)]
     async fn forget_before(&self, cutoff: &Timestamp) -> Result<u64, StoreError> {
         Ok(sqlx::query(sql::FORGET_BEFORE)
             .bind(cutoff.to_string())

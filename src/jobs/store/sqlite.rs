@@ -171,7 +171,7 @@ impl SqliteJobs {
 
 #[async_trait]
 impl JobStore for SqliteJobs {
-    #[tracing::instrument(level = "trace", name = "jobs.claim", skip_all)]
+    #[tracing::instrument(name = "jobs.claim", skip_all)]
     async fn claim(&self, owner: &str, lease: Duration) -> Result<Option<ClaimedJob>, StoreError> {
         let now = Timestamp::now().to_string();
         let mut tx = self.db.begin_write().await?;
@@ -201,7 +201,7 @@ impl JobStore for SqliteJobs {
         claimed(id, attempts, trace_parent, audio.unwrap_or_default()).map(Some)
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.heartbeat", skip_all)]
+    #[tracing::instrument(name = "jobs.heartbeat", skip_all)]
     async fn heartbeat(
         &self,
         id: Uuid,
@@ -220,7 +220,7 @@ impl JobStore for SqliteJobs {
         Ok(extended == 1)
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.complete", skip_all)]
+    #[tracing::instrument(name = "jobs.complete", skip_all)]
     async fn complete(
         &self,
         id: Uuid,
@@ -243,7 +243,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.retry_later", skip_all)]
+    #[tracing::instrument(name = "jobs.retry_later", skip_all)]
     async fn retry_later(
         &self,
         id: Uuid,
@@ -271,7 +271,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.fail", skip_all)]
+    #[tracing::instrument(name = "jobs.fail", skip_all)]
     async fn fail(&self, id: Uuid, owner: &str, error: &str) -> Result<bool, StoreError> {
         let message = error.to_owned();
         let work = Work::Failed {
@@ -288,7 +288,7 @@ impl JobStore for SqliteJobs {
         .await
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.counts", skip_all)]
+    #[tracing::instrument(name = "jobs.counts", skip_all)]
     async fn counts(&self) -> Result<JobCounts, StoreError> {
         let rows = sqlx::query_as(shared_sql::COUNTS)
             .fetch_all(self.db.readers())
@@ -296,7 +296,7 @@ impl JobStore for SqliteJobs {
         Ok(counts_from(rows))
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.claim_check", skip_all)]
+    #[tracing::instrument(name = "jobs.claim_check", skip_all)]
     async fn claim_check(
         &self,
         owner: &str,
@@ -323,7 +323,7 @@ impl JobStore for SqliteJobs {
         claimed_check(id, attempts, trace_parent, text).map(Some)
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.end_check", skip_all)]
+    #[tracing::instrument(name = "jobs.end_check", skip_all)]
     async fn end_check(
         &self,
         id: Uuid,
@@ -353,7 +353,7 @@ impl JobStore for SqliteJobs {
         Ok(true)
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.queue_stats", skip_all)]
+    #[tracing::instrument(name = "jobs.queue_stats", skip_all)]
     async fn queue_stats(&self) -> Result<Vec<super::QueueStat>, StoreError> {
         Ok(sqlx::query_as(QUEUE_STATS)
             .bind(Timestamp::now().to_string())
@@ -361,7 +361,7 @@ impl JobStore for SqliteJobs {
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "jobs.check_pending", skip_all)]
+    #[tracing::instrument(name = "jobs.check_pending", skip_all)]
     async fn check_pending(&self, id: Uuid) -> Result<bool, StoreError> {
         let pending: i64 = sqlx::query_scalar(PENDING_CHECK)
             .bind(id.hyphenated().to_string())

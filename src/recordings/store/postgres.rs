@@ -213,13 +213,13 @@ impl PgRecordings {
 #[async_trait]
 impl RecordingStore for PgRecordings {
     /// Inserts one complete recording (PostgreSQL batches concurrent commits itself).
-    #[tracing::instrument(level = "trace", name = "recordings.insert", skip_all)]
+    #[tracing::instrument(name = "recordings.insert", skip_all)]
     async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.insert_batch(std::slice::from_ref(r)).await
     }
 
     /// Inserts a new recording and its audit event in one transaction.
-    #[tracing::instrument(level = "trace", name = "recordings.insert_audited", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_audited", skip_all)]
     async fn insert_audited(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         insert_rows(&mut *tx, std::slice::from_ref(r)).await?;
@@ -229,13 +229,13 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Inserts many complete recordings in one statement: all or none.
-    #[tracing::instrument(level = "trace", name = "recordings.insert_batch", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_batch", skip_all)]
     async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         insert_rows(self.db.pool(), recordings).await
     }
 
     /// The recording with this id.
-    #[tracing::instrument(level = "trace", name = "recordings.get", skip_all)]
+    #[tracing::instrument(name = "recordings.get", skip_all)]
     async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: RecordingRow = sqlx::query_as(GET)
             .bind(id.hyphenated().to_string())
@@ -246,12 +246,12 @@ impl RecordingStore for PgRecordings {
     }
 
     /// The recording with this id as the API's JSON object.
-    #[tracing::instrument(level = "trace", name = "recordings.get_json", skip_all)]
+    #[tracing::instrument(name = "recordings.get_json", skip_all)]
     async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
         RecordingJson::of(&self.get(id).await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.patch", skip_all)]
+    #[tracing::instrument(name = "recordings.patch", skip_all)]
     async fn patch(
         &self,
         id: Uuid,
@@ -298,7 +298,7 @@ impl RecordingStore for PgRecordings {
         audited_write(tx, Some(row), audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.sign", skip_all)]
+    #[tracing::instrument(name = "recordings.sign", skip_all)]
     async fn sign(
         &self,
         id: Uuid,
@@ -319,7 +319,7 @@ impl RecordingStore for PgRecordings {
         audited_write(tx, row, audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.amend", skip_all)]
+    #[tracing::instrument(name = "recordings.amend", skip_all)]
     async fn amend(
         &self,
         id: Uuid,
@@ -340,7 +340,7 @@ impl RecordingStore for PgRecordings {
         audited_write(tx, row, audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.delete", skip_all)]
+    #[tracing::instrument(name = "recordings.delete", skip_all)]
     async fn delete(
         &self,
         id: Uuid,
@@ -369,7 +369,7 @@ impl RecordingStore for PgRecordings {
         Ok(version)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.changes", skip_all)]
+    #[tracing::instrument(name = "recordings.changes", skip_all)]
     async fn changes(
         &self,
         clinician_id: &str,
@@ -385,7 +385,7 @@ impl RecordingStore for PgRecordings {
         rows.into_iter().map(Change::try_from).collect()
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.deleted_with_audio", skip_all)]
+    #[tracing::instrument(name = "recordings.deleted_with_audio", skip_all)]
     async fn deleted_with_audio(
         &self,
         cutoff: Timestamp,
@@ -399,7 +399,7 @@ impl RecordingStore for PgRecordings {
         parse_ids(rows)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.forget_audio", skip_all)]
+    #[tracing::instrument(name = "recordings.forget_audio", skip_all)]
     async fn forget_audio(
         &self,
         id: Uuid,
@@ -419,7 +419,7 @@ impl RecordingStore for PgRecordings {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.reassign", skip_all)]
+    #[tracing::instrument(name = "recordings.reassign", skip_all)]
     async fn reassign(
         &self,
         from: &str,
@@ -441,7 +441,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// One page of a clinician's recordings, newest first.
-    #[tracing::instrument(level = "trace", name = "recordings.list_for_clinician", skip_all)]
+    #[tracing::instrument(name = "recordings.list_for_clinician", skip_all)]
     async fn list_for_clinician(
         &self,
         clinician_id: &str,
@@ -487,7 +487,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Sets a recording's status; see [`super::RecordingStore::update_status`].
-    #[tracing::instrument(level = "trace", name = "recordings.update_status", skip_all)]
+    #[tracing::instrument(name = "recordings.update_status", skip_all)]
     async fn update_status(
         &self,
         id: Uuid,
@@ -507,7 +507,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Inserts one recording; PostgreSQL's commit is durable (`synchronous_commit=on`).
-    #[tracing::instrument(level = "trace", name = "recordings.insert_durable", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_durable", skip_all)]
     async fn insert_durable(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         let mut tx = self.db.pool().begin().await?;
         insert_rows(&mut *tx, std::slice::from_ref(r)).await?;
@@ -525,11 +525,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// The clinician's recording of the dictation `key`, if any.
-    #[tracing::instrument(
-        level = "trace",
-        name = "recordings.find_by_local_storage_key",
-        skip_all
-    )]
+    #[tracing::instrument(name = "recordings.find_by_local_storage_key", skip_all)]
     async fn find_by_local_storage_key(
         &self,
         clinician_id: &str,
@@ -544,7 +540,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// The ids among `ids` (hyphenated) that have a row.
-    #[tracing::instrument(level = "trace", name = "recordings.existing_ids_of", skip_all)]
+    #[tracing::instrument(name = "recordings.existing_ids_of", skip_all)]
     async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id::text FROM recordings WHERE id = ANY($1::uuid[])")
@@ -555,7 +551,7 @@ impl RecordingStore for PgRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    #[tracing::instrument(level = "trace", name = "recordings.record_upload_attempt", skip_all)]
+    #[tracing::instrument(name = "recordings.record_upload_attempt", skip_all)]
     async fn record_upload_attempt(
         &self,
         id: Uuid,
@@ -571,21 +567,21 @@ impl RecordingStore for PgRecordings {
             .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.status_counts", skip_all)]
+    #[tracing::instrument(name = "recordings.status_counts", skip_all)]
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(shared_sql::STATUS_COUNTS)
             .fetch_all(self.db.pool())
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.clinician_counts", skip_all)]
+    #[tracing::instrument(name = "recordings.clinician_counts", skip_all)]
     async fn clinician_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(shared_sql::CLINICIAN_COUNTS)
             .fetch_all(self.db.pool())
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.count", skip_all)]
+    #[tracing::instrument(name = "recordings.count", skip_all)]
     async fn count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(shared_sql::COUNT)
             .fetch_one(self.db.pool())

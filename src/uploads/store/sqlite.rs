@@ -23,7 +23,7 @@ impl SqliteSessions {
 
 #[async_trait]
 impl SessionStore for SqliteSessions {
-    #[tracing::instrument(level = "trace", name = "upload_sessions.start", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.start", skip_all)]
     async fn start(&self, new: NewSession<'_>) -> Result<(UploadSession, bool), StoreError> {
         let inserted = sqlx::query(sql::START)
             .bind(new.clinician_id)
@@ -43,7 +43,7 @@ impl SessionStore for SqliteSessions {
         Ok((session, inserted == 1))
     }
 
-    #[tracing::instrument(level = "trace", name = "upload_sessions.get", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.get", skip_all)]
     async fn get(
         &self,
         clinician_id: &str,
@@ -57,7 +57,7 @@ impl SessionStore for SqliteSessions {
         row.map(UploadSession::try_from).transpose()
     }
 
-    #[tracing::instrument(level = "trace", name = "upload_sessions.set_received", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.set_received", skip_all)]
     async fn set_received(
         &self,
         clinician_id: &str,
@@ -74,7 +74,7 @@ impl SessionStore for SqliteSessions {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "upload_sessions.delete", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.delete", skip_all)]
     async fn delete(&self, clinician_id: &str, key: Uuid) -> Result<(), StoreError> {
         sqlx::query(sql::DELETE)
             .bind(clinician_id)
@@ -84,7 +84,7 @@ impl SessionStore for SqliteSessions {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "upload_sessions.idle_since", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.idle_since", skip_all)]
     async fn idle_since(&self, cutoff: &Timestamp) -> Result<Vec<UploadSession>, StoreError> {
         let rows: Vec<SessionRow> = sqlx::query_as(sql::IDLE_SINCE)
             .bind(cutoff.to_string())
@@ -93,7 +93,7 @@ impl SessionStore for SqliteSessions {
         rows.into_iter().map(UploadSession::try_from).collect()
     }
 
-    #[tracing::instrument(level = "trace", name = "upload_sessions.count", skip_all)]
+    #[tracing::instrument(name = "upload_sessions.count", skip_all)]
     async fn count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(sql::COUNT)
             .fetch_one(self.db.readers())

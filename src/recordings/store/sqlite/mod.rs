@@ -227,19 +227,19 @@ impl SqliteRecordings {
 #[async_trait]
 impl RecordingStore for SqliteRecordings {
     /// Inserts a complete recording as given, through the group-commit queue.
-    #[tracing::instrument(level = "trace", name = "recordings.insert", skip_all)]
+    #[tracing::instrument(name = "recordings.insert", skip_all)]
     async fn insert(&self, r: &Recording) -> Result<(), StoreError> {
         self.inserts.insert(r.clone(), None).await
     }
 
     /// Inserts a new recording and its audit event, through the group-commit queue.
-    #[tracing::instrument(level = "trace", name = "recordings.insert_audited", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_audited", skip_all)]
     async fn insert_audited(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         self.inserts.insert(r.clone(), Some(event.clone())).await
     }
 
     /// Inserts many complete recordings in one transaction: all or none.
-    #[tracing::instrument(level = "trace", name = "recordings.insert_batch", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_batch", skip_all)]
     async fn insert_batch(&self, recordings: &[Recording]) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
         insert_many(&mut tx, recordings).await?;
@@ -248,7 +248,7 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// The recording with this id.
-    #[tracing::instrument(level = "trace", name = "recordings.get", skip_all)]
+    #[tracing::instrument(name = "recordings.get", skip_all)]
     async fn get(&self, id: Uuid) -> Result<Recording, StoreError> {
         let row: RecordingRow = sqlx::query_as(sql::GET)
             .bind(id.hyphenated().to_string())
@@ -259,7 +259,7 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// The recording with this id as the API's JSON object (built by SQLite).
-    #[tracing::instrument(level = "trace", name = "recordings.get_json", skip_all)]
+    #[tracing::instrument(name = "recordings.get_json", skip_all)]
     async fn get_json(&self, id: Uuid) -> Result<RecordingJson, StoreError> {
         let (version, patient_id, clinician_id, json) = sqlx::query_as(sql::GET_JSON)
             .bind(id.hyphenated().to_string())
@@ -274,7 +274,7 @@ impl RecordingStore for SqliteRecordings {
         })
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.patch", skip_all)]
+    #[tracing::instrument(name = "recordings.patch", skip_all)]
     async fn patch(
         &self,
         id: Uuid,
@@ -321,7 +321,7 @@ impl RecordingStore for SqliteRecordings {
         audited_write(tx, Some(row), audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.sign", skip_all)]
+    #[tracing::instrument(name = "recordings.sign", skip_all)]
     async fn sign(
         &self,
         id: Uuid,
@@ -342,7 +342,7 @@ impl RecordingStore for SqliteRecordings {
         audited_write(tx, row, audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.amend", skip_all)]
+    #[tracing::instrument(name = "recordings.amend", skip_all)]
     async fn amend(
         &self,
         id: Uuid,
@@ -363,7 +363,7 @@ impl RecordingStore for SqliteRecordings {
         audited_write(tx, row, audited).await
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.delete", skip_all)]
+    #[tracing::instrument(name = "recordings.delete", skip_all)]
     async fn delete(
         &self,
         id: Uuid,
@@ -392,7 +392,7 @@ impl RecordingStore for SqliteRecordings {
         Ok(version)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.changes", skip_all)]
+    #[tracing::instrument(name = "recordings.changes", skip_all)]
     async fn changes(
         &self,
         clinician_id: &str,
@@ -408,7 +408,7 @@ impl RecordingStore for SqliteRecordings {
         rows.into_iter().map(Change::try_from).collect()
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.deleted_with_audio", skip_all)]
+    #[tracing::instrument(name = "recordings.deleted_with_audio", skip_all)]
     async fn deleted_with_audio(
         &self,
         cutoff: Timestamp,
@@ -422,7 +422,7 @@ impl RecordingStore for SqliteRecordings {
         parse_ids(rows)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.forget_audio", skip_all)]
+    #[tracing::instrument(name = "recordings.forget_audio", skip_all)]
     async fn forget_audio(
         &self,
         id: Uuid,
@@ -442,7 +442,7 @@ impl RecordingStore for SqliteRecordings {
         Ok(())
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.reassign", skip_all)]
+    #[tracing::instrument(name = "recordings.reassign", skip_all)]
     async fn reassign(
         &self,
         from: &str,
@@ -466,7 +466,7 @@ impl RecordingStore for SqliteRecordings {
     /// One page of a clinician's recordings, newest first, optionally of one
     /// status, as the JSON array the API answers (built by SQLite: no row is
     /// decoded into Rust and encoded again).
-    #[tracing::instrument(level = "trace", name = "recordings.list_for_clinician", skip_all)]
+    #[tracing::instrument(name = "recordings.list_for_clinician", skip_all)]
     async fn list_for_clinician(
         &self,
         clinician_id: &str,
@@ -535,7 +535,7 @@ impl RecordingStore for SqliteRecordings {
 
     /// Sets a recording's status (and error message), maintaining `updated_at`,
     /// and `processed_at` when processing ends (`completed` or `error`).
-    #[tracing::instrument(level = "trace", name = "recordings.update_status", skip_all)]
+    #[tracing::instrument(name = "recordings.update_status", skip_all)]
     async fn update_status(
         &self,
         id: Uuid,
@@ -559,7 +559,7 @@ impl RecordingStore for SqliteRecordings {
 
     /// Inserts one recording in a transaction of its own whose commit is
     /// fsynced (`synchronous=FULL` for that commit when the database runs `normal`).
-    #[tracing::instrument(level = "trace", name = "recordings.insert_durable", skip_all)]
+    #[tracing::instrument(name = "recordings.insert_durable", skip_all)]
     async fn insert_durable(&self, r: &Recording, event: &NewAuditEvent) -> Result<(), StoreError> {
         use crate::config::SqliteSynchronous;
         let mut conn = self.db.writer().acquire().await?;
@@ -597,11 +597,7 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// The clinician's recording of the dictation `key`, if any.
-    #[tracing::instrument(
-        level = "trace",
-        name = "recordings.find_by_local_storage_key",
-        skip_all
-    )]
+    #[tracing::instrument(name = "recordings.find_by_local_storage_key", skip_all)]
     async fn find_by_local_storage_key(
         &self,
         clinician_id: &str,
@@ -616,7 +612,7 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// The ids among `ids` (hyphenated) that have a row.
-    #[tracing::instrument(level = "trace", name = "recordings.existing_ids_of", skip_all)]
+    #[tracing::instrument(name = "recordings.existing_ids_of", skip_all)]
     async fn existing_ids_of(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         let ids = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(sqlx::query_scalar(
@@ -628,7 +624,7 @@ impl RecordingStore for SqliteRecordings {
     }
 
     /// Counts one more upload attempt; returns the recording.
-    #[tracing::instrument(level = "trace", name = "recordings.record_upload_attempt", skip_all)]
+    #[tracing::instrument(name = "recordings.record_upload_attempt", skip_all)]
     async fn record_upload_attempt(
         &self,
         id: Uuid,
@@ -644,21 +640,21 @@ impl RecordingStore for SqliteRecordings {
             .ok_or(StoreError::NotFound(RECORDING_NOT_FOUND))
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.status_counts", skip_all)]
+    #[tracing::instrument(name = "recordings.status_counts", skip_all)]
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(shared_sql::STATUS_COUNTS)
             .fetch_all(self.db.readers())
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.clinician_counts", skip_all)]
+    #[tracing::instrument(name = "recordings.clinician_counts", skip_all)]
     async fn clinician_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(shared_sql::CLINICIAN_COUNTS)
             .fetch_all(self.db.readers())
             .await?)
     }
 
-    #[tracing::instrument(level = "trace", name = "recordings.count", skip_all)]
+    #[tracing::instrument(name = "recordings.count", skip_all)]
     async fn count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(shared_sql::COUNT)
             .fetch_one(self.db.readers())
