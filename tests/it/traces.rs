@@ -269,21 +269,36 @@ async fn traces_go_over_http_protobuf_when_the_protocol_says_so() {
     assert_eq!(span.attributes["http.response.status_code"], "200");
 }
 
-#[test]
-fn a_protocol_clinscribe_cannot_speak_is_refused_at_start() {
+/// `serve` with these variables: its exit code and what it said.
+fn serve_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(crate::common::binary())
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("PWA_DATABASE_URL", crate::common::sqlite_url(&dir))
         .env("PWA_AUTH", "off")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("PWA_TRANSCRIBE_ENGINE", "none")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn a_protocol_clinscribe_cannot_speak_or_a_broken_endpoint_stops_it_at_start() {
+    let (code, stderr) = serve_with(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && stderr.contains("http/json"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && stderr.contains("invalid endpoint"),
         "{stderr}"
     );
 }
