@@ -347,6 +347,15 @@ pub struct TranscriptionStatus {
     pub engine: Option<Arc<dyn crate::transcription::TranscriptionEngine>>,
 }
 
+impl TranscriptionStatus {
+    /// The engine and its model as health names them, or `no engine`.
+    pub fn describe(&self) -> String {
+        self.engine
+            .as_ref()
+            .map_or_else(|| "no engine".to_owned(), |e| e.describe())
+    }
+}
+
 /// The health route.
 pub fn routes<S>() -> Router<S>
 where
@@ -392,10 +401,7 @@ pub async fn health(
         None => probe.queue(jobs.as_ref()).await,
     };
     let disk = full.clone().unwrap_or_else(|| storage.free_space());
-    let transcription = transcription
-        .engine
-        .as_ref()
-        .map_or_else(|| "no engine".to_owned(), |e| e.describe());
+    let transcription = transcription.describe();
     // What else makes the service degraded: a model missing, a backlog, little space.
     let other = [
         transcription

@@ -212,75 +212,64 @@ pub async fn status(
             "Only an administrator sees the instance's status".to_owned(),
         ));
     }
-    let snapshot = snapshot(&state).await;
-    let mut recordings: Vec<StatusCount> = state
-        .recordings
-        .status_counts()
-        .await?
-        .into_iter()
-        .map(|(status, count)| StatusCount { status, count })
-        .collect();
-    recordings.sort_by(|a, b| a.status.cmp(&b.status));
-    let jobs = snapshot
-        .jobs
-        .iter()
-        .map(|(kind, state, count)| QueueRow {
-            kind: kind.clone(),
-            state: state.clone(),
-            count: *count,
-            oldest_due_seconds: (state == "queued")
-                .then(|| {
-                    snapshot
-                        .oldest_due
-                        .iter()
-                        .find(|(k, _)| k == kind)
-                        .map(|(_, s)| s.max(0.0))
-                })
-                .flatten(),
-        })
-        .collect();
-    let transcription = state
-        .transcription
-        .engine
-        .as_ref()
-        .map_or_else(|| "no engine".to_owned(), |e| e.describe());
-    Ok(Json(Status {
-        version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: state.started.elapsed().as_secs(),
-        backend: state.db.backend(),
-        engines: Engines {
-            transcription,
-            extraction: state.guardrails.describe(),
-        },
-        recordings,
-        jobs,
-        backup: state.backups.report(),
-        disk: state
-            .storage
-            .volumes()
+    Ok(Json(Status::of(&state).await?))
+}
+
+impl Status {
+    /// The status of the instance `state` serves.
+    async fn of(state: &AppState) -> Result<Self, crate::db::StoreError> {
+        let snapshot = snapshot(state).await;
+        let mut recordings: Vec<StatusCount> = state
+            .recordings
+            .status_counts()
+            .await?
             .into_iter()
-            .map(|(path, free_bytes, total_bytes)| Volume {
-                path: path.display().to_string(),
-                free_bytes,
-                total_bytes,
+            .map(|(status, count)| StatusCount { status, count })
+            .collect();
+        recordings.sort_by(|a, b| a.status.cmp(&b.status));
+        let jobs = snapshot
+            .jobs
+            .into_iter()
+            .map(|(kind, state, count, wait)| QueueRow {
+                kind,
+                state,
+                count,
+                oldest_due_seconds: wait.map(|s| s.max(0.0)),
             })
-            .collect(),
-        sessions_active: snapshot.sessions,
-        upload_sessions_open: snapshot.upload_sessions,
-        wal_bytes: snapshot.wal_bytes,
-        resident_memory_bytes: crate::metrics::process::resident_bytes(),
-        open_fds: crate::metrics::process::open_fds(),
-    }))
+            .collect();
+        Ok(Self {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            backend: state.db.backend(),
+            engines: Engines {
+                transcription: state.transcription.describe(),
+                extraction: state.guardrails.describe(),
+            },
+            recordings,
+            jobs,
+            backup: state.backups.report(),
+            disk: state
+                .storage
+                .volumes()
+                .into_iter()
+                .map(|(path, free_bytes, total_bytes)| Volume {
+                    path: path.display().to_string(),
+                    free_bytes,
+                    total_bytes,
+                })
+                .collect(),
+            sessions_active: snapshot.sessions,
+            upload_sessions_open: snapshot.upload_sessions,
+            wal_bytes: snapshot.wal_bytes,
+            resident_memory_bytes: crate::metrics::process::resident_bytes(),
+            open_fds: crate::metrics::process::open_fds(),
+        })
+    }
 }
 
 /// The stored state a Prometheus scrape and the status page report; a part
 /// that cannot be read is left out.
 pub async fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
-    let stats = state.jobs.queue_stats().await.unwrap_or_default();
-    let oldest_due = stats
-        .iter()
-        .filter_map(|(kind, _, _, wait)| Some((kind.clone(), (*wait)?)))
-        .collect();
     let pool = |name: &'static str, size: u32, idle: usize| {
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         (name, idle, size - idle)
@@ -305,11 +294,7 @@ pub async fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
         ),
     };
     crate::metrics::Snapshot {
-        jobs: stats
-            .into_iter()
-            .map(|(kind, state, n, _)| (kind, state, n))
-            .collect(),
-        oldest_due,
+        jobs: state.jobs.queue_stats().await.unwrap_or_default(),
         pools,
         wal_bytes,
         sessions: state.auth.active_sessions().await.ok(),

@@ -27,6 +27,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{self, ConfigError, DatabaseSettings};
 
@@ -172,10 +176,6 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             .map(crate::telemetry::Tracing::start)
             .transpose()?
     };
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::FilterExt as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -295,10 +295,9 @@ pub fn sign_in_rate_limited() {
 /// Stored state read at a scrape.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// `(kind, state, count)` of the jobs.
-    pub jobs: Vec<(String, String, i64)>,
-    /// `(kind, seconds)`: the longest wait of a due job.
-    pub oldest_due: Vec<(String, f64)>,
+    /// `(kind, state, count, seconds)` of the jobs: for the queued ones, the
+    /// longest wait of a due job.
+    pub jobs: Vec<(String, String, i64, Option<f64>)>,
     /// `(pool, idle, in_use)`.
     pub pools: Vec<(&'static str, u32, u32)>,
     /// SQLite's WAL size.
@@ -316,15 +315,16 @@ pub fn scrape(snapshot: &Snapshot) {
             let n = snapshot
                 .jobs
                 .iter()
-                .find(|(k, s, _)| k == kind && s == state)
-                .map_or(0, |(_, _, n)| *n);
+                .find(|(k, s, _, _)| k == kind && s == state)
+                .map_or(0, |(_, _, n, _)| *n);
             gauge!(JOBS, "kind" => kind, "state" => state).set(n as f64);
         }
         let oldest = snapshot
-            .oldest_due
+            .jobs
             .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(0.0, |(_, s)| s.max(0.0));
+            .filter(|(k, _, _, _)| k == kind)
+            .find_map(|(_, _, _, wait)| *wait)
+            .map_or(0.0, |s| s.max(0.0));
         gauge!(JOBS_OLDEST_DUE, "kind" => kind).set(oldest);
     }
     for (pool, idle, in_use) in &snapshot.pools {

@@ -151,3 +151,32 @@ async fn the_queue_and_the_scheduled_backups_of_a_running_server_show() {
     assert_eq!(page.status(), 200);
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_backup_that_fails_shows_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // The backup directory would be beneath a file: every backup fails.
+    std::fs::write(dir.path().join("a-file"), b"x").unwrap();
+    let backups = dir.path().join("a-file").join("backups");
+    let server = ServerProcess::start_url(
+        &crate::common::sqlite_url(&dir),
+        &[
+            ("PWA_BACKUP_INTERVAL", "1s"),
+            ("PWA_BACKUP_DIR", backups.to_str().unwrap()),
+        ],
+    );
+    let started = Instant::now();
+    let backup = loop {
+        let status: Value = server.get_json("/api/v1/status").await;
+        if !status["backup"]["last_failure_at"].is_null() {
+            break status["backup"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(backup["last_success_at"], Value::Null);
+    assert_eq!(backup["newest_file"], Value::Null);
+    let why = backup["last_failure"].as_str().unwrap();
+    assert!(why.contains("Not a directory"), "{why}");
+    assert_eq!(server.terminate(), Some(0));
+}
