@@ -549,6 +549,42 @@ async fn the_wal_stays_bounded_under_a_burst_of_creates() {
 
 // ---------------------------------------------------------------- a full disk
 
+/// Counts the full-disk episodes a test went through, as the server logs them:
+/// one begins with a refusal and ends with the next write that succeeds.
+struct Episodes {
+    count: usize,
+    refused_last: bool,
+}
+
+impl Episodes {
+    /// After the first refusal.
+    fn new() -> Self {
+        Self {
+            count: 1,
+            refused_last: true,
+        }
+    }
+
+    /// Whether a write that answered `status` was refused for a full disk
+    /// (507); anything but that or a success (201) fails the test.
+    fn refused(&mut self, status: u16) -> bool {
+        match status {
+            507 => {
+                self.refused_last = true;
+                true
+            }
+            201 => {
+                if self.refused_last {
+                    self.count += 1;
+                }
+                self.refused_last = false;
+                false
+            }
+            other => panic!("a write on a full disk answered {other}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
     let Some(fs) = SmallFs::mount("12m", None) else {
@@ -588,23 +624,20 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         }
     }
     let refused = refused.expect("a write was refused");
-    // A refused commit may leave WAL frames that a smaller one can reuse:
-    // write until the disk refuses three times in a row. Each such success
-    // ends the episode (the server says so) and the next refusal starts one.
+    // A refused commit may leave WAL frames that a smaller one can reuse, and
+    // a checkpoint may let the WAL start over in space it already holds: such
+    // a write is acknowledged in full and ends the episode (the server says
+    // so); the next refusal starts one. So each write below is tried until
+    // the disk refuses it, and every write that still fit is kept.
+    let mut episodes = Episodes::new();
     let mut in_a_row = 1;
-    let mut episodes = 1;
     while in_a_row < 3 {
         let response = create(&server.base_url, &[]).await;
-        match response.status().as_u16() {
-            201 => {
-                acknowledged.push(response.json::<Value>().await.unwrap());
-                if in_a_row > 0 {
-                    episodes += 1;
-                }
-                in_a_row = 0;
-            }
-            507 => in_a_row += 1,
-            other => panic!("a write on a full disk answered {other}"),
+        if episodes.refused(response.status().as_u16()) {
+            in_a_row += 1;
+        } else {
+            acknowledged.push(response.json::<Value>().await.unwrap());
+            in_a_row = 0;
         }
     }
     assert_eq!(refused.headers()["retry-after"], "30");
@@ -615,26 +648,39 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
     );
 
     // Every kind of write is refused the same way, and leaves nothing behind.
-    let keyed = create(&server.base_url, &[("idempotency-key", "while-full")]).await;
-    assert_eq!(keyed.status(), 507);
-    let chunked = client()
-        .post(server.url("/api/v1/uploads"))
-        .json(
-            &json!({"local_storage_key": "9b2f4d6e-1a3c-4e5f-8a7b-6c5d4e3f2a1b",
-                      "patient_id": "patient-001", "duration_seconds": 60, "total_bytes": 300000}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(chunked.status(), 507);
-    let (status, body) = server
-        .upload(
-            "patient-001",
-            &webm(300_000, 4),
-            "5f0c8a52-7d3e-4a55-b5c1-8d9e2f3a4b6c",
-        )
-        .await;
-    assert_eq!(status, 507, "{body}");
+    let mut refused_key = String::new();
+    for attempt in 0.. {
+        refused_key = format!("while-full-{attempt}");
+        let keyed = create(&server.base_url, &[("idempotency-key", &refused_key)]).await;
+        if episodes.refused(keyed.status().as_u16()) {
+            break;
+        }
+        acknowledged.push(keyed.json::<Value>().await.unwrap());
+    }
+    for attempt in 0u32.. {
+        let chunked = client()
+            .post(server.url("/api/v1/uploads"))
+            .json(&json!({"local_storage_key": format!("9b2f4d6e-1a3c-4e5f-8a7b-6c5d4e3f{attempt:04x}"),
+                          "patient_id": "patient-001", "duration_seconds": 60, "total_bytes": 300000}))
+            .send()
+            .await
+            .unwrap();
+        if episodes.refused(chunked.status().as_u16()) {
+            break;
+        }
+    }
+    let mut refused_upload = String::new();
+    let mut uploaded = Vec::new();
+    for attempt in 0u32.. {
+        refused_upload = format!("5f0c8a52-7d3e-4a55-b5c1-8d9e2f3a{attempt:04x}");
+        let (status, body) = server
+            .upload("patient-001", &webm(300_000, 4), &refused_upload)
+            .await;
+        if episodes.refused(status) {
+            break;
+        }
+        uploaded.push(body["id"].as_str().unwrap().to_owned());
+    }
     assert_eq!(
         common::files_under(&audio.join("tmp")),
         Vec::<PathBuf>::new()
@@ -664,17 +710,13 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let keyed = create(&server.base_url, &[("idempotency-key", "while-full")]).await;
+    let keyed = create(&server.base_url, &[("idempotency-key", &refused_key)]).await;
     assert_eq!(keyed.status(), 201, "the key of a refused request is free");
     acknowledged.push(keyed.json::<Value>().await.unwrap());
     let (status, _) = server
-        .upload(
-            "patient-001",
-            &webm(300_000, 4),
-            "5f0c8a52-7d3e-4a55-b5c1-8d9e2f3a4b6c",
-        )
+        .upload("patient-001", &webm(300_000, 4), &refused_upload)
         .await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 201, "the dictation of a refused upload is taken");
     // Writes work again; the small volume is still short of space, which
     // health says (below 1 GiB free) without refusing anything.
     let after = health(&server).await;
@@ -696,17 +738,24 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
         let after: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
         assert_eq!(&after, before);
     }
-    assert_eq!(recording_count(&server).await, acknowledged.len() + 1);
+    for id in &uploaded {
+        let after: Value = server.get_json(&format!("/api/v1/recordings/{id}")).await;
+        assert_eq!(after["audio_file_size"], 300_000, "{after}");
+    }
+    assert_eq!(
+        recording_count(&server).await,
+        acknowledged.len() + uploaded.len() + 1
+    );
     assert_eq!(server.terminate(), Some(0));
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         log.matches("storage full").count(),
-        episodes,
+        episodes.count,
         "logged once per episode:\n{log}"
     );
     assert_eq!(
         log.matches("storage writable again").count(),
-        episodes,
+        episodes.count,
         "{log}"
     );
     assert!(
