@@ -1,13 +1,14 @@
 //! OpenTelemetry traces, exported over OTLP when the standard variables ask
 //! for it (`OTEL_EXPORTER_OTLP_ENDPOINT`, or the original's `OTEL_ENABLED`).
 //!
-//! The spans are ordinary `tracing` spans at `info` level (the log takes
-//! events only, so they never reach it; without an exporter no layer wants
-//! them and they are not made, and the process's most verbose level stays
-//! the log's, so other crates' debug output costs nothing more): one per
-//! request ([`request_span`], made by the edge middleware), one per job
-//! ([`job_span`]), and beneath them the store calls (`#[instrument]` on every
-//! store method), audio storage, decoding, transcription and verification.
+//! One span per request ([`RequestTrace`], made by the edge middleware on
+//! the OpenTelemetry SDK directly: the hot path) and one per job
+//! ([`job_span`]); beneath them, ordinary `tracing` spans at `info` level for
+//! the store calls (`#[instrument]` on every store method), audio storage,
+//! decoding, transcription and verification. The log takes events only, so
+//! spans never reach it; without an exporter no layer wants them and they
+//! are not made, and the process's most verbose level stays the log's, so
+//! other crates' debug output costs nothing more.
 //! Their names are route templates, table and step names; their attributes
 //! hold the method, status, request id, job kind and attempt — never a path,
 //! a patient id, a recording id or text.
@@ -24,11 +25,12 @@
 use std::collections::HashMap;
 
 use axum::http::HeaderMap;
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -195,6 +197,9 @@ fn sampler(name: Option<String>, arg: Option<String>) -> Result<Sampler, ConfigE
 /// The sampler of the installed exporter (none: traces are off).
 static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
 
+/// The tracer of the installed exporter, for the spans of requests.
+static TRACER: std::sync::OnceLock<SdkTracer> = std::sync::OnceLock::new();
+
 /// Whether a trace starting here (with this parent) is kept.
 fn keeps(parent: Option<&str>) -> bool {
     SAMPLER.get().is_some_and(|s| s.keeps(parent))
@@ -236,6 +241,7 @@ impl Tracing {
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build();
+        let _ = TRACER.set(provider.tracer(SERVICE_NAME));
         Ok(Self { provider })
     }
 
@@ -253,30 +259,35 @@ impl Tracing {
         // target attributes, no idle/busy timings, and no OpenTelemetry
         // context made current on every poll (nothing here reads it; a
         // span's context is asked for by `traceparent` alone).
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer(SERVICE_NAME))
-            .with_error_events_to_status(false)
-            .with_error_events_to_exceptions(false)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(
-                dynamic_filter_fn(|meta, cx| {
-                    ours(meta) && (meta.target() == module_path!() || cx.lookup_current().is_some())
-                })
-                // Decided once per call site: other crates' spans and every
-                // event are never asked about again.
-                .with_callsite_filter(|meta| {
-                    if ours(meta) {
-                        tracing::subscriber::Interest::sometimes()
-                    } else {
-                        tracing::subscriber::Interest::never()
-                    }
-                })
-                .with_max_level_hint(LevelFilter::INFO),
-            )
+        EndAtClose(
+            tracing_opentelemetry::layer()
+                .with_tracer(self.provider.tracer(SERVICE_NAME))
+                .with_error_events_to_status(false)
+                .with_error_events_to_exceptions(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false),
+        )
+        .with_filter(
+            dynamic_filter_fn(|meta, cx| {
+                ours(meta)
+                    && (meta.target() == module_path!()
+                        || cx.lookup_current().is_some()
+                        || in_a_traced_request())
+            })
+            // Decided once per call site: other crates' spans and every
+            // event are never asked about again.
+            .with_callsite_filter(|meta| {
+                if ours(meta) {
+                    tracing::subscriber::Interest::sometimes()
+                } else {
+                    tracing::subscriber::Interest::never()
+                }
+            })
+            .with_max_level_hint(LevelFilter::INFO),
+        )
     }
 
     /// Exports what is still buffered and stops the exporter.
@@ -287,6 +298,95 @@ impl Tracing {
     }
 }
 
+/// An OpenTelemetry layer without its enter and exit hooks: a span ends
+/// when it closes. `tracing-opentelemetry` notes the time of every exit (a
+/// lock and a clock read on each poll of a span's future, and on the SQLite
+/// connection's thread, which sqlx lets enter the current span with each
+/// command); a store call's span closes when its call returns, so its end
+/// is the same.
+struct EndAtClose<L>(L);
+
+impl<S, L> tracing_subscriber::Layer<S> for EndAtClose<L>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: tracing_subscriber::Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.0.register_callsite(metadata)
+    }
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.enabled(metadata, cx)
+    }
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, cx);
+    }
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(id, values, cx);
+    }
+    fn on_follows_from(
+        &self,
+        id: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_follows_from(id, follows, cx);
+    }
+    fn on_event(&self, event: &tracing::Event<'_>, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_event(event, cx);
+    }
+    fn on_close(&self, id: tracing::span::Id, cx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, cx);
+    }
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        cx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_id_change(old, new, cx);
+    }
+    // `OpenTelemetrySpanExt` (a span's context, its parent) finds the inner
+    // layer through this; delegating is what `Layered` and `Filtered` do.
+    #[allow(unsafe_code)]
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            Some(std::ptr::from_ref(self).cast())
+        } else {
+            // SAFETY: the inner layer's own answer, for a type it knows.
+            unsafe { self.0.downcast_raw(id) }
+        }
+    }
+}
+
+/// Whether the code runs inside a request whose trace is kept.
+fn in_a_traced_request() -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    opentelemetry::Context::map_current(opentelemetry::Context::has_active_span)
+}
+
 /// Whether this is one of this crate's spans (all at `info` level, so that
 /// the process's most verbose level stays the log's).
 fn ours(meta: &tracing::Metadata<'_>) -> bool {
@@ -295,35 +395,68 @@ fn ours(meta: &tracing::Metadata<'_>) -> bool {
         && meta.target().starts_with("clinscribe")
 }
 
-/// The span of one HTTP request, named by its route template, continuing
-/// the trace of a W3C `traceparent` header when the client sent one.
-pub fn request_span(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Span {
-    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
-    if !keeps(parent) {
-        return Span::none();
-    }
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request_id,
-    );
-    if !span.is_disabled() && parent.is_some() {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-        let _ = span.set_parent(parent);
-    }
-    span
-}
+/// The trace of one HTTP request: its span, made on the OpenTelemetry SDK
+/// directly rather than as a `tracing` span. A request is the hot path: a
+/// `tracing` span is entered and left on every poll of the request and, as
+/// the current span, handed with each SQLite command to the connection's
+/// thread (sqlx enters it there too), which cost a `get` more than the span
+/// itself. The request's context is made current while it is polled, and
+/// the store spans beneath it take it as their parent.
+#[derive(Debug)]
+pub struct RequestTrace(Option<opentelemetry::Context>);
 
-/// Records a request's status on its span (5xx marks the span an error).
-pub fn record_status(span: &Span, status: u16) {
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
+impl RequestTrace {
+    /// Starts the span of a request, named by its route template, continuing
+    /// the trace of a W3C `traceparent` header when the client sent one; no
+    /// span when the trace is not kept (or traces are off).
+    pub fn start(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Self {
+        use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        let Some(tracer) = TRACER.get().filter(|_| keeps(parent)) else {
+            return Self(None);
+        };
+        let parent = match parent {
+            Some(_) => TraceContextPropagator::new().extract(&HeaderExtractor(headers)),
+            None => opentelemetry::Context::new(),
+        };
+        // Room for the status, recorded at the end.
+        let mut attributes = Vec::with_capacity(4);
+        attributes.extend([
+            KeyValue::new("http.request.method", method.to_owned()),
+            KeyValue::new("http.route", route.to_owned()),
+            KeyValue::new("request_id", request_id.to_owned()),
+        ]);
+        let span = tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        Self(Some(parent.with_span(span)))
+    }
+
+    /// Runs the request with its trace's context current.
+    pub fn run<F: Future>(&self, request: F) -> impl Future<Output = F::Output> {
+        use futures_util::future::Either;
+        use opentelemetry::context::FutureExt as _;
+        match &self.0 {
+            Some(cx) => Either::Left(request.with_context(cx.clone())),
+            None => Either::Right(request),
+        }
+    }
+
+    /// Ends the span with the response's status (5xx marks it an error).
+    pub fn end(self, status: u16) {
+        use opentelemetry::trace::{Status, TraceContextExt as _};
+        let Some(cx) = self.0 else { return };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_status(Status::error(""));
+        }
+        span.end();
     }
 }
 
@@ -351,12 +484,18 @@ pub fn job_span(kind: &'static str, attempt: u32, trace_parent: Option<&str>) ->
 /// The W3C `traceparent` of the current span, to be kept with work queued
 /// for later; `None` when traces are off.
 pub fn traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
     let span = Span::current();
-    if span.is_disabled() {
+    let cx = if span.is_disabled() {
+        opentelemetry::Context::current()
+    } else {
+        span.context()
+    };
+    if !cx.has_active_span() {
         return None;
     }
     let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")
 }
 

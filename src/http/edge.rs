@@ -6,8 +6,8 @@
 //! Host and Origin rules ([`RequestGuard`]), the handler, what the outcome
 //! tells [`StorageHealth`] (a 507 starts or extends a full-disk episode, a
 //! successful write ends it), the response headers, one log line, and the
-//! request's metrics (by route template). The request runs in its trace span
-//! ([`crate::telemetry::request_span`]).
+//! request's metrics (by route template). The request runs in its trace
+//! ([`crate::telemetry::RequestTrace`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +16,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument as _;
 
 use super::guard::{RequestGuard, RouteKind, acceptable_request_id, secure_headers};
 use crate::health::StorageHealth;
@@ -53,7 +52,7 @@ pub async fn edge(
     let method = request.method().clone();
     let kind = RouteKind::of(request.uri().path());
     let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
-    let span = crate::telemetry::request_span(
+    let trace = crate::telemetry::RequestTrace::start(
         method.as_str(),
         route,
         request_id.to_str().unwrap_or("-"),
@@ -62,7 +61,7 @@ pub async fn edge(
     crate::metrics::http_in_flight(1.0);
     let mut response = match edge.guard.check(&method, request.uri(), request.headers()) {
         Ok(()) => {
-            let response = next.run(request).instrument(span.clone()).await;
+            let response = trace.run(next.run(request)).await;
             if response.status() == StatusCode::INSUFFICIENT_STORAGE {
                 edge.storage.record_full();
             } else if response.status().is_success()
@@ -78,7 +77,7 @@ pub async fn edge(
         }
     };
     crate::metrics::http_in_flight(-1.0);
-    crate::telemetry::record_status(&span, response.status().as_u16());
+    trace.end(response.status().as_u16());
     secure_headers(response.headers_mut(), kind);
     crate::metrics::http_request(
         method.as_str(),
