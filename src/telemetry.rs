@@ -256,9 +256,10 @@ impl Tracing {
         use tracing_subscriber::Layer as _;
         use tracing_subscriber::filter::{LevelFilter, dynamic_filter_fn};
         // What each span costs is per request: no code location, thread or
-        // target attributes, no idle/busy timings, and no OpenTelemetry
-        // context made current on every poll (nothing here reads it; a
-        // span's context is asked for by `traceparent` alone).
+        // target attributes, no idle/busy timings, and a `tracing` span's
+        // OpenTelemetry context not made current on every poll (only a
+        // request's is, by `RequestTrace::run`; a store span's context is
+        // asked for by `traceparent` alone).
         EndAtClose(
             tracing_opentelemetry::layer()
                 .with_tracer(self.provider.tracer(SERVICE_NAME))
