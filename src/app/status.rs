@@ -234,7 +234,7 @@ impl Status {
                 kind,
                 state,
                 count,
-                oldest_due_seconds: wait.map(|s| s.max(0.0)),
+                oldest_due_seconds: wait,
             })
             .collect();
         Ok(Self {
@@ -284,7 +284,7 @@ pub async fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
                 ),
                 pool("sqlite_writer", db.writer().size(), db.writer().num_idle()),
             ],
-            std::fs::metadata(format!("{}-wal", db.path().display()))
+            std::fs::metadata(crate::files::sibling(db.path(), "-wal"))
                 .map(|m| m.len())
                 .ok(),
         ),
@@ -294,7 +294,11 @@ pub async fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
         ),
     };
     crate::metrics::Snapshot {
-        jobs: state.jobs.queue_stats().await.unwrap_or_default(),
+        // SQLite's julianday arithmetic can put a just-due job's wait a hair below zero.
+        jobs: (state.jobs.queue_stats().await.unwrap_or_default())
+            .into_iter()
+            .map(|(kind, state, count, wait)| (kind, state, count, wait.map(|w| w.max(0.0))))
+            .collect(),
         pools,
         wal_bytes,
         sessions: state.auth.active_sessions().await.ok(),

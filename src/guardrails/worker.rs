@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use super::{ExtractError, Guardrails, fhir};
 use crate::jobs::model::backoff;
@@ -68,22 +67,22 @@ impl CheckWorker {
             {
                 Ok(Some(job)) => {
                     let (id, attempt) = (job.recording_id, job.attempt);
-                    let span =
-                        crate::telemetry::job_span("verify", attempt, job.trace_parent.as_deref());
-                    crate::metrics::job_claimed("verify");
-                    let started = std::time::Instant::now();
-                    let outcome = async {
+                    let work = async {
                         tokio::select! {
                             // Stopping: the lease runs out and another takes the job.
                             () = stop.cancelled() => "interrupted",
                             () = self.hold_lease(&job) => "lost_lease",
                             outcome = self.process(&job) => outcome,
                         }
-                    }
-                    .instrument(span.clone())
+                    };
+                    let outcome = crate::jobs::attempt(
+                        "verify",
+                        attempt,
+                        job.trace_parent.as_deref(),
+                        work,
+                        |outcome| *outcome,
+                    )
                     .await;
-                    span.record("job.outcome", outcome);
-                    crate::metrics::job_finished("verify", outcome, started.elapsed());
                     tracing::info!(recording = %id, attempt, outcome, "verify job");
                 }
                 Ok(None) => {

@@ -25,3 +25,24 @@ pub mod store;
 
 pub use model::{CheckEnd, ClaimedCheck, ClaimedJob, JobCounts, JobKind, JobResult};
 pub use store::JobStore;
+
+/// One attempt at a claimed job of `kind`, as every worker makes it: `work`
+/// runs in the attempt's trace span (the child of the request that queued
+/// the job, when `trace_parent` names it), and the attempt is counted and
+/// timed in the metrics under its outcome's name (`outcome`).
+pub async fn attempt<O>(
+    kind: &'static str,
+    attempt: u32,
+    trace_parent: Option<&str>,
+    work: impl Future<Output = O>,
+    outcome: impl Fn(&O) -> &'static str,
+) -> O {
+    use tracing::Instrument as _;
+    let span = crate::telemetry::job_span(kind, attempt, trace_parent);
+    crate::metrics::job_claimed(kind);
+    let started = std::time::Instant::now();
+    let done = work.instrument(span.clone()).await;
+    span.record("job.outcome", outcome(&done));
+    crate::metrics::job_finished(kind, outcome(&done), started.elapsed());
+    done
+}

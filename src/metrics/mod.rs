@@ -324,7 +324,7 @@ pub fn scrape(snapshot: &Snapshot) {
             .iter()
             .filter(|(k, _, _, _)| k == kind)
             .find_map(|(_, _, _, wait)| *wait)
-            .map_or(0.0, |s| s.max(0.0));
+            .unwrap_or(0.0);
         gauge!(JOBS_OLDEST_DUE, "kind" => kind).set(oldest);
     }
     for (pool, idle, in_use) in &snapshot.pools {

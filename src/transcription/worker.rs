@@ -95,16 +95,15 @@ impl Worker {
                 Ok(Some(job)) => {
                     let id = job.recording_id;
                     let attempt = job.attempt;
-                    let span = crate::telemetry::job_span(
+                    let trace_parent = job.trace_parent.clone();
+                    let outcome = crate::jobs::attempt(
                         "transcribe",
                         attempt,
-                        job.trace_parent.as_deref(),
-                    );
-                    crate::metrics::job_claimed("transcribe");
-                    let started = std::time::Instant::now();
-                    let outcome = self.process(job, &stop).instrument(span.clone()).await;
-                    span.record("job.outcome", outcome.as_str());
-                    crate::metrics::job_finished("transcribe", outcome.as_str(), started.elapsed());
+                        trace_parent.as_deref(),
+                        self.process(job, &stop),
+                        Outcome::as_str,
+                    )
+                    .await;
                     tracing::info!(recording = %id, attempt, outcome = ?outcome, "transcription job");
                 }
                 Ok(None) => {

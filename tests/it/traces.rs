@@ -259,14 +259,59 @@ async fn traces_go_over_http_protobuf_when_the_protocol_says_so() {
             request_span(spans, &request_id).is_some()
         })
         .await;
-    let span = receiver
-        .spans()
-        .into_iter()
-        .find(|s| s.attributes.get("request_id") == Some(&request_id))
-        .unwrap();
+    let spans = receiver.spans();
+    let span = request_span(&spans, &request_id).unwrap();
     assert_eq!(span.name, "GET /api/v1/health");
     assert_eq!(span.service, "clinscribe");
     assert_eq!(span.attributes["http.response.status_code"], "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_marks_its_request_span_an_error_and_a_success_does_not() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    // An extraction server that is not there: a check answers 503.
+    let server = ServerProcess::start_url(
+        &crate::common::sqlite_url(&dir),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("PWA_EXTRACT_ENGINE", "openai"),
+            ("PWA_EXTRACT_BASE_URL", "http://127.0.0.1:1"),
+            ("PWA_EXTRACT_MODEL", "absent"),
+        ],
+    );
+    let http = client();
+    let mut answered = Vec::new();
+    for (method, path) in [("POST", "/api/v1/verify"), ("GET", "/api/v1/health")] {
+        let request = match method {
+            "POST" => http
+                .post(server.url(path))
+                .json(&json!({"text": "aspirin 75 mg daily"})),
+            _ => http.get(server.url(path)),
+        };
+        let r = request.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        answered.push((r.status().as_u16(), id));
+    }
+    assert_eq!(answered[0].0, 503);
+    assert_eq!(answered[1].0, 200);
+    receiver
+        .wait_for("both requests' spans", |spans| {
+            answered
+                .iter()
+                .all(|(_, id)| request_span(spans, id).is_some())
+        })
+        .await;
+    let spans = receiver.spans();
+    let failed = request_span(&spans, &answered[0].1).unwrap();
+    assert_eq!(failed.attributes["http.response.status_code"], "503");
+    assert!(failed.error, "{failed:#?}");
+    let healthy = request_span(&spans, &answered[1].1).unwrap();
+    assert_eq!(healthy.attributes["http.response.status_code"], "200");
+    assert!(!healthy.error, "{healthy:#?}");
+    assert_eq!(server.terminate(), Some(0));
 }
 
 /// `serve` with these variables: its exit code and what it said.

@@ -255,20 +255,9 @@ fn backup_sort_key(name: &str) -> Option<(String, u32)> {
     ok.then(|| (stamp.to_owned(), n))
 }
 
-/// The newest backup file [`backup`] made in `dir`, by its name's time.
-pub fn newest(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| Some((backup_sort_key(e.file_name().to_str()?)?, e.path())))
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, path)| path)
-}
-
-/// Deletes the oldest backups in `dir` beyond the newest `keep`.
-fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
-    let mut backups: Vec<((String, u32), PathBuf)> = std::fs::read_dir(dir)
-        .map_err(fs_error("cannot list", dir))?
+/// The backup files [`backup`] made in `dir`, oldest first (by their names' time).
+fn backups_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut backups: Vec<((String, u32), PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
@@ -276,9 +265,20 @@ fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
         })
         .collect();
     backups.sort();
+    Ok(backups.into_iter().map(|(_, path)| path).collect())
+}
+
+/// The newest backup file [`backup`] made in `dir`.
+pub fn newest(dir: &Path) -> Option<PathBuf> {
+    backups_in(dir).ok()?.pop()
+}
+
+/// Deletes the oldest backups in `dir` beyond the newest `keep`.
+fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
+    let backups = backups_in(dir).map_err(fs_error("cannot list", dir))?;
     let excess = backups.len().saturating_sub(keep);
     let mut deleted = Vec::new();
-    for (_, path) in backups.into_iter().take(excess) {
+    for path in backups.into_iter().take(excess) {
         std::fs::remove_file(&path).map_err(fs_error("cannot delete old backup", &path))?;
         deleted.push(path);
     }

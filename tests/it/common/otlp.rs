@@ -27,6 +27,8 @@ pub struct ReceivedSpan {
     /// Empty for a root span.
     pub parent_span_id: String,
     pub attributes: BTreeMap<String, String>,
+    /// Whether its status is `ERROR`.
+    pub error: bool,
 }
 
 /// The receiver; the spans it got so far.
@@ -103,6 +105,11 @@ impl Receiver {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
                         attributes: attributes(&span.attributes),
+                        error: span.status.as_ref().is_some_and(|s| {
+                            s.code
+                                == opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error
+                                    as i32
+                        }),
                     });
                 }
             }
