@@ -412,10 +412,13 @@ impl RequestTrace {
     /// span when the trace is not kept (or traces are off).
     pub fn start(method: &str, route: &str, request_id: &str, headers: &HeaderMap) -> Self {
         use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
-        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
-        let Some(tracer) = TRACER.get().filter(|_| keeps(parent)) else {
+        let Some(tracer) = TRACER.get() else {
             return Self(None);
         };
+        let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        if !keeps(parent) {
+            return Self(None);
+        }
         let parent = match parent {
             Some(_) => TraceContextPropagator::new().extract(&HeaderExtractor(headers)),
             None => opentelemetry::Context::new(),
