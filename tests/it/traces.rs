@@ -28,22 +28,36 @@ fn request_span<'a>(spans: &'a [ReceivedSpan], request_id: &str) -> Option<&'a R
         .find(|s| s.attributes.get("request_id").map(String::as_str) == Some(request_id))
 }
 
+/// A server on a new SQLite database exporting its traces to `receiver`
+/// over gRPC every 100 ms, with `env` besides; the database's directory.
+async fn traced_server(
+    receiver: &Receiver,
+    env: &[(&str, &str)],
+) -> (ServerProcess, tempfile::TempDir) {
+    let endpoint = receiver.start_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    vars.extend_from_slice(env);
+    let server = ServerProcess::start_url(&crate::common::sqlite_url(&dir), &vars);
+    (server, dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_and_job_is_traced_with_its_spans_and_no_patient_data() {
     let receiver = Receiver::default();
-    let endpoint = receiver.start_grpc().await;
     let whisper = FakeEngine::start(vec![], Behaviour::Transcribe(SPOKEN)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_url(
-        &crate::common::sqlite_url(&dir),
+    let (server, _dir) = traced_server(
+        &receiver,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "clinscribe-under-test"),
             ("PWA_TRANSCRIBE_ENGINE", "whisper-service"),
             ("WHISPER_URL", &whisper.url),
         ],
-    );
+    )
+    .await;
     let http = client();
 
     // Three creates and a refused one, none with a trace context.
@@ -269,19 +283,16 @@ async fn traces_go_over_http_protobuf_when_the_protocol_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_error_marks_its_request_span_an_error_and_a_success_does_not() {
     let receiver = Receiver::default();
-    let endpoint = receiver.start_grpc().await;
-    let dir = tempfile::tempdir().unwrap();
     // An extraction server that is not there: a check answers 503.
-    let server = ServerProcess::start_url(
-        &crate::common::sqlite_url(&dir),
+    let (server, _dir) = traced_server(
+        &receiver,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("PWA_EXTRACT_ENGINE", "openai"),
             ("PWA_EXTRACT_BASE_URL", "http://127.0.0.1:1"),
             ("PWA_EXTRACT_MODEL", "absent"),
         ],
-    );
+    )
+    .await;
     let http = client();
     let mut answered = Vec::new();
     for (method, path) in [("POST", "/api/v1/verify"), ("GET", "/api/v1/health")] {
@@ -351,18 +362,15 @@ fn a_protocol_clinscribe_cannot_speak_or_a_broken_endpoint_stops_it_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_not_sampled_makes_no_span_and_a_callers_decision_is_honoured() {
     let receiver = Receiver::default();
-    let endpoint = receiver.start_grpc().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start_url(
-        &crate::common::sqlite_url(&dir),
+    let (server, _dir) = traced_server(
+        &receiver,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             // No new trace is kept; a caller's sampled flag decides.
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0"),
         ],
-    );
+    )
+    .await;
     let http = client();
     let sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let unsampled = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-00";
