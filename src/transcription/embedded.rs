@@ -14,7 +14,7 @@ use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextPar
 
 use super::engine::{AudioInput, EngineError, Transcript, TranscriptionEngine};
 use crate::audio::decode::{AudioDecoder, DecodeError, TARGET_RATE};
-use crate::config::EmbeddedOptions;
+use crate::config::{EmbeddedOptions, EncoderContext};
 use crate::recordings::model::Segment;
 
 /// The longest piece of audio transcribed at once.
@@ -25,6 +25,21 @@ const CUT_SEARCH_SECONDS: usize = 10;
 const TRANSCRIPTION_NICE: i32 = 19;
 /// The frame whose energy decides the cut.
 const CUT_FRAME: usize = TARGET_RATE as usize / 50;
+/// Samples per position of the encoder's output (a 10 ms mel hop, halved
+/// again by the encoder's strided convolution).
+const SAMPLES_PER_ENCODER_POSITION: usize = 2 * TARGET_RATE as usize / 100;
+/// Encoder positions kept past a short piece's end (about 5 s): with less,
+/// base misheard a drug name that it heard with the full context.
+const ENCODER_CONTEXT_MARGIN: usize = 256;
+
+/// The fitted encoder context for `samples` (`audio_ctx`): Whisper pads every
+/// piece to the model's 30 s; a shorter piece is encoded with only the
+/// positions it fills plus a margin. The encoder's cost grows with its
+/// context, but the models never saw a short one in training (the accuracy
+/// measured is in docs/BENCHMARKS.md).
+fn fitted_context(samples: usize, model_context: usize) -> usize {
+    (samples.div_ceil(SAMPLES_PER_ENCODER_POSITION) + ENCODER_CONTEXT_MARGIN).min(model_context)
+}
 
 /// whisper.cpp with one model (clones share it).
 #[derive(Clone)]
@@ -34,6 +49,8 @@ pub struct EmbeddedEngine {
     /// The spoken language; None: detected in a dictation's first window.
     language: Option<String>,
     threads: i32,
+    /// How much of the encoder a piece shorter than 30 s uses.
+    encoder_context: EncoderContext,
     /// The longest piece transcribed at once, in seconds.
     window_seconds: usize,
 }
@@ -76,6 +93,7 @@ impl EmbeddedEngine {
             name: name.to_owned(),
             language,
             threads: i32::try_from(options.threads).unwrap_or(1),
+            encoder_context: options.context,
             window_seconds: WINDOW_SECONDS,
         })
     }
@@ -174,10 +192,18 @@ impl EmbeddedEngine {
         params.set_print_special(false);
         params.set_print_timestamps(false);
         params.set_no_context(true);
+        if self.encoder_context == EncoderContext::Fitted {
+            let model_context = usize::try_from(self.context.model_n_audio_ctx()).unwrap_or(0);
+            // 0 is whisper.cpp's "the model's own".
+            let fitted = fitted_context(samples.len(), model_context);
+            params.set_audio_ctx(i32::try_from(fitted).unwrap_or(0));
+        }
         state
             .full(params, samples)
             .map_err(|e| EngineError::transient(format!("whisper: {e}")))?;
         let offset = offset_samples as f64 / f64::from(TARGET_RATE);
+        // A fitted context reaches past the audio: no segment may end there.
+        let piece_end = offset + samples.len() as f64 / f64::from(TARGET_RATE);
         let eot = self.context.token_eot();
         let mut segments = Vec::new();
         for segment in state.as_iter() {
@@ -200,8 +226,8 @@ impl EmbeddedEngine {
                 .then(|| f64::from(probabilities.iter().sum::<f32>()) / probabilities.len() as f64);
             segments.push(Segment {
                 // whisper.cpp's times are in hundredths of a second.
-                start: offset + segment.start_timestamp() as f64 / 100.0,
-                end: offset + segment.end_timestamp() as f64 / 100.0,
+                start: (offset + segment.start_timestamp() as f64 / 100.0).min(piece_end),
+                end: (offset + segment.end_timestamp() as f64 / 100.0).min(piece_end),
                 text,
                 confidence,
             });
@@ -418,5 +444,19 @@ mod tests {
         }
         let cut = quiet_cut(&samples);
         assert!((25 * rate..25 * rate + rate / 10).contains(&cut), "{cut}");
+    }
+
+    #[test]
+    fn a_short_piece_is_encoded_with_the_context_it_fills_and_a_long_one_with_the_model_s() {
+        let rate = TARGET_RATE as usize;
+        // 50 encoder positions a second, plus the margin.
+        assert_eq!(fitted_context(8 * rate, 1500), 400 + ENCODER_CONTEXT_MARGIN);
+        assert_eq!(
+            fitted_context(8 * rate + 1, 1500),
+            401 + ENCODER_CONTEXT_MARGIN
+        );
+        assert_eq!(fitted_context(1, 1500), 1 + ENCODER_CONTEXT_MARGIN);
+        assert_eq!(fitted_context(29 * rate, 1500), 1500);
+        assert_eq!(fitted_context(300 * rate, 1500), 1500);
     }
 }
