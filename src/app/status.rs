@@ -295,7 +295,11 @@ pub async fn snapshot(state: &AppState) -> crate::metrics::Snapshot {
     };
     crate::metrics::Snapshot {
         // SQLite's julianday arithmetic can put a just-due job's wait a hair below zero.
-        jobs: (state.jobs.queue_stats().await.unwrap_or_default())
+        jobs: state
+            .jobs
+            .queue_stats()
+            .await
+            .unwrap_or_default()
             .into_iter()
             .map(|(kind, state, count, wait)| (kind, state, count, wait.map(|w| w.max(0.0))))
             .collect(),

@@ -118,11 +118,6 @@ pub fn main() -> ExitCode {
             eprintln!("clinscribe: {e}");
             ExitCode::from(EXIT_USAGE)
         }
-        // A setting a subcommand validates itself (e.g. `model transcribe`).
-        Err(Failure::Runtime(e)) if e.downcast_ref::<ConfigError>().is_some() => {
-            eprintln!("clinscribe: {e}");
-            ExitCode::from(EXIT_USAGE)
-        }
         Err(Failure::Runtime(e)) => {
             eprintln!("clinscribe: {}", one_line(&e));
             ExitCode::FAILURE
@@ -157,8 +152,13 @@ impl From<ConfigError> for Failure {
 }
 
 impl From<anyhow::Error> for Failure {
+    /// A setting a subcommand validates itself (e.g. `model transcribe`) is
+    /// still a bad setting.
     fn from(e: anyhow::Error) -> Self {
-        Self::Runtime(e)
+        match e.downcast::<ConfigError>() {
+            Ok(config) => Self::Config(config),
+            Err(e) => Self::Runtime(e),
+        }
     }
 }
 

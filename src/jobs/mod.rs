@@ -42,7 +42,8 @@ pub async fn attempt<O>(
     crate::metrics::job_claimed(kind);
     let started = std::time::Instant::now();
     let done = work.instrument(span.clone()).await;
-    span.record("job.outcome", outcome(&done));
-    crate::metrics::job_finished(kind, outcome(&done), started.elapsed());
+    let name = outcome(&done);
+    span.record("job.outcome", name);
+    crate::metrics::job_finished(kind, name, started.elapsed());
     done
 }
