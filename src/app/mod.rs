@@ -102,7 +102,7 @@ impl AppState {
         };
         let audio = AudioStore::open(&uploads.audio_dir, uploads.audio_store.as_deref())?;
         let audit = crate::audit::store::open(&db);
-        let audit_log = AuditLog::start(audit.clone());
+        let audit_log = AuditLog::start(&db, audit.clone());
         Ok(Self {
             reads: Reads::new(recordings.clone(), audit.clone(), audit_log.clone()),
             audit_log,

@@ -6,6 +6,8 @@
 pub mod api;
 pub mod log;
 pub mod model;
+pub mod spool;
+pub mod spool_file;
 pub mod store;
 
 pub use log::AuditLog;
@@ -13,3 +15,7 @@ pub use model::{
     AuditAction, AuditContext, AuditEvent, Audited, BrokenLink, NewAuditEvent, ReadOf,
 };
 pub use store::AuditStore;
+
+/// Whether this is the benchmark build that writes no audit events (the
+/// `unaudited` feature, `scripts/bench-audit`'s baseline; never shipped).
+pub const UNAUDITED: bool = cfg!(feature = "unaudited");

@@ -8,7 +8,7 @@
 //! patient_id, changes, request_id, client_addr]`, `changes` with its keys
 //! sorted. Anyone can recompute it from an export.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -20,8 +20,8 @@ use crate::timestamp::Timestamp;
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// Patient data read: a recording, its audio or history, a list page.
     Read,
@@ -145,6 +145,7 @@ impl AuditContext {
         fields: &impl Serialize,
     ) -> NewAuditEvent {
         let changes = match serde_json::to_value(fields) {
+            _ if super::UNAUDITED => Map::new(),
             Ok(Value::Object(fields)) => fields
                 .into_iter()
                 .filter(|(field, value)| !value.is_null() && !BOOKKEEPING.contains(&field.as_str()))
@@ -242,8 +243,9 @@ impl ReadOf {
     }
 }
 
-/// An event before it takes its place in the chain.
-#[derive(Debug, Clone, PartialEq)]
+/// An event before it takes its place in the chain (as JSON, a line of the
+/// [spool](crate::audit::spool)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAuditEvent {
     /// When.
     pub at: Timestamp,

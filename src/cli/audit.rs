@@ -52,13 +52,25 @@ enum ExportFormat {
 }
 
 /// Opens (and migrates) the database `settings` names; when that adopted the
-/// original service's file, appends the adoption's event to the new trail.
+/// original service's file, appends the adoption's event to the new trail;
+/// moves into the chain the reads a stopped server left in the audit spool.
 pub(super) async fn open_database(settings: &DatabaseSettings) -> anyhow::Result<Database> {
     let db = Database::open(settings)
         .await
         .context("opening the database")?;
     if let Some(report) = db.take_adoption() {
         record_adoption(&db, &report).await?;
+    }
+    if let Database::Sqlite(sqlite) = &db {
+        let moved = crate::audit::store::sqlite::move_pending(sqlite)
+            .await
+            .context("moving the reads a stopped server left in the audit spool into the chain")?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "audit spool: reads an earlier process left moved into the chain"
+            );
+        }
     }
     Ok(db)
 }

@@ -112,6 +112,15 @@ enum Command {
 /// Parses the command line and runs it; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if crate::audit::UNAUDITED
+        && std::env::var_os("CLINSCRIBE_BENCHMARK_UNAUDITED").is_none_or(|v| v != "1")
+    {
+        eprintln!(
+            "clinscribe: this build writes no audit events (the `unaudited` feature, a \
+             benchmark's baseline); it runs only with CLINSCRIBE_BENCHMARK_UNAUDITED=1"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Config(e)) => {

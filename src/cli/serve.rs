@@ -452,12 +452,17 @@ pub(super) async fn run(
              (this link works once, and only until an administrator exists)"
         );
     }
+    let audit_log = state.audit_log.clone();
     tasks
         .supervise(app::serve(listener, state, connections, shutdown))
         .await;
     // In order: no request is left, then no background task, then the
-    // database closes (checkpointing the WAL; its own tasks end with it).
+    // spooled audit events are in the chain, then the database closes
+    // (checkpointing the WAL; its own tasks end with it).
     tasks.shutdown(connections.shutdown_timeout).await;
+    if let Err(e) = audit_log.flush().await {
+        tracing::warn!(error = %e, "audit spool: events stay spooled until the next start");
+    }
     db.close().await;
     tracing::info!("shut down cleanly");
     Ok(ExitCode::SUCCESS)

@@ -14,9 +14,12 @@ use crate::review::{current, get_if_none_match, in_status, patch, tag_of};
 use clinscribe::audit::AuditEvent;
 use clinscribe::recordings::RecordingStatus;
 
-/// Every event of the database, in chain order.
+/// Every event of the database, in the order they happened (a read, spooled
+/// on SQLite, enters the chain after a change made just after it).
 async fn events(app: &TestApp) -> Vec<AuditEvent> {
-    app.state.audit.export(None, None, None).await.unwrap()
+    let mut events = app.state.audit.export(None, None, None).await.unwrap();
+    events.sort_by(|a, b| (&a.at, a.seq).cmp(&(&b.at, b.seq)));
+    events
 }
 
 async fn post(app: &TestApp, url: &str, tag: &str, body: Option<Value>) -> common::TestResponse {
@@ -279,7 +282,11 @@ async fn each_read_of_patient_data_leaves_one_event_and_an_answer_without_data_n
 }
 
 /// A read whose event cannot be recorded is refused and reveals nothing
-/// (fail closed); once the trail takes events again, reads work again.
+/// (fail closed); once the trail takes events again, reads work again. On
+/// SQLite a read is recorded once it is in the spool: while the chain
+/// refuses it, the read is answered and its event waits there (an export
+/// meanwhile fails rather than leave it out), and enters the chain once the
+/// chain takes it (a spool that cannot be written: `hostile`'s full disk).
 async fn a_read_the_trail_cannot_record_is_refused_and_reveals_nothing(app: TestApp) {
     let created = app.create("patient-closed", 30).await;
     let id = created["id"].as_str().unwrap();
@@ -312,12 +319,41 @@ async fn a_read_the_trail_cannot_record_is_refused_and_reveals_nothing(app: Test
         common::execute(&app, sql).await.unwrap();
     }
     let before = events(&app).await;
-    for url in [
+    let urls = [
         format!("/api/v1/recordings/{id}"),
         "/api/v1/recordings".to_owned(),
         "/api/v1/changes".to_owned(),
         format!("/api/v1/recordings/{id}/history"),
-    ] {
+    ];
+    if app.backend == common::Backend::Sqlite {
+        let (history, reads) = urls.split_last().unwrap();
+        for url in reads {
+            assert_eq!(app.get(url).await.status, StatusCode::OK, "{url}");
+        }
+        // A history would leave out the reads waiting in the spool.
+        let refused = app.get(history).await;
+        assert!(refused.status.is_server_error(), "{}", refused.status);
+        assert!(!refused.text.contains(id), "{}", refused.text);
+        let (status, _, bytes) = app.get_bytes(&audio_url, &[]).await;
+        assert_eq!((status, bytes.len()), (StatusCode::OK, audio.len()));
+        let refused = app.state.audit.export(None, None, None).await;
+        assert!(refused.is_err(), "an export without the spooled reads");
+        for sql in allow {
+            common::execute(&app, sql).await.unwrap();
+        }
+        let after = events(&app).await;
+        let read: Vec<&Value> = after[before.len()..]
+            .iter()
+            .map(|e| &e.changes["read"])
+            .collect();
+        assert_eq!(read, ["recording", "list", "changes", "audio"]);
+        assert_eq!(
+            app.state.audit.verify().await.unwrap(),
+            (after.len() as i64, None)
+        );
+        return;
+    }
+    for url in urls {
         let refused = app.get(&url).await;
         assert!(
             refused.status.is_server_error(),
@@ -870,20 +906,106 @@ async fn kill_9_mid_reads_leaves_every_answered_read_with_its_event() {
     }
     assert!(answered > 100, "the burst read: {answered} reads");
 
-    let db = common::open_db(&db_path).await;
-    let events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE recording_id = ?1 AND action = 'read'",
-    )
-    .bind(&id)
-    .fetch_one(db.readers())
-    .await
-    .unwrap();
-    db.close().await;
-    // An event may have committed whose answer the crash cut off, never the reverse.
+    // Opening the database (here, for `audit verify`) moves the reads the
+    // crash left in the spool into the chain.
+    let verified = run_cli(&db_path, &["audit", "verify"]);
+    assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+    let events = common::read_events_of(&db_path, &id).await;
+    // An event may be recorded whose answer the crash cut off, never the reverse.
     assert!(
         events >= answered,
         "{answered} reads answered, {events} read events"
     );
-    let verified = run_cli(&db_path, &["audit", "verify"]);
+}
+
+/// What a crashed server left in its spool enters the chain when the
+/// database is next opened, once: whole lines in order, a line cut short by
+/// the crash dropped, a segment of another database left alone. A restore
+/// keeps the spool with the database it replaces (whose reads it holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_crash_left_in_the_spool_enter_the_chain_once_when_the_database_opens() {
+    use clinscribe::audit::spool_file::{dir_of, segment_path};
+    use clinscribe::audit::{AuditContext, ReadOf};
+    use clinscribe::config::DatabaseSettings;
+    use clinscribe::db::SqliteDatabase;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("clinical.db");
+    let db = SqliteDatabase::open(&DatabaseSettings::sqlite(&db_path))
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_spool")
+        .fetch_one(db.readers())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "no spool until a server spools");
+    // What a server writes when it first spools.
+    let spool_id = "feedc0de12345678";
+    sqlx::query("INSERT INTO audit_spool VALUES (1, ?1, 0, 0)")
+        .bind(spool_id)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    db.close().await;
+    let line = |n: u128| {
+        let event = AuditContext::clinician(&format!("dr-{n}")).read(
+            ReadOf::Recording,
+            uuid::Uuid::from_u128(n),
+            "patient-spooled",
+        );
+        serde_json::to_string(&event).unwrap() + "\n"
+    };
+    let spool = dir_of(&db_path);
+    std::fs::create_dir_all(&spool).unwrap();
+    let cut = &line(3)[..25];
+    std::fs::write(segment_path(&spool, spool_id, 3), line(1) + &line(2) + cut).unwrap();
+    std::fs::write(segment_path(&spool, spool_id, 4), line(4)).unwrap();
+    let foreign = segment_path(&spool, "0123456789abcdef", 1);
+    std::fs::write(&foreign, line(9)).unwrap();
+
+    let actors = |path: std::path::PathBuf| async move {
+        let db = common::open_db(&path).await;
+        let actors: Vec<String> =
+            sqlx::query_scalar("SELECT actor FROM audit_events WHERE action = 'read' ORDER BY seq")
+                .fetch_all(db.readers())
+                .await
+                .unwrap();
+        db.close().await;
+        actors
+    };
+    // Opened twice by a command (`audit verify` checks the chain after).
+    for _ in 0..2 {
+        let verified = run_cli(&db_path, &["audit", "verify"]);
+        assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+        assert_eq!(actors(db_path.clone()).await, ["dr-1", "dr-2", "dr-4"]);
+    }
+    assert!(
+        !segment_path(&spool, spool_id, 3).exists(),
+        "a moved segment is removed"
+    );
+    assert!(foreign.exists());
+
+    // A backup, then a read spooled by a server that crashed; restored.
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&db_path, &backup).unwrap();
+    std::fs::write(segment_path(&spool, spool_id, 5), line(5)).unwrap();
+    let restored = run_cli(&db_path, &["restore", backup.to_str().unwrap()]);
+    assert_eq!(restored.code, Some(0), "{}", restored.stderr);
+    let kept = restored
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("previous:   kept as "))
+        .map(std::path::PathBuf::from)
+        .expect("the kept database");
+    assert_eq!(actors(db_path.clone()).await, ["dr-1", "dr-2", "dr-4"]);
+    assert!(
+        !spool.exists(),
+        "the restored database starts without a spool"
+    );
+    // The spool went with the kept database, and its read enters that
+    // database's chain when it is next opened.
+    assert!(dir_of(&kept).join(foreign.file_name().unwrap()).exists());
+    let verified = run_cli(&kept, &["audit", "verify"]);
     assert_eq!(verified.code, Some(0), "{}", verified.stdout);
+    assert_eq!(actors(kept.clone()).await, ["dr-1", "dr-2", "dr-4", "dr-5"]);
 }

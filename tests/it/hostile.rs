@@ -764,6 +764,62 @@ async fn a_full_disk_refuses_writes_with_507_then_recovers_without_a_restart() {
     );
 }
 
+/// A read whose audit event cannot be spooled (the disk is full) is refused
+/// with 507 and reveals nothing; once space returns, reads are answered
+/// again, and every read answered is in the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_full_disk_cannot_record_is_refused_with_507_and_reveals_nothing() {
+    let Some(fs) = SmallFs::mount("12m", None) else {
+        return;
+    };
+    let db_path = fs.path().join("clinical.db");
+    let server = ServerProcess::start_logging(
+        &format!("sqlite://{}", db_path.display()),
+        &[("PWA_AUDIO_DIR", fs.path().join("audio").to_str().unwrap())],
+        None,
+    );
+    let created = create(&server.base_url, &[]).await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = server.url(&format!("/api/v1/recordings/{id}"));
+    let read = || async { client().get(&url).send().await.expect("request") };
+    assert_eq!(read().await.status(), 200);
+    let mut answered = 1;
+
+    let filler = fs.path().join("filler");
+    fill(&filler);
+    // The spool's last page may hold a few more events; then reads are refused.
+    let refused = loop {
+        let response = read().await;
+        match response.status().as_u16() {
+            200 => answered += 1,
+            507 => break response,
+            other => panic!("a read on a full disk answered {other}"),
+        }
+        assert!(answered < 1_000, "reads were never refused");
+    };
+    assert_eq!(refused.headers()["retry-after"], "30");
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("storage is full") && !text.contains("patient-001"),
+        "{text}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let response = read().await;
+    assert_eq!(response.status(), 200);
+    answered += 1;
+    assert_eq!(server.terminate(), Some(0));
+    let events = common::read_events_of(&db_path, &id).await;
+    assert_eq!(
+        events, answered,
+        "one event per read answered, none for the refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_disk_full_refuses_writes_with_507_then_recovers() {
     use sqlx::Connection as _;

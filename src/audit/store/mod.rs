@@ -68,11 +68,12 @@ mod sql {
             "seq, at, actor, action, recording_id, patient_id, changes, request_id, client_addr, prev_hash, hash"
         };
     }
-    /// A recording's events.
+    /// A recording's events, oldest first (a spooled read enters the chain
+    /// after changes made in the next few milliseconds: see `audit::spool`).
     pub const HISTORY: &str = concat!(
         "SELECT ",
         columns!(),
-        " FROM audit_events WHERE recording_id = $1 ORDER BY seq"
+        " FROM audit_events WHERE recording_id = $1 ORDER BY at, seq"
     );
     /// Events in a time range, of a patient if given.
     pub const EXPORT: &str = concat!(

@@ -1,11 +1,16 @@
 //! The audit trail on SQLite: one writer at a time, so the chain's last
-//! event, read in the writing transaction, is the one to follow.
+//! event, read in the writing transaction, is the one to follow. Also the
+//! moves of the audit spool's events into the chain (`audit::spool`), each
+//! with the spool's position in the same transaction.
+
+use std::path::Path;
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{AuditStore, chain_after, sql, verify_in_ranges, verify_rows};
 use crate::audit::model::{AuditEvent, BrokenLink, NewAuditEvent, StoredEvent};
+use crate::audit::spool_file::{self, Position, io_error, read_pending, remove_segments_before};
 use crate::db::{SqliteDatabase, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -25,7 +30,7 @@ pub async fn append_many(
     conn: &mut sqlx::SqliteConnection,
     events: &[&NewAuditEvent],
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    if events.is_empty() {
+    if events.is_empty() || crate::audit::UNAUDITED {
         return Ok(Vec::new());
     }
     let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
@@ -76,6 +81,107 @@ fn insert_rows_sql(rows: usize) -> String {
     sql
 }
 
+// ---------------------------------------------------------------- the spool's moves
+
+/// The most events one move's transaction appends (bounds how long a move
+/// holds the writer that creates wait for).
+pub const MAX_EVENTS_PER_MOVE: usize = 1_024;
+
+/// Moves every event the spool of `db` holds into the chain, in as many
+/// transactions as needed; how many moved. Nothing is written when nothing
+/// is pending.
+pub async fn move_pending(db: &SqliteDatabase) -> Result<usize, StoreError> {
+    let dir = spool_file::dir_of(db.path());
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    // A look without the write lock first: readers of the trail move before
+    // reading, and mostly find nothing to move. No row: this database never
+    // spooled (files there are another's).
+    let Some(seen) = position(db.readers()).await? else {
+        return Ok(0);
+    };
+    let nothing =
+        read_pending(&dir, &seen, 1).map_err(io_error)?.to == (seen.segment, seen.position);
+    if nothing {
+        return Ok(0);
+    }
+    move_all(db, &dir).await
+}
+
+/// Moves every event in the spool `dir` of `db` into the chain, in
+/// transactions of at most [`MAX_EVENTS_PER_MOVE`]; how many moved.
+pub async fn move_all(db: &SqliteDatabase, dir: &Path) -> Result<usize, StoreError> {
+    let mut moved = 0;
+    loop {
+        let mut tx = db.begin_write().await?;
+        let Some(from) = position(&mut *tx).await? else {
+            return Ok(moved);
+        };
+        let batch = read_pending(dir, &from, MAX_EVENTS_PER_MOVE).map_err(io_error)?;
+        if batch.to == (from.segment, from.position) {
+            return Ok(moved);
+        }
+        let events: Vec<&NewAuditEvent> = batch.events.iter().collect();
+        append_many(&mut tx, &events).await?;
+        sqlx::query("UPDATE audit_spool SET segment = ?1, position = ?2")
+            .bind(to_i64(batch.to.0))
+            .bind(to_i64(batch.to.1))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        moved += events.len();
+        if batch.to.0 > from.segment {
+            remove_segments_before(dir, &from.spool_id, batch.to.0);
+        }
+        if !batch.more {
+            return Ok(moved);
+        }
+    }
+}
+
+/// The row, None until the database's first spooled event.
+async fn position<'c, E>(conn: E) -> Result<Option<Position>, StoreError>
+where
+    E: sqlx::SqliteExecutor<'c>,
+{
+    let row: Option<(String, i64, i64)> =
+        sqlx::query_as("SELECT spool_id, segment, position FROM audit_spool")
+            .fetch_optional(conn)
+            .await?;
+    let Some((spool_id, segment, position)) = row else {
+        return Ok(None);
+    };
+    let unsigned = |n: i64| {
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("audit_spool holds {n}")))
+    };
+    Ok(Some(Position {
+        spool_id,
+        segment: unsigned(segment)?,
+        position: unsigned(position)?,
+    }))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The spool's row, written with a new spool id when this database first
+/// spools.
+pub async fn spool_position(db: &SqliteDatabase) -> Result<Position, StoreError> {
+    let new_id = Uuid::new_v4().simple().to_string()[..16].to_owned();
+    sqlx::query(
+        "INSERT INTO audit_spool (singleton, spool_id, segment, position) \
+         VALUES (1, ?1, 0, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(new_id)
+    .execute(db.writer())
+    .await?;
+    position(db.writer())
+        .await?
+        .ok_or(StoreError::Corrupt("audit_spool has no row".into()))
+}
+
 /// Reads and appends audit events in SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteAudit {
@@ -104,6 +210,7 @@ impl AuditStore for SqliteAudit {
 
     #[tracing::instrument(name = "audit_events.history", skip_all)]
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
+        move_pending(&self.db).await?;
         let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
             .bind(recording_id.hyphenated().to_string())
             .fetch_all(self.db.readers())
@@ -118,6 +225,7 @@ impl AuditStore for SqliteAudit {
         until: Option<Timestamp>,
         patient_id: Option<&str>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
+        move_pending(&self.db).await?;
         let rows: Vec<StoredEvent> = sqlx::query_as(sql::EXPORT)
             .bind(since.map(|t| t.to_string()))
             .bind(until.map(|t| t.to_string()))
@@ -129,6 +237,7 @@ impl AuditStore for SqliteAudit {
 
     #[tracing::instrument(name = "audit_events.verify", skip_all)]
     async fn verify(&self) -> Result<(i64, Option<BrokenLink>), StoreError> {
+        move_pending(&self.db).await?;
         let pool = self.db.readers();
         let max_seq: Option<i64> = sqlx::query_scalar(sql::MAX_SEQ).fetch_one(pool).await?;
         verify_in_ranges(max_seq, RANGE_ROWS, |lo, hi| async move {

@@ -181,6 +181,14 @@ pub async fn restore(
         );
         std::fs::hard_link(db_path, &kept)
             .map_err(fs_error("cannot keep the current database as", &kept))?;
+        // Reads a server spooled belong to the database they were made on:
+        // its spool goes with it (and is moved into it when it is opened).
+        let spool = sibling(db_path, super::AUDIT_SPOOL_SUFFIX);
+        if spool.exists() {
+            let kept_spool = sibling(&kept, super::AUDIT_SPOOL_SUFFIX);
+            std::fs::rename(&spool, &kept_spool)
+                .map_err(fs_error("cannot keep the audit spool as", &kept_spool))?;
+        }
         for companion in ["-wal", "-shm"] {
             let p = sibling(db_path, companion);
             if p.exists() {

@@ -455,6 +455,21 @@ pub async fn open_db(path: &Path) -> SqliteDatabase {
         .expect("open database")
 }
 
+/// How many `read` events of recording `id` the chain of the database at
+/// `path` holds (what a stopped server left in the audit spool is not counted).
+pub async fn read_events_of(path: &Path, id: &str) -> i64 {
+    let db = open_db(path).await;
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE recording_id = ?1 AND action = 'read'",
+    )
+    .bind(id)
+    .fetch_one(db.readers())
+    .await
+    .expect("count read events");
+    db.close().await;
+    events
+}
+
 /// Output of one `clinscribe` command.
 #[derive(Debug)]
 pub struct CliOutput {
