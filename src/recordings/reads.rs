@@ -1,7 +1,7 @@
 //! Reads of patient data: each answer's audit event (who read what, from
-//! where) is committed before the data leaves, through the
-//! [`AuditLog`]'s group commit. A read the trail cannot record fails with
-//! the trail's error (503, or 507 on a full disk) and reveals nothing.
+//! where) is recorded through the [`AuditLog`] before the data leaves (in
+//! SQLite's audit spool, or committed). A read the trail cannot record fails
+//! with the trail's error (503, or 507 on a full disk) and reveals nothing.
 //!
 //! An answer that carries no patient data is not a read: a 304 (the client's
 //! copy is current), a 404.
