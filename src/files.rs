@@ -19,11 +19,16 @@ pub struct FsError {
 impl FsError {
     /// Whether the file system is out of space (or of the user's quota).
     pub fn is_storage_full(&self) -> bool {
-        matches!(
-            self.source.kind(),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        )
+        is_storage_full(&self.source)
     }
+}
+
+/// Whether `e` says the file system is out of space (or of the user's quota).
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// For `map_err`: turns an I/O error into an [`FsError`] about `action` on `path`.

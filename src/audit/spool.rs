@@ -106,7 +106,7 @@ impl Spool {
         let closed = self.db.clone();
         crate::tasks::spawn_watched(
             "audit spool",
-            run_mover(self.db.clone(), self.wake.clone()),
+            run_mover(self.db.clone(), self.dir.clone(), self.wake.clone()),
             move || closed.is_closed(),
         );
         Ok(writer)
@@ -114,7 +114,7 @@ impl Spool {
 }
 
 /// Moves events as they come, until the database closes.
-async fn run_mover(db: SqliteDatabase, wake: Arc<Notify>) {
+async fn run_mover(db: SqliteDatabase, dir: PathBuf, wake: Arc<Notify>) {
     let mut failures: u32 = 0;
     loop {
         let woken = tokio::time::timeout(IDLE_LOOK, wake.notified())
@@ -127,7 +127,7 @@ async fn run_mover(db: SqliteDatabase, wake: Arc<Notify>) {
             continue;
         }
         tokio::time::sleep(MOVE_DELAY).await;
-        match move_all(&db, &dir_of(db.path())).await {
+        match move_all(&db, &dir).await {
             Ok(_) if failures > 0 => {
                 tracing::info!(failures, "audit spool: events move into the chain again");
                 failures = 0;

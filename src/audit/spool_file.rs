@@ -9,13 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::model::NewAuditEvent;
 use crate::db::StoreError;
-use crate::db::sqlite::AUDIT_SPOOL_SUFFIX;
-use crate::files::sibling;
-
-/// The spool directory of the database at `db_path`.
-pub fn dir_of(db_path: &Path) -> PathBuf {
-    sibling(db_path, AUDIT_SPOOL_SUFFIX)
-}
+pub use crate::db::sqlite::audit_spool_dir as dir_of;
 
 /// The `audit_spool` row: how far the spool is in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +88,20 @@ pub fn read_pending(dir: &Path, from: &Position, max: usize) -> std::io::Result<
     }
 }
 
+/// Whether the spool may hold events after `from`: its segment is longer,
+/// or a later one exists (looked at without reading them).
+pub fn has_pending(dir: &Path, from: &Position) -> std::io::Result<bool> {
+    let len = match std::fs::metadata(segment_path(dir, &from.spool_id, from.segment)) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(len > from.position
+        || segments(dir, &from.spool_id)?
+            .iter()
+            .any(|&n| n > from.segment))
+}
+
 /// The bytes of `path` from `offset` (none if the file does not exist).
 fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut file = match File::open(path) {
@@ -145,11 +153,10 @@ pub fn remove_segments_before(dir: &Path, spool_id: &str, number: u64) {
 
 /// A spool file error as the stores say it: a full disk is one.
 pub fn io_error(e: std::io::Error) -> StoreError {
-    match e.kind() {
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-            StoreError::DiskFull(sqlx::Error::Io(e))
-        }
-        _ => StoreError::Database(sqlx::Error::Io(e)),
+    if crate::files::is_storage_full(&e) {
+        StoreError::DiskFull(sqlx::Error::Io(e))
+    } else {
+        StoreError::Database(sqlx::Error::Io(e))
     }
 }
 
@@ -259,6 +266,12 @@ mod tests {
         let end = batch.to;
         let batch = read_pending(dir.path(), &at(end.0, end.1), 100).unwrap();
         assert_eq!((batch.events.len(), batch.to), (0, end));
+        assert!(!has_pending(dir.path(), &at(end.0, end.1)).unwrap());
+        assert!(has_pending(dir.path(), &at(end.0, end.1 - 1)).unwrap());
+        assert!(
+            has_pending(dir.path(), &at(1, 0)).unwrap(),
+            "a later segment"
+        );
         assert_eq!(segments(dir.path(), "abc").unwrap(), [1, 3]);
         remove_segments_before(dir.path(), "abc", 3);
         assert_eq!(segments(dir.path(), "abc").unwrap(), [3]);

@@ -101,9 +101,7 @@ pub async fn move_pending(db: &SqliteDatabase) -> Result<usize, StoreError> {
     let Some(seen) = position(db.readers()).await? else {
         return Ok(0);
     };
-    let nothing =
-        read_pending(&dir, &seen, 1).map_err(io_error)?.to == (seen.segment, seen.position);
-    if nothing {
+    if !spool_file::has_pending(&dir, &seen).map_err(io_error)? {
         return Ok(0);
     }
     move_all(db, &dir).await

@@ -51,9 +51,11 @@ use crate::config::{self, DatabaseSettings, DatabaseUrl};
 /// How long SQLite waits for a lock held by another process before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the audit spool's directory adds to the database's path
-/// (`crate::audit::spool`): it goes where the database goes.
-pub const AUDIT_SPOOL_SUFFIX: &str = "-audit-spool";
+/// The directory of the audit spool (`crate::audit::spool`) of the database
+/// at `db_path`: it goes where the database goes.
+pub fn audit_spool_dir(db_path: &Path) -> PathBuf {
+    crate::files::sibling(db_path, "-audit-spool")
+}
 
 /// The SQLite file `settings` names, or an error if it names another backend.
 fn sqlite_path(settings: &DatabaseSettings) -> Result<&PathBuf, DbError> {

@@ -183,9 +183,9 @@ pub async fn restore(
             .map_err(fs_error("cannot keep the current database as", &kept))?;
         // Reads a server spooled belong to the database they were made on:
         // its spool goes with it (and is moved into it when it is opened).
-        let spool = sibling(db_path, super::AUDIT_SPOOL_SUFFIX);
+        let spool = super::audit_spool_dir(db_path);
         if spool.exists() {
-            let kept_spool = sibling(&kept, super::AUDIT_SPOOL_SUFFIX);
+            let kept_spool = super::audit_spool_dir(&kept);
             std::fs::rename(&spool, &kept_spool)
                 .map_err(fs_error("cannot keep the audit spool as", &kept_spool))?;
         }
