@@ -47,7 +47,7 @@ use crate::db::{SqliteDatabase, StoreError};
 /// How long the mover lets events gather after the first one before moving
 /// them. Each commit rewrites the pages it touches into the WAL, so a read
 /// costs the server less the more events share a commit (docs/BENCHMARKS.md).
-pub const MOVE_DELAY: Duration = Duration::from_millis(100);
+pub const MOVE_DELAY: Duration = Duration::from_millis(250);
 /// A segment past this size is followed by a new one (so that moved events
 /// leave the disk in whole files).
 const SEGMENT_BYTES: u64 = 4 << 20;

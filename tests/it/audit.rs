@@ -859,6 +859,48 @@ async fn verify_finds_a_break_at_the_edge_of_its_ranges() {
     assert_broken_at(&app, 4096, 4098, "expected event 4097").await;
 }
 
+/// A recording's history is every event of it, oldest first, however far
+/// apart in the chain (SQLite indexes them by block of 16,384 positions
+/// first, and looks the recording up in each block).
+#[tokio::test]
+async fn a_history_holds_the_recording_s_events_from_every_block_of_the_chain() {
+    use clinscribe::audit::{AuditAction, AuditContext, NewAuditEvent};
+    let app = TestApp::new().await;
+    let context = AuditContext::system("test");
+    let (ours, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // Ours at positions 1, 16,384, 16,385 and 40,000 (blocks 0, 1, 1 and 2).
+    let ours_at = [1, 16_384, 16_385, 40_000];
+    let events: Vec<NewAuditEvent> = (1..=40_000)
+        .map(|seq| {
+            let recording = if ours_at.contains(&seq) { ours } else { other };
+            context.event(
+                AuditAction::Update,
+                Some(recording),
+                Some("patient-1".into()),
+                json!({ "final_transcript": [null, seq] }),
+            )
+        })
+        .collect();
+    let refs: Vec<&NewAuditEvent> = events.iter().collect();
+    app.state.audit.append_batch(&refs).await.unwrap();
+
+    let history = app.state.audit.history(ours).await.unwrap();
+    let seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, ours_at);
+    assert_eq!(
+        history[3].changes,
+        json!({ "final_transcript": [null, 40_000] })
+    );
+    assert!(
+        app.state
+            .audit
+            .history(uuid::Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// kill -9 in the middle of a burst of reads: every read that was answered
 /// with the recording has its `read` event afterwards (the event commits
 /// before the answer goes), and the chain verifies.

@@ -296,7 +296,7 @@ async fn operations_on_postgres_say_what_they_do_and_do_not_do() {
     let out = cli(&["migrate"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        out.stdout.contains("applied 11 migration(s)"),
+        out.stdout.contains("applied 12 migration(s)"),
         "{}",
         out.stdout
     );

@@ -305,7 +305,7 @@ fn migrate_applies_then_reports_status_with_checksums() {
     );
     let (code, out) = run(&["migrate"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("applied 11 migration(s)"), "{out}");
+    assert!(out.contains("applied 12 migration(s)"), "{out}");
     let (code, out) = run(&["migrate", "--status"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("applied") && !out.contains("pending"), "{out}");

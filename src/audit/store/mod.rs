@@ -58,7 +58,7 @@ pub fn open(db: &Database) -> Arc<dyn AuditStore> {
     }
 }
 
-/// SQL both backends run as it is.
+/// SQL both backends run as it is (but for the one marked SQLite's).
 mod sql {
     /// The chain's last event.
     pub const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
@@ -74,6 +74,17 @@ mod sql {
         "SELECT ",
         columns!(),
         " FROM audit_events WHERE recording_id = $1 ORDER BY at, seq"
+    );
+    /// [`HISTORY`] on SQLite, whose index of a recording's events is by
+    /// block of 16,384 positions first (migration
+    /// `20261207000012_audit_history_by_block`): one lookup per block, each
+    /// an index search (the expression must stay the index's `seq >> 14`).
+    pub const HISTORY_BY_BLOCK: &str = concat!(
+        "WITH RECURSIVE block(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM block \
+         WHERE n < (SELECT max(seq) >> 14 FROM audit_events)) SELECT ",
+        columns!(),
+        " FROM block JOIN audit_events ON seq >> 14 = block.n AND recording_id = $1 \
+         ORDER BY at, seq"
     );
     /// Events in a time range, of a patient if given.
     pub const EXPORT: &str = concat!(

@@ -70,11 +70,16 @@ fn bind_event<'q>(q: SqliteQuery<'q>, e: &'q StoredEvent) -> SqliteQuery<'q> {
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-/// `INSERT INTO audit_events … VALUES (…), (…)` for `rows` events.
+/// `INSERT OR FAIL INTO audit_events … VALUES (…), (…)` for `rows` events.
+///
+/// `OR FAIL` rather than the default `ABORT`: a failed row fails the whole
+/// transaction or savepoint anyway (every caller rolls it back), and only with `ABORT`
+/// does SQLite copy each page a multi-row statement touches into a statement
+/// journal first, about a fifth of a spool move's work (docs/BENCHMARKS.md).
 fn insert_rows_sql(rows: usize) -> String {
     let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let mut sql = String::from(
-        "INSERT INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
+        "INSERT OR FAIL INTO audit_events (seq, at, actor, action, recording_id, patient_id, changes, \
          request_id, client_addr, prev_hash, hash) VALUES ",
     );
     sql.push_str(&vec![one; rows].join(", "));
@@ -85,7 +90,7 @@ fn insert_rows_sql(rows: usize) -> String {
 
 /// The most events one move's transaction appends (bounds how long a move
 /// holds the writer that creates wait for).
-pub const MAX_EVENTS_PER_MOVE: usize = 1_024;
+pub const MAX_EVENTS_PER_MOVE: usize = 2_048;
 
 /// Moves every event the spool of `db` holds into the chain, in as many
 /// transactions as needed; how many moved. Nothing is written when nothing
@@ -209,7 +214,7 @@ impl AuditStore for SqliteAudit {
     #[tracing::instrument(name = "audit_events.history", skip_all)]
     async fn history(&self, recording_id: Uuid) -> Result<Vec<AuditEvent>, StoreError> {
         move_pending(&self.db).await?;
-        let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY)
+        let rows: Vec<StoredEvent> = sqlx::query_as(sql::HISTORY_BY_BLOCK)
             .bind(recording_id.hyphenated().to_string())
             .fetch_all(self.db.readers())
             .await?;

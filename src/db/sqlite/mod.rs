@@ -134,7 +134,11 @@ impl SqliteDatabase {
                     .clone()
                     // Takes effect when the file is created: lets `vacuum` free pages
                     // in short steps while the server runs, instead of a full VACUUM.
-                    .auto_vacuum(SqliteAutoVacuum::Incremental),
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
+                    // A group commit or a move of the audit spool dirties index
+                    // pages all over the file; with SQLite's 2 MiB default they
+                    // spill into the WAL before the commit and are read again.
+                    .pragma("cache_size", WRITER_CACHE_SIZE),
             )
             .await
             .map_err(open_err)?;
@@ -371,6 +375,9 @@ async fn rewind_wal(writer: &SqlitePool) {
         Err(e) => tracing::warn!(error = %e, "checkpoint with writes held failed; retrying"),
     }
 }
+
+/// The writer connection's page cache, in `PRAGMA cache_size` form (32 MiB).
+const WRITER_CACHE_SIZE: &str = "-32768";
 
 /// The PRAGMAs every connection gets (the original's settings, `synchronous` configurable).
 fn connect_options(path: &Path, synchronous: config::SqliteSynchronous) -> SqliteConnectOptions {
