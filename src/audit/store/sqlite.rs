@@ -35,9 +35,11 @@ pub async fn append_many(
     }
     let last: Option<(i64, String)> = sqlx::query_as(sql::LAST).fetch_optional(&mut *conn).await?;
     let chained = chain_after(events, last);
-    // Statements of a few fixed sizes, so that few are prepared and cached.
-    const SIZES: [usize; 4] = [64, 16, 4, 1];
-    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+    // Statements of a few fixed sizes, so that few are prepared and cached;
+    // powers of two, so that a group commit's batch (up to its number of
+    // waiting clients) takes few statements, each a round trip.
+    const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+    static SQL: [std::sync::OnceLock<String>; 7] = [const { std::sync::OnceLock::new() }; 7];
     let mut rest = chained.as_slice();
     for (i, size) in crate::db::sqlite::fixed_size_chunks(rest.len(), &SIZES) {
         let (chunk, tail) = rest.split_at(size);
