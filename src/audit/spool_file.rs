@@ -40,12 +40,11 @@ pub struct Batch {
 pub fn read_pending(dir: &Path, from: &Position, max: usize) -> std::io::Result<Batch> {
     let (mut segment, mut position) = (from.segment, from.position);
     let mut events = Vec::new();
+    // Listed once, before any segment is read: a segment listed with a
+    // later one was complete before our read began.
+    let existing = segments(dir, &from.spool_id)?;
     loop {
-        // Looked at before reading: a later segment's existence means this
-        // one was complete before our read began.
-        let later = segments(dir, &from.spool_id)?
-            .into_iter()
-            .find(|&n| n > segment);
+        let later = existing.iter().copied().find(|&n| n > segment);
         let bytes = read_from(&segment_path(dir, &from.spool_id, segment), position)?;
         let mut taken = 0;
         for line in bytes.split_inclusive(|&b| b == b'\n') {
