@@ -738,16 +738,20 @@ mod tests {
     }
 
     #[test]
-    fn the_whisper_context_is_full_unless_fitted_is_asked_for() {
+    fn the_whisper_context_is_the_model_s_own_unless_one_is_asked_for() {
         let parse = |context| EmbeddedOptions::parse("2", "en", context);
         assert_eq!(
             parse(DEFAULT_WHISPER_CONTEXT).unwrap().context,
-            EncoderContext::Full
+            EncoderContext::Auto
         );
         assert_eq!(parse(" Fitted ").unwrap().context, EncoderContext::Fitted);
+        assert_eq!(parse("FULL").unwrap().context, EncoderContext::Full);
         let err = parse("short").unwrap_err();
         assert_eq!(err.setting, "PWA_WHISPER_CONTEXT");
-        assert!(err.to_string().contains("expected full or fitted"), "{err}");
+        assert!(
+            err.to_string().contains("expected auto, full or fitted"),
+            "{err}"
+        );
     }
 }
 
@@ -823,11 +827,15 @@ pub struct EmbeddedOptions {
 /// Whisper's 30 s (see docs/BENCHMARKS.md for the trade-off measured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EncoderContext {
-    /// Padded to 30 s, as the models were trained: the accurate choice.
+    /// The one measured as accurate for the model: `fitted` for `base`,
+    /// `full` for `tiny.en` and for any model file clinscribe does not know.
     #[default]
+    Auto,
+    /// Padded to 30 s, as the models were trained.
     Full,
-    /// Only the positions the audio fills, plus a margin: about twice as
-    /// fast on short dictations, but tiny.en mishears some drug names.
+    /// Only the positions the audio fills, plus a margin: about three times
+    /// as fast on short dictations, as accurate with `base`, but `tiny.en`
+    /// mishears some short sentences.
     Fitted,
 }
 
@@ -836,12 +844,13 @@ impl FromStr for EncoderContext {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
             "full" => Ok(Self::Full),
             "fitted" => Ok(Self::Fitted),
             _ => Err(ConfigError::new(
                 "PWA_WHISPER_CONTEXT",
                 value,
-                "expected full or fitted",
+                "expected auto, full or fitted",
             )),
         }
     }
@@ -850,7 +859,7 @@ impl FromStr for EncoderContext {
 impl EmbeddedOptions {
     /// Validates `PWA_TRANSCRIBE_THREADS` (`auto` or a number),
     /// `PWA_TRANSCRIBE_LANGUAGE` (`auto` or a two- or three-letter code) and
-    /// `PWA_WHISPER_CONTEXT` (`full` or `fitted`).
+    /// `PWA_WHISPER_CONTEXT` (`auto`, `full` or `fitted`).
     pub fn parse(threads: &str, language: &str, context: &str) -> Result<Self, ConfigError> {
         let threads = match threads.trim() {
             "auto" => std::thread::available_parallelism()
@@ -894,8 +903,8 @@ impl EmbeddedOptions {
 pub const DEFAULT_TRANSCRIBE_THREADS: &str = "auto";
 /// Default `PWA_TRANSCRIBE_LANGUAGE`: detected per dictation.
 pub const DEFAULT_TRANSCRIBE_LANGUAGE: &str = "auto";
-/// Default `PWA_WHISPER_CONTEXT`: every piece padded to 30 s.
-pub const DEFAULT_WHISPER_CONTEXT: &str = "full";
+/// Default `PWA_WHISPER_CONTEXT`: the context measured as accurate for the model.
+pub const DEFAULT_WHISPER_CONTEXT: &str = "auto";
 
 /// Default `PWA_TRANSCRIBE_ENGINE`: the original's container when `WHISPER_URL`
 /// is set, otherwise the embedded engine.

