@@ -57,7 +57,7 @@ enum ModelAction {
         /// The spoken language (`en`, `de`, ...), or `auto` to detect it.
         #[arg(long, env = "PWA_TRANSCRIBE_LANGUAGE", default_value = config::DEFAULT_TRANSCRIBE_LANGUAGE)]
         language: String,
-        /// The encoder context of a file shorter than 30 s: `full` or `fitted`.
+        /// The encoder context of a file shorter than 30 s: `auto`, `full` or `fitted`.
         #[arg(long, env = "PWA_WHISPER_CONTEXT", default_value = config::DEFAULT_WHISPER_CONTEXT)]
         context: String,
     },

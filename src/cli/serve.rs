@@ -219,7 +219,8 @@ pub(super) struct ServeArgs {
     transcribe_language: String,
 
     /// `embedded`: the encoder context of a dictation shorter than 30 s: `full`
-    /// (padded to 30 s, as Whisper was trained) or `fitted` (faster; see docs/BENCHMARKS.md).
+    /// (padded to 30 s, as Whisper was trained), `fitted` (faster; see
+    /// docs/BENCHMARKS.md) or `auto` (the one measured for the model).
     #[arg(long, env = "PWA_WHISPER_CONTEXT", default_value = config::DEFAULT_WHISPER_CONTEXT)]
     whisper_context: String,
 

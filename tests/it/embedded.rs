@@ -376,7 +376,7 @@ fn a_short_dictation_is_heard_with_a_fitted_context_and_timed_within_its_audio()
     let model = test_model();
     let dir = tempfile::tempdir().unwrap();
     // (tiny.en, fitted, heard this first sentence alone as "the patient
-    // report s hanic": docs/BENCHMARKS.md says why fitted is not the default.)
+    // report s hanic": why `auto` keeps tiny.en on the full context.)
     let wav = spoken_wav(
         dir.path(),
         "The patient reports a headache for three days. There is no fever and no neck stiffness.",
