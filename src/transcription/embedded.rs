@@ -274,7 +274,14 @@ fn quiet_cut(samples: &[f32]) -> usize {
 #[async_trait]
 impl TranscriptionEngine for EmbeddedEngine {
     fn describe(&self) -> String {
-        format!("embedded (whisper.cpp, model {})", self.name)
+        let context = match self.encoder_context {
+            EncoderContext::Fitted => "fitted",
+            EncoderContext::Full | EncoderContext::Auto => "full",
+        };
+        format!(
+            "embedded (whisper.cpp, model {}, {context} context)",
+            self.name
+        )
     }
 
     async fn transcribe(&self, audio: &AudioInput) -> Result<Transcript, EngineError> {
