@@ -833,10 +833,21 @@ pub enum EncoderContext {
     Auto,
     /// Padded to 30 s, as the models were trained.
     Full,
-    /// Only the positions the audio fills, plus a margin: about three times
-    /// as fast on short dictations, as accurate with `base`, but `tiny.en`
-    /// mishears some short sentences.
+    /// Only the positions the audio fills, plus a margin: faster on short
+    /// dictations, as accurate with `base`, but `tiny.en` mishears some
+    /// short sentences.
     Fitted,
+}
+
+/// The setting's own spelling, as `PWA_WHISPER_CONTEXT` takes it.
+impl std::fmt::Display for EncoderContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Full => "full",
+            Self::Fitted => "fitted",
+        })
+    }
 }
 
 impl FromStr for EncoderContext {

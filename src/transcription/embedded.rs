@@ -274,13 +274,9 @@ fn quiet_cut(samples: &[f32]) -> usize {
 #[async_trait]
 impl TranscriptionEngine for EmbeddedEngine {
     fn describe(&self) -> String {
-        let context = match self.encoder_context {
-            EncoderContext::Fitted => "fitted",
-            EncoderContext::Full | EncoderContext::Auto => "full",
-        };
         format!(
-            "embedded (whisper.cpp, model {}, {context} context)",
-            self.name
+            "embedded (whisper.cpp, model {}, {} context)",
+            self.name, self.encoder_context
         )
     }
 

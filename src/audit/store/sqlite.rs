@@ -39,7 +39,8 @@ pub async fn append_many(
     // powers of two, so that a group commit's batch (up to its number of
     // waiting clients) takes few statements, each a round trip.
     const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-    static SQL: [std::sync::OnceLock<String>; 7] = [const { std::sync::OnceLock::new() }; 7];
+    static SQL: [std::sync::OnceLock<String>; SIZES.len()] =
+        [const { std::sync::OnceLock::new() }; SIZES.len()];
     let mut rest = chained.as_slice();
     for (i, size) in crate::db::sqlite::fixed_size_chunks(rest.len(), &SIZES) {
         let (chunk, tail) = rest.split_at(size);
